@@ -1,0 +1,236 @@
+//! The command line (clap): argument definitions and each command's implementation.
+//! `status` and `history` read the store directly (they work while the daemon is down);
+//! `trigger`, `approve` and `reject` call the running daemon's API with the configured token.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+use crate::secret::Secret;
+use crate::status;
+use crate::store::Store;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "retraind", version, about = "Continuous-training daemon: drift checks, guarded retraining, approval, deploy and rollback")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "RETRAIND_CONFIG", default_value = "/etc/retraind/retraind.toml")]
+    pub config: PathBuf,
+    /// Log format: auto = text on a terminal, JSON otherwise.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+    /// Log level (RUST_LOG overrides).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (scheduler, cycles, HTTP server) until SIGTERM.
+    Run,
+    /// Run the whole loop on generated data with embedded defaults.
+    Demo {
+        /// Folder for the demo's data, config and state.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        /// Keep serving /metrics and the API after the demo, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Start a cycle of a pipeline now (asks the running daemon).
+    Trigger {
+        pipeline: String,
+        /// The cycle's day, YYYY-MM-DD (default: today in the pipeline's timezone).
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Show each pipeline's champion, cycle in flight and last outcome.
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// List recent cycles, newest first.
+    History {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Approve a cycle awaiting approval.
+    Approve {
+        cycle: i64,
+        #[arg(long, env = "USER")]
+        approver: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Reject a cycle awaiting approval.
+    Reject {
+        cycle: i64,
+        #[arg(long, env = "USER")]
+        approver: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file and report every problem.
+    Check {
+        /// File to check (default: --config).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Run the parsed command line.
+pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    telemetry::init(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Run => crate::daemon::run(cli.config).await.map(|_| ExitCode::SUCCESS),
+        Command::Demo { dir, keep_running } => crate::demo::run(&dir, keep_running).await.map(|_| ExitCode::SUCCESS),
+        Command::Version => {
+            println!("retraind {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => Ok(config_check(file.as_deref().unwrap_or(&cli.config))),
+        Command::Status { format } => status_cmd(&cli.config, format).await,
+        Command::History { pipeline, limit, format } => history_cmd(&cli.config, pipeline.as_deref(), limit, format).await,
+        Command::Trigger { pipeline, date } => {
+            let body = serde_json::json!({ "date": date });
+            api_post(&cli.config, &format!("/api/v1/pipelines/{pipeline}/trigger"), body).await
+        }
+        Command::Approve { cycle, approver, reason } => {
+            let body = serde_json::json!({ "approver": approver, "reason": reason });
+            api_post(&cli.config, &format!("/api/v1/cycles/{cycle}/approve"), body).await
+        }
+        Command::Reject { cycle, approver, reason } => {
+            let body = serde_json::json!({ "approver": approver, "reason": reason });
+            api_post(&cli.config, &format!("/api/v1/cycles/{cycle}/reject"), body).await
+        }
+    }
+}
+
+fn config_check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!("{}: OK ({} pipeline(s))", path.display(), c.pipelines.len());
+            for p in &c.pipelines {
+                let next = p.schedule.next_after(chrono::Utc::now()).map(|t| t.to_rfc3339()).unwrap_or_default();
+                println!("  {}: schedule `{}` ({}), next {next}", p.name, p.schedule.expression(), p.schedule.timezone());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ ConfigError::Invalid { .. }) | Err(e @ ConfigError::Syntax { .. }) | Err(e @ ConfigError::Read { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::connect(&config.store.url, 2)
+        .await
+        .with_context(|| format!("opening the store {}", config.store.redacted_url()))
+}
+
+async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let store = open_store(&config).await?;
+    let rows = status::pipelines(&store, &config).await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => {
+            for p in &rows {
+                let champ = p
+                    .champion
+                    .as_ref()
+                    .map(|v| format!("v{} (acc {:.3})", v.version, v.holdout_accuracy.unwrap_or(f64::NAN)))
+                    .unwrap_or_else(|| "none".into());
+                println!("{}  champion {champ}", p.name);
+                if let Some(c) = &p.active_cycle {
+                    println!("  in flight: cycle {} {} — {}", c.id, c.state, c.reason.as_deref().unwrap_or(""));
+                }
+                if let Some(c) = &p.last_cycle {
+                    let outcome = c.outcome.map(|o| o.as_str()).unwrap_or("-");
+                    println!("  last: cycle {} {outcome} — {}", c.id, c.reason.as_deref().unwrap_or(""));
+                }
+                if let Some(t) = p.next_scheduled_at {
+                    println!("  next check: {}", t.to_rfc3339());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn history_cmd(config_path: &Path, pipeline: Option<&str>, limit: i64, format: Format) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let store = open_store(&config).await?;
+    let rows: Vec<status::CycleSummary> = store
+        .cycles(pipeline, limit.clamp(1, 10_000))
+        .await?
+        .iter()
+        .map(status::CycleSummary::from)
+        .collect();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => {
+            println!("{:>6}  {:<12} {:<10} {:<18} {:<11} reason", "cycle", "pipeline", "date", "state", "outcome");
+            for c in &rows {
+                println!(
+                    "{:>6}  {:<12} {:<10} {:<18} {:<11} {}",
+                    c.id,
+                    c.pipeline,
+                    c.date,
+                    c.state.as_str(),
+                    c.outcome.map(|o| o.as_str()).unwrap_or("-"),
+                    c.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// POST to the running daemon's API with the configured bearer token; print the JSON reply.
+async fn api_post(config_path: &Path, path: &str, body: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let Some(source) = &config.server.api_token else {
+        bail!("no API token configured: set server.api_token_file in {} (the daemon needs it too)", config_path.display());
+    };
+    let token = Secret::load(source)?;
+    let url = format!("http://{}{path}", config.server.listen);
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.expose())
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {url}: is `retraind run` running?"))?;
+    let code = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{text}");
+    Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,861 @@
+//! Configuration: the raw TOML shape (`raw`), environment overrides, and the validated
+//! [`Config`] the rest of the daemon uses.
+//!
+//! Loading is two-phase, as in ripgrep: the file is parsed into raw structs that mirror the
+//! TOML exactly (every field optional), then `validate` turns them into typed values and
+//! collects *every* problem at once — unknown keys, bad cron expressions, bad durations,
+//! missing files, out-of-range thresholds — each naming its key path and the fix. Nothing
+//! here reads secrets' contents; [`crate::secret`] does that at start-up.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use crate::schedule::Schedule;
+
+/// Default cron schedule: 02:00 every day (six fields, seconds first).
+pub const DEFAULT_SCHEDULE: &str = "0 0 2 * * *";
+/// Default admin/API listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// One problem found in a configuration, with the key path at fault and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `pipeline[0].schedule`.
+    pub path: String,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Errors from loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (pass an existing file with --config)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {} problem(s):\n{}", problems.len(), render_problems(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The raw TOML shape. Every field is optional so that missing keys get their documented
+/// defaults and unknown keys are collected (not fatal on first sight).
+pub mod raw {
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawConfig {
+        #[serde(default)]
+        pub daemon: RawDaemon,
+        #[serde(default)]
+        pub server: RawServer,
+        #[serde(default)]
+        pub store: RawStore,
+        #[serde(default)]
+        pub pipeline: Vec<RawPipeline>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawDaemon {
+        pub state_dir: Option<String>,
+        pub shutdown_grace: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawServer {
+        pub listen: Option<String>,
+        pub api_token_file: Option<String>,
+        pub api_token_env: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawStore {
+        pub url: Option<String>,
+        pub max_connections: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawPipeline {
+        pub name: Option<String>,
+        pub schedule: Option<String>,
+        pub timezone: Option<String>,
+        pub catch_up: Option<bool>,
+        #[serde(default)]
+        pub data: RawData,
+        #[serde(default)]
+        pub drift: RawDrift,
+        #[serde(default)]
+        pub performance: RawPerformance,
+        #[serde(default)]
+        pub train: RawTrain,
+        #[serde(default)]
+        pub gate: RawGate,
+        #[serde(default)]
+        pub approval: RawApproval,
+        #[serde(default)]
+        pub deploy: RawDeploy,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawData {
+        pub reference: Option<String>,
+        pub current: Option<String>,
+        pub target: Option<String>,
+        pub numerical: Option<Vec<String>>,
+        pub categorical: Option<Vec<String>>,
+        pub ignore: Option<Vec<String>>,
+        pub min_rows: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawDrift {
+        pub alpha: Option<f64>,
+        pub correction: Option<String>,
+        pub min_effect_numerical: Option<f64>,
+        pub min_effect_categorical: Option<f64>,
+        pub drift_share: Option<f64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawPerformance {
+        pub max_accuracy_drop: Option<f64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawTrain {
+        pub backend: Option<String>,
+        pub timeout: Option<String>,
+        #[serde(default)]
+        pub burn: RawBurn,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawBurn {
+        pub hidden: Option<Vec<i64>>,
+        pub dropout: Option<f64>,
+        pub learning_rate: Option<f64>,
+        pub batch_size: Option<i64>,
+        pub epochs: Option<i64>,
+        pub patience: Option<i64>,
+        pub validation_share: Option<f64>,
+        pub seed: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawGate {
+        pub min_accuracy: Option<f64>,
+        pub max_drop: Option<f64>,
+        pub holdout_share: Option<f64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawApproval {
+        pub mode: Option<String>,
+        pub expires: Option<String>,
+        pub required: Option<i64>,
+        pub approvers: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawDeploy {
+        pub watch: Option<String>,
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// File the configuration was read from (relative data paths resolve against its folder).
+    pub source: PathBuf,
+    pub daemon: Daemon,
+    pub server: Server,
+    pub store: StoreConfig,
+    pub pipelines: Vec<Pipeline>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Where the API token comes from; `None` disables mutating endpoints.
+    pub api_token: Option<crate::secret::SecretSource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://…` or `postgres://…`. May embed a password: never log it (see `redacted_url`).
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl StoreConfig {
+    /// The URL with any password replaced by `***`, safe to log.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Replace the password in `scheme://user:password@host/...` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}://{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub schedule: Schedule,
+    pub catch_up: bool,
+    pub data: DataConfig,
+    pub drift: DriftConfig,
+    pub performance: PerformanceConfig,
+    pub train: TrainConfig,
+    pub gate: GateConfig,
+    pub approval: ApprovalConfig,
+    pub deploy: DeployConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataConfig {
+    pub reference: PathBuf,
+    /// Path template; `{date}` is replaced by the cycle's day (YYYY-MM-DD, pipeline timezone).
+    pub current: String,
+    pub target: String,
+    pub numerical: Option<Vec<String>>,
+    pub categorical: Option<Vec<String>>,
+    pub ignore: Vec<String>,
+    pub min_rows: usize,
+}
+
+impl DataConfig {
+    /// The current-window path for one cycle day.
+    pub fn current_path(&self, date: &str) -> PathBuf {
+        PathBuf::from(self.current.replace("{date}", date))
+    }
+}
+
+/// Multiple-testing correction across features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Correction {
+    BenjaminiHochberg,
+    Bonferroni,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct DriftConfig {
+    pub alpha: f64,
+    pub correction: Correction,
+    pub min_effect_numerical: f64,
+    pub min_effect_categorical: f64,
+    /// Share of drifted features for dataset drift; 0 means "any feature".
+    pub drift_share: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PerformanceConfig {
+    pub max_accuracy_drop: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub timeout: Duration,
+    pub burn: BurnConfig,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BurnConfig {
+    pub hidden: Vec<usize>,
+    pub dropout: f64,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub patience: usize,
+    pub validation_share: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub min_accuracy: f64,
+    pub max_drop: f64,
+    pub holdout_share: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalMode {
+    Manual,
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalConfig {
+    pub mode: ApprovalMode,
+    pub expires: Duration,
+    pub required: usize,
+    pub approvers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    pub watch: Duration,
+}
+
+impl Config {
+    /// Read, override from the environment, and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// As [`Config::load`], with the environment passed in (tests).
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    /// Parse and validate TOML text that was read from `path`.
+    pub fn parse(text: &str, path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut problems = apply_env_overrides(&mut value, env);
+        let mut unknown = Vec::new();
+        let de = serde_ignored::Deserializer::new(toml::Value::Table(value), |p| {
+            unknown.push(p.to_string())
+        });
+        let raw: raw::RawConfig = match serde_path_to_error::deserialize(de) {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(Problem {
+                    path: display_path(&e.path().to_string()),
+                    message: format!("{} (see config/retraind.toml for the expected type)", e.inner()),
+                });
+                problems.extend(unknown.iter().map(|p| unknown_key(p)));
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    problems,
+                });
+            }
+        };
+        problems.extend(unknown.iter().map(|p| unknown_key(p)));
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let env_lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let config = validate(raw, path, &base, &env_lookup, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Find a pipeline by name.
+    pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+}
+
+/// serde paths print sequences as `pipeline.0.drift`; show them as `pipeline[0].drift`.
+fn display_path(path: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in path.split('.').enumerate() {
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if i > 0 {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn unknown_key(path: &str) -> Problem {
+    Problem {
+        path: display_path(path),
+        message: "unknown key (check its spelling against config/retraind.toml, or remove it)"
+            .to_string(),
+    }
+}
+
+/// Apply `RETRAIND_<SECTION>__<KEY>=value` overrides (e.g. `RETRAIND_STORE__URL`,
+/// `RETRAIND_SERVER__LISTEN`, `RETRAIND_DAEMON__STATE_DIR`) to the top-level tables. Values
+/// are read as TOML literals when they parse as one (numbers, booleans), else as strings.
+fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("RETRAIND_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if !["daemon", "server", "store"].contains(&section.as_str()) {
+            problems.push(Problem {
+                path: format!("{section}.{key}"),
+                message: format!(
+                    "environment variable {name} overrides an unknown section (use RETRAIND_DAEMON__…, RETRAIND_SERVER__… or RETRAIND_STORE__…)"
+                ),
+            });
+            continue;
+        }
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table() && !v.is_array())
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry.as_table_mut() {
+            Some(t) => {
+                t.insert(key, parsed);
+            }
+            None => problems.push(Problem {
+                path: section,
+                message: format!("must be a table to accept the override from {name}"),
+            }),
+        }
+    }
+    problems
+}
+
+/// Collects problems while turning raw values into typed ones.
+struct Checker<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, raw: &Option<String>, default: &str) -> Duration {
+        let text = raw.as_deref().unwrap_or(default);
+        match humantime::parse_duration(text) {
+            Ok(d) if d.as_secs() <= 10 * 365 * 24 * 3600 => d,
+            Ok(_) => {
+                self.problem(path, format!("duration `{text}` is longer than 10 years; use a value such as \"{default}\""));
+                Duration::ZERO
+            }
+            Err(e) => {
+                self.problem(
+                    path,
+                    format!("`{text}` is not a duration ({e}); write it like \"30s\", \"15m\" or \"72h\""),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn fraction(&mut self, path: &str, raw: Option<f64>, default: f64, lo_open: bool) -> f64 {
+        let v = raw.unwrap_or(default);
+        let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
+        if !ok {
+            let range = if lo_open { "0 < x <= 1" } else { "0 <= x <= 1" };
+            self.problem(
+                path,
+                format!("{v} is out of range; use a number with {range} (default {default})"),
+            );
+        }
+        v
+    }
+
+    fn positive(&mut self, path: &str, raw: Option<i64>, default: i64, max: i64) -> usize {
+        let v = raw.unwrap_or(default);
+        if v < 1 || v > max {
+            self.problem(
+                path,
+                format!("{v} is out of range; use a whole number from 1 to {max} (default {default})"),
+            );
+            return default as usize;
+        }
+        v as usize
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() { path } else { base.join(path) }
+}
+
+fn validate(
+    raw: raw::RawConfig,
+    source: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Config {
+    let mut c = Checker { problems };
+
+    let state_dir = raw
+        .daemon
+        .state_dir
+        .map(|s| resolve(base, &s))
+        .or_else(|| env("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| base.join("state"));
+    let shutdown_grace = c.duration("daemon.shutdown_grace", &raw.daemon.shutdown_grace, "30s");
+
+    let listen_text = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        c.problem(
+            "server.listen",
+            format!("`{listen_text}` is not an address; write IP:PORT such as \"{DEFAULT_LISTEN}\""),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    });
+    let api_token = match (raw.server.api_token_file, raw.server.api_token_env) {
+        (Some(_), Some(_)) => {
+            c.problem(
+                "server.api_token_file",
+                "set either api_token_file or api_token_env, not both",
+            );
+            None
+        }
+        (Some(file), None) => {
+            let path = resolve(base, &file);
+            if !path.is_file() {
+                c.problem(
+                    "server.api_token_file",
+                    format!("file {} does not exist; create it (mode 0600) holding the bearer token", path.display()),
+                );
+            }
+            Some(crate::secret::SecretSource::File(path))
+        }
+        (None, Some(var)) => Some(crate::secret::SecretSource::Env(var)),
+        (None, None) => env("CREDENTIALS_DIRECTORY")
+            .map(|dir| Path::new(&dir).join("api-token"))
+            .filter(|p| p.is_file())
+            .map(crate::secret::SecretSource::File),
+    };
+
+    let default_url = format!("sqlite://{}", state_dir.join("retraind.db").display());
+    let url = raw.store.url.unwrap_or(default_url);
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        c.problem(
+            "store.url",
+            format!("`{}` is not a supported store; use sqlite:///path/to/retraind.db or postgres://user@host/db", redact_url(&url)),
+        );
+    }
+    let max_connections = c.positive("store.max_connections", raw.store.max_connections, 5, 100) as u32;
+
+    let mut names = BTreeSet::new();
+    let mut pipelines = Vec::new();
+    if raw.pipeline.is_empty() {
+        c.problem("pipeline", "no [[pipeline]] table; add one per model (see config/retraind.toml)");
+    }
+    for (i, p) in raw.pipeline.into_iter().enumerate() {
+        let at = |k: &str| format!("pipeline[{i}].{k}");
+        let name = p.name.clone().unwrap_or_default();
+        if name.is_empty()
+            || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            || name.len() > 64
+        {
+            c.problem(&at("name"), format!("`{name}` is not a valid name; use 1-64 letters, digits, '-' or '_'"));
+        } else if !names.insert(name.clone()) {
+            c.problem(&at("name"), format!("pipeline `{name}` is defined twice; names must be unique"));
+        }
+        let tz_text = p.timezone.unwrap_or_else(|| "UTC".to_string());
+        let tz: Tz = tz_text.parse().unwrap_or_else(|_| {
+            c.problem(&at("timezone"), format!("`{tz_text}` is not an IANA timezone; use e.g. \"UTC\" or \"Europe/Berlin\""));
+            Tz::UTC
+        });
+        let cron_text = p.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+        let schedule = Schedule::parse(&cron_text, tz).unwrap_or_else(|e| {
+            c.problem(&at("schedule"), format!("{e}"));
+            Schedule::default_daily(tz)
+        });
+
+        let reference = match p.data.reference {
+            Some(r) => {
+                let path = resolve(base, &r);
+                if !path.is_file() {
+                    c.problem(&at("data.reference"), format!("file {} does not exist; point it at the reference data (CSV, Parquet or NDJSON)", path.display()));
+                }
+                path
+            }
+            None => {
+                c.problem(&at("data.reference"), "missing; set the path of the reference data set");
+                PathBuf::new()
+            }
+        };
+        let current = match p.data.current {
+            Some(t) => {
+                let path = resolve(base, &t);
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !dir.is_dir() {
+                    c.problem(&at("data.current"), format!("directory {} does not exist; create it or fix the path template", dir.display()));
+                }
+                path.to_string_lossy().into_owned()
+            }
+            None => {
+                c.problem(&at("data.current"), "missing; set the current-window path, e.g. \"data/current/{date}.csv\"");
+                String::new()
+            }
+        };
+        let min_rows = c.positive(&at("data.min_rows"), p.data.min_rows, 50, i64::from(u32::MAX));
+
+        let correction = match p.drift.correction.as_deref().unwrap_or("benjamini_hochberg") {
+            "benjamini_hochberg" | "bh" => Correction::BenjaminiHochberg,
+            "bonferroni" => Correction::Bonferroni,
+            "none" => Correction::None,
+            other => {
+                c.problem(&at("drift.correction"), format!("`{other}` is not a correction; use \"benjamini_hochberg\", \"bonferroni\" or \"none\""));
+                Correction::BenjaminiHochberg
+            }
+        };
+        let drift = DriftConfig {
+            alpha: c.fraction(&at("drift.alpha"), p.drift.alpha, 0.05, true),
+            correction,
+            min_effect_numerical: c.fraction(&at("drift.min_effect_numerical"), p.drift.min_effect_numerical, 0.1, false),
+            min_effect_categorical: c.fraction(&at("drift.min_effect_categorical"), p.drift.min_effect_categorical, 0.1, false),
+            drift_share: c.fraction(&at("drift.drift_share"), p.drift.drift_share, 0.0, false),
+        };
+        let performance = PerformanceConfig {
+            max_accuracy_drop: c.fraction(&at("performance.max_accuracy_drop"), p.performance.max_accuracy_drop, 0.05, false),
+        };
+
+        if let Some(b) = p.train.backend.as_deref().filter(|b| *b != "burn") {
+            c.problem(&at("train.backend"), format!("`{b}` is not available in this build; use \"burn\""));
+        }
+        let hidden = match p.train.burn.hidden {
+            Some(h) => h
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    if !(1..=4096).contains(&n) {
+                        c.problem(&at(&format!("train.burn.hidden[{j}]")), format!("{n} is out of range; use 1 to 4096 units"));
+                    }
+                    n.clamp(1, 4096) as usize
+                })
+                .collect(),
+            None => vec![32, 16],
+        };
+        let burn = BurnConfig {
+            hidden,
+            dropout: c.fraction(&at("train.burn.dropout"), p.train.burn.dropout, 0.1, false),
+            learning_rate: {
+                let lr = p.train.burn.learning_rate.unwrap_or(0.01);
+                if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+                    c.problem(&at("train.burn.learning_rate"), format!("{lr} is out of range; use a number with 0 < x <= 10 (default 0.01)"));
+                }
+                lr
+            },
+            batch_size: c.positive(&at("train.burn.batch_size"), p.train.burn.batch_size, 64, 1 << 20),
+            epochs: c.positive(&at("train.burn.epochs"), p.train.burn.epochs, 30, 100_000),
+            patience: c.positive(&at("train.burn.patience"), p.train.burn.patience, 5, 100_000),
+            validation_share: c.fraction(&at("train.burn.validation_share"), p.train.burn.validation_share, 0.2, true),
+            seed: match p.train.burn.seed {
+                Some(s) if s < 0 => {
+                    c.problem(&at("train.burn.seed"), format!("{s} is negative; use a whole number >= 0"));
+                    0
+                }
+                Some(s) => s as u64,
+                None => 42,
+            },
+        };
+        let train = TrainConfig {
+            timeout: c.duration(&at("train.timeout"), &p.train.timeout, "1h"),
+            burn,
+        };
+        let gate = GateConfig {
+            min_accuracy: c.fraction(&at("gate.min_accuracy"), p.gate.min_accuracy, 0.9, false),
+            max_drop: c.fraction(&at("gate.max_drop"), p.gate.max_drop, 0.0, false),
+            holdout_share: c.fraction(&at("gate.holdout_share"), p.gate.holdout_share, 0.3, true),
+        };
+        let mode = match p.approval.mode.as_deref().unwrap_or("manual") {
+            "manual" => ApprovalMode::Manual,
+            "auto" => ApprovalMode::Auto,
+            other => {
+                c.problem(&at("approval.mode"), format!("`{other}` is not a mode; use \"manual\" (default) or \"auto\" (explicit opt-in)"));
+                ApprovalMode::Manual
+            }
+        };
+        let approval = ApprovalConfig {
+            mode,
+            expires: c.duration(&at("approval.expires"), &p.approval.expires, "72h"),
+            required: c.positive(&at("approval.required"), p.approval.required, 1, 10),
+            approvers: p.approval.approvers.unwrap_or_default(),
+        };
+        let deploy = DeployConfig {
+            watch: c.duration(&at("deploy.watch"), &p.deploy.watch, "0s"),
+        };
+        pipelines.push(Pipeline {
+            name,
+            schedule,
+            catch_up: p.catch_up.unwrap_or(true),
+            data: DataConfig {
+                reference,
+                current,
+                target: p.data.target.unwrap_or_else(|| "target".to_string()),
+                numerical: p.data.numerical,
+                categorical: p.data.categorical,
+                ignore: p.data.ignore.unwrap_or_default(),
+                min_rows,
+            },
+            drift,
+            performance,
+            train,
+            gate,
+            approval,
+            deploy,
+        });
+    }
+
+    Config {
+        source: source.to_path_buf(),
+        daemon: Daemon {
+            state_dir,
+            shutdown_grace,
+        },
+        server: Server { listen, api_token },
+        store: StoreConfig {
+            url,
+            max_connections,
+        },
+        pipelines,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir();
+        Config::parse(text, &dir.join("t.toml"), &[])
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ref.csv"), "a\n1\n").unwrap();
+        let text = r#"
+            [[pipeline]]
+            name = "p"
+            schedule = "every day at noon"
+            colour = "blue"
+            [pipeline.data]
+            reference = "ref.csv"
+            current = "{date}.csv"
+            [pipeline.drift]
+            alpha = -0.5
+        "#;
+        let got = Config::parse(text, &dir.path().join("c.toml"), &[]).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = got else { panic!("{got}") };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"pipeline[0].schedule"), "{paths:?}");
+        assert!(paths.contains(&"pipeline[0].colour"), "{paths:?}");
+        assert!(paths.contains(&"pipeline[0].drift.alpha"), "{paths:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let p = problems("[server]\nlisten = 5\n[[pipeline]]\nname='x'\n");
+        assert_eq!(p[0].path, "server.listen");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unknown_sections_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ref.csv"), "a\n1\n").unwrap();
+        let text = "[[pipeline]]\nname='p'\n[pipeline.data]\nreference='ref.csv'\ncurrent='{date}.csv'\n";
+        let env = vec![
+            ("RETRAIND_STORE__URL".to_string(), "postgres://u:hunter2@db/x".to_string()),
+            ("RETRAIND_SERVER__LISTEN".to_string(), "127.0.0.1:1234".to_string()),
+        ];
+        let c = Config::parse(text, &dir.path().join("c.toml"), &env).unwrap();
+        assert_eq!(c.store.url, "postgres://u:hunter2@db/x");
+        assert_eq!(c.store.redacted_url(), "postgres://u:***@db/x");
+        assert_eq!(c.server.listen.port(), 1234);
+        let env = vec![("RETRAIND_NOPE__X".to_string(), "1".to_string())];
+        let err = Config::parse(text, &dir.path().join("c.toml"), &env).unwrap_err();
+        assert!(err.to_string().contains("nope.x"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_ranges_are_checked() {
+        let p = problems(
+            "[daemon]\nshutdown_grace='soon'\n[[pipeline]]\nname='bad name'\n[pipeline.train.burn]\nepochs=0\n",
+        );
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "daemon.shutdown_grace",
+            "pipeline[0].name",
+            "pipeline[0].train.burn.epochs",
+            "pipeline[0].data.reference",
+            "pipeline[0].data.current",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn redacts_only_passwords() {
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
+    }
+}

@@ -1,0 +1,964 @@
+//! The cycle engine: starts cycles, drives each one through its states, and resumes every
+//! in-flight cycle after a restart.
+//!
+//! Each state's step is idempotent and its result is persisted together with the transition
+//! out of the state (compare-and-set in the store), so a crash at any point re-runs at most
+//! the step that was interrupted: a model is registered in the same transaction that moves the
+//! cycle to `trained`, the champion alias moves idempotently, an approval is a row keyed by
+//! (cycle, approver). Blocking work (reading data, statistics, training, scoring) runs on the
+//! blocking pool. Shutdown stops the drive loop at the next checkpoint without changing the
+//! stored state, so the next start resumes it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{Notify, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::{ApprovalMode, Config, Pipeline};
+use crate::cycle::{CycleState, Outcome, TriggerKind};
+use crate::data::{self, Roles, Table};
+use crate::decision::{self, Decision, Performance, Verdict};
+use crate::drift::{self, DriftReport};
+use crate::gate::{self, GateResult};
+use crate::metrics::Metrics;
+use crate::store::{
+    ApprovalRow, CreateOutcome, CycleRow, CycleUpdate, NewVersion, Recorded, Store, StoreError,
+};
+use crate::train::{self, CancelFlag, TrainError, TrainRequest, Trainer};
+
+/// Why a step failed. Stored as the cycle's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pipeline `{0}` is no longer in the configuration; add it back or the cycle stays failed")]
+    UnknownPipeline(String),
+    #[error("input {path} changed since it was loaded (sha256 {was} -> {now}); the cycle stops so its report and model describe one data set")]
+    InputChanged { path: String, was: String, now: String },
+    #[error("training timed out after {0:?} (train.timeout)")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("step interrupted by shutdown")]
+    Interrupted,
+}
+
+/// Errors from the engine's public calls.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no pipeline named `{0}` in the configuration")]
+    UnknownPipeline(String),
+    #[error("no cycle {0}")]
+    UnknownCycle(i64),
+    #[error("cycle {id} is {state}, not awaiting approval")]
+    NotAwaitingApproval { id: i64, state: CycleState },
+    #[error("the approval request of cycle {0} expired; the cycle is rejected and cannot be approved")]
+    Expired(i64),
+    #[error("`{approver}` is not in approval.approvers of pipeline `{pipeline}`")]
+    NotAnApprover { approver: String, pipeline: String },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An approval decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalVerdict {
+    Approve,
+    Reject,
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: RwLock<Arc<Config>>,
+    trainer: Arc<dyn Trainer>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    wake: Notify,
+    driving: Mutex<HashSet<i64>>,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Paths of a pipeline's artifacts under the state directory.
+pub fn model_dir(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
+    state_dir.join("models").join(pipeline).join(format!("cycle-{cycle}"))
+}
+
+pub fn report_path(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
+    state_dir.join("reports").join(pipeline).join(format!("cycle-{cycle}.json"))
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        trainer: Arc<dyn Trainer>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                config: RwLock::new(config),
+                trainer,
+                metrics,
+                shutdown,
+                tasks: TaskTracker::new(),
+                wake: Notify::new(),
+                driving: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub async fn config(&self) -> Arc<Config> {
+        self.inner.config.read().await.clone()
+    }
+
+    /// Replace the configuration (SIGHUP reload). Cycles in flight pick it up at their next
+    /// step.
+    pub async fn set_config(&self, config: Arc<Config>) {
+        *self.inner.config.write().await = config;
+    }
+
+    /// Register every configured pipeline in the store and the metrics.
+    pub async fn register_pipelines(&self) -> Result<(), StoreError> {
+        let config = self.config().await;
+        for p in &config.pipelines {
+            self.inner.store.ensure_pipeline(&p.name, now()).await?;
+            self.inner.metrics.init_pipeline(&p.name);
+            if let Some(at) = self.inner.store.last_check_at(&p.name).await? {
+                self.inner
+                    .metrics
+                    .last_successful_check
+                    .with_label_values(&[&p.name])
+                    .set(at.timestamp() as f64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Start a cycle of `pipeline` now, unless one is in flight. `date` is the cycle's day
+    /// (`{date}` in data paths); it defaults to today in the pipeline's timezone.
+    pub async fn trigger(
+        &self,
+        pipeline: &str,
+        kind: TriggerKind,
+        date: Option<String>,
+        fired_at: Option<DateTime<Utc>>,
+    ) -> Result<CreateOutcome, EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let config = self.config().await;
+        let p = config
+            .pipeline(pipeline)
+            .ok_or_else(|| EngineError::UnknownPipeline(pipeline.to_string()))?;
+        let date = date.unwrap_or_else(|| p.schedule.local_date(fired_at.unwrap_or_else(now)));
+        self.inner.store.ensure_pipeline(pipeline, now()).await?;
+        let outcome = self
+            .inner
+            .store
+            .create_cycle(pipeline, kind, &date, fired_at, now())
+            .await?;
+        match outcome {
+            CreateOutcome::Created(id) => {
+                info!(pipeline, cycle = id, trigger = kind.as_str(), date, "cycle started");
+                self.inner.metrics.set_state(pipeline, CycleState::Scheduled);
+                self.spawn_drive(id);
+            }
+            CreateOutcome::AlreadyRunning(id) => {
+                info!(pipeline, cycle = id, trigger = kind.as_str(), "cycle already in flight; trigger ignored");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Resume every cycle the store says is in flight (on start).
+    pub async fn resume_all(&self) -> Result<usize, StoreError> {
+        let active = self.inner.store.active_cycles().await?;
+        for c in &active {
+            self.inner.store.mark_resumed(c.id).await?;
+            self.inner
+                .store
+                .event(&c.pipeline, Some(c.id), "resumed", &format!("resumed in state {} after a restart", c.state), now())
+                .await?;
+            info!(pipeline = c.pipeline, cycle = c.id, state = %c.state, "resuming cycle");
+            self.inner.metrics.set_state(&c.pipeline, c.state);
+            self.spawn_drive(c.id);
+        }
+        Ok(active.len())
+    }
+
+    fn spawn_drive(&self, id: i64) {
+        {
+            let Ok(mut driving) = self.inner.driving.lock() else {
+                return;
+            };
+            if !driving.insert(id) {
+                return;
+            }
+        }
+        let engine = self.clone();
+        self.inner.tasks.spawn(async move {
+            engine.drive(id).await;
+            if let Ok(mut driving) = engine.inner.driving.lock() {
+                driving.remove(&id);
+            }
+        });
+    }
+
+    /// Wait until every drive task has stopped (after shutdown was signalled).
+    pub async fn wait_stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Wait until the cycle reaches a terminal state (demo, tests).
+    pub async fn wait_terminal(&self, id: i64) -> Result<CycleRow, EngineError> {
+        loop {
+            let c = self
+                .inner
+                .store
+                .cycle(id)
+                .await?
+                .ok_or(EngineError::UnknownCycle(id))?;
+            if c.state.is_terminal() {
+                return Ok(c);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.inner.shutdown.cancelled() => return Err(EngineError::ShuttingDown),
+            }
+        }
+    }
+
+    /// Wait until the cycle is in `state` or terminal (demo, tests).
+    pub async fn wait_state(&self, id: i64, state: CycleState) -> Result<CycleRow, EngineError> {
+        loop {
+            let c = self.inner.store.cycle(id).await?.ok_or(EngineError::UnknownCycle(id))?;
+            if c.state == state || c.state.is_terminal() {
+                return Ok(c);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Record a human decision on a cycle awaiting approval. Idempotent per approver.
+    pub async fn decide(
+        &self,
+        id: i64,
+        approver: &str,
+        channel: &str,
+        verdict: ApprovalVerdict,
+        reason: &str,
+    ) -> Result<Recorded, EngineError> {
+        let store = &self.inner.store;
+        let c = store.cycle(id).await?.ok_or(EngineError::UnknownCycle(id))?;
+        if c.state != CycleState::AwaitingApproval {
+            if c.state == CycleState::Rejected && c.reason.as_deref().is_some_and(|r| r.contains("expired")) {
+                return Err(EngineError::Expired(id));
+            }
+            return Err(EngineError::NotAwaitingApproval { id, state: c.state });
+        }
+        if c.deadline_at.is_some_and(|d| d <= now()) {
+            return Err(EngineError::Expired(id));
+        }
+        let config = self.config().await;
+        if let Some(p) = config.pipeline(&c.pipeline)
+            && !p.approval.approvers.is_empty()
+            && !p.approval.approvers.iter().any(|a| a == approver)
+        {
+            return Err(EngineError::NotAnApprover {
+                approver: approver.to_string(),
+                pipeline: c.pipeline.clone(),
+            });
+        }
+        let decision = match verdict {
+            ApprovalVerdict::Approve => "approve",
+            ApprovalVerdict::Reject => "reject",
+        };
+        let row = ApprovalRow {
+            approver: approver.to_string(),
+            channel: channel.to_string(),
+            decision: decision.to_string(),
+            reason: reason.to_string(),
+            at: now(),
+        };
+        let recorded = store.record_approval(id, &row).await?;
+        if recorded == Recorded::New {
+            store
+                .event(&c.pipeline, Some(id), "approval", &format!("{decision} by {approver} via {channel}: {reason}"), now())
+                .await?;
+            info!(pipeline = c.pipeline, cycle = id, approver, channel, decision, "approval decision recorded");
+        }
+        self.inner.wake.notify_waiters();
+        Ok(recorded)
+    }
+
+    async fn drive(&self, id: i64) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            let cycle = match self.inner.store.cycle(id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(cycle = id, error = %e, "cannot read cycle; retrying");
+                    if self.pause(backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            };
+            if cycle.state.is_terminal() {
+                return;
+            }
+            match self.step(&cycle).await {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(StepError::Interrupted) => return,
+                Err(StepError::Store(e)) => {
+                    // The store is unreachable or busy: the step is idempotent, retry it.
+                    warn!(pipeline = cycle.pipeline, cycle = id, state = %cycle.state, error = %e, "store error; retrying step");
+                    if self.pause(backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    error!(pipeline = cycle.pipeline, cycle = id, state = %cycle.state, reason, "cycle step failed");
+                    let update = CycleUpdate {
+                        outcome: Some(Outcome::Failed),
+                        ..CycleUpdate::default()
+                    };
+                    if let Err(e) = self.finish(&cycle, CycleState::Failed, &reason, update).await {
+                        warn!(cycle = id, error = %e, "cannot record the failure; retrying");
+                        if self.pause(backoff).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleep unless shutdown comes first; true if shutting down.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = self.inner.shutdown.cancelled() => true,
+        }
+    }
+
+    async fn pipeline(&self, name: &str) -> Result<(Arc<Config>, Pipeline), StepError> {
+        let config = self.config().await;
+        let p = config
+            .pipeline(name)
+            .cloned()
+            .ok_or_else(|| StepError::UnknownPipeline(name.to_string()))?;
+        Ok((config, p))
+    }
+
+    /// Persist `from → to` and update metrics and the event log.
+    async fn advance(
+        &self,
+        c: &CycleRow,
+        to: CycleState,
+        reason: &str,
+        update: CycleUpdate,
+    ) -> Result<(), StepError> {
+        if to.is_terminal() {
+            return self.finish(c, to, reason, update).await.map_err(StepError::from);
+        }
+        self.inner.store.transition(c.id, c.state, to, reason, update, now()).await?;
+        info!(pipeline = c.pipeline, cycle = c.id, from = %c.state, to = %to, reason, "cycle transition");
+        self.inner.metrics.set_state(&c.pipeline, to);
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        c: &CycleRow,
+        to: CycleState,
+        reason: &str,
+        mut update: CycleUpdate,
+    ) -> Result<(), StoreError> {
+        let deployed = update.outcome == Some(Outcome::Deployed);
+        let outcome = update
+            .outcome
+            .or_else(|| Outcome::of_terminal(to, deployed))
+            .unwrap_or(Outcome::Failed);
+        update.outcome = Some(outcome);
+        self.inner.store.transition(c.id, c.state, to, reason, update, now()).await?;
+        let seconds = (now() - c.created_at).num_milliseconds() as f64 / 1000.0;
+        self.inner.metrics.finished(&c.pipeline, outcome, seconds);
+        self.inner.metrics.set_state(&c.pipeline, to);
+        info!(pipeline = c.pipeline, cycle = c.id, from = %c.state, to = %to, outcome = outcome.as_str(), reason, "cycle finished");
+        Ok(())
+    }
+
+    async fn step(&self, c: &CycleRow) -> Result<(), StepError> {
+        let (config, p) = self.pipeline(&c.pipeline).await?;
+        match c.state {
+            CycleState::Scheduled => self.advance(c, CycleState::Loading, "loading inputs", CycleUpdate::default()).await,
+            CycleState::Loading => self.load(c, &p).await,
+            CycleState::Checking => self.check(c, &p, &config).await,
+            CycleState::Decided => self.after_decision(c).await,
+            CycleState::Training => self.train(c, &p, &config).await,
+            CycleState::Trained => self.advance(c, CycleState::Evaluating, "evaluating the candidate", CycleUpdate::default()).await,
+            CycleState::Evaluating => self.evaluate(c, &p).await,
+            CycleState::AwaitingApproval => self.await_approval(c, &p).await,
+            CycleState::Deploying => self.deploy(c, &p, &config).await,
+            CycleState::Watching => self.watch(c).await,
+            terminal => Err(StepError::Invalid(format!("cycle is already {terminal}"))),
+        }
+    }
+
+    /// Run blocking work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+    ) -> Result<T, StepError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StepError::Invalid(format!("worker thread failed: {e}")))?
+    }
+
+    // ---- loading -------------------------------------------------------------------------
+
+    async fn load(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
+        let data_cfg = p.data.clone();
+        let current_path = data_cfg.current_path(&c.cycle_date);
+        let (roles, ref_fp, cur_fp, ref_rows, cur_rows, labelled) = Self::blocking(move || {
+            let ref_fp = data::fingerprint(&data_cfg.reference)?;
+            let roles = data::infer_roles(
+                &ref_fp,
+                data_cfg.numerical.as_deref(),
+                data_cfg.categorical.as_deref(),
+                &data_cfg.target,
+                &data_cfg.ignore,
+            );
+            let reference = data::load(&data_cfg.reference, &roles, true)?;
+            let current = data::load(&current_path, &roles, false)?;
+            let labelled = current.target.is_some();
+            Ok((roles, reference.fingerprint, current.fingerprint, reference.rows, current.rows, labelled))
+        })
+        .await?;
+        let inputs = json!({
+            "roles": roles,
+            "reference": ref_fp,
+            "current": cur_fp,
+            "labelled": labelled,
+        });
+        let reason = format!(
+            "loaded reference ({ref_rows} rows) and current window {} ({cur_rows} rows{})",
+            c.cycle_date,
+            if labelled { ", labelled" } else { ", no labels" }
+        );
+        let update = CycleUpdate {
+            inputs: Some(inputs),
+            ..CycleUpdate::default()
+        };
+        self.advance(c, CycleState::Checking, &reason, update).await
+    }
+
+    /// Re-read the cycle's inputs and verify they are the bytes the load step fingerprinted.
+    async fn inputs(c: &CycleRow) -> Result<(Roles, Table, Table), StepError> {
+        let inputs = c
+            .inputs
+            .clone()
+            .ok_or_else(|| StepError::Invalid("cycle has no recorded inputs".into()))?;
+        Self::blocking(move || {
+            let roles: Roles = serde_json::from_value(inputs["roles"].clone())
+                .map_err(|e| StepError::Invalid(format!("stored roles unreadable: {e}")))?;
+            let mut tables = Vec::new();
+            for key in ["reference", "current"] {
+                let fp: data::Fingerprint = serde_json::from_value(inputs[key].clone())
+                    .map_err(|e| StepError::Invalid(format!("stored fingerprint unreadable: {e}")))?;
+                let t = data::load(Path::new(&fp.path), &roles, key == "reference")?;
+                if t.fingerprint.sha256 != fp.sha256 {
+                    return Err(StepError::InputChanged {
+                        path: fp.path,
+                        was: fp.sha256,
+                        now: t.fingerprint.sha256,
+                    });
+                }
+                tables.push(t);
+            }
+            let current = tables.pop().ok_or_else(|| StepError::Invalid("no current table".into()))?;
+            let reference = tables.pop().ok_or_else(|| StepError::Invalid("no reference table".into()))?;
+            Ok((roles, reference, current))
+        })
+        .await
+    }
+
+    // ---- checking ------------------------------------------------------------------------
+
+    async fn check(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
+        let (_, reference, current) = Self::inputs(c).await?;
+        let champion = self.inner.store.alias(&c.pipeline, "champion").await?;
+        let drift_cfg = p.drift.clone();
+        let min_rows = p.data.min_rows;
+        let max_drop = p.performance.max_accuracy_drop;
+        let champ = champion.clone();
+        let (report, performance) = Self::blocking(move || {
+            let report = drift::detect(&reference, &current, &drift_cfg, min_rows);
+            let performance = match (&champ, &current.target) {
+                (Some(v), Some(labels)) => {
+                    let model = train::load_predictor(Path::new(&v.path))?;
+                    let acc = train::accuracy(&model.predict(&current)?, labels);
+                    let baseline = v.metrics["holdout_accuracy"].as_f64().unwrap_or(acc);
+                    let drop = baseline - acc;
+                    Some(Performance {
+                        champion_version: v.version,
+                        baseline_accuracy: baseline,
+                        current_accuracy: acc,
+                        drop,
+                        degraded: drop > max_drop,
+                    })
+                }
+                _ => None,
+            };
+            Ok((report, performance))
+        })
+        .await?;
+        let decision = decision::decide(&report, performance.as_ref(), champion.is_some());
+        let body = json!({
+            "cycle": c.id,
+            "pipeline": c.pipeline,
+            "date": c.cycle_date,
+            "inputs": c.inputs,
+            "drift": report,
+            "performance": performance,
+            "decision": decision,
+        });
+        self.write_report(c, config, &report, &body).await?;
+        let now_s = now().timestamp() as f64;
+        self.inner.metrics.last_successful_check.with_label_values(&[&c.pipeline]).set(now_s);
+        self.inner
+            .metrics
+            .drifted_features
+            .with_label_values(&[&c.pipeline])
+            .set(report.drifted_features as i64);
+        let reason = decision.reasons.join("; ");
+        let update = CycleUpdate {
+            decision: serde_json::to_value(&decision).ok(),
+            ..CycleUpdate::default()
+        };
+        self.advance(c, CycleState::Decided, &reason, update).await
+    }
+
+    async fn write_report(
+        &self,
+        c: &CycleRow,
+        config: &Config,
+        report: &DriftReport,
+        body: &serde_json::Value,
+    ) -> Result<(), StepError> {
+        self.inner
+            .store
+            .save_report(c.id, &c.pipeline, report.dataset_drift, body, now())
+            .await?;
+        let path = report_path(&config.daemon.state_dir, &c.pipeline, c.id);
+        let text = serde_json::to_vec_pretty(body).unwrap_or_default();
+        Self::blocking(move || write_atomic(&path, &text).map_err(StepError::from)).await
+    }
+
+    // ---- deciding ------------------------------------------------------------------------
+
+    async fn after_decision(&self, c: &CycleRow) -> Result<(), StepError> {
+        let decision: Decision = c
+            .decision
+            .clone()
+            .and_then(|d| serde_json::from_value(d).ok())
+            .ok_or_else(|| StepError::Invalid("cycle has no recorded decision".into()))?;
+        let reason = decision.reasons.join("; ");
+        match decision.verdict {
+            Verdict::Retrain => self.advance(c, CycleState::Training, &format!("retrain: {reason}"), CycleUpdate::default()).await,
+            Verdict::NoRetrain => {
+                let update = CycleUpdate { outcome: Some(Outcome::NoRetrain), ..CycleUpdate::default() };
+                self.advance(c, CycleState::Completed, &reason, update).await
+            }
+            Verdict::InsufficientData => self.advance(c, CycleState::Skipped, &reason, CycleUpdate::default()).await,
+        }
+    }
+
+    // ---- training ------------------------------------------------------------------------
+
+    async fn train(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        // Registered already (crash after the commit, before the drive loop noticed): done.
+        if store.version_for_cycle(c.id).await?.is_some() {
+            return Ok(());
+        }
+        let (_, reference, current) = Self::inputs(c).await?;
+        // Train on the newest labelled data: the current window minus the gate's holdout.
+        // An unlabelled window falls back to the reference set.
+        let data = if current.target.is_some() {
+            let (_, train_part) = holdout_split(&current, p.gate.holdout_share, c.id);
+            current.take(&train_part)
+        } else {
+            reference
+        };
+        let state_dir = config.daemon.state_dir.clone();
+        let final_dir = model_dir(&state_dir, &c.pipeline, c.id);
+        let staging = state_dir.join("staging").join(format!("{}-cycle-{}", c.pipeline, c.id));
+        // A leftover from an interrupted attempt is never registered: start clean.
+        for d in [&staging, &final_dir] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| io_step(d, e))?;
+            }
+        }
+        let request = TrainRequest {
+            pipeline: c.pipeline.clone(),
+            cycle_id: c.id,
+            data,
+            config: p.train.burn.clone(),
+            out_dir: staging.clone(),
+        };
+        let cancel = CancelFlag::default();
+        let trainer = self.inner.trainer.clone();
+        let metrics = self.inner.metrics.clone();
+        let pipeline = c.pipeline.clone();
+        let cycle_id = c.id;
+        let cancel_t = cancel.clone();
+        info!(pipeline, cycle = cycle_id, backend = trainer.name(), rows = request.data.rows, "training started");
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let progress = |e: &train::EpochReport| {
+                metrics.training_epoch.with_label_values(&[&pipeline]).set(e.epoch as i64);
+                metrics.training_loss.with_label_values(&[&pipeline, "train"]).set(e.train_loss);
+                metrics.training_loss.with_label_values(&[&pipeline, "valid"]).set(e.valid_loss);
+                info!(pipeline, cycle = cycle_id, epoch = e.epoch, train_loss = e.train_loss, valid_loss = e.valid_loss, valid_accuracy = e.valid_accuracy, "epoch finished");
+            };
+            trainer.train(&request, &cancel_t, &progress)
+        });
+        let timeout = p.train.timeout;
+        let result = tokio::select! {
+            r = &mut handle => r,
+            _ = tokio::time::sleep(timeout) => {
+                cancel.cancel();
+                let _ = handle.await;
+                return Err(StepError::Timeout(timeout));
+            }
+            _ = self.inner.shutdown.cancelled() => {
+                cancel.cancel();
+                let _ = handle.await;
+                info!(pipeline = c.pipeline, cycle = c.id, "training interrupted by shutdown; will resume on next start");
+                return Err(StepError::Interrupted);
+            }
+        };
+        let output = result.map_err(|e| StepError::Invalid(format!("training thread failed: {e}")))??;
+        // Holdout accuracy of the candidate is measured in the evaluate step; the model card
+        // records the training side.
+        let card = json!({
+            "format": "burn-mlp-v1",
+            "backend": self.inner.trainer.name(),
+            "pipeline": c.pipeline,
+            "cycle": c.id,
+            "training": output,
+            "config": p.train.burn,
+        });
+        let card_path = staging.join("card.json");
+        let text = serde_json::to_vec_pretty(&card).unwrap_or_default();
+        let (s, f) = (staging.clone(), final_dir.clone());
+        Self::blocking(move || {
+            write_atomic(&card_path, &text)?;
+            if let Some(parent) = f.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_step(parent, e))?;
+            }
+            std::fs::rename(&s, &f).map_err(|e| io_step(&f, e))?;
+            Ok(())
+        })
+        .await?;
+        let champion = store.alias(&c.pipeline, "champion").await?;
+        let lineage = json!({
+            "inputs": c.inputs,
+            "parent_version": champion.as_ref().map(|v| v.version),
+            "trigger_cycle": c.id,
+            "trigger_report": format!("cycle-{}", c.id),
+            "config_hash": config_hash(&config.source),
+        });
+        let metrics = json!({
+            "valid_accuracy": output.valid_accuracy,
+            "valid_loss": output.valid_loss,
+            "epochs_run": output.epochs_run,
+            "best_epoch": output.best_epoch,
+            "train_rows": output.train_rows,
+            "duration_seconds": output.duration_seconds,
+        });
+        let new = NewVersion {
+            pipeline: c.pipeline.clone(),
+            cycle_id: c.id,
+            path: final_dir.display().to_string(),
+            metrics,
+            lineage,
+        };
+        let reason = format!(
+            "trained in {:.1}s, {} epochs, validation accuracy {:.3}",
+            output.duration_seconds, output.epochs_run, output.valid_accuracy
+        );
+        let version = store.register_trained(new, &reason, now()).await?;
+        info!(pipeline = c.pipeline, cycle = c.id, version = version.version, reason, "candidate registered");
+        self.inner.metrics.set_state(&c.pipeline, CycleState::Trained);
+        Ok(())
+    }
+
+    // ---- evaluating ----------------------------------------------------------------------
+
+    async fn evaluate(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let candidate = match c.candidate_version {
+            Some(id) => store.version(id).await?,
+            None => None,
+        }
+        .ok_or_else(|| StepError::Invalid("cycle has no candidate version".into()))?;
+        let champion = store.alias(&c.pipeline, "champion").await?;
+        let (_, _, current) = Self::inputs(c).await?;
+        let share = p.gate.holdout_share;
+        let cycle_id = c.id;
+        let cand_path = candidate.path.clone();
+        let champ_path = champion.as_ref().map(|v| v.path.clone());
+        let (challenger, champ_acc, rows) = Self::blocking(move || {
+            let (holdout_idx, _) = holdout_split(&current, share, cycle_id);
+            let holdout = current.take(&holdout_idx);
+            let Some(labels) = holdout.target.clone() else {
+                return Ok((0.0, None, 0));
+            };
+            let score = |path: &str| -> Result<f64, StepError> {
+                let m = train::load_predictor(Path::new(path))?;
+                Ok(train::accuracy(&m.predict(&holdout)?, &labels))
+            };
+            let challenger = score(&cand_path)?;
+            let champ = champ_path.as_deref().map(score).transpose()?;
+            Ok((challenger, champ, labels.len()))
+        })
+        .await?;
+        let result: GateResult = gate::evaluate(challenger, champ_acc, rows, &p.gate);
+        store.set_version_metric(candidate.id, "holdout_accuracy", challenger).await?;
+        let update = CycleUpdate {
+            gate: serde_json::to_value(&result).ok(),
+            ..CycleUpdate::default()
+        };
+        if result.blessed {
+            self.advance(c, CycleState::AwaitingApproval, &format!("v{} {}", candidate.version, result.summary()), update)
+                .await
+        } else {
+            let update = CycleUpdate { outcome: Some(Outcome::Rejected), ..update };
+            self.advance(c, CycleState::Rejected, &format!("v{} {}", candidate.version, result.summary()), update).await
+        }
+    }
+
+    // ---- approval ------------------------------------------------------------------------
+
+    async fn await_approval(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let c = if c.deadline_at.is_none() {
+            // First entry: set the expiry and announce the request (persisted before waiting).
+            let deadline = now() + chrono::Duration::from_std(p.approval.expires).unwrap_or_default();
+            store
+                .set_deadline(c.id, deadline)
+                .await?;
+            let msg = match p.approval.mode {
+                ApprovalMode::Auto => "approval.mode = \"auto\" for this pipeline: approving automatically (explicit opt-in)".to_string(),
+                ApprovalMode::Manual => format!(
+                    "approval requested until {}: run `retraind approve {} --approver NAME` or POST /api/v1/cycles/{}/approve",
+                    deadline.to_rfc3339(),
+                    c.id,
+                    c.id
+                ),
+            };
+            store.event(&c.pipeline, Some(c.id), "approval_requested", &msg, now()).await?;
+            info!(pipeline = c.pipeline, cycle = c.id, "{msg}");
+            store.cycle(c.id).await?.ok_or_else(|| StepError::Invalid("cycle vanished".into()))?
+        } else {
+            c.clone()
+        };
+        if p.approval.mode == ApprovalMode::Auto {
+            let row = ApprovalRow {
+                approver: "auto".into(),
+                channel: "config".into(),
+                decision: "approve".into(),
+                reason: "approval.mode = auto".into(),
+                at: now(),
+            };
+            store.record_approval(c.id, &row).await?;
+        }
+        loop {
+            let approvals = store.approvals(c.id).await?;
+            if let Some(r) = approvals.iter().find(|a| a.decision == "reject") {
+                let update = CycleUpdate { outcome: Some(Outcome::Rejected), ..CycleUpdate::default() };
+                let reason = format!("rejected by {} via {}: {}", r.approver, r.channel, r.reason);
+                return self.advance(&c, CycleState::Rejected, &reason, update).await;
+            }
+            let approved: Vec<&ApprovalRow> = approvals.iter().filter(|a| a.decision == "approve").collect();
+            if approved.len() >= p.approval.required {
+                let who: Vec<String> = approved.iter().map(|a| format!("{} via {}", a.approver, a.channel)).collect();
+                return self
+                    .advance(&c, CycleState::Deploying, &format!("approved by {}", who.join(", ")), CycleUpdate::default())
+                    .await;
+            }
+            let deadline = c.deadline_at.unwrap_or_else(now);
+            if deadline <= now() {
+                let update = CycleUpdate { outcome: Some(Outcome::Rejected), ..CycleUpdate::default() };
+                return self
+                    .advance(&c, CycleState::Rejected, "approval request expired without a decision (expired = rejected)", update)
+                    .await;
+            }
+            let until = (deadline - now()).to_std().unwrap_or_default().min(Duration::from_secs(5));
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(until) => {}
+                _ = self.inner.shutdown.cancelled() => return Err(StepError::Interrupted),
+            }
+        }
+    }
+
+    // ---- deploying and watching ----------------------------------------------------------
+
+    async fn deploy(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let version_id = c
+            .candidate_version
+            .ok_or_else(|| StepError::Invalid("cycle has no candidate version".into()))?;
+        let version = store
+            .version(version_id)
+            .await?
+            .ok_or_else(|| StepError::Invalid(format!("model version id {version_id} is missing")))?;
+        let moved = store.promote(&c.pipeline, version_id, now()).await?;
+        let link = config.daemon.state_dir.join("models").join(&c.pipeline).join("current");
+        let target = PathBuf::from(&version.path);
+        Self::blocking(move || swap_symlink(&link, &target).map_err(StepError::from)).await?;
+        let watch_until = now() + chrono::Duration::from_std(p.deploy.watch).unwrap_or_default();
+        let update = CycleUpdate {
+            deadline_at: Some(Some(watch_until)),
+            ..CycleUpdate::default()
+        };
+        let reason = format!(
+            "champion -> v{}{}; watching until {}",
+            version.version,
+            if moved { "" } else { " (already promoted)" },
+            watch_until.to_rfc3339()
+        );
+        self.advance(c, CycleState::Watching, &reason, update).await
+    }
+
+    async fn watch(&self, c: &CycleRow) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        loop {
+            let champion = store.alias(&c.pipeline, "champion").await?;
+            if champion.as_ref().map(|v| v.id) != c.candidate_version {
+                let update = CycleUpdate { outcome: Some(Outcome::RolledBack), ..CycleUpdate::default() };
+                return self
+                    .advance(c, CycleState::RolledBack, "the champion alias was moved away during the watch window", update)
+                    .await;
+            }
+            let until = c.deadline_at.unwrap_or_else(now);
+            if until <= now() {
+                let update = CycleUpdate { outcome: Some(Outcome::Deployed), ..CycleUpdate::default() };
+                let v = champion.map(|v| v.version).unwrap_or_default();
+                return self
+                    .advance(c, CycleState::Completed, &format!("v{v} deployed and survived its watch window"), update)
+                    .await;
+            }
+            let wait = (until - now()).to_std().unwrap_or_default().min(Duration::from_secs(30));
+            if self.pause(wait).await {
+                return Err(StepError::Interrupted);
+            }
+        }
+    }
+}
+
+fn io_step(path: &Path, e: std::io::Error) -> StepError {
+    StepError::Train(TrainError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+impl From<std::io::Error> for StepError {
+    fn from(e: std::io::Error) -> Self {
+        StepError::Invalid(format!("I/O error: {e}"))
+    }
+}
+
+/// Write a file atomically: temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StepError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io_step(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_step(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| io_step(&tmp, e))?;
+    f.sync_all().map_err(|e| io_step(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_step(path, e))?;
+    Ok(())
+}
+
+/// Point `link` at `target` atomically (new symlink beside it, renamed over it).
+pub fn swap_symlink(link: &Path, target: &Path) -> Result<(), StepError> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io_step(dir, e))?;
+    let tmp = dir.join(".current.tmp");
+    if tmp.symlink_metadata().is_ok() {
+        std::fs::remove_file(&tmp).map_err(|e| io_step(&tmp, e))?;
+    }
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| io_step(&tmp, e))?;
+    std::fs::rename(&tmp, link).map_err(|e| io_step(link, e))?;
+    Ok(())
+}
+
+/// SHA-256 of the config file's bytes, for lineage.
+pub fn config_hash(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    std::fs::read(path)
+        .map(|b| hex::encode(Sha256::digest(b)))
+        .unwrap_or_default()
+}
+
+/// Split the current window into (holdout, rest), seeded by the cycle id so every step of a
+/// cycle (and every retry) sees the same split.
+pub fn holdout_split(table: &Table, share: f64, cycle: i64) -> (Vec<usize>, Vec<usize>) {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut idx: Vec<usize> = (0..table.rows).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cycle as u64 ^ 0x5eed_5eed);
+    idx.shuffle(&mut rng);
+    let n = ((table.rows as f64) * share).round() as usize;
+    let rest = idx.split_off(n.min(table.rows));
+    (idx, rest)
+}

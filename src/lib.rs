@@ -1,0 +1,27 @@
+//! retraind: a continuous-training daemon. It checks on a schedule whether a production
+//! model's data has drifted or its accuracy has degraded, retrains it when the evidence says
+//! so, and guards every deploy with an evaluation gate, a human approval and a watch window.
+//! See ARCHITECTURE.md for the map of these modules.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod cycle;
+pub mod daemon;
+pub mod data;
+pub mod decision;
+pub mod demo;
+pub mod drift;
+pub mod engine;
+pub mod gate;
+pub mod metrics;
+pub mod notify;
+pub mod schedule;
+pub mod scheduler;
+pub mod secret;
+pub mod server;
+pub mod signal;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+pub mod train;

@@ -1,0 +1,193 @@
+//! Prometheus metrics: one registry owned by the daemon, typed handles for every metric, and
+//! the text exposition served at `/metrics`. Labels stay low-cardinality: `pipeline`,
+//! `state`, `outcome`, `split`, `version` — never a cycle id or a file name.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::cycle::{CycleState, Outcome};
+
+/// Every metric the daemon exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub cycles_total: IntCounterVec,
+    pub cycle_duration: HistogramVec,
+    pub cycle_state: IntGaugeVec,
+    pub last_successful_check: GaugeVec,
+    pub next_scheduled_check: GaugeVec,
+    pub training_epoch: IntGaugeVec,
+    pub training_loss: GaugeVec,
+    pub drifted_features: IntGaugeVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are static and unique in this module; a clash is a programming error caught by
+    // the unit test below, so ignoring the result here cannot hide a runtime condition.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let build = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("retraind_build_info", "Build information; the value is always 1."),
+                &["version"],
+            )
+            .expect("static metric definition"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let m = Metrics {
+            cycles_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("retraind_cycles_total", "Finished cycles by outcome."),
+                    &["pipeline", "outcome"],
+                )
+                .expect("static metric definition"),
+            ),
+            cycle_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "retraind_cycle_duration_seconds",
+                        "Wall time of finished cycles, from trigger to terminal state.",
+                    )
+                    .buckets(vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0]),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            cycle_state: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("retraind_cycle_state", "1 for the state the pipeline's current cycle is in."),
+                    &["pipeline", "state"],
+                )
+                .expect("static metric definition"),
+            ),
+            last_successful_check: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_last_successful_check_timestamp_seconds",
+                        "Unix time of the last completed drift/performance check.",
+                    ),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            next_scheduled_check: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_next_scheduled_check_timestamp_seconds",
+                        "Unix time the schedule fires next.",
+                    ),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            training_epoch: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("retraind_training_epoch", "Last finished epoch of the running or last training."),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            training_loss: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new("retraind_training_loss", "Loss of the last finished epoch."),
+                    &["pipeline", "split"],
+                )
+                .expect("static metric definition"),
+            ),
+            drifted_features: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("retraind_drifted_features", "Features found drifted by the last check."),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            registry,
+        };
+        m
+    }
+
+    /// Make every series of a pipeline exist from the start (zero-valued), so dashboards and
+    /// alerts see the pipeline before its first cycle.
+    pub fn init_pipeline(&self, pipeline: &str) {
+        for o in Outcome::ALL {
+            self.cycles_total.with_label_values(&[pipeline, o.as_str()]);
+        }
+        for s in CycleState::ALL {
+            self.cycle_state.with_label_values(&[pipeline, s.as_str()]).set(0);
+        }
+    }
+
+    /// Record the state a pipeline's cycle is in (1 for it, 0 for the others).
+    pub fn set_state(&self, pipeline: &str, state: CycleState) {
+        for s in CycleState::ALL {
+            self.cycle_state
+                .with_label_values(&[pipeline, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Count a finished cycle.
+    pub fn finished(&self, pipeline: &str, outcome: Outcome, seconds: f64) {
+        self.cycles_total.with_label_values(&[pipeline, outcome.as_str()]).inc();
+        self.cycle_duration.with_label_values(&[pipeline]).observe(seconds.max(0.0));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_the_first_set() {
+        let m = Metrics::new();
+        m.init_pipeline("p");
+        m.set_state("p", CycleState::Training);
+        m.finished("p", Outcome::Deployed, 12.0);
+        m.next_scheduled_check.with_label_values(&["p"]).set(1.0);
+        m.last_successful_check.with_label_values(&["p"]).set(1.0);
+        let text = m.render();
+        for want in [
+            "retraind_build_info{version=",
+            "retraind_cycles_total{outcome=\"deployed\",pipeline=\"p\"} 1",
+            "retraind_cycle_duration_seconds_bucket",
+            "retraind_cycle_state{pipeline=\"p\",state=\"training\"} 1",
+            "retraind_cycle_state{pipeline=\"p\",state=\"loading\"} 0",
+            "retraind_last_successful_check_timestamp_seconds{pipeline=\"p\"} 1",
+            "retraind_next_scheduled_check_timestamp_seconds{pipeline=\"p\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The read model shared by the HTTP API and the CLI: pipeline status and cycle details as
+//! stable JSON documents (their fields are documented in the README; add fields, never
+//! rename or remove them).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::cycle::{CycleState, Outcome};
+use crate::store::{ApprovalRow, CycleRow, ModelVersion, Store, StoreError, TransitionRow};
+
+/// `retraind status --format json` / `GET /api/v1/pipelines`, one entry per pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub next_scheduled_at: Option<DateTime<Utc>>,
+    pub champion: Option<VersionSummary>,
+    pub previous: Option<VersionSummary>,
+    /// The cycle in flight, if any.
+    pub active_cycle: Option<CycleSummary>,
+    /// The newest finished cycle, if any.
+    pub last_cycle: Option<CycleSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionSummary {
+    pub version: i64,
+    pub cycle: i64,
+    pub path: String,
+    pub holdout_accuracy: Option<f64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&ModelVersion> for VersionSummary {
+    fn from(v: &ModelVersion) -> Self {
+        VersionSummary {
+            version: v.version,
+            cycle: v.cycle_id,
+            path: v.path.clone(),
+            holdout_accuracy: v.metrics["holdout_accuracy"].as_f64(),
+            created_at: v.created_at,
+        }
+    }
+}
+
+/// `retraind history --format json` / `GET /api/v1/cycles`, one entry per cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleSummary {
+    pub id: i64,
+    pub pipeline: String,
+    pub trigger: String,
+    pub date: String,
+    pub state: CycleState,
+    pub outcome: Option<Outcome>,
+    pub reason: Option<String>,
+    pub candidate_version: Option<i64>,
+    pub resumes: i64,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&CycleRow> for CycleSummary {
+    fn from(c: &CycleRow) -> Self {
+        CycleSummary {
+            id: c.id,
+            pipeline: c.pipeline.clone(),
+            trigger: c.trigger.as_str().to_string(),
+            date: c.cycle_date.clone(),
+            state: c.state,
+            outcome: c.outcome,
+            reason: c.reason.clone(),
+            candidate_version: c.candidate_version,
+            resumes: c.resumes,
+            created_at: c.created_at,
+            finished_at: c.finished_at,
+        }
+    }
+}
+
+/// `GET /api/v1/cycles/{id}`: a cycle with everything recorded about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleDetail {
+    #[serde(flatten)]
+    pub cycle: CycleRow,
+    pub transitions: Vec<TransitionRow>,
+    pub approvals: Vec<ApprovalRow>,
+    pub events: Vec<EventEntry>,
+    pub report: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventEntry {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Status of every configured pipeline.
+pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
+    let mut out = Vec::new();
+    for p in &config.pipelines {
+        let champion = store.alias(&p.name, "champion").await?;
+        let previous = store.alias(&p.name, "previous").await?;
+        let recent = store.cycles(Some(&p.name), 20).await?;
+        out.push(PipelineStatus {
+            name: p.name.clone(),
+            schedule: p.schedule.expression().to_string(),
+            timezone: p.schedule.timezone().to_string(),
+            next_scheduled_at: p.schedule.next_after(Utc::now()),
+            champion: champion.as_ref().map(VersionSummary::from),
+            previous: previous.as_ref().map(VersionSummary::from),
+            active_cycle: recent.iter().find(|c| !c.state.is_terminal()).map(CycleSummary::from),
+            last_cycle: recent.iter().find(|c| c.state.is_terminal()).map(CycleSummary::from),
+        });
+    }
+    Ok(out)
+}
+
+/// Everything about one cycle.
+pub async fn cycle(store: &Store, id: i64) -> Result<Option<CycleDetail>, StoreError> {
+    let Some(cycle) = store.cycle(id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(CycleDetail {
+        transitions: store.transitions(id).await?,
+        approvals: store.approvals(id).await?,
+        events: store
+            .events(id)
+            .await?
+            .into_iter()
+            .map(|(at, kind, message)| EventEntry { at, kind, message })
+            .collect(),
+        report: store.report(id).await?,
+        cycle,
+    }))
+}

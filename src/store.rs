@@ -1,0 +1,789 @@
+//! The store: every durable fact the daemon keeps — pipelines, cycles and their state
+//! transitions, the append-only event log, reports, model versions and aliases, approvals and
+//! guard state — in SQLite (default, WAL mode) or PostgreSQL, chosen by URL.
+//!
+//! One SQL dialect serves both (sqlx's `Any` driver, `$N` placeholders, integers as BIGINT,
+//! timestamps as Unix milliseconds, JSON as TEXT); only the DDL differs, so each backend has
+//! its own embedded migration set. State changes are compare-and-set on the current state
+//! inside a transaction that also appends the transition row: two writers can never both move
+//! a cycle, and the one-active-cycle-per-pipeline rule is a unique partial index, not a lock
+//! in memory.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+use crate::cycle::{CycleState, Outcome, TriggerKind, UnknownState};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {url}: {source} (check store.url and that the database is reachable)")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the store directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot apply store migrations: {0} (was the database written by a newer retraind?)")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("cycle {cycle} is no longer in state {expected}: another worker moved it")]
+    Conflict { cycle: i64, expected: CycleState },
+    #[error("illegal transition {from} -> {to} for cycle {cycle}")]
+    IllegalTransition {
+        cycle: i64,
+        from: CycleState,
+        to: CycleState,
+    },
+    #[error(transparent)]
+    Corrupt(#[from] UnknownState),
+    #[error("no {what} `{name}` in the store")]
+    NotFound { what: &'static str, name: String },
+}
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A pipeline row.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRow {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// A cycle row.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleRow {
+    pub id: i64,
+    pub pipeline: String,
+    pub trigger: TriggerKind,
+    /// The cycle's day (YYYY-MM-DD in the pipeline's timezone); `{date}` in data paths.
+    pub cycle_date: String,
+    pub state: CycleState,
+    pub outcome: Option<Outcome>,
+    /// Why the cycle is where it is (the last transition's reason).
+    pub reason: Option<String>,
+    pub inputs: Option<serde_json::Value>,
+    pub decision: Option<serde_json::Value>,
+    pub candidate_version: Option<i64>,
+    pub gate: Option<serde_json::Value>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// How many times a restart resumed this cycle.
+    pub resumes: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One persisted state transition.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionRow {
+    pub from: Option<CycleState>,
+    pub to: CycleState,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A registered model version.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelVersion {
+    pub id: i64,
+    pub pipeline: String,
+    pub version: i64,
+    pub cycle_id: i64,
+    pub path: String,
+    pub metrics: serde_json::Value,
+    pub lineage: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A recorded approval decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRow {
+    pub approver: String,
+    pub channel: String,
+    pub decision: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What a trigger produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "cycle", rename_all = "snake_case")]
+pub enum CreateOutcome {
+    Created(i64),
+    /// The pipeline already has a cycle in flight; this is its id.
+    AlreadyRunning(i64),
+}
+
+/// Column updates that ride along with a transition.
+#[derive(Debug, Default, Clone)]
+pub struct CycleUpdate {
+    pub outcome: Option<Outcome>,
+    pub inputs: Option<serde_json::Value>,
+    pub decision: Option<serde_json::Value>,
+    pub gate: Option<serde_json::Value>,
+    pub candidate_version: Option<i64>,
+    /// `Some(None)` clears the deadline.
+    pub deadline_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// A new model version to register.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub pipeline: String,
+    pub cycle_id: i64,
+    pub path: String,
+    pub metrics: serde_json::Value,
+    pub lineage: serde_json::Value,
+}
+
+/// Whether an approval decision was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// The same approver already decided this cycle; the first decision stands.
+    Duplicate,
+}
+
+pub fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn json_col(row: &AnyRow, col: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let text: Option<String> = row.try_get(col)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn cycle_from_row(row: &AnyRow) -> Result<CycleRow, StoreError> {
+    let outcome: Option<String> = row.try_get("outcome")?;
+    Ok(CycleRow {
+        id: row.try_get("id")?,
+        pipeline: row.try_get("pipeline")?,
+        trigger: TriggerKind::from_str(&row.try_get::<String, _>("trigger_kind")?)?,
+        cycle_date: row.try_get("cycle_date")?,
+        state: CycleState::from_str(&row.try_get::<String, _>("state")?)?,
+        outcome: outcome.map(|o| Outcome::from_str(&o)).transpose()?,
+        reason: row.try_get("reason")?,
+        inputs: json_col(row, "inputs")?,
+        decision: json_col(row, "decision")?,
+        candidate_version: row.try_get("candidate_version")?,
+        gate: json_col(row, "gate")?,
+        deadline_at: row.try_get::<Option<i64>, _>("deadline_at")?.map(from_millis),
+        resumes: row.try_get("resumes")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_millis),
+    })
+}
+
+fn version_from_row(row: &AnyRow) -> Result<ModelVersion, StoreError> {
+    Ok(ModelVersion {
+        id: row.try_get("id")?,
+        pipeline: row.try_get("pipeline")?,
+        version: row.try_get("version")?,
+        cycle_id: row.try_get("cycle_id")?,
+        path: row.try_get("path")?,
+        metrics: json_col(row, "metrics")?.unwrap_or_default(),
+        lineage: json_col(row, "lineage")?.unwrap_or_default(),
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+const CYCLE_COLUMNS: &str = "id, pipeline, trigger_kind, cycle_date, state, outcome, reason, inputs, decision, candidate_version, gate, deadline_at, resumes, created_at, updated_at, finished_at";
+const VERSION_COLUMNS: &str =
+    "id, pipeline, version, cycle_id, path, metrics, lineage, created_at";
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+impl Store {
+    /// Connect, create the SQLite file (and its folder) if needed, switch SQLite to WAL, and
+    /// apply the embedded migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let mut connect_url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            if !connect_url.contains('?') {
+                connect_url.push_str("?mode=rwc");
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: crate::config::redact_url(url),
+                source,
+            })?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        let store = Store { pool, backend };
+        store.migrator().run(&store.pool).await?;
+        Ok(store)
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Readiness: the database answers and every embedded migration is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await?;
+        let expected = self.migrator().iter().count() as i64;
+        if applied < expected {
+            return Err(StoreError::NotFound {
+                what: "applied migration set, found",
+                name: format!("{applied} of {expected}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Close the pool (on shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Register a pipeline if the store does not know it yet.
+    pub async fn ensure_pipeline(&self, name: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "INSERT INTO pipelines (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+        sqlx::query(sql)
+            .bind(name)
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>, StoreError> {
+        let row = sqlx::query("SELECT name, created_at, last_scheduled_at FROM pipelines WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(PipelineRow {
+                name: r.try_get("name")?,
+                created_at: from_millis(r.try_get("created_at")?),
+                last_scheduled_at: r.try_get::<Option<i64>, _>("last_scheduled_at")?.map(from_millis),
+            })
+        })
+        .transpose()
+    }
+
+    /// Start a cycle unless the pipeline already has one in flight. A scheduled or catch-up
+    /// trigger also records its fire time, in the same transaction, so it is taken once.
+    pub async fn create_cycle(
+        &self,
+        pipeline: &str,
+        trigger: TriggerKind,
+        cycle_date: &str,
+        fired_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO cycles (pipeline, trigger_kind, cycle_date, state, active, reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $6) RETURNING id",
+        )
+        .bind(pipeline)
+        .bind(trigger.as_str())
+        .bind(cycle_date)
+        .bind(CycleState::Scheduled.as_str())
+        .bind(format!("{} trigger", trigger.as_str()))
+        .bind(millis(now))
+        .fetch_one(&mut *tx)
+        .await;
+        let id: i64 = match inserted {
+            Ok(row) => row.try_get("id")?,
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                let id: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM cycles WHERE pipeline = $1 AND active = 1",
+                )
+                .bind(pipeline)
+                .fetch_optional(&self.pool)
+                .await?;
+                return Ok(CreateOutcome::AlreadyRunning(id.unwrap_or_default()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query("INSERT INTO transitions (cycle_id, from_state, to_state, reason, at) VALUES ($1, NULL, $2, $3, $4)")
+            .bind(id)
+            .bind(CycleState::Scheduled.as_str())
+            .bind(format!("{} trigger", trigger.as_str()))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        if let Some(fired) = fired_at {
+            sqlx::query("UPDATE pipelines SET last_scheduled_at = $1 WHERE name = $2")
+                .bind(millis(fired))
+                .bind(pipeline)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(CreateOutcome::Created(id))
+    }
+
+    pub async fn cycle(&self, id: i64) -> Result<Option<CycleRow>, StoreError> {
+        let sql = format!("SELECT {CYCLE_COLUMNS} FROM cycles WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(cycle_from_row).transpose()
+    }
+
+    /// Cycles still in flight (to resume on start).
+    pub async fn active_cycles(&self) -> Result<Vec<CycleRow>, StoreError> {
+        let sql = format!("SELECT {CYCLE_COLUMNS} FROM cycles WHERE active = 1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(cycle_from_row).collect()
+    }
+
+    /// Newest first.
+    pub async fn cycles(&self, pipeline: Option<&str>, limit: i64) -> Result<Vec<CycleRow>, StoreError> {
+        let sql = format!(
+            "SELECT {CYCLE_COLUMNS} FROM cycles WHERE ($1 = '' OR pipeline = $1) ORDER BY id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pipeline.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(cycle_from_row).collect()
+    }
+
+    pub async fn transitions(&self, cycle: i64) -> Result<Vec<TransitionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT from_state, to_state, reason, at FROM transitions WHERE cycle_id = $1 ORDER BY id",
+        )
+        .bind(cycle)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let from: Option<String> = r.try_get("from_state")?;
+                Ok(TransitionRow {
+                    from: from.map(|f| CycleState::from_str(&f)).transpose()?,
+                    to: CycleState::from_str(&r.try_get::<String, _>("to_state")?)?,
+                    reason: r.try_get("reason")?,
+                    at: from_millis(r.try_get("at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Move a cycle `from → to` (compare-and-set), apply `update`, and append the transition
+    /// row, in one transaction. Fails with `Conflict` if the cycle is no longer in `from`.
+    pub async fn transition(
+        &self,
+        cycle: i64,
+        from: CycleState,
+        to: CycleState,
+        reason: &str,
+        update: CycleUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.transition_in(&mut tx, cycle, from, to, reason, update, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn transition_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        cycle: i64,
+        from: CycleState,
+        to: CycleState,
+        reason: &str,
+        update: CycleUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if !from.can_go_to(to) {
+            return Err(StoreError::IllegalTransition { cycle, from, to });
+        }
+        let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+        let (set_deadline, deadline) = match update.deadline_at {
+            Some(d) => (1i64, d.map(millis)),
+            None => (0i64, None),
+        };
+        let done = to.is_terminal();
+        let result = sqlx::query(
+            "UPDATE cycles SET state = $1, active = $2, reason = $3, updated_at = $4, \
+               finished_at = CASE WHEN $2 = 0 THEN $4 ELSE finished_at END, \
+               outcome = COALESCE($5, outcome), inputs = COALESCE($6, inputs), \
+               decision = COALESCE($7, decision), gate = COALESCE($8, gate), \
+               candidate_version = COALESCE($9, candidate_version), \
+               deadline_at = CASE WHEN $10 = 1 THEN $11 ELSE deadline_at END \
+             WHERE id = $12 AND state = $13",
+        )
+        .bind(to.as_str())
+        .bind(if done { 0i64 } else { 1i64 })
+        .bind(reason)
+        .bind(millis(now))
+        .bind(update.outcome.map(|o| o.as_str()))
+        .bind(json(&update.inputs))
+        .bind(json(&update.decision))
+        .bind(json(&update.gate))
+        .bind(update.candidate_version)
+        .bind(set_deadline)
+        .bind(deadline)
+        .bind(cycle)
+        .bind(from.as_str())
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                cycle,
+                expected: from,
+            });
+        }
+        sqlx::query("INSERT INTO transitions (cycle_id, from_state, to_state, reason, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(cycle)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(millis(now))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Count a resume of an in-flight cycle after a restart.
+    pub async fn mark_resumed(&self, cycle: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cycles SET resumes = resumes + 1 WHERE id = $1")
+            .bind(cycle)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Append to the event log.
+    pub async fn event(
+        &self,
+        pipeline: &str,
+        cycle: Option<i64>,
+        kind: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO events (at, pipeline, cycle_id, kind, message) VALUES ($1, $2, $3, $4, $5)")
+            .bind(millis(now))
+            .bind(pipeline)
+            .bind(cycle)
+            .bind(kind)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Events of a cycle, oldest first, as (at, kind, message).
+    pub async fn events(&self, cycle: i64) -> Result<Vec<(DateTime<Utc>, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT at, kind, message FROM events WHERE cycle_id = $1 ORDER BY id")
+            .bind(cycle)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((from_millis(r.try_get("at")?), r.try_get("kind")?, r.try_get("message")?)))
+            .collect()
+    }
+
+    /// Store (or replace, on a resumed check) the report of a cycle.
+    pub async fn save_report(
+        &self,
+        cycle: i64,
+        pipeline: &str,
+        dataset_drift: bool,
+        body: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM reports WHERE cycle_id = $1")
+            .bind(cycle)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO reports (cycle_id, pipeline, created_at, dataset_drift, body) VALUES ($1, $2, $3, $4, $5)")
+            .bind(cycle)
+            .bind(pipeline)
+            .bind(millis(now))
+            .bind(i64::from(dataset_drift))
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn report(&self, cycle: i64) -> Result<Option<serde_json::Value>, StoreError> {
+        let row = sqlx::query("SELECT body FROM reports WHERE cycle_id = $1")
+            .bind(cycle)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<String, _>("body"))
+            .transpose()?
+            .and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    /// Register the trained model and move the cycle `training → trained` in one transaction,
+    /// so a version exists exactly when the cycle says it does.
+    pub async fn register_trained(
+        &self,
+        new: NewVersion,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ModelVersion, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE pipeline = $1",
+        )
+        .bind(&new.pipeline)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO model_versions (pipeline, version, cycle_id, path, metrics, lineage, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&new.pipeline)
+        .bind(next)
+        .bind(new.cycle_id)
+        .bind(&new.path)
+        .bind(new.metrics.to_string())
+        .bind(new.lineage.to_string())
+        .bind(millis(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        let update = CycleUpdate {
+            candidate_version: Some(id),
+            ..CycleUpdate::default()
+        };
+        self.transition_in(&mut tx, new.cycle_id, CycleState::Training, CycleState::Trained, reason, update, now)
+            .await?;
+        tx.commit().await?;
+        Ok(ModelVersion {
+            id,
+            pipeline: new.pipeline,
+            version: next,
+            cycle_id: new.cycle_id,
+            path: new.path,
+            metrics: new.metrics,
+            lineage: new.lineage,
+            created_at: now,
+        })
+    }
+
+    pub async fn version(&self, id: i64) -> Result<Option<ModelVersion>, StoreError> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    pub async fn version_for_cycle(&self, cycle: i64) -> Result<Option<ModelVersion>, StoreError> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE cycle_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cycle).fetch_optional(&self.pool).await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    pub async fn versions(&self, pipeline: &str) -> Result<Vec<ModelVersion>, StoreError> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE pipeline = $1 ORDER BY version");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pipeline).fetch_all(&self.pool).await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// The version an alias (`champion`, `previous`) points at.
+    pub async fn alias(&self, pipeline: &str, alias: &str) -> Result<Option<ModelVersion>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM model_versions v JOIN aliases a ON a.version_id = v.id WHERE a.pipeline = $1 AND a.alias = $2",
+            VERSION_COLUMNS.split(", ").map(|c| format!("v.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pipeline)
+            .bind(alias)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Point `champion` at `version_id` and `previous` at the old champion, in one
+    /// transaction. Idempotent: if `champion` already points there, nothing changes.
+    pub async fn promote(&self, pipeline: &str, version_id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT version_id FROM aliases WHERE pipeline = $1 AND alias = 'champion'",
+        )
+        .bind(pipeline)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current == Some(version_id) {
+            return Ok(false);
+        }
+        let upsert = "INSERT INTO aliases (pipeline, alias, version_id, updated_at) VALUES ($1, $2, $3, $4) \
+                      ON CONFLICT (pipeline, alias) DO UPDATE SET version_id = excluded.version_id, updated_at = excluded.updated_at";
+        if let Some(old) = current {
+            sqlx::query(upsert)
+                .bind(pipeline)
+                .bind("previous")
+                .bind(old)
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(upsert)
+            .bind(pipeline)
+            .bind("champion")
+            .bind(version_id)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Record an approval decision; a second decision by the same approver is a no-op.
+    pub async fn record_approval(
+        &self,
+        cycle: i64,
+        approval: &ApprovalRow,
+    ) -> Result<Recorded, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO approvals (cycle_id, approver, channel, decision, reason, at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (cycle_id, approver) DO NOTHING",
+        )
+        .bind(cycle)
+        .bind(&approval.approver)
+        .bind(&approval.channel)
+        .bind(&approval.decision)
+        .bind(&approval.reason)
+        .bind(millis(approval.at))
+        .execute(&self.pool)
+        .await?;
+        Ok(if r.rows_affected() == 1 { Recorded::New } else { Recorded::Duplicate })
+    }
+
+    pub async fn approvals(&self, cycle: i64) -> Result<Vec<ApprovalRow>, StoreError> {
+        let rows = sqlx::query("SELECT approver, channel, decision, reason, at FROM approvals WHERE cycle_id = $1 ORDER BY id")
+            .bind(cycle)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApprovalRow {
+                    approver: r.try_get("approver")?,
+                    channel: r.try_get("channel")?,
+                    decision: r.try_get("decision")?,
+                    reason: r.try_get("reason")?,
+                    at: from_millis(r.try_get("at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// When the last check of a pipeline finished (its newest report).
+    pub async fn last_check_at(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM reports WHERE pipeline = $1")
+            .bind(pipeline)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(at.map(from_millis))
+    }
+
+    /// Set a cycle's deadline (approval expiry) without changing its state.
+    pub async fn set_deadline(&self, cycle: i64, deadline: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cycles SET deadline_at = $1 WHERE id = $2")
+            .bind(millis(deadline))
+            .bind(cycle)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Add or replace one number in a version's metrics (e.g. its holdout accuracy, measured
+    /// by the gate after registration).
+    pub async fn set_version_metric(&self, version_id: i64, key: &str, value: f64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let text: Option<String> = sqlx::query_scalar("SELECT metrics FROM model_versions WHERE id = $1")
+            .bind(version_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut metrics: serde_json::Value = text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        metrics[key] = serde_json::json!(value);
+        sqlx::query("UPDATE model_versions SET metrics = $1 WHERE id = $2")
+            .bind(metrics.to_string())
+            .bind(version_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

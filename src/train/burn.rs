@@ -1,0 +1,377 @@
+//! The local trainer: a tabular MLP classifier in burn on the CPU (Flex backend), trained
+//! with Adam and cross-entropy, early-stopped on validation loss, and stored as a burnpack
+//! record next to its preprocessing parameters.
+//!
+//! Preprocessing is fitted on the training split only: numerical features are standardised
+//! (missing values imputed with the training mean), categorical features one-hot encoded
+//! over the categories seen in training (unseen ones encode as all zeros). The split is
+//! stratified-free but seeded, so a retry of the same cycle trains the same model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::activation::relu;
+use burn::tensor::Device;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::{CancelFlag, EpochReport, Predictor, TrainError, TrainOutput, TrainRequest, Trainer};
+use crate::config::BurnConfig;
+use crate::data::Table;
+
+const WEIGHTS_FILE: &str = "model.bpk";
+const PREPROCESS_FILE: &str = "preprocess.json";
+
+/// Fitted preprocessing: how raw columns become the model's input vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// (feature, mean, std) for each numerical feature.
+    pub numerical: Vec<(String, f64, f64)>,
+    /// (feature, categories) for each categorical feature.
+    pub categorical: Vec<(String, Vec<String>)>,
+    /// Class labels; the model's output index i is `classes[i]`.
+    pub classes: Vec<String>,
+    pub hidden: Vec<usize>,
+    pub dropout: f64,
+}
+
+impl Preprocess {
+    /// Fit on the training rows.
+    pub fn fit(table: &Table, rows: &[usize], classes: Vec<String>, config: &BurnConfig) -> Preprocess {
+        let numerical = table
+            .numerical
+            .iter()
+            .map(|(name, v)| {
+                let vals: Vec<f64> = rows.iter().map(|&i| v[i]).filter(|x| x.is_finite()).collect();
+                let n = vals.len().max(1) as f64;
+                let mean = vals.iter().sum::<f64>() / n;
+                let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+                let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
+                (name.clone(), mean, std)
+            })
+            .collect();
+        let categorical = table
+            .categorical
+            .iter()
+            .map(|(name, v)| {
+                let mut cats: Vec<String> = rows.iter().map(|&i| v[i].clone()).collect();
+                cats.sort();
+                cats.dedup();
+                (name.clone(), cats)
+            })
+            .collect();
+        Preprocess {
+            numerical,
+            categorical,
+            classes,
+            hidden: config.hidden.clone(),
+            dropout: config.dropout,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.numerical.len() + self.categorical.iter().map(|(_, c)| c.len()).sum::<usize>()
+    }
+
+    /// Encode `rows` of `table` as a row-major matrix.
+    pub fn encode(&self, table: &Table, rows: &[usize], model_dir: &Path) -> Result<Vec<f32>, TrainError> {
+        let missing = |feature: &str| TrainError::MissingFeature {
+            path: model_dir.to_path_buf(),
+            feature: feature.to_string(),
+        };
+        let nums = self
+            .numerical
+            .iter()
+            .map(|(n, m, s)| table.numerical(n).map(|v| (v, *m, *s)).ok_or_else(|| missing(n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cats = self
+            .categorical
+            .iter()
+            .map(|(n, c)| table.categorical(n).map(|v| (v, c)).ok_or_else(|| missing(n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(rows.len() * self.width());
+        for &r in rows {
+            for (v, mean, std) in &nums {
+                let x = if v[r].is_finite() { v[r] } else { *mean };
+                out.push(((x - mean) / std) as f32);
+            }
+            for (v, categories) in &cats {
+                let hit = categories.binary_search(&v[r]).ok();
+                out.extend((0..categories.len()).map(|i| if Some(i) == hit { 1.0 } else { 0.0 }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The network: hidden Linear+ReLU+Dropout blocks, then a Linear to class logits.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    hidden: Vec<Linear>,
+    output: Linear,
+    dropout: Dropout,
+}
+
+impl Mlp {
+    pub fn new(input: usize, hidden: &[usize], classes: usize, dropout: f64, device: &Device) -> Mlp {
+        let mut layers = Vec::with_capacity(hidden.len());
+        let mut width = input;
+        for &h in hidden {
+            layers.push(LinearConfig::new(width, h).init(device));
+            width = h;
+        }
+        Mlp {
+            hidden: layers,
+            output: LinearConfig::new(width, classes).init(device),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut x = x;
+        for layer in &self.hidden {
+            x = self.dropout.forward(relu(layer.forward(x)));
+        }
+        self.output.forward(x)
+    }
+}
+
+fn matrix(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+fn labels(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
+    let n = values.len();
+    Tensor::<1, Int>::from_data(TensorData::new(values, [n]), device)
+}
+
+fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
+    logits
+        .chunks(classes)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .0
+        })
+        .collect()
+}
+
+fn to_f32(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
+}
+
+/// Loss and accuracy of `model` (in validation mode) on encoded rows.
+fn evaluate(model: &Mlp, x: &[f32], y: &[i64], width: usize, classes: usize, device: &Device) -> (f64, f64) {
+    let n = y.len();
+    if n == 0 {
+        return (f64::NAN, 0.0);
+    }
+    let logits = model.forward(matrix(x.to_vec(), n, width, device));
+    let loss = CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(logits.clone(), labels(y.to_vec(), device));
+    let loss = f64::from(loss.into_scalar::<f32>());
+    let predicted = argmax_rows(&to_f32(logits), classes);
+    let right = predicted.iter().zip(y).filter(|(p, t)| **p as i64 == **t).count();
+    (loss, right as f64 / n as f64)
+}
+
+/// The burn trainer (default backend).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BurnTrainer;
+
+impl Trainer for BurnTrainer {
+    fn name(&self) -> &'static str {
+        "burn"
+    }
+
+    fn train(
+        &self,
+        request: &TrainRequest,
+        cancel: &CancelFlag,
+        progress: &(dyn Fn(&EpochReport) + Send + Sync),
+    ) -> Result<TrainOutput, TrainError> {
+        let started = Instant::now();
+        let cfg = &request.config;
+        let table = &request.data;
+        let target = table
+            .target
+            .as_ref()
+            .ok_or_else(|| TrainError::NoLabels("target".into()))?;
+        let mut classes: Vec<String> = target.clone();
+        classes.sort();
+        classes.dedup();
+        if classes.len() < 2 {
+            return Err(TrainError::OneClass(classes.first().cloned().unwrap_or_default()));
+        }
+        let n_valid = ((table.rows as f64) * cfg.validation_share).round() as usize;
+        if n_valid < 1 || table.rows - n_valid < 2 {
+            return Err(TrainError::TooFewRows { rows: table.rows, needed: 3 });
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+        let mut order: Vec<usize> = (0..table.rows).collect();
+        order.shuffle(&mut rng);
+        let (valid_rows, train_rows) = order.split_at(n_valid);
+        let pre = Preprocess::fit(table, train_rows, classes.clone(), cfg);
+        let width = pre.width();
+        let class_of = |r: usize| classes.binary_search(&target[r]).map(|i| i as i64).unwrap_or(0);
+        let x_train = pre.encode(table, train_rows, &request.out_dir)?;
+        let y_train: Vec<i64> = train_rows.iter().map(|&r| class_of(r)).collect();
+        let x_valid = pre.encode(table, valid_rows, &request.out_dir)?;
+        let y_valid: Vec<i64> = valid_rows.iter().map(|&r| class_of(r)).collect();
+
+        let device = Device::default().autodiff();
+        device.seed(cfg.seed);
+        let mut model = Mlp::new(width, &cfg.hidden, classes.len(), cfg.dropout, &device);
+        let mut optim = AdamConfig::new().init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+
+        let mut best: Option<(f64, usize, Mlp, f64)> = None;
+        let mut history = Vec::new();
+        let mut idx: Vec<usize> = (0..train_rows.len()).collect();
+        for epoch in 1..=cfg.epochs {
+            if cancel.is_cancelled() {
+                return Err(TrainError::Cancelled);
+            }
+            idx.shuffle(&mut rng);
+            let mut total = 0.0;
+            for batch in idx.chunks(cfg.batch_size) {
+                let mut xb = Vec::with_capacity(batch.len() * width);
+                for &i in batch {
+                    xb.extend_from_slice(&x_train[i * width..(i + 1) * width]);
+                }
+                let yb: Vec<i64> = batch.iter().map(|&i| y_train[i]).collect();
+                let logits = model.forward(matrix(xb, batch.len(), width, &device));
+                let loss = loss_fn.forward(logits, labels(yb, &device));
+                let value = f64::from(loss.clone().into_scalar::<f32>());
+                if !value.is_finite() {
+                    return Err(TrainError::NanLoss(epoch));
+                }
+                total += value * batch.len() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(cfg.learning_rate, model, grads);
+            }
+            let valid_model = model.valid();
+            let (valid_loss, valid_accuracy) =
+                evaluate(&valid_model, &x_valid, &y_valid, width, classes.len(), &valid_model_device(&device));
+            let report = EpochReport {
+                epoch,
+                train_loss: total / train_rows.len() as f64,
+                valid_loss,
+                valid_accuracy,
+            };
+            progress(&report);
+            history.push(report);
+            let improved = best.as_ref().is_none_or(|(l, ..)| valid_loss < *l);
+            if improved {
+                best = Some((valid_loss, epoch, valid_model, valid_accuracy));
+            } else if best.as_ref().is_some_and(|(_, e, ..)| epoch - e >= cfg.patience) {
+                break;
+            }
+        }
+        let Some((valid_loss, best_epoch, best_model, valid_accuracy)) = best else {
+            return Err(TrainError::TooFewRows { rows: table.rows, needed: 3 });
+        };
+        save(&request.out_dir, best_model, &pre)?;
+        Ok(TrainOutput {
+            epochs_run: history.len(),
+            best_epoch,
+            valid_accuracy,
+            valid_loss,
+            train_rows: train_rows.len(),
+            valid_rows: valid_rows.len(),
+            duration_seconds: started.elapsed().as_secs_f64(),
+            history,
+        })
+    }
+}
+
+/// Validation runs on the same device without gradient tracking (`Module::valid` already
+/// disables it on the parameters); inputs are created on the plain device.
+fn valid_model_device(device: &Device) -> Device {
+    device.clone().inner()
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn save(dir: &Path, model: Mlp, pre: &Preprocess) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    model
+        .save_file(&weights)
+        .map_err(|e| TrainError::Io {
+            path: weights.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let pre_path = dir.join(PREPROCESS_FILE);
+    let text = serde_json::to_vec_pretty(pre).map_err(|e| TrainError::Io {
+        path: pre_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&pre_path, text).map_err(io_err(&pre_path))?;
+    Ok(())
+}
+
+/// A stored burn model, loaded for scoring.
+pub struct BurnModel {
+    dir: PathBuf,
+    model: Mlp,
+    pre: Preprocess,
+    device: Device,
+}
+
+impl BurnModel {
+    pub fn load(dir: &Path) -> Result<BurnModel, TrainError> {
+        let load_err = |message: String| TrainError::Load {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read(dir.join(PREPROCESS_FILE)).map_err(|e| load_err(e.to_string()))?;
+        let pre: Preprocess = serde_json::from_slice(&text).map_err(|e| load_err(e.to_string()))?;
+        let device = Device::default();
+        let model = Mlp::new(pre.width(), &pre.hidden, pre.classes.len(), pre.dropout, &device)
+            .try_load_file(dir.join(WEIGHTS_FILE))
+            .map_err(|e| load_err(e.to_string()))?
+            .valid();
+        Ok(BurnModel {
+            dir: dir.to_path_buf(),
+            model,
+            pre,
+            device,
+        })
+    }
+
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.pre
+    }
+}
+
+impl Predictor for BurnModel {
+    fn predict(&self, table: &Table) -> Result<Vec<String>, TrainError> {
+        let rows: Vec<usize> = (0..table.rows).collect();
+        let mut out = Vec::with_capacity(table.rows);
+        let width = self.pre.width();
+        for chunk in rows.chunks(4096) {
+            let x = self.pre.encode(table, chunk, &self.dir)?;
+            let logits = self.model.forward(matrix(x, chunk.len(), width, &self.device));
+            out.extend(
+                argmax_rows(&to_f32(logits), self.pre.classes.len())
+                    .into_iter()
+                    .map(|i| self.pre.classes[i].clone()),
+            );
+        }
+        Ok(out)
+    }
+}

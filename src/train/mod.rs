@@ -1,0 +1,124 @@
+//! The train step's contract: a [`Trainer`] turns a training table into a model directory
+//! (weights, preprocessing, model card) and reports per-epoch progress; a [`Predictor`]
+//! scores a table with a stored model. The engine only sees these traits, so new backends
+//! (Kubeflow runs, external commands) plug in without touching it.
+//!
+//! Trainers are blocking by design: the engine runs them on the blocking pool
+//! (`spawn_blocking`), so `/metrics` and the API stay responsive while a model trains, and it
+//! stops them through a shared [`CancelFlag`] checked between epochs.
+
+pub mod burn;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BurnConfig;
+use crate::data::Table;
+
+/// Why training (or scoring) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training was cancelled (shutdown or timeout); the cycle resumes it on the next start")]
+    Cancelled,
+    #[error("training data has no target labels (column `{0}` missing from the data)")]
+    NoLabels(String),
+    #[error("training data has only one class ({0}); a classifier needs at least two")]
+    OneClass(String),
+    #[error("training data has {rows} rows, fewer than the {needed} a train/validation split needs")]
+    TooFewRows { rows: usize, needed: usize },
+    #[error("loss became NaN at epoch {0}; lower train.burn.learning_rate or check the data for extreme values")]
+    NanLoss(usize),
+    #[error("cannot write model artifacts to {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the model at {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("model at {path} expects feature `{feature}`, which the data lacks")]
+    MissingFeature { path: PathBuf, feature: String },
+}
+
+/// A flag the engine sets to stop a trainer at its next checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Metrics of one finished epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub valid_loss: f64,
+    pub valid_accuracy: f64,
+}
+
+/// What a trainer needs.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub pipeline: String,
+    pub cycle_id: i64,
+    pub data: Table,
+    pub config: BurnConfig,
+    /// Empty directory to write the model into; the engine moves it into place.
+    pub out_dir: PathBuf,
+}
+
+/// What a trainer produced (written into `out_dir`, summarised here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOutput {
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub valid_accuracy: f64,
+    pub valid_loss: f64,
+    pub train_rows: usize,
+    pub valid_rows: usize,
+    pub duration_seconds: f64,
+    pub history: Vec<EpochReport>,
+}
+
+/// A training backend.
+pub trait Trainer: Send + Sync {
+    /// Backend name for logs and lineage ("burn").
+    fn name(&self) -> &'static str;
+
+    /// Train on `request.data`, writing the model into `request.out_dir`. Blocking.
+    fn train(
+        &self,
+        request: &TrainRequest,
+        cancel: &CancelFlag,
+        progress: &(dyn Fn(&EpochReport) + Send + Sync),
+    ) -> Result<TrainOutput, TrainError>;
+}
+
+/// A stored model that can score a table.
+pub trait Predictor: Send + Sync {
+    /// Predicted class label per row.
+    fn predict(&self, table: &Table) -> Result<Vec<String>, TrainError>;
+}
+
+/// Load the predictor stored in a model directory.
+pub fn load_predictor(dir: &Path) -> Result<Box<dyn Predictor>, TrainError> {
+    Ok(Box::new(burn::BurnModel::load(dir)?))
+}
+
+/// Share of rows where `predicted` equals the label.
+pub fn accuracy(predicted: &[String], labels: &[String]) -> f64 {
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    right as f64 / labels.len() as f64
+}

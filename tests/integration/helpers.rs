@@ -1,0 +1,250 @@
+//! Shared set-up for the integration tests: temporary pipelines with generated data, a
+//! store on SQLite or on a fresh PostgreSQL database, the daemon in-process or as a child
+//! process, and polling helpers.
+//!
+//! PostgreSQL tests need `RETRAIND_TEST_POSTGRES_URL` (a server URL without a database,
+//! e.g. `postgres://postgres:postgres@127.0.0.1:5432`); promtool tests need `promtool` on
+//! PATH. Without them those tests print why and pass, unless `RETRAIND_TEST_REQUIRE_ALL=1`
+//! (set by .ci/run), which turns a missing dependency into a failure.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use retraind::config::Config;
+use retraind::cycle::CycleState;
+use retraind::store::{CycleRow, Store};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+fn require_all() -> bool {
+    std::env::var("RETRAIND_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Skip (or fail, in CI) a test whose external dependency is missing.
+pub fn unavailable(what: &str) -> bool {
+    if require_all() {
+        panic!("{what} is required (RETRAIND_TEST_REQUIRE_ALL=1) but not available");
+    }
+    eprintln!("skipping: {what} not available");
+    true
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A store URL for `db` inside `dir`; a fresh PostgreSQL database per call. None = skip.
+pub async fn store_url(db: Db, dir: &Path) -> Option<String> {
+    match db {
+        Db::Sqlite => Some(format!("sqlite://{}", dir.join("state").join("retraind.db").display())),
+        Db::Postgres => {
+            let Ok(base) = std::env::var("RETRAIND_TEST_POSTGRES_URL") else {
+                unavailable("PostgreSQL (RETRAIND_TEST_POSTGRES_URL)");
+                return None;
+            };
+            let base = base.trim_end_matches('/').to_string();
+            sqlx::any::install_default_drivers();
+            let admin = sqlx::AnyPool::connect(&format!("{base}/postgres"))
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {base}/postgres: {e}"));
+            let name = format!(
+                "retraind_test_{}_{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            Some(format!("{base}/{name}"))
+        }
+    }
+}
+
+/// Knobs of a test pipeline.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub schedule: String,
+    pub approval: &'static str,
+    pub epochs: usize,
+    pub rows: usize,
+    pub listen: String,
+    pub grace: &'static str,
+    pub token: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            schedule: "0 0 2 * * *".into(),
+            approval: "auto",
+            epochs: 20,
+            rows: 1500,
+            listen: "127.0.0.1:0".into(),
+            grace: "5s",
+            token: true,
+        }
+    }
+}
+
+/// A pipeline on disk: data for today, a config, a token file.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub store_url: String,
+    pub date: String,
+}
+
+impl Env {
+    pub async fn new(db: Db, opts: Opts) -> Option<Env> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = store_url(db, dir.path()).await?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("current")).unwrap();
+        retraind::demo::generate(&data.join("reference.csv"), opts.rows, retraind::demo::Regime::NORMAL, 1).unwrap();
+        let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        retraind::demo::generate(
+            &data.join("current").join(format!("{date}.csv")),
+            opts.rows,
+            retraind::demo::Regime::NORMAL,
+            2,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("api-token"), TOKEN).unwrap();
+        let token_line = if opts.token { "api_token_file = \"api-token\"" } else { "" };
+        let text = format!(
+            r#"
+[daemon]
+state_dir = "state"
+shutdown_grace = "{grace}"
+
+[server]
+listen = "{listen}"
+{token_line}
+
+[store]
+url = "{url}"
+
+[[pipeline]]
+name = "p1"
+schedule = "{schedule}"
+catch_up = false
+
+[pipeline.data]
+reference = "data/reference.csv"
+current = "data/current/{{date}}.csv"
+categorical = ["segment"]
+
+[pipeline.train.burn]
+epochs = {epochs}
+patience = {epochs}
+
+[pipeline.gate]
+min_accuracy = 0.8
+
+[pipeline.approval]
+mode = "{approval}"
+"#,
+            grace = opts.grace,
+            listen = opts.listen,
+            schedule = opts.schedule,
+            epochs = opts.epochs,
+            approval = opts.approval,
+        );
+        let config_path = dir.path().join("retraind.toml");
+        std::fs::write(&config_path, text).unwrap();
+        Some(Env {
+            dir,
+            config_path,
+            store_url: url,
+            date,
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::new(Config::load(&self.config_path).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.store_url, 2).await.unwrap()
+    }
+
+    /// Start `retraind run` as a child process.
+    pub fn spawn(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_retraind"))
+            .args(["--config", self.config_path.to_str().unwrap(), "--log-format", "json", "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("daemon.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll until `f` returns Some, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until the cycle is in `state` (or any terminal state).
+pub async fn wait_state(store: &Store, id: i64, state: CycleState, timeout: Duration) -> CycleRow {
+    eventually(timeout, &format!("cycle {id} to reach {state}"), || async {
+        store.cycle(id).await.ok().flatten().filter(|c| c.state == state || c.state.is_terminal())
+    })
+    .await
+}
+
+/// Wait until the HTTP server answers /healthz.
+pub async fn wait_http(addr: &str) {
+    let url = format!("http://{addr}/healthz");
+    eventually(Duration::from_secs(30), "the daemon's HTTP server", || {
+        let url = url.clone();
+        async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await
+}
+
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,8 @@
+//! retraind's integration tests: one binary, a module per capability, shared helpers.
+
+mod helpers;
+
+mod cli;
+mod lifecycle;
+mod server;
+mod store;
