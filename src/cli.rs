@@ -15,10 +15,20 @@ use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "retraind", version, about = "Continuous-training daemon: drift checks, guarded retraining, approval, deploy and rollback")]
+#[command(
+    name = "retraind",
+    version,
+    about = "Continuous-training daemon: drift checks, guarded retraining, approval, deploy and rollback"
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "RETRAIND_CONFIG", default_value = "/etc/retraind/retraind.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "RETRAIND_CONFIG",
+        default_value = "/etc/retraind/retraind.toml"
+    )]
     pub config: PathBuf,
     /// Log format: auto = text on a terminal, JSON otherwise.
     #[arg(long, global = true, value_enum, default_value = "auto")]
@@ -108,24 +118,52 @@ pub enum Format {
 pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init(cli.log_format, &cli.log_level);
     match cli.command {
-        Command::Run => crate::daemon::run(cli.config).await.map(|_| ExitCode::SUCCESS),
-        Command::Demo { dir, keep_running } => crate::demo::run(&dir, keep_running).await.map(|_| ExitCode::SUCCESS),
+        Command::Run => crate::daemon::run(cli.config)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Demo { dir, keep_running } => crate::demo::run(&dir, keep_running)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Version => {
             println!("retraind {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Check { file } } => Ok(config_check(file.as_deref().unwrap_or(&cli.config))),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Ok(config_check(file.as_deref().unwrap_or(&cli.config))),
         Command::Status { format } => status_cmd(&cli.config, format).await,
-        Command::History { pipeline, limit, format } => history_cmd(&cli.config, pipeline.as_deref(), limit, format).await,
+        Command::History {
+            pipeline,
+            limit,
+            format,
+        } => history_cmd(&cli.config, pipeline.as_deref(), limit, format).await,
         Command::Trigger { pipeline, date } => {
             let body = serde_json::json!({ "date": date });
-            api_post(&cli.config, &format!("/api/v1/pipelines/{pipeline}/trigger"), body).await
+            api_post(
+                &cli.config,
+                &format!("/api/v1/pipelines/{pipeline}/trigger"),
+                body,
+            )
+            .await
         }
-        Command::Approve { cycle, approver, reason } => {
+        Command::Approve {
+            cycle,
+            approver,
+            reason,
+        } => {
             let body = serde_json::json!({ "approver": approver, "reason": reason });
-            api_post(&cli.config, &format!("/api/v1/cycles/{cycle}/approve"), body).await
+            api_post(
+                &cli.config,
+                &format!("/api/v1/cycles/{cycle}/approve"),
+                body,
+            )
+            .await
         }
-        Command::Reject { cycle, approver, reason } => {
+        Command::Reject {
+            cycle,
+            approver,
+            reason,
+        } => {
             let body = serde_json::json!({ "approver": approver, "reason": reason });
             api_post(&cli.config, &format!("/api/v1/cycles/{cycle}/reject"), body).await
         }
@@ -137,12 +175,23 @@ fn config_check(path: &Path) -> ExitCode {
         Ok(c) => {
             println!("{}: OK ({} pipeline(s))", path.display(), c.pipelines.len());
             for p in &c.pipelines {
-                let next = p.schedule.next_after(chrono::Utc::now()).map(|t| t.to_rfc3339()).unwrap_or_default();
-                println!("  {}: schedule `{}` ({}), next {next}", p.name, p.schedule.expression(), p.schedule.timezone());
+                let next = p
+                    .schedule
+                    .next_after(chrono::Utc::now())
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                println!(
+                    "  {}: schedule `{}` ({}), next {next}",
+                    p.name,
+                    p.schedule.expression(),
+                    p.schedule.timezone()
+                );
             }
             ExitCode::SUCCESS
         }
-        Err(e @ ConfigError::Invalid { .. }) | Err(e @ ConfigError::Syntax { .. }) | Err(e @ ConfigError::Read { .. }) => {
+        Err(e @ ConfigError::Invalid { .. })
+        | Err(e @ ConfigError::Syntax { .. })
+        | Err(e @ ConfigError::Read { .. }) => {
             eprintln!("{e}");
             ExitCode::from(2)
         }
@@ -166,15 +215,30 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
                 let champ = p
                     .champion
                     .as_ref()
-                    .map(|v| format!("v{} (acc {:.3})", v.version, v.holdout_accuracy.unwrap_or(f64::NAN)))
+                    .map(|v| {
+                        format!(
+                            "v{} (acc {:.3})",
+                            v.version,
+                            v.holdout_accuracy.unwrap_or(f64::NAN)
+                        )
+                    })
                     .unwrap_or_else(|| "none".into());
                 println!("{}  champion {champ}", p.name);
                 if let Some(c) = &p.active_cycle {
-                    println!("  in flight: cycle {} {} — {}", c.id, c.state, c.reason.as_deref().unwrap_or(""));
+                    println!(
+                        "  in flight: cycle {} {} — {}",
+                        c.id,
+                        c.state,
+                        c.reason.as_deref().unwrap_or("")
+                    );
                 }
                 if let Some(c) = &p.last_cycle {
                     let outcome = c.outcome.map(|o| o.as_str()).unwrap_or("-");
-                    println!("  last: cycle {} {outcome} — {}", c.id, c.reason.as_deref().unwrap_or(""));
+                    println!(
+                        "  last: cycle {} {outcome} — {}",
+                        c.id,
+                        c.reason.as_deref().unwrap_or("")
+                    );
                 }
                 if let Some(t) = p.next_scheduled_at {
                     println!("  next check: {}", t.to_rfc3339());
@@ -185,7 +249,12 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn history_cmd(config_path: &Path, pipeline: Option<&str>, limit: i64, format: Format) -> anyhow::Result<ExitCode> {
+async fn history_cmd(
+    config_path: &Path,
+    pipeline: Option<&str>,
+    limit: i64,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let store = open_store(&config).await?;
     let rows: Vec<status::CycleSummary> = store
@@ -197,7 +266,10 @@ async fn history_cmd(config_path: &Path, pipeline: Option<&str>, limit: i64, for
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
-            println!("{:>6}  {:<12} {:<10} {:<18} {:<11} reason", "cycle", "pipeline", "date", "state", "outcome");
+            println!(
+                "{:>6}  {:<12} {:<10} {:<18} {:<11} reason",
+                "cycle", "pipeline", "date", "state", "outcome"
+            );
             for c in &rows {
                 println!(
                     "{:>6}  {:<12} {:<10} {:<18} {:<11} {}",
@@ -215,10 +287,17 @@ async fn history_cmd(config_path: &Path, pipeline: Option<&str>, limit: i64, for
 }
 
 /// POST to the running daemon's API with the configured bearer token; print the JSON reply.
-async fn api_post(config_path: &Path, path: &str, body: serde_json::Value) -> anyhow::Result<ExitCode> {
+async fn api_post(
+    config_path: &Path,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let Some(source) = &config.server.api_token else {
-        bail!("no API token configured: set server.api_token_file in {} (the daemon needs it too)", config_path.display());
+        bail!(
+            "no API token configured: set server.api_token_file in {} (the daemon needs it too)",
+            config_path.display()
+        );
     };
     let token = Secret::load(source)?;
     let url = format!("http://{}{path}", config.server.listen);
@@ -232,5 +311,9 @@ async fn api_post(config_path: &Path, path: &str, body: serde_json::Value) -> an
     let code = response.status();
     let text = response.text().await.unwrap_or_default();
     println!("{text}");
-    Ok(if code.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if code.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono_tz::Tz;
 use crate::schedule::Schedule;
+use chrono_tz::Tz;
 
 /// Default cron schedule: 02:00 every day (six fields, seconds first).
 pub const DEFAULT_SCHEDULE: &str = "0 0 2 * * *";
@@ -367,15 +367,20 @@ impl Config {
         })?;
         let mut problems = apply_env_overrides(&mut value, env);
         let mut unknown = Vec::new();
-        let de = serde_ignored::Deserializer::new(toml::Value::Table(value), |p| {
-            unknown.push(p.to_string())
-        });
-        let raw: raw::RawConfig = match serde_path_to_error::deserialize(de) {
+        let parsed: Result<raw::RawConfig, _> = {
+            let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+            let de = serde_ignored::Deserializer::new(toml::Value::Table(value), &mut record);
+            serde_path_to_error::deserialize(de)
+        };
+        let raw = match parsed {
             Ok(raw) => raw,
             Err(e) => {
                 problems.push(Problem {
                     path: display_path(&e.path().to_string()),
-                    message: format!("{} (see config/retraind.toml for the expected type)", e.inner()),
+                    message: format!(
+                        "{} (see config/retraind.toml for the expected type)",
+                        e.inner()
+                    ),
                 });
                 problems.extend(unknown.iter().map(|p| unknown_key(p)));
                 return Err(ConfigError::Invalid {
@@ -520,7 +525,9 @@ impl Checker<'_> {
         if v < 1 || v > max {
             self.problem(
                 path,
-                format!("{v} is out of range; use a whole number from 1 to {max} (default {default})"),
+                format!(
+                    "{v} is out of range; use a whole number from 1 to {max} (default {default})"
+                ),
             );
             return default as usize;
         }
@@ -530,7 +537,11 @@ impl Checker<'_> {
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let path = PathBuf::from(p);
-    if path.is_absolute() { path } else { base.join(path) }
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
 }
 
 fn validate(
@@ -550,11 +561,16 @@ fn validate(
         .unwrap_or_else(|| base.join("state"));
     let shutdown_grace = c.duration("daemon.shutdown_grace", &raw.daemon.shutdown_grace, "30s");
 
-    let listen_text = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen_text = raw
+        .server
+        .listen
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
         c.problem(
             "server.listen",
-            format!("`{listen_text}` is not an address; write IP:PORT such as \"{DEFAULT_LISTEN}\""),
+            format!(
+                "`{listen_text}` is not an address; write IP:PORT such as \"{DEFAULT_LISTEN}\""
+            ),
         );
         SocketAddr::from(([127, 0, 0, 1], 9464))
     });
@@ -571,7 +587,10 @@ fn validate(
             if !path.is_file() {
                 c.problem(
                     "server.api_token_file",
-                    format!("file {} does not exist; create it (mode 0600) holding the bearer token", path.display()),
+                    format!(
+                        "file {} does not exist; create it (mode 0600) holding the bearer token",
+                        path.display()
+                    ),
                 );
             }
             Some(crate::secret::SecretSource::File(path))
@@ -585,33 +604,53 @@ fn validate(
 
     let default_url = format!("sqlite://{}", state_dir.join("retraind.db").display());
     let url = raw.store.url.unwrap_or(default_url);
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
         c.problem(
             "store.url",
             format!("`{}` is not a supported store; use sqlite:///path/to/retraind.db or postgres://user@host/db", redact_url(&url)),
         );
     }
-    let max_connections = c.positive("store.max_connections", raw.store.max_connections, 5, 100) as u32;
+    let max_connections =
+        c.positive("store.max_connections", raw.store.max_connections, 5, 100) as u32;
 
     let mut names = BTreeSet::new();
     let mut pipelines = Vec::new();
     if raw.pipeline.is_empty() {
-        c.problem("pipeline", "no [[pipeline]] table; add one per model (see config/retraind.toml)");
+        c.problem(
+            "pipeline",
+            "no [[pipeline]] table; add one per model (see config/retraind.toml)",
+        );
     }
     for (i, p) in raw.pipeline.into_iter().enumerate() {
         let at = |k: &str| format!("pipeline[{i}].{k}");
         let name = p.name.clone().unwrap_or_default();
         if name.is_empty()
-            || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
             || name.len() > 64
         {
-            c.problem(&at("name"), format!("`{name}` is not a valid name; use 1-64 letters, digits, '-' or '_'"));
+            c.problem(
+                &at("name"),
+                format!("`{name}` is not a valid name; use 1-64 letters, digits, '-' or '_'"),
+            );
         } else if !names.insert(name.clone()) {
-            c.problem(&at("name"), format!("pipeline `{name}` is defined twice; names must be unique"));
+            c.problem(
+                &at("name"),
+                format!("pipeline `{name}` is defined twice; names must be unique"),
+            );
         }
         let tz_text = p.timezone.unwrap_or_else(|| "UTC".to_string());
         let tz: Tz = tz_text.parse().unwrap_or_else(|_| {
-            c.problem(&at("timezone"), format!("`{tz_text}` is not an IANA timezone; use e.g. \"UTC\" or \"Europe/Berlin\""));
+            c.problem(
+                &at("timezone"),
+                format!(
+                    "`{tz_text}` is not an IANA timezone; use e.g. \"UTC\" or \"Europe/Berlin\""
+                ),
+            );
             Tz::UTC
         });
         let cron_text = p.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
@@ -629,7 +668,10 @@ fn validate(
                 path
             }
             None => {
-                c.problem(&at("data.reference"), "missing; set the path of the reference data set");
+                c.problem(
+                    &at("data.reference"),
+                    "missing; set the path of the reference data set",
+                );
                 PathBuf::new()
             }
         };
@@ -638,18 +680,37 @@ fn validate(
                 let path = resolve(base, &t);
                 let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 if !dir.is_dir() {
-                    c.problem(&at("data.current"), format!("directory {} does not exist; create it or fix the path template", dir.display()));
+                    c.problem(
+                        &at("data.current"),
+                        format!(
+                            "directory {} does not exist; create it or fix the path template",
+                            dir.display()
+                        ),
+                    );
                 }
                 path.to_string_lossy().into_owned()
             }
             None => {
-                c.problem(&at("data.current"), "missing; set the current-window path, e.g. \"data/current/{date}.csv\"");
+                c.problem(
+                    &at("data.current"),
+                    "missing; set the current-window path, e.g. \"data/current/{date}.csv\"",
+                );
                 String::new()
             }
         };
-        let min_rows = c.positive(&at("data.min_rows"), p.data.min_rows, 50, i64::from(u32::MAX));
+        let min_rows = c.positive(
+            &at("data.min_rows"),
+            p.data.min_rows,
+            50,
+            i64::from(u32::MAX),
+        );
 
-        let correction = match p.drift.correction.as_deref().unwrap_or("benjamini_hochberg") {
+        let correction = match p
+            .drift
+            .correction
+            .as_deref()
+            .unwrap_or("benjamini_hochberg")
+        {
             "benjamini_hochberg" | "bh" => Correction::BenjaminiHochberg,
             "bonferroni" => Correction::Bonferroni,
             "none" => Correction::None,
@@ -661,16 +722,34 @@ fn validate(
         let drift = DriftConfig {
             alpha: c.fraction(&at("drift.alpha"), p.drift.alpha, 0.05, true),
             correction,
-            min_effect_numerical: c.fraction(&at("drift.min_effect_numerical"), p.drift.min_effect_numerical, 0.1, false),
-            min_effect_categorical: c.fraction(&at("drift.min_effect_categorical"), p.drift.min_effect_categorical, 0.1, false),
+            min_effect_numerical: c.fraction(
+                &at("drift.min_effect_numerical"),
+                p.drift.min_effect_numerical,
+                0.1,
+                false,
+            ),
+            min_effect_categorical: c.fraction(
+                &at("drift.min_effect_categorical"),
+                p.drift.min_effect_categorical,
+                0.1,
+                false,
+            ),
             drift_share: c.fraction(&at("drift.drift_share"), p.drift.drift_share, 0.0, false),
         };
         let performance = PerformanceConfig {
-            max_accuracy_drop: c.fraction(&at("performance.max_accuracy_drop"), p.performance.max_accuracy_drop, 0.05, false),
+            max_accuracy_drop: c.fraction(
+                &at("performance.max_accuracy_drop"),
+                p.performance.max_accuracy_drop,
+                0.05,
+                false,
+            ),
         };
 
         if let Some(b) = p.train.backend.as_deref().filter(|b| *b != "burn") {
-            c.problem(&at("train.backend"), format!("`{b}` is not available in this build; use \"burn\""));
+            c.problem(
+                &at("train.backend"),
+                format!("`{b}` is not available in this build; use \"burn\""),
+            );
         }
         let hidden = match p.train.burn.hidden {
             Some(h) => h
@@ -678,7 +757,10 @@ fn validate(
                 .enumerate()
                 .map(|(j, &n)| {
                     if !(1..=4096).contains(&n) {
-                        c.problem(&at(&format!("train.burn.hidden[{j}]")), format!("{n} is out of range; use 1 to 4096 units"));
+                        c.problem(
+                            &at(&format!("train.burn.hidden[{j}]")),
+                            format!("{n} is out of range; use 1 to 4096 units"),
+                        );
                     }
                     n.clamp(1, 4096) as usize
                 })
@@ -691,17 +773,40 @@ fn validate(
             learning_rate: {
                 let lr = p.train.burn.learning_rate.unwrap_or(0.01);
                 if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
-                    c.problem(&at("train.burn.learning_rate"), format!("{lr} is out of range; use a number with 0 < x <= 10 (default 0.01)"));
+                    c.problem(
+                        &at("train.burn.learning_rate"),
+                        format!(
+                            "{lr} is out of range; use a number with 0 < x <= 10 (default 0.01)"
+                        ),
+                    );
                 }
                 lr
             },
-            batch_size: c.positive(&at("train.burn.batch_size"), p.train.burn.batch_size, 64, 1 << 20),
+            batch_size: c.positive(
+                &at("train.burn.batch_size"),
+                p.train.burn.batch_size,
+                64,
+                1 << 20,
+            ),
             epochs: c.positive(&at("train.burn.epochs"), p.train.burn.epochs, 30, 100_000),
-            patience: c.positive(&at("train.burn.patience"), p.train.burn.patience, 5, 100_000),
-            validation_share: c.fraction(&at("train.burn.validation_share"), p.train.burn.validation_share, 0.2, true),
+            patience: c.positive(
+                &at("train.burn.patience"),
+                p.train.burn.patience,
+                5,
+                100_000,
+            ),
+            validation_share: c.fraction(
+                &at("train.burn.validation_share"),
+                p.train.burn.validation_share,
+                0.2,
+                true,
+            ),
             seed: match p.train.burn.seed {
                 Some(s) if s < 0 => {
-                    c.problem(&at("train.burn.seed"), format!("{s} is negative; use a whole number >= 0"));
+                    c.problem(
+                        &at("train.burn.seed"),
+                        format!("{s} is negative; use a whole number >= 0"),
+                    );
                     0
                 }
                 Some(s) => s as u64,
@@ -803,7 +908,9 @@ mod tests {
             alpha = -0.5
         "#;
         let got = Config::parse(text, &dir.path().join("c.toml"), &[]).unwrap_err();
-        let ConfigError::Invalid { problems, .. } = got else { panic!("{got}") };
+        let ConfigError::Invalid { problems, .. } = got else {
+            panic!("{got}")
+        };
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert!(paths.contains(&"pipeline[0].schedule"), "{paths:?}");
         assert!(paths.contains(&"pipeline[0].colour"), "{paths:?}");
@@ -821,10 +928,17 @@ mod tests {
     fn env_overrides_apply_and_unknown_sections_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ref.csv"), "a\n1\n").unwrap();
-        let text = "[[pipeline]]\nname='p'\n[pipeline.data]\nreference='ref.csv'\ncurrent='{date}.csv'\n";
+        let text =
+            "[[pipeline]]\nname='p'\n[pipeline.data]\nreference='ref.csv'\ncurrent='{date}.csv'\n";
         let env = vec![
-            ("RETRAIND_STORE__URL".to_string(), "postgres://u:hunter2@db/x".to_string()),
-            ("RETRAIND_SERVER__LISTEN".to_string(), "127.0.0.1:1234".to_string()),
+            (
+                "RETRAIND_STORE__URL".to_string(),
+                "postgres://u:hunter2@db/x".to_string(),
+            ),
+            (
+                "RETRAIND_SERVER__LISTEN".to_string(),
+                "127.0.0.1:1234".to_string(),
+            ),
         ];
         let c = Config::parse(text, &dir.path().join("c.toml"), &env).unwrap();
         assert_eq!(c.store.url, "postgres://u:hunter2@db/x");
@@ -856,6 +970,9 @@ mod tests {
     fn redacts_only_passwords() {
         assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
     }
 }

@@ -226,10 +226,14 @@ impl TriggerKind {
 impl FromStr for TriggerKind {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [TriggerKind::Scheduled, TriggerKind::CatchUp, TriggerKind::Manual]
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
+        [
+            TriggerKind::Scheduled,
+            TriggerKind::CatchUp,
+            TriggerKind::Manual,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 
@@ -253,8 +257,17 @@ mod tests {
     fn the_happy_path_is_legal_and_terminal_states_are_final() {
         use CycleState::*;
         let path = [
-            Scheduled, Loading, Checking, Decided, Training, Trained, Evaluating,
-            AwaitingApproval, Deploying, Watching, Completed,
+            Scheduled,
+            Loading,
+            Checking,
+            Decided,
+            Training,
+            Trained,
+            Evaluating,
+            AwaitingApproval,
+            Deploying,
+            Watching,
+            Completed,
         ];
         for w in path.windows(2) {
             assert!(w[0].can_go_to(w[1]), "{} -> {}", w[0], w[1]);

@@ -32,7 +32,11 @@ pub struct Running {
 }
 
 /// Open everything and start serving; returns once the daemon is ready.
-pub async fn start(config: Arc<Config>, shutdown: CancellationToken, schedule: bool) -> anyhow::Result<Running> {
+pub async fn start(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    schedule: bool,
+) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.daemon.state_dir).with_context(|| {
         format!(
             "cannot create the state directory {} (set daemon.state_dir to a writable folder)",
@@ -44,11 +48,19 @@ pub async fn start(config: Arc<Config>, shutdown: CancellationToken, schedule: b
     let api_token = match &config.server.api_token {
         Some(source) => Some(Arc::new(Secret::load(source)?)),
         None => {
-            warn!("no API token configured (server.api_token_file): mutating API endpoints are disabled");
+            warn!(
+                "no API token configured (server.api_token_file): mutating API endpoints are disabled"
+            );
             None
         }
     };
-    let engine = Engine::new(store, config.clone(), Arc::new(BurnTrainer), Metrics::new(), shutdown.clone());
+    let engine = Engine::new(
+        store,
+        config.clone(),
+        Arc::new(BurnTrainer),
+        Metrics::new(),
+        shutdown.clone(),
+    );
     engine.register_pipelines().await?;
     let resumed = engine.resume_all().await?;
     if resumed > 0 {
@@ -59,18 +71,33 @@ pub async fn start(config: Arc<Config>, shutdown: CancellationToken, schedule: b
     }
     let listener = TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (server.listen): is another daemon running?", config.server.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen): is another daemon running?",
+                config.server.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
-    let state = AppState { engine: engine.clone(), api_token };
+    let state = AppState {
+        engine: engine.clone(),
+        api_token,
+    };
     let token = shutdown.clone();
-    let server = tokio::spawn(server::run(listener, state, async move { token.cancelled().await }));
+    let server = tokio::spawn(server::run(listener, state, async move {
+        token.cancelled().await
+    }));
     let scheduler = if schedule {
         tokio::spawn(scheduler::run(engine.clone(), shutdown.clone()))
     } else {
         tokio::spawn(async {})
     };
     info!(%addr, pipelines = config.pipelines.len(), "retraind serving (metrics at http://{addr}/metrics)");
-    Ok(Running { engine, addr, server, scheduler })
+    Ok(Running {
+        engine,
+        addr,
+        server,
+        scheduler,
+    })
 }
 
 impl Running {
@@ -97,7 +124,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let running = start(config.clone(), shutdown.clone(), true).await?;
     notify::ready();
     let engine = running.engine.clone();
-    let mut watchdog = tokio::time::interval(notify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let mut watchdog =
+        tokio::time::interval(notify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = watchdog.tick() => notify::watchdog(),
@@ -108,13 +136,19 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         }
     }
     let grace = engine.config().await.daemon.shutdown_grace;
-    info!(?grace, "shutting down: no new cycles; running steps stop at their next checkpoint");
+    info!(
+        ?grace,
+        "shutting down: no new cycles; running steps stop at their next checkpoint"
+    );
     notify::stopping();
     shutdown.cancel();
     if running.drain(grace).await {
         info!("stopped cleanly; in-flight cycles resume on the next start");
     } else {
-        warn!(?grace, "grace period over; exiting with steps still running (they resume on the next start)");
+        warn!(
+            ?grace,
+            "grace period over; exiting with steps still running (they resume on the next start)"
+        );
     }
     Ok(())
 }

@@ -29,19 +29,25 @@ pub enum DataError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: has no rows")]
     Empty { path: PathBuf },
-    #[error("{path}: column `{column}` is missing (columns present: {present}); fix the file or the pipeline's data config")]
+    #[error(
+        "{path}: column `{column}` is missing (columns present: {present}); fix the file or the pipeline's data config"
+    )]
     MissingColumn {
         path: PathBuf,
         column: String,
         present: String,
     },
-    #[error("{path}: column `{column}` is {dtype}, expected a numerical type; list it under data.categorical or fix the file")]
+    #[error(
+        "{path}: column `{column}` is {dtype}, expected a numerical type; list it under data.categorical or fix the file"
+    )]
     NotNumeric {
         path: PathBuf,
         column: String,
         dtype: String,
     },
-    #[error("{path}: target column `{column}` has {nulls} empty value(s); every labelled row needs a target")]
+    #[error(
+        "{path}: target column `{column}` has {nulls} empty value(s); every labelled row needs a target"
+    )]
     MissingLabels {
         path: PathBuf,
         column: String,
@@ -83,11 +89,17 @@ pub struct Table {
 
 impl Table {
     pub fn numerical(&self, name: &str) -> Option<&[f64]> {
-        self.numerical.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.numerical
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn categorical(&self, name: &str) -> Option<&[String]> {
-        self.categorical.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.categorical
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// Keep only the rows at `idx` (in that order).
@@ -149,7 +161,7 @@ fn read_frame(path: &Path) -> Result<(DataFrame, Fingerprint), DataError> {
         }
     };
     let schema = df
-        .get_columns()
+        .columns()
         .iter()
         .map(|c| (c.name().to_string(), c.dtype().to_string()))
         .collect();
@@ -175,14 +187,19 @@ pub fn infer_roles(
 ) -> Roles {
     let skip = |n: &str| n == target || ignore.iter().any(|i| i == n);
     let is_numeric = |dtype: &str| {
-        ["i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64"].contains(&dtype)
+        [
+            "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64",
+        ]
+        .contains(&dtype)
     };
     let listed = |l: Option<&[String]>| l.map(<[String]>::to_vec);
     let numerical = listed(numerical).unwrap_or_else(|| {
         fingerprint
             .schema
             .iter()
-            .filter(|(n, t)| !skip(n) && is_numeric(t) && !categorical.is_some_and(|c| c.contains(n)))
+            .filter(|(n, t)| {
+                !skip(n) && is_numeric(t) && !categorical.is_some_and(|c| c.contains(n))
+            })
             .map(|(n, _)| n.clone())
             .collect()
     });
@@ -236,7 +253,9 @@ pub fn load(path: &Path, roles: &Roles, require_target: bool) -> Result<Table, D
     let as_text = |c: &Column| -> Result<Vec<String>, DataError> {
         let s = c.cast(&DataType::String).map_err(parse_err)?;
         let s = s.str().map_err(parse_err)?;
-        Ok(s.into_iter().map(|v| v.unwrap_or_default().to_string()).collect())
+        Ok(s.iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
     };
     let mut numerical = Vec::with_capacity(roles.numerical.len());
     for name in &roles.numerical {
@@ -250,7 +269,10 @@ pub fn load(path: &Path, roles: &Roles, require_target: bool) -> Result<Table, D
         }
         let f = c.cast(&DataType::Float64).map_err(parse_err)?;
         let f = f.f64().map_err(parse_err)?;
-        numerical.push((name.clone(), f.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect()));
+        numerical.push((
+            name.clone(),
+            f.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+        ));
     }
     let mut categorical = Vec::with_capacity(roles.categorical.len());
     for name in &roles.categorical {
@@ -269,7 +291,11 @@ pub fn load(path: &Path, roles: &Roles, require_target: bool) -> Result<Table, D
             Some(as_text(c)?)
         }
         Err(_) if !require_target => None,
-        Err(_) => return Err(column(&roles.target).err().unwrap_or(DataError::Empty { path: path.to_path_buf() })),
+        Err(_) => {
+            return Err(column(&roles.target).err().unwrap_or(DataError::Empty {
+                path: path.to_path_buf(),
+            }));
+        }
     };
     Ok(Table {
         rows: df.height(),
@@ -303,8 +329,14 @@ mod tests {
         let t = load(&p, &roles, true).unwrap();
         assert_eq!(t.numerical("a").unwrap(), &[1.0, 2.0]);
         assert!(t.numerical("b").unwrap()[1].is_nan());
-        assert_eq!(t.categorical("seg").unwrap(), &["x".to_string(), "y".to_string()]);
-        assert_eq!(t.target.as_deref().unwrap(), &["0".to_string(), "1".to_string()]);
+        assert_eq!(
+            t.categorical("seg").unwrap(),
+            &["x".to_string(), "y".to_string()]
+        );
+        assert_eq!(
+            t.target.as_deref().unwrap(),
+            &["0".to_string(), "1".to_string()]
+        );
     }
 
     #[test]
@@ -318,16 +350,28 @@ mod tests {
         let missing = load(&dir.path().join("nope.csv"), &roles, true).unwrap_err();
         assert!(missing.to_string().contains("nope.csv"), "{missing}");
         let p = write(dir.path(), "x.txt", "a\n1\n");
-        assert!(matches!(load(&p, &roles, true), Err(DataError::Format { .. })));
+        assert!(matches!(
+            load(&p, &roles, true),
+            Err(DataError::Format { .. })
+        ));
         let p = write(dir.path(), "c.csv", "b,target\n1,0\n");
         let e = load(&p, &roles, true).unwrap_err().to_string();
         assert!(e.contains("`a` is missing") && e.contains("c.csv"), "{e}");
         let p = write(dir.path(), "t.csv", "a,target\nfoo,0\n");
-        assert!(matches!(load(&p, &roles, true), Err(DataError::NotNumeric { .. })));
+        assert!(matches!(
+            load(&p, &roles, true),
+            Err(DataError::NotNumeric { .. })
+        ));
         let p = write(dir.path(), "e.csv", "a,target\n");
-        assert!(matches!(load(&p, &roles, true), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            load(&p, &roles, true),
+            Err(DataError::Empty { .. })
+        ));
         let p = write(dir.path(), "u.csv", "a\n1\n");
         assert!(load(&p, &roles, false).unwrap().target.is_none());
-        assert!(matches!(load(&p, &roles, true), Err(DataError::MissingColumn { .. })));
+        assert!(matches!(
+            load(&p, &roles, true),
+            Err(DataError::MissingColumn { .. })
+        ));
     }
 }

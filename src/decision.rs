@@ -36,22 +36,37 @@ pub struct Decision {
 
 /// Decide from the drift report, the champion's performance (when labels and a champion
 /// exist), and whether a champion exists at all.
-pub fn decide(drift: &DriftReport, performance: Option<&Performance>, has_champion: bool) -> Decision {
+pub fn decide(
+    drift: &DriftReport,
+    performance: Option<&Performance>,
+    has_champion: bool,
+) -> Decision {
     let mut reasons = Vec::new();
     if !has_champion {
         reasons.push("no champion model yet: train the first one".to_string());
-        return Decision { verdict: Verdict::Retrain, reasons };
+        return Decision {
+            verdict: Verdict::Retrain,
+            reasons,
+        };
     }
     if drift.insufficient_data {
         reasons.push("too few rows in the reference or current window (data.min_rows)".to_string());
-        return Decision { verdict: Verdict::InsufficientData, reasons };
+        return Decision {
+            verdict: Verdict::InsufficientData,
+            reasons,
+        };
     }
     if drift.dataset_drift {
         let names: Vec<String> = drift
             .features
             .iter()
             .filter(|f| f.drifted)
-            .map(|f| format!("{} ({} {:.3}, p_adj {:.2e})", f.feature, f.effect_method, f.effect, f.p_adjusted))
+            .map(|f| {
+                format!(
+                    "{} ({} {:.3}, p_adj {:.2e})",
+                    f.feature, f.effect_method, f.effect, f.p_adjusted
+                )
+            })
             .collect();
         reasons.push(format!(
             "data drift in {} of {} features: {}",
@@ -72,9 +87,15 @@ pub fn decide(drift: &DriftReport, performance: Option<&Performance>, has_champi
             drift.drifted_features,
             drift.features.len()
         ));
-        return Decision { verdict: Verdict::NoRetrain, reasons };
+        return Decision {
+            verdict: Verdict::NoRetrain,
+            reasons,
+        };
     }
-    Decision { verdict: Verdict::Retrain, reasons }
+    Decision {
+        verdict: Verdict::Retrain,
+        reasons,
+    }
 }
 
 #[cfg(test)]
@@ -106,11 +127,26 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(decide(&report(false, false), None, false).verdict, Verdict::Retrain);
-        assert_eq!(decide(&report(false, false), Some(&perf(false)), true).verdict, Verdict::NoRetrain);
-        assert_eq!(decide(&report(true, false), None, true).verdict, Verdict::Retrain);
-        assert_eq!(decide(&report(false, false), Some(&perf(true)), true).verdict, Verdict::Retrain);
-        assert_eq!(decide(&report(true, true), None, true).verdict, Verdict::InsufficientData);
+        assert_eq!(
+            decide(&report(false, false), None, false).verdict,
+            Verdict::Retrain
+        );
+        assert_eq!(
+            decide(&report(false, false), Some(&perf(false)), true).verdict,
+            Verdict::NoRetrain
+        );
+        assert_eq!(
+            decide(&report(true, false), None, true).verdict,
+            Verdict::Retrain
+        );
+        assert_eq!(
+            decide(&report(false, false), Some(&perf(true)), true).verdict,
+            Verdict::Retrain
+        );
+        assert_eq!(
+            decide(&report(true, true), None, true).verdict,
+            Verdict::InsufficientData
+        );
         let d = decide(&report(true, false), Some(&perf(true)), true);
         assert_eq!(d.reasons.len(), 2, "{d:?}");
     }

@@ -38,8 +38,16 @@ pub struct Regime {
 }
 
 impl Regime {
-    pub const NORMAL: Regime = Regime { a_mean: 0.0, segments: [0.5, 0.3, 0.2], c_weight: 1.0 };
-    pub const DRIFTED: Regime = Regime { a_mean: 0.8, segments: [0.2, 0.3, 0.5], c_weight: -1.0 };
+    pub const NORMAL: Regime = Regime {
+        a_mean: 0.0,
+        segments: [0.5, 0.3, 0.2],
+        c_weight: 1.0,
+    };
+    pub const DRIFTED: Regime = Regime {
+        a_mean: 0.8,
+        segments: [0.2, 0.3, 0.5],
+        c_weight: -1.0,
+    };
 }
 
 const SEGMENTS: [&str; 3] = ["retail", "wholesale", "online"];
@@ -118,18 +126,36 @@ expires = "72h"
 pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, Vec<(String, &'static str)>)> {
     let data = dir.join("data");
     let current = data.join("current");
-    std::fs::create_dir_all(&current).with_context(|| format!("cannot create {}", current.display()))?;
+    std::fs::create_dir_all(&current)
+        .with_context(|| format!("cannot create {}", current.display()))?;
     generate(&data.join("reference.csv"), 5000, Regime::NORMAL, 1)?;
     let today = Utc::now().date_naive();
     let days = [
-        (today - chrono::Days::new(2), Regime::NORMAL, "bootstrap: no champion yet"),
-        (today - chrono::Days::new(1), Regime::NORMAL, "quiet day: same distribution"),
-        (today, Regime::DRIFTED, "drifted day: feature_a and segment shift, concept changes"),
+        (
+            today - chrono::Days::new(2),
+            Regime::NORMAL,
+            "bootstrap: no champion yet",
+        ),
+        (
+            today - chrono::Days::new(1),
+            Regime::NORMAL,
+            "quiet day: same distribution",
+        ),
+        (
+            today,
+            Regime::DRIFTED,
+            "drifted day: feature_a and segment shift, concept changes",
+        ),
     ];
     let mut plan = Vec::new();
     for (i, (day, regime, what)) in days.iter().enumerate() {
         let date = day.format("%Y-%m-%d").to_string();
-        generate(&current.join(format!("{date}.csv")), 3000, *regime, 100 + i as u64)?;
+        generate(
+            &current.join(format!("{date}.csv")),
+            3000,
+            *regime,
+            100 + i as u64,
+        )?;
         plan.push((date, *what));
     }
     let config = dir.join("retraind.toml");
@@ -137,7 +163,9 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, Vec<(String
     let token = dir.join("api-token");
     if !token.exists() {
         let mut rng = rand::rng();
-        let value: String = (0..32).map(|_| format!("{:x}", rng.random::<u8>() % 16)).collect();
+        let value: String = (0..32)
+            .map(|_| format!("{:x}", rng.random::<u8>() % 16))
+            .collect();
         std::fs::write(&token, value)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
@@ -152,9 +180,14 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     // A fresh store each run, so the story starts from "no champion".
     let state = dir.join("state");
     if state.exists() {
-        std::fs::remove_dir_all(&state).with_context(|| format!("cannot clear {}", state.display()))?;
+        std::fs::remove_dir_all(&state)
+            .with_context(|| format!("cannot clear {}", state.display()))?;
     }
-    let listen = if std::net::TcpListener::bind("127.0.0.1:9464").is_ok() { "127.0.0.1:9464" } else { "127.0.0.1:0" };
+    let listen = if std::net::TcpListener::bind("127.0.0.1:9464").is_ok() {
+        "127.0.0.1:9464"
+    } else {
+        "127.0.0.1:0"
+    };
     let (config_path, plan) = prepare(&dir, listen)?;
     let config = Arc::new(Config::load(&config_path)?);
     println!("retraind demo — data and config in {}", dir.display());
@@ -166,7 +199,10 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     let mut summary = Vec::new();
     for (n, (date, what)) in plan.iter().enumerate() {
         println!("── day {} ({date}): {what}", n + 1);
-        let id = match engine.trigger("churn", TriggerKind::Manual, Some(date.clone()), None).await? {
+        let id = match engine
+            .trigger("churn", TriggerKind::Manual, Some(date.clone()), None)
+            .await?
+        {
             CreateOutcome::Created(id) | CreateOutcome::AlreadyRunning(id) => id,
         };
         let end = follow(&engine, id).await?;
@@ -198,10 +234,27 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     let state_dir = &config.daemon.state_dir;
     println!("\nwhere to look:");
     println!("  store     {}", state_dir.join("retraind.db").display());
-    println!("  reports   {}", state_dir.join("reports").join("churn").display());
-    println!("  models    {}", state_dir.join("models").join("churn").display());
-    println!("  metrics   http://{}/metrics{}", running.addr, if keep_running { "" } else { " (while --keep-running)" });
-    println!("  history   retraind --config {} history", config_path.display());
+    println!(
+        "  reports   {}",
+        state_dir.join("reports").join("churn").display()
+    );
+    println!(
+        "  models    {}",
+        state_dir.join("models").join("churn").display()
+    );
+    println!(
+        "  metrics   http://{}/metrics{}",
+        running.addr,
+        if keep_running {
+            ""
+        } else {
+            " (while --keep-running)"
+        }
+    );
+    println!(
+        "  history   retraind --config {} history",
+        config_path.display()
+    );
     println!("finished in {:.1}s", started.elapsed().as_secs_f64());
 
     if keep_running {
@@ -230,7 +283,13 @@ async fn follow(engine: &Engine, id: i64) -> anyhow::Result<crate::store::CycleR
         if c.state == CycleState::AwaitingApproval && !approved && c.deadline_at.is_some() {
             println!("   (the demo approves as `demo-approver`, as `retraind approve {id}` would)");
             engine
-                .decide(id, "demo-approver", "cli", ApprovalVerdict::Approve, "demo: gate passed, looks good")
+                .decide(
+                    id,
+                    "demo-approver",
+                    "cli",
+                    ApprovalVerdict::Approve,
+                    "demo: gate passed, looks good",
+                )
                 .await?;
             approved = true;
         }

@@ -223,7 +223,13 @@ fn numerical_feature(name: &str, reference: &[f64], current: &[f64]) -> FeatureD
         p_value: ks_p_value(d, a.len(), b.len()),
         p_adjusted: f64::NAN,
         effect_method: "wasserstein_norm".into(),
-        effect: if sd > 0.0 { w / sd } else if w > 0.0 { f64::INFINITY } else { 0.0 },
+        effect: if sd > 0.0 {
+            w / sd
+        } else if w > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        },
         drifted: false,
         reference_rows: a.len(),
         current_rows: b.len(),
@@ -268,7 +274,12 @@ fn categorical_feature(name: &str, reference: &[String], current: &[String]) -> 
 }
 
 /// Compare the current window with the reference, feature by feature.
-pub fn detect(reference: &Table, current: &Table, config: &DriftConfig, min_rows: usize) -> DriftReport {
+pub fn detect(
+    reference: &Table,
+    current: &Table,
+    config: &DriftConfig,
+    min_rows: usize,
+) -> DriftReport {
     let mut features = Vec::new();
     for (name, r) in &reference.numerical {
         if let Some(c) = current.numerical(name) {
@@ -292,7 +303,11 @@ pub fn detect(reference: &Table, current: &Table, config: &DriftConfig, min_rows
         f.drifted = !insufficient_data && adj < config.alpha && f.effect >= min_effect;
     }
     let drifted = features.iter().filter(|f| f.drifted).count();
-    let share = if features.is_empty() { 0.0 } else { drifted as f64 / features.len() as f64 };
+    let share = if features.is_empty() {
+        0.0
+    } else {
+        drifted as f64 / features.len() as f64
+    };
     let dataset_drift = drifted > 0 && share >= config.drift_share;
     DriftReport {
         features,
@@ -362,6 +377,9 @@ mod tests {
         for (a, w) in adj.iter().zip(want) {
             assert!(close(*a, w, 1e-8), "{adj:?}");
         }
-        assert_eq!(adjust(&[0.01, 0.5], Correction::Bonferroni), vec![0.02, 1.0]);
+        assert_eq!(
+            adjust(&[0.01, 0.5], Correction::Bonferroni),
+            vec![0.02, 1.0]
+        );
     }
 }

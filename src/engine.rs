@@ -42,10 +42,18 @@ pub enum StepError {
     Train(#[from] TrainError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("pipeline `{0}` is no longer in the configuration; add it back or the cycle stays failed")]
+    #[error(
+        "pipeline `{0}` is no longer in the configuration; add it back or the cycle stays failed"
+    )]
     UnknownPipeline(String),
-    #[error("input {path} changed since it was loaded (sha256 {was} -> {now}); the cycle stops so its report and model describe one data set")]
-    InputChanged { path: String, was: String, now: String },
+    #[error(
+        "input {path} changed since it was loaded (sha256 {was} -> {now}); the cycle stops so its report and model describe one data set"
+    )]
+    InputChanged {
+        path: String,
+        was: String,
+        now: String,
+    },
     #[error("training timed out after {0:?} (train.timeout)")]
     Timeout(Duration),
     #[error("{0}")]
@@ -63,7 +71,9 @@ pub enum EngineError {
     UnknownCycle(i64),
     #[error("cycle {id} is {state}, not awaiting approval")]
     NotAwaitingApproval { id: i64, state: CycleState },
-    #[error("the approval request of cycle {0} expired; the cycle is rejected and cannot be approved")]
+    #[error(
+        "the approval request of cycle {0} expired; the cycle is rejected and cannot be approved"
+    )]
     Expired(i64),
     #[error("`{approver}` is not in approval.approvers of pipeline `{pipeline}`")]
     NotAnApprover { approver: String, pipeline: String },
@@ -103,11 +113,17 @@ fn now() -> DateTime<Utc> {
 
 /// Paths of a pipeline's artifacts under the state directory.
 pub fn model_dir(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
-    state_dir.join("models").join(pipeline).join(format!("cycle-{cycle}"))
+    state_dir
+        .join("models")
+        .join(pipeline)
+        .join(format!("cycle-{cycle}"))
 }
 
 pub fn report_path(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
-    state_dir.join("reports").join(pipeline).join(format!("cycle-{cycle}.json"))
+    state_dir
+        .join("reports")
+        .join(pipeline)
+        .join(format!("cycle-{cycle}.json"))
 }
 
 impl Engine {
@@ -192,12 +208,25 @@ impl Engine {
             .await?;
         match outcome {
             CreateOutcome::Created(id) => {
-                info!(pipeline, cycle = id, trigger = kind.as_str(), date, "cycle started");
-                self.inner.metrics.set_state(pipeline, CycleState::Scheduled);
+                info!(
+                    pipeline,
+                    cycle = id,
+                    trigger = kind.as_str(),
+                    date,
+                    "cycle started"
+                );
+                self.inner
+                    .metrics
+                    .set_state(pipeline, CycleState::Scheduled);
                 self.spawn_drive(id);
             }
             CreateOutcome::AlreadyRunning(id) => {
-                info!(pipeline, cycle = id, trigger = kind.as_str(), "cycle already in flight; trigger ignored");
+                info!(
+                    pipeline,
+                    cycle = id,
+                    trigger = kind.as_str(),
+                    "cycle already in flight; trigger ignored"
+                );
             }
         }
         Ok(outcome)
@@ -210,7 +239,13 @@ impl Engine {
             self.inner.store.mark_resumed(c.id).await?;
             self.inner
                 .store
-                .event(&c.pipeline, Some(c.id), "resumed", &format!("resumed in state {} after a restart", c.state), now())
+                .event(
+                    &c.pipeline,
+                    Some(c.id),
+                    "resumed",
+                    &format!("resumed in state {} after a restart", c.state),
+                    now(),
+                )
                 .await?;
             info!(pipeline = c.pipeline, cycle = c.id, state = %c.state, "resuming cycle");
             self.inner.metrics.set_state(&c.pipeline, c.state);
@@ -265,7 +300,12 @@ impl Engine {
     /// Wait until the cycle is in `state` or terminal (demo, tests).
     pub async fn wait_state(&self, id: i64, state: CycleState) -> Result<CycleRow, EngineError> {
         loop {
-            let c = self.inner.store.cycle(id).await?.ok_or(EngineError::UnknownCycle(id))?;
+            let c = self
+                .inner
+                .store
+                .cycle(id)
+                .await?
+                .ok_or(EngineError::UnknownCycle(id))?;
             if c.state == state || c.state.is_terminal() {
                 return Ok(c);
             }
@@ -283,9 +323,14 @@ impl Engine {
         reason: &str,
     ) -> Result<Recorded, EngineError> {
         let store = &self.inner.store;
-        let c = store.cycle(id).await?.ok_or(EngineError::UnknownCycle(id))?;
+        let c = store
+            .cycle(id)
+            .await?
+            .ok_or(EngineError::UnknownCycle(id))?;
         if c.state != CycleState::AwaitingApproval {
-            if c.state == CycleState::Rejected && c.reason.as_deref().is_some_and(|r| r.contains("expired")) {
+            if c.state == CycleState::Rejected
+                && c.reason.as_deref().is_some_and(|r| r.contains("expired"))
+            {
                 return Err(EngineError::Expired(id));
             }
             return Err(EngineError::NotAwaitingApproval { id, state: c.state });
@@ -317,9 +362,22 @@ impl Engine {
         let recorded = store.record_approval(id, &row).await?;
         if recorded == Recorded::New {
             store
-                .event(&c.pipeline, Some(id), "approval", &format!("{decision} by {approver} via {channel}: {reason}"), now())
+                .event(
+                    &c.pipeline,
+                    Some(id),
+                    "approval",
+                    &format!("{decision} by {approver} via {channel}: {reason}"),
+                    now(),
+                )
                 .await?;
-            info!(pipeline = c.pipeline, cycle = id, approver, channel, decision, "approval decision recorded");
+            info!(
+                pipeline = c.pipeline,
+                cycle = id,
+                approver,
+                channel,
+                decision,
+                "approval decision recorded"
+            );
         }
         self.inner.wake.notify_waiters();
         Ok(recorded)
@@ -364,7 +422,10 @@ impl Engine {
                         outcome: Some(Outcome::Failed),
                         ..CycleUpdate::default()
                     };
-                    if let Err(e) = self.finish(&cycle, CycleState::Failed, &reason, update).await {
+                    if let Err(e) = self
+                        .finish(&cycle, CycleState::Failed, &reason, update)
+                        .await
+                    {
                         warn!(cycle = id, error = %e, "cannot record the failure; retrying");
                         if self.pause(backoff).await {
                             return;
@@ -401,9 +462,15 @@ impl Engine {
         update: CycleUpdate,
     ) -> Result<(), StepError> {
         if to.is_terminal() {
-            return self.finish(c, to, reason, update).await.map_err(StepError::from);
+            return self
+                .finish(c, to, reason, update)
+                .await
+                .map_err(StepError::from);
         }
-        self.inner.store.transition(c.id, c.state, to, reason, update, now()).await?;
+        self.inner
+            .store
+            .transition(c.id, c.state, to, reason, update, now())
+            .await?;
         info!(pipeline = c.pipeline, cycle = c.id, from = %c.state, to = %to, reason, "cycle transition");
         self.inner.metrics.set_state(&c.pipeline, to);
         Ok(())
@@ -422,7 +489,10 @@ impl Engine {
             .or_else(|| Outcome::of_terminal(to, deployed))
             .unwrap_or(Outcome::Failed);
         update.outcome = Some(outcome);
-        self.inner.store.transition(c.id, c.state, to, reason, update, now()).await?;
+        self.inner
+            .store
+            .transition(c.id, c.state, to, reason, update, now())
+            .await?;
         let seconds = (now() - c.created_at).num_milliseconds() as f64 / 1000.0;
         self.inner.metrics.finished(&c.pipeline, outcome, seconds);
         self.inner.metrics.set_state(&c.pipeline, to);
@@ -433,12 +503,28 @@ impl Engine {
     async fn step(&self, c: &CycleRow) -> Result<(), StepError> {
         let (config, p) = self.pipeline(&c.pipeline).await?;
         match c.state {
-            CycleState::Scheduled => self.advance(c, CycleState::Loading, "loading inputs", CycleUpdate::default()).await,
+            CycleState::Scheduled => {
+                self.advance(
+                    c,
+                    CycleState::Loading,
+                    "loading inputs",
+                    CycleUpdate::default(),
+                )
+                .await
+            }
             CycleState::Loading => self.load(c, &p).await,
             CycleState::Checking => self.check(c, &p, &config).await,
             CycleState::Decided => self.after_decision(c).await,
             CycleState::Training => self.train(c, &p, &config).await,
-            CycleState::Trained => self.advance(c, CycleState::Evaluating, "evaluating the candidate", CycleUpdate::default()).await,
+            CycleState::Trained => {
+                self.advance(
+                    c,
+                    CycleState::Evaluating,
+                    "evaluating the candidate",
+                    CycleUpdate::default(),
+                )
+                .await
+            }
             CycleState::Evaluating => self.evaluate(c, &p).await,
             CycleState::AwaitingApproval => self.await_approval(c, &p).await,
             CycleState::Deploying => self.deploy(c, &p, &config).await,
@@ -473,7 +559,14 @@ impl Engine {
             let reference = data::load(&data_cfg.reference, &roles, true)?;
             let current = data::load(&current_path, &roles, false)?;
             let labelled = current.target.is_some();
-            Ok((roles, reference.fingerprint, current.fingerprint, reference.rows, current.rows, labelled))
+            Ok((
+                roles,
+                reference.fingerprint,
+                current.fingerprint,
+                reference.rows,
+                current.rows,
+                labelled,
+            ))
         })
         .await?;
         let inputs = json!({
@@ -485,7 +578,11 @@ impl Engine {
         let reason = format!(
             "loaded reference ({ref_rows} rows) and current window {} ({cur_rows} rows{})",
             c.cycle_date,
-            if labelled { ", labelled" } else { ", no labels" }
+            if labelled {
+                ", labelled"
+            } else {
+                ", no labels"
+            }
         );
         let update = CycleUpdate {
             inputs: Some(inputs),
@@ -505,8 +602,10 @@ impl Engine {
                 .map_err(|e| StepError::Invalid(format!("stored roles unreadable: {e}")))?;
             let mut tables = Vec::new();
             for key in ["reference", "current"] {
-                let fp: data::Fingerprint = serde_json::from_value(inputs[key].clone())
-                    .map_err(|e| StepError::Invalid(format!("stored fingerprint unreadable: {e}")))?;
+                let fp: data::Fingerprint =
+                    serde_json::from_value(inputs[key].clone()).map_err(|e| {
+                        StepError::Invalid(format!("stored fingerprint unreadable: {e}"))
+                    })?;
                 let t = data::load(Path::new(&fp.path), &roles, key == "reference")?;
                 if t.fingerprint.sha256 != fp.sha256 {
                     return Err(StepError::InputChanged {
@@ -517,8 +616,12 @@ impl Engine {
                 }
                 tables.push(t);
             }
-            let current = tables.pop().ok_or_else(|| StepError::Invalid("no current table".into()))?;
-            let reference = tables.pop().ok_or_else(|| StepError::Invalid("no reference table".into()))?;
+            let current = tables
+                .pop()
+                .ok_or_else(|| StepError::Invalid("no current table".into()))?;
+            let reference = tables
+                .pop()
+                .ok_or_else(|| StepError::Invalid("no reference table".into()))?;
             Ok((roles, reference, current))
         })
         .await
@@ -566,7 +669,11 @@ impl Engine {
         });
         self.write_report(c, config, &report, &body).await?;
         let now_s = now().timestamp() as f64;
-        self.inner.metrics.last_successful_check.with_label_values(&[&c.pipeline]).set(now_s);
+        self.inner
+            .metrics
+            .last_successful_check
+            .with_label_values(&[&c.pipeline])
+            .set(now_s);
         self.inner
             .metrics
             .drifted_features
@@ -593,7 +700,7 @@ impl Engine {
             .await?;
         let path = report_path(&config.daemon.state_dir, &c.pipeline, c.id);
         let text = serde_json::to_vec_pretty(body).unwrap_or_default();
-        Self::blocking(move || write_atomic(&path, &text).map_err(StepError::from)).await
+        Self::blocking(move || write_atomic(&path, &text)).await
     }
 
     // ---- deciding ------------------------------------------------------------------------
@@ -606,12 +713,27 @@ impl Engine {
             .ok_or_else(|| StepError::Invalid("cycle has no recorded decision".into()))?;
         let reason = decision.reasons.join("; ");
         match decision.verdict {
-            Verdict::Retrain => self.advance(c, CycleState::Training, &format!("retrain: {reason}"), CycleUpdate::default()).await,
-            Verdict::NoRetrain => {
-                let update = CycleUpdate { outcome: Some(Outcome::NoRetrain), ..CycleUpdate::default() };
-                self.advance(c, CycleState::Completed, &reason, update).await
+            Verdict::Retrain => {
+                self.advance(
+                    c,
+                    CycleState::Training,
+                    "retraining on the newest labelled data",
+                    CycleUpdate::default(),
+                )
+                .await
             }
-            Verdict::InsufficientData => self.advance(c, CycleState::Skipped, &reason, CycleUpdate::default()).await,
+            Verdict::NoRetrain => {
+                let update = CycleUpdate {
+                    outcome: Some(Outcome::NoRetrain),
+                    ..CycleUpdate::default()
+                };
+                self.advance(c, CycleState::Completed, &reason, update)
+                    .await
+            }
+            Verdict::InsufficientData => {
+                self.advance(c, CycleState::Skipped, &reason, CycleUpdate::default())
+                    .await
+            }
         }
     }
 
@@ -634,7 +756,9 @@ impl Engine {
         };
         let state_dir = config.daemon.state_dir.clone();
         let final_dir = model_dir(&state_dir, &c.pipeline, c.id);
-        let staging = state_dir.join("staging").join(format!("{}-cycle-{}", c.pipeline, c.id));
+        let staging = state_dir
+            .join("staging")
+            .join(format!("{}-cycle-{}", c.pipeline, c.id));
         // A leftover from an interrupted attempt is never registered: start clean.
         for d in [&staging, &final_dir] {
             if d.exists() {
@@ -654,13 +778,36 @@ impl Engine {
         let pipeline = c.pipeline.clone();
         let cycle_id = c.id;
         let cancel_t = cancel.clone();
-        info!(pipeline, cycle = cycle_id, backend = trainer.name(), rows = request.data.rows, "training started");
+        info!(
+            pipeline,
+            cycle = cycle_id,
+            backend = trainer.name(),
+            rows = request.data.rows,
+            "training started"
+        );
         let mut handle = tokio::task::spawn_blocking(move || {
             let progress = |e: &train::EpochReport| {
-                metrics.training_epoch.with_label_values(&[&pipeline]).set(e.epoch as i64);
-                metrics.training_loss.with_label_values(&[&pipeline, "train"]).set(e.train_loss);
-                metrics.training_loss.with_label_values(&[&pipeline, "valid"]).set(e.valid_loss);
-                info!(pipeline, cycle = cycle_id, epoch = e.epoch, train_loss = e.train_loss, valid_loss = e.valid_loss, valid_accuracy = e.valid_accuracy, "epoch finished");
+                metrics
+                    .training_epoch
+                    .with_label_values(&[&pipeline])
+                    .set(e.epoch as i64);
+                metrics
+                    .training_loss
+                    .with_label_values(&[&pipeline, "train"])
+                    .set(e.train_loss);
+                metrics
+                    .training_loss
+                    .with_label_values(&[&pipeline, "valid"])
+                    .set(e.valid_loss);
+                info!(
+                    pipeline,
+                    cycle = cycle_id,
+                    epoch = e.epoch,
+                    train_loss = e.train_loss,
+                    valid_loss = e.valid_loss,
+                    valid_accuracy = e.valid_accuracy,
+                    "epoch finished"
+                );
             };
             trainer.train(&request, &cancel_t, &progress)
         });
@@ -679,7 +826,8 @@ impl Engine {
                 return Err(StepError::Interrupted);
             }
         };
-        let output = result.map_err(|e| StepError::Invalid(format!("training thread failed: {e}")))??;
+        let output =
+            result.map_err(|e| StepError::Invalid(format!("training thread failed: {e}")))??;
         // Holdout accuracy of the candidate is measured in the evaluate step; the model card
         // records the training side.
         let card = json!({
@@ -730,8 +878,16 @@ impl Engine {
             output.duration_seconds, output.epochs_run, output.valid_accuracy
         );
         let version = store.register_trained(new, &reason, now()).await?;
-        info!(pipeline = c.pipeline, cycle = c.id, version = version.version, reason, "candidate registered");
-        self.inner.metrics.set_state(&c.pipeline, CycleState::Trained);
+        info!(
+            pipeline = c.pipeline,
+            cycle = c.id,
+            version = version.version,
+            reason,
+            "candidate registered"
+        );
+        self.inner
+            .metrics
+            .set_state(&c.pipeline, CycleState::Trained);
         Ok(())
     }
 
@@ -766,17 +922,33 @@ impl Engine {
         })
         .await?;
         let result: GateResult = gate::evaluate(challenger, champ_acc, rows, &p.gate);
-        store.set_version_metric(candidate.id, "holdout_accuracy", challenger).await?;
+        store
+            .set_version_metric(candidate.id, "holdout_accuracy", challenger)
+            .await?;
         let update = CycleUpdate {
             gate: serde_json::to_value(&result).ok(),
             ..CycleUpdate::default()
         };
         if result.blessed {
-            self.advance(c, CycleState::AwaitingApproval, &format!("v{} {}", candidate.version, result.summary()), update)
-                .await
+            self.advance(
+                c,
+                CycleState::AwaitingApproval,
+                &format!("v{} {}", candidate.version, result.summary()),
+                update,
+            )
+            .await
         } else {
-            let update = CycleUpdate { outcome: Some(Outcome::Rejected), ..update };
-            self.advance(c, CycleState::Rejected, &format!("v{} {}", candidate.version, result.summary()), update).await
+            let update = CycleUpdate {
+                outcome: Some(Outcome::Rejected),
+                ..update
+            };
+            self.advance(
+                c,
+                CycleState::Rejected,
+                &format!("v{} {}", candidate.version, result.summary()),
+                update,
+            )
+            .await
         }
     }
 
@@ -786,10 +958,9 @@ impl Engine {
         let store = &self.inner.store;
         let c = if c.deadline_at.is_none() {
             // First entry: set the expiry and announce the request (persisted before waiting).
-            let deadline = now() + chrono::Duration::from_std(p.approval.expires).unwrap_or_default();
-            store
-                .set_deadline(c.id, deadline)
-                .await?;
+            let deadline =
+                now() + chrono::Duration::from_std(p.approval.expires).unwrap_or_default();
+            store.set_deadline(c.id, deadline).await?;
             let msg = match p.approval.mode {
                 ApprovalMode::Auto => "approval.mode = \"auto\" for this pipeline: approving automatically (explicit opt-in)".to_string(),
                 ApprovalMode::Manual => format!(
@@ -799,9 +970,14 @@ impl Engine {
                     c.id
                 ),
             };
-            store.event(&c.pipeline, Some(c.id), "approval_requested", &msg, now()).await?;
+            store
+                .event(&c.pipeline, Some(c.id), "approval_requested", &msg, now())
+                .await?;
             info!(pipeline = c.pipeline, cycle = c.id, "{msg}");
-            store.cycle(c.id).await?.ok_or_else(|| StepError::Invalid("cycle vanished".into()))?
+            store
+                .cycle(c.id)
+                .await?
+                .ok_or_else(|| StepError::Invalid("cycle vanished".into()))?
         } else {
             c.clone()
         };
@@ -818,25 +994,52 @@ impl Engine {
         loop {
             let approvals = store.approvals(c.id).await?;
             if let Some(r) = approvals.iter().find(|a| a.decision == "reject") {
-                let update = CycleUpdate { outcome: Some(Outcome::Rejected), ..CycleUpdate::default() };
+                let update = CycleUpdate {
+                    outcome: Some(Outcome::Rejected),
+                    ..CycleUpdate::default()
+                };
                 let reason = format!("rejected by {} via {}: {}", r.approver, r.channel, r.reason);
-                return self.advance(&c, CycleState::Rejected, &reason, update).await;
-            }
-            let approved: Vec<&ApprovalRow> = approvals.iter().filter(|a| a.decision == "approve").collect();
-            if approved.len() >= p.approval.required {
-                let who: Vec<String> = approved.iter().map(|a| format!("{} via {}", a.approver, a.channel)).collect();
                 return self
-                    .advance(&c, CycleState::Deploying, &format!("approved by {}", who.join(", ")), CycleUpdate::default())
+                    .advance(&c, CycleState::Rejected, &reason, update)
+                    .await;
+            }
+            let approved: Vec<&ApprovalRow> = approvals
+                .iter()
+                .filter(|a| a.decision == "approve")
+                .collect();
+            if approved.len() >= p.approval.required {
+                let who: Vec<String> = approved
+                    .iter()
+                    .map(|a| format!("{} via {}", a.approver, a.channel))
+                    .collect();
+                return self
+                    .advance(
+                        &c,
+                        CycleState::Deploying,
+                        &format!("approved by {}", who.join(", ")),
+                        CycleUpdate::default(),
+                    )
                     .await;
             }
             let deadline = c.deadline_at.unwrap_or_else(now);
             if deadline <= now() {
-                let update = CycleUpdate { outcome: Some(Outcome::Rejected), ..CycleUpdate::default() };
+                let update = CycleUpdate {
+                    outcome: Some(Outcome::Rejected),
+                    ..CycleUpdate::default()
+                };
                 return self
-                    .advance(&c, CycleState::Rejected, "approval request expired without a decision (expired = rejected)", update)
+                    .advance(
+                        &c,
+                        CycleState::Rejected,
+                        "approval request expired without a decision (expired = rejected)",
+                        update,
+                    )
                     .await;
             }
-            let until = (deadline - now()).to_std().unwrap_or_default().min(Duration::from_secs(5));
+            let until = (deadline - now())
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(5));
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(until) => {}
@@ -852,14 +1055,18 @@ impl Engine {
         let version_id = c
             .candidate_version
             .ok_or_else(|| StepError::Invalid("cycle has no candidate version".into()))?;
-        let version = store
-            .version(version_id)
-            .await?
-            .ok_or_else(|| StepError::Invalid(format!("model version id {version_id} is missing")))?;
+        let version = store.version(version_id).await?.ok_or_else(|| {
+            StepError::Invalid(format!("model version id {version_id} is missing"))
+        })?;
         let moved = store.promote(&c.pipeline, version_id, now()).await?;
-        let link = config.daemon.state_dir.join("models").join(&c.pipeline).join("current");
+        let link = config
+            .daemon
+            .state_dir
+            .join("models")
+            .join(&c.pipeline)
+            .join("current");
         let target = PathBuf::from(&version.path);
-        Self::blocking(move || swap_symlink(&link, &target).map_err(StepError::from)).await?;
+        Self::blocking(move || swap_symlink(&link, &target)).await?;
         let watch_until = now() + chrono::Duration::from_std(p.deploy.watch).unwrap_or_default();
         let update = CycleUpdate {
             deadline_at: Some(Some(watch_until)),
@@ -869,7 +1076,7 @@ impl Engine {
             "champion -> v{}{}; watching until {}",
             version.version,
             if moved { "" } else { " (already promoted)" },
-            watch_until.to_rfc3339()
+            watch_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         self.advance(c, CycleState::Watching, &reason, update).await
     }
@@ -879,20 +1086,39 @@ impl Engine {
         loop {
             let champion = store.alias(&c.pipeline, "champion").await?;
             if champion.as_ref().map(|v| v.id) != c.candidate_version {
-                let update = CycleUpdate { outcome: Some(Outcome::RolledBack), ..CycleUpdate::default() };
+                let update = CycleUpdate {
+                    outcome: Some(Outcome::RolledBack),
+                    ..CycleUpdate::default()
+                };
                 return self
-                    .advance(c, CycleState::RolledBack, "the champion alias was moved away during the watch window", update)
+                    .advance(
+                        c,
+                        CycleState::RolledBack,
+                        "the champion alias was moved away during the watch window",
+                        update,
+                    )
                     .await;
             }
             let until = c.deadline_at.unwrap_or_else(now);
             if until <= now() {
-                let update = CycleUpdate { outcome: Some(Outcome::Deployed), ..CycleUpdate::default() };
+                let update = CycleUpdate {
+                    outcome: Some(Outcome::Deployed),
+                    ..CycleUpdate::default()
+                };
                 let v = champion.map(|v| v.version).unwrap_or_default();
                 return self
-                    .advance(c, CycleState::Completed, &format!("v{v} deployed and survived its watch window"), update)
+                    .advance(
+                        c,
+                        CycleState::Completed,
+                        &format!("v{v} deployed and survived its watch window"),
+                        update,
+                    )
                     .await;
             }
-            let wait = (until - now()).to_std().unwrap_or_default().min(Duration::from_secs(30));
+            let wait = (until - now())
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(30));
             if self.pause(wait).await {
                 return Err(StepError::Interrupted);
             }

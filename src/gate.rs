@@ -28,19 +28,35 @@ impl GateResult {
     /// "blessed" or the failed checks, for logs and summaries.
     pub fn summary(&self) -> String {
         if self.blessed {
-            return format!("blessed (accuracy {:.3} on {} holdout rows)", self.challenger_accuracy, self.holdout_rows);
+            return format!(
+                "blessed (accuracy {:.3} on {} holdout rows)",
+                self.challenger_accuracy, self.holdout_rows
+            );
         }
-        let failed: Vec<&str> = self.checks.iter().filter(|c| !c.passed).map(|c| c.detail.as_str()).collect();
+        let failed: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.detail.as_str())
+            .collect();
         format!("rejected: {}", failed.join("; "))
     }
 }
 
 /// Apply the gate.
-pub fn evaluate(challenger: f64, champion: Option<f64>, holdout_rows: usize, config: &GateConfig) -> GateResult {
+pub fn evaluate(
+    challenger: f64,
+    champion: Option<f64>,
+    holdout_rows: usize,
+    config: &GateConfig,
+) -> GateResult {
     let mut checks = vec![Check {
         name: "min_accuracy".into(),
         passed: challenger >= config.min_accuracy,
-        detail: format!("accuracy {challenger:.4} vs floor {:.4}", config.min_accuracy),
+        detail: format!(
+            "accuracy {challenger:.4} vs floor {:.4}",
+            config.min_accuracy
+        ),
     }];
     if let Some(champ) = champion {
         let floor = champ - config.max_drop;
@@ -74,7 +90,11 @@ mod tests {
     use super::*;
 
     fn cfg() -> GateConfig {
-        GateConfig { min_accuracy: 0.9, max_drop: 0.01, holdout_share: 0.3 }
+        GateConfig {
+            min_accuracy: 0.9,
+            max_drop: 0.01,
+            holdout_share: 0.3,
+        }
     }
 
     #[test]
@@ -85,7 +105,11 @@ mod tests {
         assert!(r.summary().contains("floor 0.9000"), "{}", r.summary());
         assert!(evaluate(0.945, Some(0.95), 100, &cfg()).blessed);
         let r = evaluate(0.93, Some(0.95), 100, &cfg());
-        assert!(!r.blessed && r.summary().contains("champion 0.9500"), "{}", r.summary());
+        assert!(
+            !r.blessed && r.summary().contains("champion 0.9500"),
+            "{}",
+            r.summary()
+        );
         assert!(!evaluate(0.95, None, 0, &cfg()).blessed);
     }
 }

@@ -36,13 +36,16 @@ impl Metrics {
         let build = register(
             &registry,
             IntGaugeVec::new(
-                Opts::new("retraind_build_info", "Build information; the value is always 1."),
+                Opts::new(
+                    "retraind_build_info",
+                    "Build information; the value is always 1.",
+                ),
                 &["version"],
             )
             .expect("static metric definition"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let m = Metrics {
+        Metrics {
             cycles_total: register(
                 &registry,
                 IntCounterVec::new(
@@ -58,7 +61,9 @@ impl Metrics {
                         "retraind_cycle_duration_seconds",
                         "Wall time of finished cycles, from trigger to terminal state.",
                     )
-                    .buckets(vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0]),
+                    .buckets(vec![
+                        1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0,
+                    ]),
                     &["pipeline"],
                 )
                 .expect("static metric definition"),
@@ -66,7 +71,10 @@ impl Metrics {
             cycle_state: register(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("retraind_cycle_state", "1 for the state the pipeline's current cycle is in."),
+                    Opts::new(
+                        "retraind_cycle_state",
+                        "1 for the state the pipeline's current cycle is in.",
+                    ),
                     &["pipeline", "state"],
                 )
                 .expect("static metric definition"),
@@ -96,7 +104,10 @@ impl Metrics {
             training_epoch: register(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("retraind_training_epoch", "Last finished epoch of the running or last training."),
+                    Opts::new(
+                        "retraind_training_epoch",
+                        "Last finished epoch of the running or last training.",
+                    ),
                     &["pipeline"],
                 )
                 .expect("static metric definition"),
@@ -112,14 +123,16 @@ impl Metrics {
             drifted_features: register(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("retraind_drifted_features", "Features found drifted by the last check."),
+                    Opts::new(
+                        "retraind_drifted_features",
+                        "Features found drifted by the last check.",
+                    ),
                     &["pipeline"],
                 )
                 .expect("static metric definition"),
             ),
             registry,
-        };
-        m
+        }
     }
 
     /// Make every series of a pipeline exist from the start (zero-valued), so dashboards and
@@ -129,7 +142,9 @@ impl Metrics {
             self.cycles_total.with_label_values(&[pipeline, o.as_str()]);
         }
         for s in CycleState::ALL {
-            self.cycle_state.with_label_values(&[pipeline, s.as_str()]).set(0);
+            self.cycle_state
+                .with_label_values(&[pipeline, s.as_str()])
+                .set(0);
         }
     }
 
@@ -144,8 +159,12 @@ impl Metrics {
 
     /// Count a finished cycle.
     pub fn finished(&self, pipeline: &str, outcome: Outcome, seconds: f64) {
-        self.cycles_total.with_label_values(&[pipeline, outcome.as_str()]).inc();
-        self.cycle_duration.with_label_values(&[pipeline]).observe(seconds.max(0.0));
+        self.cycles_total
+            .with_label_values(&[pipeline, outcome.as_str()])
+            .inc();
+        self.cycle_duration
+            .with_label_values(&[pipeline])
+            .observe(seconds.max(0.0));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -15,7 +15,11 @@ pub fn stopping() {
 }
 
 pub fn reloading_done(ok: bool) {
-    let status = if ok { "configuration reloaded" } else { "reload failed; old configuration kept" };
+    let status = if ok {
+        "configuration reloaded"
+    } else {
+        "reload failed; old configuration kept"
+    };
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 

@@ -22,7 +22,9 @@ pub struct Schedule {
 
 /// Why a schedule could not be parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("`{expression}` is not a valid cron expression ({reason}); use six fields, seconds first, e.g. \"0 0 2 * * *\" for 02:00 daily")]
+#[error(
+    "`{expression}` is not a valid cron expression ({reason}); use six fields, seconds first, e.g. \"0 0 2 * * *\" for 02:00 daily"
+)]
 pub struct ScheduleError {
     expression: String,
     reason: String,
@@ -124,15 +126,24 @@ mod tests {
     #[test]
     fn daily_two_am_in_utc() {
         let s = Schedule::default_daily(Tz::UTC);
-        assert_eq!(s.next_after(utc(2026, 11, 27, 5, 0)), Some(utc(2026, 11, 28, 2, 0)));
-        assert_eq!(s.next_after(utc(2026, 11, 27, 1, 0)), Some(utc(2026, 11, 27, 2, 0)));
+        assert_eq!(
+            s.next_after(utc(2026, 11, 27, 5, 0)),
+            Some(utc(2026, 11, 28, 2, 0))
+        );
+        assert_eq!(
+            s.next_after(utc(2026, 11, 27, 1, 0)),
+            Some(utc(2026, 11, 27, 2, 0))
+        );
     }
 
     #[test]
     fn stays_at_local_two_am_across_dst() {
         // Europe/Berlin: CET (+1) until 2026-03-29, CEST (+2) after.
         let s = Schedule::parse("0 0 2 * * *", chrono_tz::Europe::Berlin).unwrap();
-        assert_eq!(s.next_after(utc(2026, 3, 26, 12, 0)), Some(utc(2026, 3, 27, 1, 0)));
+        assert_eq!(
+            s.next_after(utc(2026, 3, 26, 12, 0)),
+            Some(utc(2026, 3, 27, 1, 0))
+        );
         // 2026-03-29 02:00 local does not exist; the next real 02:00 is on the 30th, 00:00 UTC.
         let after_switch = s.next_after(utc(2026, 3, 29, 12, 0)).unwrap();
         assert_eq!(after_switch, utc(2026, 3, 30, 0, 0));
@@ -158,7 +169,10 @@ mod tests {
             Some(utc(2026, 11, 27, 2, 0))
         );
         // Already taken: nothing.
-        assert_eq!(s.missed_run(now, Some(utc(2026, 11, 27, 2, 0)), known), None);
+        assert_eq!(
+            s.missed_run(now, Some(utc(2026, 11, 27, 2, 0)), known),
+            None
+        );
         // Pipeline registered after the last fire: nothing to catch up.
         assert_eq!(s.missed_run(now, None, utc(2026, 11, 27, 3, 0)), None);
     }

@@ -33,9 +33,15 @@ pub async fn catch_up(engine: &Engine, now: DateTime<Utc>) -> usize {
                 continue;
             }
         };
-        if let Some(missed) = p.schedule.missed_run(now, row.last_scheduled_at, row.created_at) {
+        if let Some(missed) = p
+            .schedule
+            .missed_run(now, row.last_scheduled_at, row.created_at)
+        {
             info!(pipeline = p.name, missed = %missed, "daemon was down at the scheduled time; catching up once");
-            match engine.trigger(&p.name, TriggerKind::CatchUp, None, Some(missed)).await {
+            match engine
+                .trigger(&p.name, TriggerKind::CatchUp, None, Some(missed))
+                .await
+            {
                 Ok(_) => started += 1,
                 Err(e) => warn!(pipeline = p.name, error = %e, "catch-up trigger failed"),
             }
@@ -55,11 +61,18 @@ pub async fn run(engine: Engine, shutdown: CancellationToken) {
         let mut earliest: Option<DateTime<Utc>> = None;
         for p in &config.pipelines {
             let after = *last_tick.entry(p.name.clone()).or_insert(started);
-            let Some(next) = p.schedule.next_after(after) else { continue };
+            let Some(next) = p.schedule.next_after(after) else {
+                continue;
+            };
             if next <= now {
                 last_tick.insert(p.name.clone(), next);
-                match engine.trigger(&p.name, TriggerKind::Scheduled, None, Some(next)).await {
-                    Ok(outcome) => info!(pipeline = p.name, fire = %next, ?outcome, "schedule fired"),
+                match engine
+                    .trigger(&p.name, TriggerKind::Scheduled, None, Some(next))
+                    .await
+                {
+                    Ok(outcome) => {
+                        info!(pipeline = p.name, fire = %next, ?outcome, "schedule fired")
+                    }
                     Err(e) => warn!(pipeline = p.name, error = %e, "scheduled trigger failed"),
                 }
                 let upcoming = p.schedule.next_after(next);

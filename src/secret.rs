@@ -19,7 +19,9 @@ pub enum SecretSource {
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read secret file {path}: {source} (check the path and that the daemon's user may read it)")]
+    #[error(
+        "cannot read secret file {path}: {source} (check the path and that the daemon's user may read it)"
+    )]
     File {
         path: PathBuf,
         source: std::io::Error,
@@ -112,9 +114,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "  abc\n").unwrap();
-        assert!(Secret::load(&SecretSource::File(path.clone())).unwrap().matches("abc"));
+        assert!(
+            Secret::load(&SecretSource::File(path.clone()))
+                .unwrap()
+                .matches("abc")
+        );
         std::fs::write(&path, "\n").unwrap();
-        let e = Secret::load(&SecretSource::File(path)).unwrap_err().to_string();
+        let e = Secret::load(&SecretSource::File(path))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("empty"), "{e}");
         let e = Secret::load(&SecretSource::Env("RETRAIND_TEST_SURELY_UNSET".into()))
             .unwrap_err()

@@ -48,7 +48,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match &e {
             EngineError::UnknownPipeline(_) | EngineError::UnknownCycle(_) => StatusCode::NOT_FOUND,
-            EngineError::NotAwaitingApproval { .. } | EngineError::Expired(_) => StatusCode::CONFLICT,
+            EngineError::NotAwaitingApproval { .. } | EngineError::Expired(_) => {
+                StatusCode::CONFLICT
+            }
             EngineError::NotAnApprover { .. } => StatusCode::FORBIDDEN,
             EngineError::ShuttingDown | EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -91,7 +93,10 @@ pub async fn run(
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.engine.metrics().render(),
     )
 }
@@ -107,7 +112,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn pipelines(State(s): State<AppState>) -> Result<Json<Vec<status::PipelineStatus>>, ApiError> {
+async fn pipelines(
+    State(s): State<AppState>,
+) -> Result<Json<Vec<status::PipelineStatus>>, ApiError> {
     let config = s.engine.config().await;
     Ok(Json(status::pipelines(s.engine.store(), &config).await?))
 }
@@ -123,11 +130,18 @@ async fn cycles(
     Query(q): Query<CyclesQuery>,
 ) -> Result<Json<Vec<status::CycleSummary>>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let rows = s.engine.store().cycles(q.pipeline.as_deref(), limit).await?;
+    let rows = s
+        .engine
+        .store()
+        .cycles(q.pipeline.as_deref(), limit)
+        .await?;
     Ok(Json(rows.iter().map(status::CycleSummary::from).collect()))
 }
 
-async fn cycle(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<status::CycleDetail>, ApiError> {
+async fn cycle(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<status::CycleDetail>, ApiError> {
     status::cycle(s.engine.store(), id)
         .await?
         .map(Json)
@@ -175,9 +189,15 @@ async fn trigger(
     if let Some(d) = &body.date
         && chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err()
     {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("date `{d}` is not YYYY-MM-DD")));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("date `{d}` is not YYYY-MM-DD"),
+        ));
     }
-    let outcome = s.engine.trigger(&pipeline, TriggerKind::Manual, body.date, None).await?;
+    let outcome = s
+        .engine
+        .trigger(&pipeline, TriggerKind::Manual, body.date, None)
+        .await?;
     let code = match outcome {
         CreateOutcome::Created(_) => StatusCode::ACCEPTED,
         CreateOutcome::AlreadyRunning(_) => StatusCode::CONFLICT,
@@ -202,14 +222,24 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers)?;
     if body.approver.trim().is_empty() || body.approver.len() > 128 {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "approver must be 1-128 characters".into()));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "approver must be 1-128 characters".into(),
+        ));
     }
-    let recorded = s.engine.decide(id, body.approver.trim(), "api", verdict, &body.reason).await?;
+    let recorded = s
+        .engine
+        .decide(id, body.approver.trim(), "api", verdict, &body.reason)
+        .await?;
     let result = match recorded {
         Recorded::New => "recorded",
         Recorded::Duplicate => "duplicate",
     };
-    Ok((StatusCode::OK, Json(json!({ "cycle": id, "result": result }))).into_response())
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "cycle": id, "result": result })),
+    )
+        .into_response())
 }
 
 async fn approve(

@@ -111,8 +111,14 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
             next_scheduled_at: p.schedule.next_after(Utc::now()),
             champion: champion.as_ref().map(VersionSummary::from),
             previous: previous.as_ref().map(VersionSummary::from),
-            active_cycle: recent.iter().find(|c| !c.state.is_terminal()).map(CycleSummary::from),
-            last_cycle: recent.iter().find(|c| c.state.is_terminal()).map(CycleSummary::from),
+            active_cycle: recent
+                .iter()
+                .find(|c| !c.state.is_terminal())
+                .map(CycleSummary::from),
+            last_cycle: recent
+                .iter()
+                .find(|c| c.state.is_terminal())
+                .map(CycleSummary::from),
         });
     }
     Ok(out)

@@ -26,7 +26,9 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store at {url}: {source} (check store.url and that the database is reachable)")]
+    #[error(
+        "cannot open the store at {url}: {source} (check store.url and that the database is reachable)"
+    )]
     Connect { url: String, source: sqlx::Error },
     #[error("cannot create the store directory {path}: {source}")]
     Directory {
@@ -195,11 +197,15 @@ fn cycle_from_row(row: &AnyRow) -> Result<CycleRow, StoreError> {
         decision: json_col(row, "decision")?,
         candidate_version: row.try_get("candidate_version")?,
         gate: json_col(row, "gate")?,
-        deadline_at: row.try_get::<Option<i64>, _>("deadline_at")?.map(from_millis),
+        deadline_at: row
+            .try_get::<Option<i64>, _>("deadline_at")?
+            .map(from_millis),
         resumes: row.try_get("resumes")?,
         created_at: from_millis(row.try_get("created_at")?),
         updated_at: from_millis(row.try_get("updated_at")?),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_millis),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(from_millis),
     })
 }
 
@@ -217,8 +223,7 @@ fn version_from_row(row: &AnyRow) -> Result<ModelVersion, StoreError> {
 }
 
 const CYCLE_COLUMNS: &str = "id, pipeline, trigger_kind, cycle_date, state, outcome, reason, inputs, decision, candidate_version, gate, deadline_at, resumes, created_at, updated_at, finished_at";
-const VERSION_COLUMNS: &str =
-    "id, pipeline, version, cycle_id, path, metrics, lineage, created_at";
+const VERSION_COLUMNS: &str = "id, pipeline, version, cycle_id, path, metrics, lineage, created_at";
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
@@ -241,7 +246,10 @@ impl Store {
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
                     path: dir.display().to_string(),
                     source,
@@ -257,8 +265,12 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -270,7 +282,9 @@ impl Store {
                 source,
             })?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         let store = Store { pool, backend };
         store.migrator().run(&store.pool).await?;
@@ -321,15 +335,19 @@ impl Store {
     }
 
     pub async fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>, StoreError> {
-        let row = sqlx::query("SELECT name, created_at, last_scheduled_at FROM pipelines WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT name, created_at, last_scheduled_at FROM pipelines WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(PipelineRow {
                 name: r.try_get("name")?,
                 created_at: from_millis(r.try_get("created_at")?),
-                last_scheduled_at: r.try_get::<Option<i64>, _>("last_scheduled_at")?.map(from_millis),
+                last_scheduled_at: r
+                    .try_get::<Option<i64>, _>("last_scheduled_at")?
+                    .map(from_millis),
             })
         })
         .transpose()
@@ -362,12 +380,11 @@ impl Store {
             Ok(row) => row.try_get("id")?,
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
-                let id: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM cycles WHERE pipeline = $1 AND active = 1",
-                )
-                .bind(pipeline)
-                .fetch_optional(&self.pool)
-                .await?;
+                let id: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM cycles WHERE pipeline = $1 AND active = 1")
+                        .bind(pipeline)
+                        .fetch_optional(&self.pool)
+                        .await?;
                 return Ok(CreateOutcome::AlreadyRunning(id.unwrap_or_default()));
             }
             Err(e) => return Err(e.into()),
@@ -402,12 +419,18 @@ impl Store {
     /// Cycles still in flight (to resume on start).
     pub async fn active_cycles(&self) -> Result<Vec<CycleRow>, StoreError> {
         let sql = format!("SELECT {CYCLE_COLUMNS} FROM cycles WHERE active = 1 ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(cycle_from_row).collect()
     }
 
     /// Newest first.
-    pub async fn cycles(&self, pipeline: Option<&str>, limit: i64) -> Result<Vec<CycleRow>, StoreError> {
+    pub async fn cycles(
+        &self,
+        pipeline: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CycleRow>, StoreError> {
         let sql = format!(
             "SELECT {CYCLE_COLUMNS} FROM cycles WHERE ($1 = '' OR pipeline = $1) ORDER BY id DESC LIMIT $2"
         );
@@ -451,7 +474,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        self.transition_in(&mut tx, cycle, from, to, reason, update, now).await?;
+        self.transition_in(&mut tx, cycle, from, to, reason, update, now)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -547,13 +571,23 @@ impl Store {
     }
 
     /// Events of a cycle, oldest first, as (at, kind, message).
-    pub async fn events(&self, cycle: i64) -> Result<Vec<(DateTime<Utc>, String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT at, kind, message FROM events WHERE cycle_id = $1 ORDER BY id")
-            .bind(cycle)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn events(
+        &self,
+        cycle: i64,
+    ) -> Result<Vec<(DateTime<Utc>, String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT at, kind, message FROM events WHERE cycle_id = $1 ORDER BY id")
+                .bind(cycle)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| Ok((from_millis(r.try_get("at")?), r.try_get("kind")?, r.try_get("message")?)))
+            .map(|r| {
+                Ok((
+                    from_millis(r.try_get("at")?),
+                    r.try_get("kind")?,
+                    r.try_get("message")?,
+                ))
+            })
             .collect()
     }
 
@@ -626,8 +660,16 @@ impl Store {
             candidate_version: Some(id),
             ..CycleUpdate::default()
         };
-        self.transition_in(&mut tx, new.cycle_id, CycleState::Training, CycleState::Trained, reason, update, now)
-            .await?;
+        self.transition_in(
+            &mut tx,
+            new.cycle_id,
+            CycleState::Training,
+            CycleState::Trained,
+            reason,
+            update,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(ModelVersion {
             id,
@@ -643,27 +685,46 @@ impl Store {
 
     pub async fn version(&self, id: i64) -> Result<Option<ModelVersion>, StoreError> {
         let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(version_from_row).transpose()
     }
 
     pub async fn version_for_cycle(&self, cycle: i64) -> Result<Option<ModelVersion>, StoreError> {
         let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE cycle_id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cycle).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cycle)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(version_from_row).transpose()
     }
 
     pub async fn versions(&self, pipeline: &str) -> Result<Vec<ModelVersion>, StoreError> {
-        let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE pipeline = $1 ORDER BY version");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pipeline).fetch_all(&self.pool).await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE pipeline = $1 ORDER BY version"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pipeline)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(version_from_row).collect()
     }
 
     /// The version an alias (`champion`, `previous`) points at.
-    pub async fn alias(&self, pipeline: &str, alias: &str) -> Result<Option<ModelVersion>, StoreError> {
+    pub async fn alias(
+        &self,
+        pipeline: &str,
+        alias: &str,
+    ) -> Result<Option<ModelVersion>, StoreError> {
         let sql = format!(
             "SELECT {} FROM model_versions v JOIN aliases a ON a.version_id = v.id WHERE a.pipeline = $1 AND a.alias = $2",
-            VERSION_COLUMNS.split(", ").map(|c| format!("v.{c}")).collect::<Vec<_>>().join(", ")
+            VERSION_COLUMNS
+                .split(", ")
+                .map(|c| format!("v.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pipeline)
@@ -675,7 +736,12 @@ impl Store {
 
     /// Point `champion` at `version_id` and `previous` at the old champion, in one
     /// transaction. Idempotent: if `champion` already points there, nothing changes.
-    pub async fn promote(&self, pipeline: &str, version_id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn promote(
+        &self,
+        pipeline: &str,
+        version_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let current: Option<i64> = sqlx::query_scalar(
             "SELECT version_id FROM aliases WHERE pipeline = $1 AND alias = 'champion'",
@@ -726,7 +792,11 @@ impl Store {
         .bind(millis(approval.at))
         .execute(&self.pool)
         .await?;
-        Ok(if r.rows_affected() == 1 { Recorded::New } else { Recorded::Duplicate })
+        Ok(if r.rows_affected() == 1 {
+            Recorded::New
+        } else {
+            Recorded::Duplicate
+        })
     }
 
     pub async fn approvals(&self, cycle: i64) -> Result<Vec<ApprovalRow>, StoreError> {
@@ -749,15 +819,20 @@ impl Store {
 
     /// When the last check of a pipeline finished (its newest report).
     pub async fn last_check_at(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM reports WHERE pipeline = $1")
-            .bind(pipeline)
-            .fetch_one(&self.pool)
-            .await?;
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(created_at) FROM reports WHERE pipeline = $1")
+                .bind(pipeline)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(at.map(from_millis))
     }
 
     /// Set a cycle's deadline (approval expiry) without changing its state.
-    pub async fn set_deadline(&self, cycle: i64, deadline: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn set_deadline(
+        &self,
+        cycle: i64,
+        deadline: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE cycles SET deadline_at = $1 WHERE id = $2")
             .bind(millis(deadline))
             .bind(cycle)
@@ -768,12 +843,18 @@ impl Store {
 
     /// Add or replace one number in a version's metrics (e.g. its holdout accuracy, measured
     /// by the gate after registration).
-    pub async fn set_version_metric(&self, version_id: i64, key: &str, value: f64) -> Result<(), StoreError> {
+    pub async fn set_version_metric(
+        &self,
+        version_id: i64,
+        key: &str,
+        value: f64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let text: Option<String> = sqlx::query_scalar("SELECT metrics FROM model_versions WHERE id = $1")
-            .bind(version_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT metrics FROM model_versions WHERE id = $1")
+                .bind(version_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let mut metrics: serde_json::Value = text
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_else(|| serde_json::json!({}));

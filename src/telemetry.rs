@@ -22,7 +22,9 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = if json {
         builder.json().flatten_event(true).try_init()

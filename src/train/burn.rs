@@ -13,9 +13,9 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::activation::relu;
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
+use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -43,12 +43,21 @@ pub struct Preprocess {
 
 impl Preprocess {
     /// Fit on the training rows.
-    pub fn fit(table: &Table, rows: &[usize], classes: Vec<String>, config: &BurnConfig) -> Preprocess {
+    pub fn fit(
+        table: &Table,
+        rows: &[usize],
+        classes: Vec<String>,
+        config: &BurnConfig,
+    ) -> Preprocess {
         let numerical = table
             .numerical
             .iter()
             .map(|(name, v)| {
-                let vals: Vec<f64> = rows.iter().map(|&i| v[i]).filter(|x| x.is_finite()).collect();
+                let vals: Vec<f64> = rows
+                    .iter()
+                    .map(|&i| v[i])
+                    .filter(|x| x.is_finite())
+                    .collect();
                 let n = vals.len().max(1) as f64;
                 let mean = vals.iter().sum::<f64>() / n;
                 let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
@@ -80,7 +89,12 @@ impl Preprocess {
     }
 
     /// Encode `rows` of `table` as a row-major matrix.
-    pub fn encode(&self, table: &Table, rows: &[usize], model_dir: &Path) -> Result<Vec<f32>, TrainError> {
+    pub fn encode(
+        &self,
+        table: &Table,
+        rows: &[usize],
+        model_dir: &Path,
+    ) -> Result<Vec<f32>, TrainError> {
         let missing = |feature: &str| TrainError::MissingFeature {
             path: model_dir.to_path_buf(),
             feature: feature.to_string(),
@@ -88,12 +102,22 @@ impl Preprocess {
         let nums = self
             .numerical
             .iter()
-            .map(|(n, m, s)| table.numerical(n).map(|v| (v, *m, *s)).ok_or_else(|| missing(n)))
+            .map(|(n, m, s)| {
+                table
+                    .numerical(n)
+                    .map(|v| (v, *m, *s))
+                    .ok_or_else(|| missing(n))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let cats = self
             .categorical
             .iter()
-            .map(|(n, c)| table.categorical(n).map(|v| (v, c)).ok_or_else(|| missing(n)))
+            .map(|(n, c)| {
+                table
+                    .categorical(n)
+                    .map(|v| (v, c))
+                    .ok_or_else(|| missing(n))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(rows.len() * self.width());
         for &r in rows {
@@ -119,7 +143,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(input: usize, hidden: &[usize], classes: usize, dropout: f64, device: &Device) -> Mlp {
+    pub fn new(
+        input: usize,
+        hidden: &[usize],
+        classes: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> Mlp {
         let mut layers = Vec::with_capacity(hidden.len());
         let mut width = input;
         for &h in hidden {
@@ -157,18 +187,27 @@ fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
         .map(|row| {
             row.iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 { (i, v) } else { best }
+                })
                 .0
         })
         .collect()
 }
 
 fn to_f32(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
+    t.into_data().try_to_vec_as::<f32>().unwrap_or_default()
 }
 
 /// Loss and accuracy of `model` (in validation mode) on encoded rows.
-fn evaluate(model: &Mlp, x: &[f32], y: &[i64], width: usize, classes: usize, device: &Device) -> (f64, f64) {
+fn evaluate(
+    model: &Mlp,
+    x: &[f32],
+    y: &[i64],
+    width: usize,
+    classes: usize,
+    device: &Device,
+) -> (f64, f64) {
     let n = y.len();
     if n == 0 {
         return (f64::NAN, 0.0);
@@ -179,7 +218,11 @@ fn evaluate(model: &Mlp, x: &[f32], y: &[i64], width: usize, classes: usize, dev
         .forward(logits.clone(), labels(y.to_vec(), device));
     let loss = f64::from(loss.into_scalar::<f32>());
     let predicted = argmax_rows(&to_f32(logits), classes);
-    let right = predicted.iter().zip(y).filter(|(p, t)| **p as i64 == **t).count();
+    let right = predicted
+        .iter()
+        .zip(y)
+        .filter(|(p, t)| **p as i64 == **t)
+        .count();
     (loss, right as f64 / n as f64)
 }
 
@@ -209,11 +252,16 @@ impl Trainer for BurnTrainer {
         classes.sort();
         classes.dedup();
         if classes.len() < 2 {
-            return Err(TrainError::OneClass(classes.first().cloned().unwrap_or_default()));
+            return Err(TrainError::OneClass(
+                classes.first().cloned().unwrap_or_default(),
+            ));
         }
         let n_valid = ((table.rows as f64) * cfg.validation_share).round() as usize;
         if n_valid < 1 || table.rows - n_valid < 2 {
-            return Err(TrainError::TooFewRows { rows: table.rows, needed: 3 });
+            return Err(TrainError::TooFewRows {
+                rows: table.rows,
+                needed: 3,
+            });
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
         let mut order: Vec<usize> = (0..table.rows).collect();
@@ -221,7 +269,12 @@ impl Trainer for BurnTrainer {
         let (valid_rows, train_rows) = order.split_at(n_valid);
         let pre = Preprocess::fit(table, train_rows, classes.clone(), cfg);
         let width = pre.width();
-        let class_of = |r: usize| classes.binary_search(&target[r]).map(|i| i as i64).unwrap_or(0);
+        let class_of = |r: usize| {
+            classes
+                .binary_search(&target[r])
+                .map(|i| i as i64)
+                .unwrap_or(0)
+        };
         let x_train = pre.encode(table, train_rows, &request.out_dir)?;
         let y_train: Vec<i64> = train_rows.iter().map(|&r| class_of(r)).collect();
         let x_valid = pre.encode(table, valid_rows, &request.out_dir)?;
@@ -259,8 +312,14 @@ impl Trainer for BurnTrainer {
                 model = optim.step(cfg.learning_rate, model, grads);
             }
             let valid_model = model.valid();
-            let (valid_loss, valid_accuracy) =
-                evaluate(&valid_model, &x_valid, &y_valid, width, classes.len(), &valid_model_device(&device));
+            let (valid_loss, valid_accuracy) = evaluate(
+                &valid_model,
+                &x_valid,
+                &y_valid,
+                width,
+                classes.len(),
+                &valid_model_device(&device),
+            );
             let report = EpochReport {
                 epoch,
                 train_loss: total / train_rows.len() as f64,
@@ -272,12 +331,18 @@ impl Trainer for BurnTrainer {
             let improved = best.as_ref().is_none_or(|(l, ..)| valid_loss < *l);
             if improved {
                 best = Some((valid_loss, epoch, valid_model, valid_accuracy));
-            } else if best.as_ref().is_some_and(|(_, e, ..)| epoch - e >= cfg.patience) {
+            } else if best
+                .as_ref()
+                .is_some_and(|(_, e, ..)| epoch - e >= cfg.patience)
+            {
                 break;
             }
         }
         let Some((valid_loss, best_epoch, best_model, valid_accuracy)) = best else {
-            return Err(TrainError::TooFewRows { rows: table.rows, needed: 3 });
+            return Err(TrainError::TooFewRows {
+                rows: table.rows,
+                needed: 3,
+            });
         };
         save(&request.out_dir, best_model, &pre)?;
         Ok(TrainOutput {
@@ -309,12 +374,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
 fn save(dir: &Path, model: Mlp, pre: &Preprocess) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let weights = dir.join(WEIGHTS_FILE);
-    model
-        .save_file(&weights)
-        .map_err(|e| TrainError::Io {
-            path: weights.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    model.save_file(&weights).map_err(|e| TrainError::Io {
+        path: weights.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let pre_path = dir.join(PREPROCESS_FILE);
     let text = serde_json::to_vec_pretty(pre).map_err(|e| TrainError::Io {
         path: pre_path.clone(),
@@ -341,10 +404,16 @@ impl BurnModel {
         let text = std::fs::read(dir.join(PREPROCESS_FILE)).map_err(|e| load_err(e.to_string()))?;
         let pre: Preprocess = serde_json::from_slice(&text).map_err(|e| load_err(e.to_string()))?;
         let device = Device::default();
-        let model = Mlp::new(pre.width(), &pre.hidden, pre.classes.len(), pre.dropout, &device)
-            .try_load_file(dir.join(WEIGHTS_FILE))
-            .map_err(|e| load_err(e.to_string()))?
-            .valid();
+        let model = Mlp::new(
+            pre.width(),
+            &pre.hidden,
+            pre.classes.len(),
+            pre.dropout,
+            &device,
+        )
+        .try_load_file(dir.join(WEIGHTS_FILE))
+        .map_err(|e| load_err(e.to_string()))?
+        .valid();
         Ok(BurnModel {
             dir: dir.to_path_buf(),
             model,
@@ -365,7 +434,9 @@ impl Predictor for BurnModel {
         let width = self.pre.width();
         for chunk in rows.chunks(4096) {
             let x = self.pre.encode(table, chunk, &self.dir)?;
-            let logits = self.model.forward(matrix(x, chunk.len(), width, &self.device));
+            let logits = self
+                .model
+                .forward(matrix(x, chunk.len(), width, &self.device));
             out.extend(
                 argmax_rows(&to_f32(logits), self.pre.classes.len())
                     .into_iter()

@@ -27,9 +27,13 @@ pub enum TrainError {
     NoLabels(String),
     #[error("training data has only one class ({0}); a classifier needs at least two")]
     OneClass(String),
-    #[error("training data has {rows} rows, fewer than the {needed} a train/validation split needs")]
+    #[error(
+        "training data has {rows} rows, fewer than the {needed} a train/validation split needs"
+    )]
     TooFewRows { rows: usize, needed: usize },
-    #[error("loss became NaN at epoch {0}; lower train.burn.learning_rate or check the data for extreme values")]
+    #[error(
+        "loss became NaN at epoch {0}; lower train.burn.learning_rate or check the data for extreme values"
+    )]
     NanLoss(usize),
     #[error("cannot write model artifacts to {path}: {source}")]
     Io {

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn retraind(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_retraind")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_retraind"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -41,7 +44,11 @@ alpha = -0.05
     .unwrap();
     let (code, out, err) = retraind(&["config", "check", path.to_str().unwrap()]);
     assert_ne!(code, 0);
-    for key in ["pipeline[0].schedule", "pipeline[0].shedule", "pipeline[0].drift.alpha"] {
+    for key in [
+        "pipeline[0].schedule",
+        "pipeline[0].shedule",
+        "pipeline[0].drift.alpha",
+    ] {
         assert!(err.contains(key), "{key} not named in:\n{err}{out}");
     }
     assert!(err.contains("3 problem(s)"), "{err}");
@@ -50,15 +57,29 @@ alpha = -0.05
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_history_as_json() {
     use crate::helpers::{Db, Env, Opts};
-    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else { return };
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), false).await.unwrap();
-    let id = match running.engine.trigger("p1", retraind::cycle::TriggerKind::Manual, None, None).await.unwrap() {
+    let running = retraind::daemon::start(env.config(), shutdown.clone(), false)
+        .await
+        .unwrap();
+    let id = match running
+        .engine
+        .trigger("p1", retraind::cycle::TriggerKind::Manual, None, None)
+        .await
+        .unwrap()
+    {
         retraind::store::CreateOutcome::Created(id) => id,
         other => panic!("{other:?}"),
     };
     let done = running.engine.wait_terminal(id).await.unwrap();
-    assert_eq!(done.outcome, Some(retraind::cycle::Outcome::Deployed), "{:?}", done.reason);
+    assert_eq!(
+        done.outcome,
+        Some(retraind::cycle::Outcome::Deployed),
+        "{:?}",
+        done.reason
+    );
     shutdown.cancel();
     running.drain(std::time::Duration::from_secs(10)).await;
 
@@ -73,7 +94,9 @@ async fn status_and_history_as_json() {
     assert!(v[0]["active_cycle"].is_null());
     assert!(v[0]["next_scheduled_at"].is_string());
 
-    let (code, out, err) = retraind(&["--config", config, "history", "--format", "json", "--limit", "5"]);
+    let (code, out, err) = retraind(&[
+        "--config", config, "history", "--format", "json", "--limit", "5",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["id"], id);

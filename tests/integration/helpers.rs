@@ -46,7 +46,10 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// A store URL for `db` inside `dir`; a fresh PostgreSQL database per call. None = skip.
 pub async fn store_url(db: Db, dir: &Path) -> Option<String> {
     match db {
-        Db::Sqlite => Some(format!("sqlite://{}", dir.join("state").join("retraind.db").display())),
+        Db::Sqlite => Some(format!(
+            "sqlite://{}",
+            dir.join("state").join("retraind.db").display()
+        )),
         Db::Postgres => {
             let Ok(base) = std::env::var("RETRAIND_TEST_POSTGRES_URL") else {
                 unavailable("PostgreSQL (RETRAIND_TEST_POSTGRES_URL)");
@@ -62,10 +65,12 @@ pub async fn store_url(db: Db, dir: &Path) -> Option<String> {
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::SeqCst)
             );
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-                .execute(&admin)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(&admin)
+            .await
+            .unwrap();
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&admin)
                 .await
@@ -116,7 +121,13 @@ impl Env {
         let url = store_url(db, dir.path()).await?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("current")).unwrap();
-        retraind::demo::generate(&data.join("reference.csv"), opts.rows, retraind::demo::Regime::NORMAL, 1).unwrap();
+        retraind::demo::generate(
+            &data.join("reference.csv"),
+            opts.rows,
+            retraind::demo::Regime::NORMAL,
+            1,
+        )
+        .unwrap();
         let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
         retraind::demo::generate(
             &data.join("current").join(format!("{date}.csv")),
@@ -126,7 +137,11 @@ impl Env {
         )
         .unwrap();
         std::fs::write(dir.path().join("api-token"), TOKEN).unwrap();
-        let token_line = if opts.token { "api_token_file = \"api-token\"" } else { "" };
+        let token_line = if opts.token {
+            "api_token_file = \"api-token\""
+        } else {
+            ""
+        };
         let text = format!(
             r#"
 [daemon]
@@ -187,7 +202,13 @@ mode = "{approval}"
     /// Start `retraind run` as a child process.
     pub fn spawn(&self) -> Child {
         Command::new(env!("CARGO_BIN_EXE_retraind"))
-            .args(["--config", self.config_path.to_str().unwrap(), "--log-format", "json", "run"])
+            .args([
+                "--config",
+                self.config_path.to_str().unwrap(),
+                "--log-format",
+                "json",
+                "run",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new()
@@ -207,7 +228,11 @@ mode = "{approval}"
 
 /// A free port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Poll until `f` returns Some, or panic after `timeout`.
@@ -221,7 +246,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -229,7 +257,12 @@ where
 /// Wait until the cycle is in `state` (or any terminal state).
 pub async fn wait_state(store: &Store, id: i64, state: CycleState, timeout: Duration) -> CycleRow {
     eventually(timeout, &format!("cycle {id} to reach {state}"), || async {
-        store.cycle(id).await.ok().flatten().filter(|c| c.state == state || c.state.is_terminal())
+        store
+            .cycle(id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|c| c.state == state || c.state.is_terminal())
     })
     .await
 }
@@ -239,7 +272,13 @@ pub async fn wait_http(addr: &str) {
     let url = format!("http://{addr}/healthz");
     eventually(Duration::from_secs(30), "the daemon's HTTP server", || {
         let url = url.clone();
-        async move { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        async move {
+            reqwest::get(&url)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
     })
     .await
 }

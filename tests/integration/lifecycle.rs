@@ -10,33 +10,83 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{Db, Env, Opts, TOKEN, eventually, free_port, kill9, wait_http, wait_state};
 
 async fn scheduled_cycle_end_to_end(db: Db) {
-    let opts = Opts { schedule: "*/2 * * * * *".into(), ..Opts::default() };
-    let Some(env) = Env::new(db, opts).await else { return };
+    let opts = Opts {
+        schedule: "*/2 * * * * *".into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(db, opts).await else {
+        return;
+    };
     let shutdown = CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), true).await.unwrap();
+    let running = retraind::daemon::start(env.config(), shutdown.clone(), true)
+        .await
+        .unwrap();
     let store = running.engine.store().clone();
     let first = eventually(Duration::from_secs(30), "a scheduled cycle", || async {
         store.cycles(Some("p1"), 10).await.ok()?.into_iter().last()
     })
     .await;
     assert_eq!(first.trigger, TriggerKind::Scheduled);
-    let done = wait_state(&store, first.id, CycleState::Completed, Duration::from_secs(120)).await;
-    assert_eq!(done.state, CycleState::Completed, "reason: {:?}", done.reason);
+    let done = wait_state(
+        &store,
+        first.id,
+        CycleState::Completed,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        CycleState::Completed,
+        "reason: {:?}",
+        done.reason
+    );
     assert_eq!(done.outcome, Some(Outcome::Deployed));
-    let states: Vec<CycleState> = store.transitions(first.id).await.unwrap().iter().map(|t| t.to).collect();
+    let states: Vec<CycleState> = store
+        .transitions(first.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.to)
+        .collect();
     use CycleState::*;
     assert_eq!(
         states,
-        vec![Scheduled, Loading, Checking, Decided, Training, Trained, Evaluating, AwaitingApproval, Deploying, Watching, Completed]
+        vec![
+            Scheduled,
+            Loading,
+            Checking,
+            Decided,
+            Training,
+            Trained,
+            Evaluating,
+            AwaitingApproval,
+            Deploying,
+            Watching,
+            Completed
+        ]
     );
-    let champion = store.alias("p1", "champion").await.unwrap().expect("a champion after the first cycle");
+    let champion = store
+        .alias("p1", "champion")
+        .await
+        .unwrap()
+        .expect("a champion after the first cycle");
     assert_eq!(champion.cycle_id, first.id);
-    assert!(std::path::Path::new(&champion.path).join("model.bpk").is_file());
+    assert!(
+        std::path::Path::new(&champion.path)
+            .join("model.bpk")
+            .is_file()
+    );
     let current = env.dir.path().join("state/models/p1/current");
-    assert_eq!(std::fs::read_link(&current).unwrap(), std::path::PathBuf::from(&champion.path));
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        std::path::PathBuf::from(&champion.path)
+    );
     assert!(store.report(first.id).await.unwrap().is_some());
     let metrics = running.engine.metrics().render();
-    assert!(metrics.contains("retraind_cycles_total{outcome=\"deployed\",pipeline=\"p1\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("retraind_cycles_total{outcome=\"deployed\",pipeline=\"p1\"} 1"),
+        "{metrics}"
+    );
     shutdown.cancel();
     assert!(running.drain(Duration::from_secs(10)).await);
 }
@@ -67,14 +117,34 @@ async fn trigger(addr: &str) -> i64 {
 /// completes exactly once: one model version, one deploy, the transition history intact.
 async fn killed_cycle_resumes_once(db: Db, kill_at: CycleState, approval: &'static str) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let opts = Opts { listen: addr.clone(), approval, epochs: 60, rows: 3000, ..Opts::default() };
-    let Some(env) = Env::new(db, opts).await else { return };
+    // Training long enough (seconds) that the poll sees the training state.
+    let epochs = if kill_at == CycleState::Training {
+        1500
+    } else {
+        20
+    };
+    let opts = Opts {
+        listen: addr.clone(),
+        approval,
+        epochs,
+        rows: 3000,
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(db, opts).await else {
+        return;
+    };
     let mut child = env.spawn();
     wait_http(&addr).await;
     let id = trigger(&addr).await;
     let store = env.store().await;
     let c = wait_state(&store, id, kill_at, Duration::from_secs(120)).await;
-    assert_eq!(c.state, kill_at, "cycle ended before the kill point: {:?}\n{}", c.reason, env.log());
+    assert_eq!(
+        c.state,
+        kill_at,
+        "cycle ended before the kill point: {:?}\n{}",
+        c.reason,
+        env.log()
+    );
     kill9(&mut child);
 
     let mut child = env.spawn();
@@ -91,15 +161,42 @@ async fn killed_cycle_resumes_once(db: Db, kill_at: CycleState, approval: &'stat
     }
     let done = wait_state(&store, id, CycleState::Completed, Duration::from_secs(180)).await;
     kill9(&mut child);
-    assert_eq!(done.state, CycleState::Completed, "reason {:?}\n{}", done.reason, env.log());
+    assert_eq!(
+        done.state,
+        CycleState::Completed,
+        "reason {:?}\n{}",
+        done.reason,
+        env.log()
+    );
     assert_eq!(done.outcome, Some(Outcome::Deployed));
     assert_eq!(done.resumes, 1);
     let versions = store.versions("p1").await.unwrap();
-    assert_eq!(versions.len(), 1, "exactly one model registered: {versions:?}");
-    assert_eq!(store.alias("p1", "champion").await.unwrap().unwrap().id, versions[0].id);
-    let states: Vec<CycleState> = store.transitions(id).await.unwrap().iter().map(|t| t.to).collect();
-    for s in [CycleState::Training, CycleState::Deploying, CycleState::Completed] {
-        assert_eq!(states.iter().filter(|x| **x == s).count(), 1, "{s} once in {states:?}");
+    assert_eq!(
+        versions.len(),
+        1,
+        "exactly one model registered: {versions:?}"
+    );
+    assert_eq!(
+        store.alias("p1", "champion").await.unwrap().unwrap().id,
+        versions[0].id
+    );
+    let states: Vec<CycleState> = store
+        .transitions(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    for s in [
+        CycleState::Training,
+        CycleState::Deploying,
+        CycleState::Completed,
+    ] {
+        assert_eq!(
+            states.iter().filter(|x| **x == s).count(),
+            1,
+            "{s} once in {states:?}"
+        );
     }
     // Nothing half-written is left in staging.
     let staging = env.dir.path().join("state/staging");
@@ -130,8 +227,16 @@ async fn killed_while_awaiting_approval_resumes_once_postgres() {
 #[tokio::test]
 async fn sigterm_exits_cleanly_within_grace() {
     let addr = format!("127.0.0.1:{}", free_port());
-    let opts = Opts { listen: addr.clone(), epochs: 100_000, rows: 3000, grace: "5s", ..Opts::default() };
-    let Some(env) = Env::new(Db::Sqlite, opts).await else { return };
+    let opts = Opts {
+        listen: addr.clone(),
+        epochs: 100_000,
+        rows: 3000,
+        grace: "5s",
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
     let mut child = env.spawn();
     wait_http(&addr).await;
     let id = trigger(&addr).await;
@@ -142,7 +247,10 @@ async fn sigterm_exits_cleanly_within_grace() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = child.id() as i32;
     let sent = Instant::now();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = eventually(Duration::from_secs(10), "the daemon to exit", || {
         let r = child.try_wait().unwrap();
@@ -151,7 +259,10 @@ async fn sigterm_exits_cleanly_within_grace() {
     .await;
     let took = sent.elapsed();
     assert!(exit.success(), "exit status {exit:?}\n{}", env.log());
-    assert!(took < Duration::from_secs(6), "took {took:?} with a 5s grace period");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?} with a 5s grace period"
+    );
     let log = env.log();
     assert!(log.contains("stopped cleanly"), "{log}");
     // The cycle was not failed: it is still training, to be resumed on the next start.

@@ -4,5 +4,6 @@ mod helpers;
 
 mod cli;
 mod lifecycle;
+mod ops;
 mod server;
 mod store;

@@ -10,16 +10,33 @@ use crate::helpers::{Db, Env, Opts, TOKEN, unavailable, wait_state};
 
 async fn start(env: &Env) -> (retraind::daemon::Running, CancellationToken, String) {
     let shutdown = CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), false).await.unwrap();
+    let running = retraind::daemon::start(env.config(), shutdown.clone(), false)
+        .await
+        .unwrap();
     let base = format!("http://{}", running.addr);
     (running, shutdown, base)
 }
 
 async fn two_triggers_give_one_cycle(db: Db) {
-    let Some(env) = Env::new(db, Opts { approval: "manual", ..Opts::default() }).await else { return };
+    let Some(env) = Env::new(
+        db,
+        Opts {
+            approval: "manual",
+            ..Opts::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
     let (running, shutdown, base) = start(&env).await;
     let client = reqwest::Client::new();
-    let post = || client.post(format!("{base}/api/v1/pipelines/p1/trigger")).bearer_auth(TOKEN).send();
+    let post = || {
+        client
+            .post(format!("{base}/api/v1/pipelines/p1/trigger"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
     let (a, b) = tokio::join!(post(), post());
     let mut codes = vec![a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
     codes.sort();
@@ -28,14 +45,49 @@ async fn two_triggers_give_one_cycle(db: Db) {
     assert_eq!(cycles.len(), 1);
     // The API shows the cycle and its history.
     let id = cycles[0].id;
-    wait_state(running.engine.store(), id, CycleState::AwaitingApproval, Duration::from_secs(120)).await;
-    let list: serde_json::Value = client.get(format!("{base}/api/v1/cycles?pipeline=p1&limit=5")).send().await.unwrap().json().await.unwrap();
+    wait_state(
+        running.engine.store(),
+        id,
+        CycleState::AwaitingApproval,
+        Duration::from_secs(120),
+    )
+    .await;
+    let list: serde_json::Value = client
+        .get(format!("{base}/api/v1/cycles?pipeline=p1&limit=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["id"], id);
-    let detail: serde_json::Value = client.get(format!("{base}/api/v1/cycles/{id}")).send().await.unwrap().json().await.unwrap();
+    let detail: serde_json::Value = client
+        .get(format!("{base}/api/v1/cycles/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(detail["state"], "awaiting_approval");
-    assert!(detail["transitions"].as_array().unwrap().len() >= 8, "{detail}");
-    assert!(detail["report"]["drift"]["features"].as_array().is_some_and(|f| f.len() == 5), "{detail}");
-    let pipes: serde_json::Value = client.get(format!("{base}/api/v1/pipelines")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        detail["transitions"].as_array().unwrap().len() >= 8,
+        "{detail}"
+    );
+    assert!(
+        detail["report"]["drift"]["features"]
+            .as_array()
+            .is_some_and(|f| f.len() == 5),
+        "{detail}"
+    );
+    let pipes: serde_json::Value = client
+        .get(format!("{base}/api/v1/pipelines"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pipes[0]["active_cycle"]["id"], id);
     // Reject through the API: the cycle ends rejected, nothing deployed.
     let r = client
@@ -46,10 +98,28 @@ async fn two_triggers_give_one_cycle(db: Db) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let c = wait_state(running.engine.store(), id, CycleState::Rejected, Duration::from_secs(10)).await;
+    let c = wait_state(
+        running.engine.store(),
+        id,
+        CycleState::Rejected,
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(c.state, CycleState::Rejected);
-    assert!(c.reason.unwrap().contains("rejected by ann via api: not today"));
-    assert!(running.engine.store().alias("p1", "champion").await.unwrap().is_none());
+    assert!(
+        c.reason
+            .unwrap()
+            .contains("rejected by ann via api: not today")
+    );
+    assert!(
+        running
+            .engine
+            .store()
+            .alias("p1", "champion")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A late approval is refused with a clear message.
     let r = client
         .post(format!("{base}/api/v1/cycles/{id}/approve"))
@@ -75,41 +145,116 @@ async fn two_triggers_at_once_give_one_cycle_postgres() {
 
 #[tokio::test]
 async fn mutations_need_the_token_and_are_disabled_without_one() {
-    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else { return };
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
     let (running, shutdown, base) = start(&env).await;
     let client = reqwest::Client::new();
     let url = format!("{base}/api/v1/pipelines/p1/trigger");
     assert_eq!(client.post(&url).send().await.unwrap().status(), 401);
-    assert_eq!(client.post(&url).bearer_auth("wrong").send().await.unwrap().status(), 401);
-    let r = client.post(format!("{base}/api/v1/pipelines/nope/trigger")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(
+        client
+            .post(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = client
+        .post(format!("{base}/api/v1/pipelines/nope/trigger"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let big = "x".repeat(retraind::server::BODY_LIMIT + 1);
-    let r = client.post(&url).bearer_auth(TOKEN).header("content-type", "application/json").body(big).send().await.unwrap();
+    let r = client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 
-    let Some(env) = Env::new(Db::Sqlite, Opts { token: false, ..Opts::default() }).await else { return };
+    let Some(env) = Env::new(
+        Db::Sqlite,
+        Opts {
+            token: false,
+            ..Opts::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
     let (running, shutdown, base) = start(&env).await;
-    let r = client.post(format!("{base}/api/v1/pipelines/p1/trigger")).bearer_auth(TOKEN).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/api/v1/pipelines/p1/trigger"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("server.api_token_file"));
-    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200);
-    assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
 async fn metrics_pass_promtool() {
-    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else { return };
-    let (running, shutdown, base) = start(&env).await;
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
+    // With the scheduler on, and after one full cycle, so every metric has samples.
+    let shutdown = CancellationToken::new();
+    let running = retraind::daemon::start(env.config(), shutdown.clone(), true)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    let id = match running
+        .engine
+        .trigger("p1", retraind::cycle::TriggerKind::Manual, None, None)
+        .await
+        .unwrap()
+    {
+        retraind::store::CreateOutcome::Created(id) => id,
+        other => panic!("{other:?}"),
+    };
+    running.engine.wait_terminal(id).await.unwrap();
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "retraind_build_info",
-        "retraind_cycles_total",
-        "retraind_cycle_state",
-        "retraind_next_scheduled_check_timestamp_seconds",
+        "retraind_cycles_total{outcome=\"deployed\",pipeline=\"p1\"} 1",
+        "retraind_cycle_duration_seconds_count{pipeline=\"p1\"} 1",
+        "retraind_cycle_state{pipeline=\"p1\",state=\"completed\"} 1",
+        "retraind_last_successful_check_timestamp_seconds{pipeline=\"p1\"}",
+        "retraind_next_scheduled_check_timestamp_seconds{pipeline=\"p1\"}",
+        "retraind_training_loss{pipeline=\"p1\",split=\"valid\"}",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
@@ -126,35 +271,81 @@ async fn metrics_pass_promtool() {
         return;
     };
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}\n---\n{text}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n---\n{text}"
+    );
 }
 
 #[tokio::test]
 async fn readyz_fails_while_the_store_is_unreachable() {
-    let Some(env) = Env::new(Db::Postgres, Opts::default()).await else { return };
+    let Some(env) = Env::new(Db::Postgres, Opts::default()).await else {
+        return;
+    };
     let (running, shutdown, base) = start(&env).await;
-    assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Cut the daemon off its database: refuse new connections and end the open ones.
     let db = env.store_url.rsplit('/').next().unwrap().to_string();
-    let admin_url = format!("{}/postgres", std::env::var("RETRAIND_TEST_POSTGRES_URL").unwrap().trim_end_matches('/'));
+    let admin_url = format!(
+        "{}/postgres",
+        std::env::var("RETRAIND_TEST_POSTGRES_URL")
+            .unwrap()
+            .trim_end_matches('/')
+    );
     let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap();
     let exec = |sql: String| {
         let admin = admin.clone();
-        async move { sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.unwrap() }
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&admin)
+                .await
+                .unwrap()
+        }
     };
     exec(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).await;
-    exec(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).await;
+    exec(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .await;
     let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().starts_with("not ready"));
-    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200, "alive even when not ready");
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "alive even when not ready"
+    );
     exec(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await;
     let ok = crate::helpers::eventually(Duration::from_secs(20), "readyz to recover", || {
         let url = format!("{base}/readyz");
-        async move { reqwest::get(url).await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        async move {
+            reqwest::get(url)
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        }
     })
     .await;
     let () = ok;
