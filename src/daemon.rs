@@ -13,13 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Steps};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::server::{self, AppState};
 use crate::signal::{self, Request};
 use crate::store::Store;
-use crate::train::burn::BurnTrainer;
 use crate::{notify, scheduler};
 
 /// A started daemon: the engine and the address it serves on. Dropping the handle does not
@@ -57,7 +56,7 @@ pub async fn start(
     let engine = Engine::new(
         store,
         config.clone(),
-        Arc::new(BurnTrainer),
+        Steps::local(),
         Metrics::new(),
         shutdown.clone(),
     );

@@ -20,10 +20,11 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};
 use tokio_util::sync::CancellationToken;
 
+use crate::approval::ApprovalDecision;
 use crate::config::Config;
 use crate::cycle::{CycleState, TriggerKind};
 use crate::daemon;
-use crate::engine::{ApprovalVerdict, Engine};
+use crate::engine::Engine;
 use crate::store::CreateOutcome;
 
 /// How one simulated day's data is drawn.
@@ -287,7 +288,7 @@ async fn follow(engine: &Engine, id: i64) -> anyhow::Result<crate::store::CycleR
                     id,
                     "demo-approver",
                     "cli",
-                    ApprovalVerdict::Approve,
+                    ApprovalDecision::Approve,
                     "demo: gate passed, looks good",
                 )
                 .await?;

@@ -273,6 +273,33 @@ fn categorical_feature(name: &str, reference: &[String], current: &[String]) -> 
     }
 }
 
+/// The check step's contract: compare a current window with the reference.
+pub trait Detector: Send + Sync {
+    fn detect(
+        &self,
+        reference: &Table,
+        current: &Table,
+        config: &DriftConfig,
+        min_rows: usize,
+    ) -> DriftReport;
+}
+
+/// The statistical detector of this module (tests, correction, effect sizes).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StatisticalDetector;
+
+impl Detector for StatisticalDetector {
+    fn detect(
+        &self,
+        reference: &Table,
+        current: &Table,
+        config: &DriftConfig,
+        min_rows: usize,
+    ) -> DriftReport {
+        detect(reference, current, config, min_rows)
+    }
+}
+
 /// Compare the current window with the reference, feature by feature.
 pub fn detect(
     reference: &Table,

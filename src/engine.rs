@@ -10,7 +10,7 @@
 //! stored state, so the next start resumes it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,16 +21,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::approval::{ApprovalChannel, ApprovalDecision, ApprovalRequest, LogChannel};
+use crate::artifacts::{self, ArtifactError};
 use crate::config::{ApprovalMode, Config, Pipeline};
 use crate::cycle::{CycleState, Outcome, TriggerKind};
 use crate::data::{self, Roles, Table};
 use crate::decision::{self, Decision, Performance, Verdict};
-use crate::drift::{self, DriftReport};
+use crate::deploy::{CurrentSymlink, DeployError, DeployTarget};
+use crate::drift::{Detector, DriftReport, StatisticalDetector};
 use crate::gate::{self, GateResult};
 use crate::metrics::Metrics;
 use crate::store::{
     ApprovalRow, CreateOutcome, CycleRow, CycleUpdate, NewVersion, Recorded, Store, StoreError,
 };
+use crate::train::burn::BurnTrainer;
 use crate::train::{self, CancelFlag, TrainError, TrainRequest, Trainer};
 
 /// Why a step failed. Stored as the cycle's reason.
@@ -42,6 +46,10 @@ pub enum StepError {
     Train(#[from] TrainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
     #[error(
         "pipeline `{0}` is no longer in the configuration; add it back or the cycle stays failed"
     )]
@@ -83,11 +91,26 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// An approval decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApprovalVerdict {
-    Approve,
-    Reject,
+/// The pluggable parts of a cycle: how to check, train, ask for approval and deploy.
+#[derive(Clone)]
+pub struct Steps {
+    pub detector: Arc<dyn Detector>,
+    pub trainer: Arc<dyn Trainer>,
+    pub channels: Vec<Arc<dyn ApprovalChannel>>,
+    pub targets: Vec<Arc<dyn DeployTarget>>,
+}
+
+impl Steps {
+    /// This build's parts: statistical drift tests, the burn trainer, the log approval
+    /// channel and the `current` symlink deploy target.
+    pub fn local() -> Steps {
+        Steps {
+            detector: Arc::new(StatisticalDetector),
+            trainer: Arc::new(BurnTrainer),
+            channels: vec![Arc::new(LogChannel)],
+            targets: vec![Arc::new(CurrentSymlink)],
+        }
+    }
 }
 
 /// The engine; cheap to clone.
@@ -99,7 +122,7 @@ pub struct Engine {
 struct Inner {
     store: Store,
     config: RwLock<Arc<Config>>,
-    trainer: Arc<dyn Trainer>,
+    steps: Steps,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -111,26 +134,11 @@ fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-/// Paths of a pipeline's artifacts under the state directory.
-pub fn model_dir(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
-    state_dir
-        .join("models")
-        .join(pipeline)
-        .join(format!("cycle-{cycle}"))
-}
-
-pub fn report_path(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
-    state_dir
-        .join("reports")
-        .join(pipeline)
-        .join(format!("cycle-{cycle}.json"))
-}
-
 impl Engine {
     pub fn new(
         store: Store,
         config: Arc<Config>,
-        trainer: Arc<dyn Trainer>,
+        steps: Steps,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Engine {
@@ -138,7 +146,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 store,
                 config: RwLock::new(config),
-                trainer,
+                steps,
                 metrics,
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -319,7 +327,7 @@ impl Engine {
         id: i64,
         approver: &str,
         channel: &str,
-        verdict: ApprovalVerdict,
+        verdict: ApprovalDecision,
         reason: &str,
     ) -> Result<Recorded, EngineError> {
         let store = &self.inner.store;
@@ -348,14 +356,11 @@ impl Engine {
                 pipeline: c.pipeline.clone(),
             });
         }
-        let decision = match verdict {
-            ApprovalVerdict::Approve => "approve",
-            ApprovalVerdict::Reject => "reject",
-        };
+        let decision = verdict;
         let row = ApprovalRow {
             approver: approver.to_string(),
             channel: channel.to_string(),
-            decision: decision.to_string(),
+            decision,
             reason: reason.to_string(),
             at: now(),
         };
@@ -375,7 +380,7 @@ impl Engine {
                 cycle = id,
                 approver,
                 channel,
-                decision,
+                decision = decision.as_str(),
                 "approval decision recorded"
             );
         }
@@ -636,8 +641,9 @@ impl Engine {
         let min_rows = p.data.min_rows;
         let max_drop = p.performance.max_accuracy_drop;
         let champ = champion.clone();
+        let detector = self.inner.steps.detector.clone();
         let (report, performance) = Self::blocking(move || {
-            let report = drift::detect(&reference, &current, &drift_cfg, min_rows);
+            let report = detector.detect(&reference, &current, &drift_cfg, min_rows);
             let performance = match (&champ, &current.target) {
                 (Some(v), Some(labels)) => {
                     let model = train::load_predictor(Path::new(&v.path))?;
@@ -698,9 +704,9 @@ impl Engine {
             .store
             .save_report(c.id, &c.pipeline, report.dataset_drift, body, now())
             .await?;
-        let path = report_path(&config.daemon.state_dir, &c.pipeline, c.id);
+        let path = artifacts::report_path(&config.daemon.state_dir, &c.pipeline, c.id);
         let text = serde_json::to_vec_pretty(body).unwrap_or_default();
-        Self::blocking(move || write_atomic(&path, &text)).await
+        Self::blocking(move || Ok(artifacts::write_atomic(&path, &text)?)).await
     }
 
     // ---- deciding ------------------------------------------------------------------------
@@ -755,15 +761,11 @@ impl Engine {
             reference
         };
         let state_dir = config.daemon.state_dir.clone();
-        let final_dir = model_dir(&state_dir, &c.pipeline, c.id);
-        let staging = state_dir
-            .join("staging")
-            .join(format!("{}-cycle-{}", c.pipeline, c.id));
+        let final_dir = artifacts::model_dir(&state_dir, &c.pipeline, c.id);
+        let staging = artifacts::staging_dir(&state_dir, &c.pipeline, c.id);
         // A leftover from an interrupted attempt is never registered: start clean.
         for d in [&staging, &final_dir] {
-            if d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| io_step(d, e))?;
-            }
+            artifacts::remove_dir_if_exists(d)?;
         }
         let request = TrainRequest {
             pipeline: c.pipeline.clone(),
@@ -773,7 +775,7 @@ impl Engine {
             out_dir: staging.clone(),
         };
         let cancel = CancelFlag::default();
-        let trainer = self.inner.trainer.clone();
+        let trainer = self.inner.steps.trainer.clone();
         let metrics = self.inner.metrics.clone();
         let pipeline = c.pipeline.clone();
         let cycle_id = c.id;
@@ -832,7 +834,7 @@ impl Engine {
         // records the training side.
         let card = json!({
             "format": "burn-mlp-v1",
-            "backend": self.inner.trainer.name(),
+            "backend": self.inner.steps.trainer.name(),
             "pipeline": c.pipeline,
             "cycle": c.id,
             "training": output,
@@ -842,11 +844,8 @@ impl Engine {
         let text = serde_json::to_vec_pretty(&card).unwrap_or_default();
         let (s, f) = (staging.clone(), final_dir.clone());
         Self::blocking(move || {
-            write_atomic(&card_path, &text)?;
-            if let Some(parent) = f.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_step(parent, e))?;
-            }
-            std::fs::rename(&s, &f).map_err(|e| io_step(&f, e))?;
+            artifacts::write_atomic(&card_path, &text)?;
+            artifacts::move_into_place(&s, &f)?;
             Ok(())
         })
         .await?;
@@ -957,27 +956,16 @@ impl Engine {
     async fn await_approval(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
         let store = &self.inner.store;
         let c = if c.deadline_at.is_none() {
-            // First entry: set the expiry and announce the request (persisted before waiting).
+            // First entry: persist the expiry, then announce the request.
             let deadline =
                 now() + chrono::Duration::from_std(p.approval.expires).unwrap_or_default();
             store.set_deadline(c.id, deadline).await?;
-            let msg = match p.approval.mode {
-                ApprovalMode::Auto => "approval.mode = \"auto\" for this pipeline: approving automatically (explicit opt-in)".to_string(),
-                ApprovalMode::Manual => format!(
-                    "approval requested until {}: run `retraind approve {} --approver NAME` or POST /api/v1/cycles/{}/approve",
-                    deadline.to_rfc3339(),
-                    c.id,
-                    c.id
-                ),
-            };
-            store
-                .event(&c.pipeline, Some(c.id), "approval_requested", &msg, now())
-                .await?;
-            info!(pipeline = c.pipeline, cycle = c.id, "{msg}");
-            store
+            let c = store
                 .cycle(c.id)
                 .await?
-                .ok_or_else(|| StepError::Invalid("cycle vanished".into()))?
+                .ok_or_else(|| StepError::Invalid("cycle vanished".into()))?;
+            self.announce(&c, p, deadline).await?;
+            c
         } else {
             c.clone()
         };
@@ -985,15 +973,24 @@ impl Engine {
             let row = ApprovalRow {
                 approver: "auto".into(),
                 channel: "config".into(),
-                decision: "approve".into(),
-                reason: "approval.mode = auto".into(),
+                decision: ApprovalDecision::Approve,
+                reason: "approval.mode = \"auto\" (explicit opt-in for this pipeline)".into(),
                 at: now(),
             };
-            store.record_approval(c.id, &row).await?;
+            if store.record_approval(c.id, &row).await? == Recorded::New {
+                warn!(
+                    pipeline = c.pipeline,
+                    cycle = c.id,
+                    "auto-approved: approval.mode = \"auto\" for this pipeline"
+                );
+            }
         }
         loop {
             let approvals = store.approvals(c.id).await?;
-            if let Some(r) = approvals.iter().find(|a| a.decision == "reject") {
+            if let Some(r) = approvals
+                .iter()
+                .find(|a| a.decision == ApprovalDecision::Reject)
+            {
                 let update = CycleUpdate {
                     outcome: Some(Outcome::Rejected),
                     ..CycleUpdate::default()
@@ -1005,20 +1002,16 @@ impl Engine {
             }
             let approved: Vec<&ApprovalRow> = approvals
                 .iter()
-                .filter(|a| a.decision == "approve")
+                .filter(|a| a.decision == ApprovalDecision::Approve)
                 .collect();
             if approved.len() >= p.approval.required {
                 let who: Vec<String> = approved
                     .iter()
                     .map(|a| format!("{} via {}", a.approver, a.channel))
                     .collect();
+                let reason = format!("approved by {}", who.join(", "));
                 return self
-                    .advance(
-                        &c,
-                        CycleState::Deploying,
-                        &format!("approved by {}", who.join(", ")),
-                        CycleUpdate::default(),
-                    )
+                    .advance(&c, CycleState::Deploying, &reason, CycleUpdate::default())
                     .await;
             }
             let deadline = c.deadline_at.unwrap_or_else(now);
@@ -1027,14 +1020,8 @@ impl Engine {
                     outcome: Some(Outcome::Rejected),
                     ..CycleUpdate::default()
                 };
-                return self
-                    .advance(
-                        &c,
-                        CycleState::Rejected,
-                        "approval request expired without a decision (expired = rejected)",
-                        update,
-                    )
-                    .await;
+                let reason = "approval request expired without a decision (expired = rejected)";
+                return self.advance(&c, CycleState::Rejected, reason, update).await;
             }
             let until = (deadline - now())
                 .to_std()
@@ -1048,6 +1035,66 @@ impl Engine {
         }
     }
 
+    /// Send the approval request through every channel. A failing channel is logged and
+    /// recorded; it never approves anything.
+    async fn announce(
+        &self,
+        c: &CycleRow,
+        p: &Pipeline,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let version = match c.candidate_version {
+            Some(id) => store
+                .version(id)
+                .await?
+                .map(|v| v.version)
+                .unwrap_or_default(),
+            None => 0,
+        };
+        let gate: Option<GateResult> = c.gate.clone().and_then(|g| serde_json::from_value(g).ok());
+        let decision: Option<Decision> = c
+            .decision
+            .clone()
+            .and_then(|d| serde_json::from_value(d).ok());
+        let request = ApprovalRequest {
+            pipeline: c.pipeline.clone(),
+            cycle: c.id,
+            version,
+            trigger: decision.map(|d| d.reasons.join("; ")).unwrap_or_default(),
+            gate: gate.map(|g| g.summary()).unwrap_or_default(),
+            expires_at,
+        };
+        let mode = match p.approval.mode {
+            ApprovalMode::Auto => "auto (explicit opt-in)",
+            ApprovalMode::Manual => "manual",
+        };
+        store
+            .event(
+                &c.pipeline,
+                Some(c.id),
+                "approval_requested",
+                &format!("mode {mode}: {}", LogChannel::message(&request)),
+                now(),
+            )
+            .await?;
+        for channel in &self.inner.steps.channels {
+            if let Err(e) = channel.request(&request).await {
+                warn!(pipeline = c.pipeline, cycle = c.id, channel = channel.name(), error = %e, "approval request not delivered");
+                store
+                    .event(
+                        &c.pipeline,
+                        Some(c.id),
+                        "approval_channel_failed",
+                        &e.to_string(),
+                        now(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     // ---- deploying and watching ----------------------------------------------------------
 
     async fn deploy(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
@@ -1058,15 +1105,19 @@ impl Engine {
         let version = store.version(version_id).await?.ok_or_else(|| {
             StepError::Invalid(format!("model version id {version_id} is missing"))
         })?;
+        // Targets first (idempotent), then the aliases: the store never names a champion that
+        // was not put in place.
+        let targets = self.inner.steps.targets.clone();
+        let state_dir = config.daemon.state_dir.clone();
+        let v = version.clone();
+        Self::blocking(move || {
+            for t in &targets {
+                t.deploy(&state_dir, &v)?;
+            }
+            Ok(())
+        })
+        .await?;
         let moved = store.promote(&c.pipeline, version_id, now()).await?;
-        let link = config
-            .daemon
-            .state_dir
-            .join("models")
-            .join(&c.pipeline)
-            .join("current");
-        let target = PathBuf::from(&version.path);
-        Self::blocking(move || swap_symlink(&link, &target)).await?;
         let watch_until = now() + chrono::Duration::from_std(p.deploy.watch).unwrap_or_default();
         let update = CycleUpdate {
             deadline_at: Some(Some(watch_until)),
@@ -1124,48 +1175,6 @@ impl Engine {
             }
         }
     }
-}
-
-fn io_step(path: &Path, e: std::io::Error) -> StepError {
-    StepError::Train(TrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
-}
-
-impl From<std::io::Error> for StepError {
-    fn from(e: std::io::Error) -> Self {
-        StepError::Invalid(format!("I/O error: {e}"))
-    }
-}
-
-/// Write a file atomically: temp file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StepError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_step(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io_step(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io_step(&tmp, e))?;
-    f.sync_all().map_err(|e| io_step(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_step(path, e))?;
-    Ok(())
-}
-
-/// Point `link` at `target` atomically (new symlink beside it, renamed over it).
-pub fn swap_symlink(link: &Path, target: &Path) -> Result<(), StepError> {
-    let dir = link.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_step(dir, e))?;
-    let tmp = dir.join(".current.tmp");
-    if tmp.symlink_metadata().is_ok() {
-        std::fs::remove_file(&tmp).map_err(|e| io_step(&tmp, e))?;
-    }
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| io_step(&tmp, e))?;
-    std::fs::rename(&tmp, link).map_err(|e| io_step(link, e))?;
-    Ok(())
 }
 
 /// SHA-256 of the config file's bytes, for lineage.

@@ -4,6 +4,8 @@
 //! See ARCHITECTURE.md for the map of these modules.
 #![forbid(unsafe_code)]
 
+pub mod approval;
+pub mod artifacts;
 pub mod cli;
 pub mod config;
 pub mod cycle;
@@ -11,6 +13,7 @@ pub mod daemon;
 pub mod data;
 pub mod decision;
 pub mod demo;
+pub mod deploy;
 pub mod drift;
 pub mod engine;
 pub mod gate;

@@ -19,8 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::approval::ApprovalDecision;
 use crate::cycle::TriggerKind;
-use crate::engine::{ApprovalVerdict, Engine, EngineError};
+use crate::engine::{Engine, EngineError};
 use crate::secret::Secret;
 use crate::status;
 use crate::store::{CreateOutcome, Recorded};
@@ -218,7 +219,7 @@ async fn decide(
     id: i64,
     headers: HeaderMap,
     body: DecisionBody,
-    verdict: ApprovalVerdict,
+    verdict: ApprovalDecision,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers)?;
     if body.approver.trim().is_empty() || body.approver.len() > 128 {
@@ -248,7 +249,7 @@ async fn approve(
     headers: HeaderMap,
     Json(body): Json<DecisionBody>,
 ) -> Result<Response, ApiError> {
-    decide(s, id, headers, body, ApprovalVerdict::Approve).await
+    decide(s, id, headers, body, ApprovalDecision::Approve).await
 }
 
 async fn reject(
@@ -257,5 +258,5 @@ async fn reject(
     headers: HeaderMap,
     Json(body): Json<DecisionBody>,
 ) -> Result<Response, ApiError> {
-    decide(s, id, headers, body, ApprovalVerdict::Reject).await
+    decide(s, id, headers, body, ApprovalDecision::Reject).await
 }

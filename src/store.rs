@@ -18,6 +18,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+use crate::approval::ApprovalDecision;
 use crate::cycle::{CycleState, Outcome, TriggerKind, UnknownState};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -126,7 +127,7 @@ pub struct ModelVersion {
 pub struct ApprovalRow {
     pub approver: String,
     pub channel: String,
-    pub decision: String,
+    pub decision: ApprovalDecision,
     pub reason: String,
     pub at: DateTime<Utc>,
 }
@@ -787,7 +788,7 @@ impl Store {
         .bind(cycle)
         .bind(&approval.approver)
         .bind(&approval.channel)
-        .bind(&approval.decision)
+        .bind(approval.decision.as_str())
         .bind(&approval.reason)
         .bind(millis(approval.at))
         .execute(&self.pool)
@@ -809,7 +810,7 @@ impl Store {
                 Ok(ApprovalRow {
                     approver: r.try_get("approver")?,
                     channel: r.try_get("channel")?,
-                    decision: r.try_get("decision")?,
+                    decision: ApprovalDecision::from_str(&r.try_get::<String, _>("decision")?)?,
                     reason: r.try_get("reason")?,
                     at: from_millis(r.try_get("at")?),
                 })

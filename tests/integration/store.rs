@@ -244,7 +244,7 @@ both_stores!(
         let row = |who: &str, decision: &str| ApprovalRow {
             approver: who.into(),
             channel: "api".into(),
-            decision: decision.into(),
+            decision: decision.parse().unwrap(),
             reason: "r".into(),
             at: Utc::now(),
         };
