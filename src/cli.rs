@@ -33,9 +33,9 @@ pub struct Cli {
     /// Log format: auto = text on a terminal, JSON otherwise.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub log_format: LogFormat,
-    /// Log level (RUST_LOG overrides).
-    #[arg(long, global = true, default_value = "info")]
-    pub log_level: String,
+    /// Log level (RUST_LOG overrides). Default: info; warn for `demo`, which prints its own story.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -116,7 +116,14 @@ pub enum Format {
 
 /// Run the parsed command line.
 pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
-    telemetry::init(cli.log_format, &cli.log_level);
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    telemetry::init(
+        cli.log_format,
+        cli.log_level.as_deref().unwrap_or(default_level),
+    );
     match cli.command {
         Command::Run => crate::daemon::run(cli.config)
             .await

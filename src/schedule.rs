@@ -12,6 +12,13 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
+/// `t` without its fraction of a second. croner carries the input's sub-second part into
+/// the fire times it returns; fire times must be whole seconds so that one stored in the
+/// store (millisecond precision) compares equal to the same fire computed again.
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 /// A parsed cron expression bound to a timezone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -74,7 +81,7 @@ impl Schedule {
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
-            .find_next_occurrence(&after.with_timezone(&self.tz), false)
+            .find_next_occurrence(&whole_seconds(after).with_timezone(&self.tz), false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
@@ -82,7 +89,7 @@ impl Schedule {
     /// The last fire time at or before `at`.
     pub fn previous_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
-            .find_previous_occurrence(&at.with_timezone(&self.tz), true)
+            .find_previous_occurrence(&whole_seconds(at).with_timezone(&self.tz), true)
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
@@ -148,6 +155,16 @@ mod tests {
         let after_switch = s.next_after(utc(2026, 3, 29, 12, 0)).unwrap();
         assert_eq!(after_switch, utc(2026, 3, 30, 0, 0));
         assert_eq!(s.local_date(after_switch), "2026-03-30");
+    }
+
+    #[test]
+    fn fire_times_are_whole_seconds() {
+        let s = Schedule::default_daily(Tz::UTC);
+        let now = utc(2026, 11, 27, 9, 0) + chrono::Duration::nanoseconds(345_650_323);
+        assert_eq!(s.previous_at_or_before(now), Some(utc(2026, 11, 27, 2, 0)));
+        assert_eq!(s.next_after(now), Some(utc(2026, 11, 28, 2, 0)));
+        let at_fire = utc(2026, 11, 27, 2, 0) + chrono::Duration::milliseconds(1);
+        assert_eq!(s.next_after(at_fire), Some(utc(2026, 11, 28, 2, 0)));
     }
 
     #[test]

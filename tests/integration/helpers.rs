@@ -91,6 +91,7 @@ pub struct Opts {
     pub listen: String,
     pub grace: &'static str,
     pub token: bool,
+    pub catch_up: bool,
 }
 
 impl Default for Opts {
@@ -103,6 +104,7 @@ impl Default for Opts {
             listen: "127.0.0.1:0".into(),
             grace: "5s",
             token: true,
+            catch_up: false,
         }
     }
 }
@@ -158,7 +160,7 @@ url = "{url}"
 [[pipeline]]
 name = "p1"
 schedule = "{schedule}"
-catch_up = false
+catch_up = {catch_up}
 
 [pipeline.data]
 reference = "data/reference.csv"
@@ -180,6 +182,7 @@ mode = "{approval}"
             schedule = opts.schedule,
             epochs = opts.epochs,
             approval = opts.approval,
+            catch_up = opts.catch_up,
         );
         let config_path = dir.path().join("retraind.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -219,6 +222,13 @@ mode = "{approval}"
             ))
             .spawn()
             .unwrap()
+    }
+
+    /// Append TOML to the config file (extra pipelines in a test).
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config_path).unwrap();
+        config.push_str(text);
+        std::fs::write(&self.config_path, config).unwrap();
     }
 
     pub fn log(&self) -> String {

@@ -269,3 +269,118 @@ async fn sigterm_exits_cleanly_within_grace() {
     let c = store.cycle(id).await.unwrap().unwrap();
     assert_eq!(c.state, CycleState::Training);
 }
+
+async fn missed_schedule_is_caught_up_once(db: Db) {
+    let opts = Opts {
+        catch_up: true,
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(db, opts).await else {
+        return;
+    };
+    // The daemon has known the pipeline for three days but was down at today's 02:00.
+    let known = chrono::Utc::now() - chrono::Duration::days(3);
+    env.store()
+        .await
+        .ensure_pipeline("p1", known)
+        .await
+        .unwrap();
+    for round in 0..2 {
+        let shutdown = CancellationToken::new();
+        let running = retraind::daemon::start(env.config(), shutdown.clone(), true)
+            .await
+            .unwrap();
+        let store = running.engine.store().clone();
+        let cycles = eventually(Duration::from_secs(10), "the catch-up cycle", || async {
+            Some(store.cycles(Some("p1"), 10).await.ok()?).filter(|c| !c.is_empty())
+        })
+        .await;
+        assert_eq!(
+            cycles.len(),
+            1,
+            "round {round}: one catch-up cycle, never two: {cycles:#?}"
+        );
+        assert_eq!(cycles[0].trigger, TriggerKind::CatchUp);
+        let schedule = retraind::schedule::Schedule::default_daily(chrono_tz::Tz::UTC);
+        let missed = schedule.previous_at_or_before(chrono::Utc::now()).unwrap();
+        assert_eq!(cycles[0].cycle_date, schedule.local_date(missed));
+        let row = store.pipeline("p1").await.unwrap().unwrap();
+        assert_eq!(
+            row.last_scheduled_at.map(|t| t.timestamp()),
+            Some(missed.timestamp())
+        );
+        wait_state(
+            &store,
+            cycles[0].id,
+            CycleState::Completed,
+            Duration::from_secs(120),
+        )
+        .await;
+        shutdown.cancel();
+        running.drain(Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_schedule_is_caught_up_once_sqlite() {
+    missed_schedule_is_caught_up_once(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_schedule_is_caught_up_once_postgres() {
+    missed_schedule_is_caught_up_once(Db::Postgres).await
+}
+
+#[tokio::test]
+async fn sighup_with_an_invalid_config_keeps_the_old_one() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let opts = Opts {
+        listen: addr.clone(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let mut child = env.spawn();
+    wait_http(&addr).await;
+    let good = std::fs::read_to_string(&env.config_path).unwrap();
+    assert!(good.contains("min_accuracy = 0.8"));
+    std::fs::write(
+        &env.config_path,
+        good.replace("min_accuracy = 0.8", "min_accuracy = 7"),
+    )
+    .unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the reload failure in the log",
+        || {
+            let log = env.log();
+            async move { log.contains("configuration reload failed").then_some(()) }
+        },
+    )
+    .await;
+    // Still serving, still with the old configuration.
+    let id = trigger(&addr).await;
+    let store = env.store().await;
+    let done = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+    assert_eq!(
+        done.outcome,
+        Some(Outcome::Deployed),
+        "{:?}\n{}",
+        done.reason,
+        env.log()
+    );
+    assert!(
+        env.log().contains("min_accuracy"),
+        "the reload error names the key"
+    );
+    kill9(&mut child);
+}

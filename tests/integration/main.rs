@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cli;
+mod faults;
 mod lifecycle;
 mod ops;
 mod server;
