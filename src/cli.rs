@@ -90,6 +90,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Compare two data files and report drift and data quality (no daemon, no config).
+    /// Exit status: 0 no drift, 3 dataset drift, 4 quality failure, 1 error.
+    Check(CheckArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -106,6 +109,42 @@ pub enum ConfigCommand {
         /// File to check (default: --config).
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Reference data (CSV, Parquet or NDJSON).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// Current window, same format family.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// Drift method for every feature: auto, ks, chi2, z_test, psi, wasserstein, js.
+    #[arg(long, default_value = "auto")]
+    pub method: String,
+    /// Correction across features: bh, bonferroni, none.
+    #[arg(long, default_value = "bh")]
+    pub correction: String,
+    /// Categorical columns (default: text and boolean columns).
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Columns to leave out.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Label column (left out of the drift tests).
+    #[arg(long, default_value = "target")]
+    pub target: String,
+    /// Significance level after correction.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Below this many rows in either file the result is insufficient data.
+    #[arg(long, default_value_t = 50)]
+    pub min_rows: usize,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +170,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { dir, keep_running } => crate::demo::run(&dir, keep_running)
             .await
             .map(|_| ExitCode::SUCCESS),
+        Command::Check(args) => check_cmd(args).await,
         Command::Version => {
             println!("retraind {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -322,5 +362,163 @@ async fn api_post(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// The JSON document `retraind check --format json` prints.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    pub reference: crate::data::Fingerprint,
+    pub current: crate::data::Fingerprint,
+    pub features: Vec<crate::drift::FeatureDrift>,
+    pub dataset: crate::drift::DatasetDrift,
+    pub insufficient_data: bool,
+    pub quality: crate::quality::QualityReport,
+}
+
+/// Run the standalone check: load both files, the quality gate, the drift tests.
+pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<CheckReport> {
+    use crate::config::{Correction, DriftConfig};
+    use crate::data;
+    let method: crate::drift::Method = args.method.parse()?;
+    let correction: Correction = args.correction.parse().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.alpha > 0.0 && args.alpha < 1.0,
+        "--alpha {} is out of range; use 0 < alpha < 1",
+        args.alpha
+    );
+    progress(&format!("reading {}", args.reference.display()));
+    let ref_fp = data::fingerprint(&args.reference)?;
+    let categorical = (!args.categorical.is_empty()).then_some(args.categorical.as_slice());
+    let roles = data::infer_roles(&ref_fp, None, categorical, &args.target, &args.ignore);
+    let reference = data::load(&args.reference, &roles, false)?;
+    progress(&format!("reading {}", args.current.display()));
+    let current = data::load(&args.current, &roles, false)?;
+    let current_fp = data::fingerprint(&args.current)?;
+    progress(&format!(
+        "testing {} features ({} x {} rows)",
+        roles.numerical.len() + roles.categorical.len(),
+        reference.rows,
+        current.rows
+    ));
+    let mut ignore = args.ignore.clone();
+    ignore.push(args.target.clone());
+    let quality = crate::quality::check(
+        (&ref_fp, &reference),
+        (&current_fp, &current),
+        &ignore,
+        &crate::quality::QualityConfig::default(),
+    );
+    let config = DriftConfig {
+        alpha: args.alpha,
+        correction,
+        method,
+        ..DriftConfig::default()
+    };
+    let drift = crate::drift::detect(&reference, &current, &config, args.min_rows);
+    Ok(CheckReport {
+        reference: ref_fp,
+        current: current_fp,
+        features: drift.features,
+        dataset: drift.dataset,
+        insufficient_data: drift.insufficient_data,
+        quality,
+    })
+}
+
+fn render_check_text(r: &CheckReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<12} {:<15} {:>11} {:>10} {:>10}  verdict",
+        "feature", "kind", "method", "statistic", "p_adj", "threshold"
+    );
+    let mut features: Vec<&crate::drift::FeatureDrift> = r.features.iter().collect();
+    features.sort_by(|a, b| {
+        b.drifted.cmp(&a.drifted).then(
+            a.p_adjusted
+                .unwrap_or(1.0)
+                .total_cmp(&b.p_adjusted.unwrap_or(1.0)),
+        )
+    });
+    for f in features {
+        let kind = match f.kind {
+            crate::drift::FeatureKind::Numerical => "numerical",
+            crate::drift::FeatureKind::Categorical => "categorical",
+        };
+        let p = f
+            .p_adjusted
+            .map(|p| format!("{p:.3e}"))
+            .unwrap_or_else(|| "-".into());
+        let verdict = if f.drifted { "DRIFT" } else { "ok" };
+        let effect = f
+            .effect
+            .as_ref()
+            .map(|e| format!(" ({} {:.3}, min {})", e.method, e.value, e.minimum))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<12} {:<15} {:>11.4} {:>10} {:>10}  {verdict}{effect}",
+            f.name,
+            kind,
+            f.method.as_str(),
+            f.statistic,
+            p,
+            f.threshold
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\ndataset: {} ({} of {} features drifted, {:.0}%, correction {:?}){}",
+        if r.dataset.drifted {
+            "DRIFT"
+        } else {
+            "no drift"
+        },
+        r.dataset.drifted_features,
+        r.features.len(),
+        r.dataset.drifted_share * 100.0,
+        r.dataset.correction,
+        if r.insufficient_data {
+            "; insufficient data"
+        } else {
+            ""
+        }
+    );
+    for f in &r.quality.findings {
+        let _ = writeln!(out, "quality {:?}: {}", f.severity, f.message);
+    }
+    out
+}
+
+async fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let interactive = std::io::stderr().is_terminal();
+    let (format, output) = (args.format, args.output.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        let progress = |msg: &str| {
+            if interactive {
+                eprintln!("… {msg}");
+            }
+        };
+        run_check(&args, &progress)
+    })
+    .await??;
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&report)?,
+        Format::Text => render_check_text(&report),
+    };
+    match output {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(if !report.quality.passed {
+        ExitCode::from(4)
+    } else if report.dataset.drifted {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
     })
 }

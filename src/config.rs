@@ -106,6 +106,8 @@ pub mod raw {
         #[serde(default)]
         pub data: RawData,
         #[serde(default)]
+        pub quality: RawQuality,
+        #[serde(default)]
         pub drift: RawDrift,
         #[serde(default)]
         pub performance: RawPerformance,
@@ -131,12 +133,27 @@ pub mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
+    pub struct RawQuality {
+        pub allow_added_columns: Option<bool>,
+        pub max_null_rate_increase: Option<f64>,
+        pub max_out_of_range_share: Option<f64>,
+        pub min_row_ratio: Option<f64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
     pub struct RawDrift {
         pub alpha: Option<f64>,
         pub correction: Option<String>,
         pub min_effect_numerical: Option<f64>,
         pub min_effect_categorical: Option<f64>,
         pub drift_share: Option<f64>,
+        pub method: Option<String>,
+        pub methods: Option<std::collections::BTreeMap<String, String>>,
+        pub psi_threshold: Option<f64>,
+        pub wasserstein_threshold: Option<f64>,
+        pub jensen_shannon_threshold: Option<f64>,
+        pub bins: Option<i64>,
+        pub critical_features: Option<Vec<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -248,6 +265,7 @@ pub struct Pipeline {
     pub schedule: Schedule,
     pub catch_up: bool,
     pub data: DataConfig,
+    pub quality: crate::quality::QualityConfig,
     pub drift: DriftConfig,
     pub performance: PerformanceConfig,
     pub train: TrainConfig,
@@ -284,6 +302,20 @@ pub enum Correction {
     None,
 }
 
+impl std::str::FromStr for Correction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "benjamini_hochberg" | "bh" => Ok(Correction::BenjaminiHochberg),
+            "bonferroni" => Ok(Correction::Bonferroni),
+            "none" => Ok(Correction::None),
+            other => Err(format!(
+                "`{other}` is not a correction; use \"benjamini_hochberg\" (bh), \"bonferroni\" or \"none\""
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DriftConfig {
     pub alpha: f64,
@@ -292,6 +324,36 @@ pub struct DriftConfig {
     pub min_effect_categorical: f64,
     /// Share of drifted features for dataset drift; 0 means "any feature".
     pub drift_share: f64,
+    /// Method for every feature unless overridden in `methods`.
+    pub method: crate::drift::Method,
+    /// Per-feature method overrides.
+    pub methods: std::collections::BTreeMap<String, crate::drift::Method>,
+    pub psi_threshold: f64,
+    pub wasserstein_threshold: f64,
+    pub jensen_shannon_threshold: f64,
+    /// Quantile bins of the reference for PSI and Jensen–Shannon on numerical features.
+    pub bins: usize,
+    /// Any of these drifting makes the dataset drift.
+    pub critical_features: Vec<String>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            alpha: 0.05,
+            correction: Correction::BenjaminiHochberg,
+            min_effect_numerical: 0.1,
+            min_effect_categorical: 0.1,
+            drift_share: 0.0,
+            method: crate::drift::Method::Auto,
+            methods: std::collections::BTreeMap::new(),
+            psi_threshold: 0.2,
+            wasserstein_threshold: 0.1,
+            jensen_shannon_threshold: 0.1,
+            bins: 10,
+            critical_features: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -520,6 +582,18 @@ impl Checker<'_> {
         v
     }
 
+    fn positive_number(&mut self, path: &str, raw: Option<f64>, default: f64) -> f64 {
+        let v = raw.unwrap_or(default);
+        if !(v.is_finite() && v > 0.0) {
+            self.problem(
+                path,
+                format!("{v} is out of range; use a number > 0 (default {default})"),
+            );
+            return default;
+        }
+        v
+    }
+
     fn positive(&mut self, path: &str, raw: Option<i64>, default: i64, max: i64) -> usize {
         let v = raw.unwrap_or(default);
         if v < 1 || v > max {
@@ -705,36 +779,106 @@ fn validate(
             i64::from(u32::MAX),
         );
 
-        let correction = match p
-            .drift
-            .correction
-            .as_deref()
-            .unwrap_or("benjamini_hochberg")
-        {
-            "benjamini_hochberg" | "bh" => Correction::BenjaminiHochberg,
-            "bonferroni" => Correction::Bonferroni,
-            "none" => Correction::None,
-            other => {
-                c.problem(&at("drift.correction"), format!("`{other}` is not a correction; use \"benjamini_hochberg\", \"bonferroni\" or \"none\""));
-                Correction::BenjaminiHochberg
+        let d = DriftConfig::default();
+        let correction = match p.drift.correction.as_deref().map(str::parse::<Correction>) {
+            None => d.correction,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                c.problem(&at("drift.correction"), e);
+                d.correction
             }
         };
+        let mut method_of = |key: &str, text: &str| match text.parse::<crate::drift::Method>() {
+            Ok(m) => m,
+            Err(e) => {
+                c.problem(&at(key), e.to_string());
+                crate::drift::Method::Auto
+            }
+        };
+        let method = p
+            .drift
+            .method
+            .as_deref()
+            .map(|m| method_of("drift.method", m))
+            .unwrap_or(d.method);
+        let methods = p
+            .drift
+            .methods
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(feature, m)| {
+                let parsed = method_of(&format!("drift.methods.{feature}"), &m);
+                (feature, parsed)
+            })
+            .collect();
         let drift = DriftConfig {
-            alpha: c.fraction(&at("drift.alpha"), p.drift.alpha, 0.05, true),
+            alpha: c.fraction(&at("drift.alpha"), p.drift.alpha, d.alpha, true),
             correction,
             min_effect_numerical: c.fraction(
                 &at("drift.min_effect_numerical"),
                 p.drift.min_effect_numerical,
-                0.1,
+                d.min_effect_numerical,
                 false,
             ),
             min_effect_categorical: c.fraction(
                 &at("drift.min_effect_categorical"),
                 p.drift.min_effect_categorical,
-                0.1,
+                d.min_effect_categorical,
                 false,
             ),
-            drift_share: c.fraction(&at("drift.drift_share"), p.drift.drift_share, 0.0, false),
+            drift_share: c.fraction(
+                &at("drift.drift_share"),
+                p.drift.drift_share,
+                d.drift_share,
+                false,
+            ),
+            method,
+            methods,
+            psi_threshold: c.positive_number(
+                &at("drift.psi_threshold"),
+                p.drift.psi_threshold,
+                d.psi_threshold,
+            ),
+            wasserstein_threshold: c.positive_number(
+                &at("drift.wasserstein_threshold"),
+                p.drift.wasserstein_threshold,
+                d.wasserstein_threshold,
+            ),
+            jensen_shannon_threshold: c.fraction(
+                &at("drift.jensen_shannon_threshold"),
+                p.drift.jensen_shannon_threshold,
+                d.jensen_shannon_threshold,
+                true,
+            ),
+            bins: c
+                .positive(&at("drift.bins"), p.drift.bins, d.bins as i64, 1000)
+                .max(2),
+            critical_features: p.drift.critical_features.unwrap_or_default(),
+        };
+        let q = crate::quality::QualityConfig::default();
+        let quality = crate::quality::QualityConfig {
+            allow_added_columns: p
+                .quality
+                .allow_added_columns
+                .unwrap_or(q.allow_added_columns),
+            max_null_rate_increase: c.fraction(
+                &at("quality.max_null_rate_increase"),
+                p.quality.max_null_rate_increase,
+                q.max_null_rate_increase,
+                false,
+            ),
+            max_out_of_range_share: c.fraction(
+                &at("quality.max_out_of_range_share"),
+                p.quality.max_out_of_range_share,
+                q.max_out_of_range_share,
+                false,
+            ),
+            min_row_ratio: c.fraction(
+                &at("quality.min_row_ratio"),
+                p.quality.min_row_ratio,
+                q.min_row_ratio,
+                false,
+            ),
         };
         let performance = PerformanceConfig {
             max_accuracy_drop: c.fraction(
@@ -852,6 +996,7 @@ fn validate(
                 ignore: p.data.ignore.unwrap_or_default(),
                 min_rows,
             },
+            quality,
             drift,
             performance,
             train,

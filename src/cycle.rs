@@ -151,17 +151,20 @@ pub enum Outcome {
     RolledBack,
     /// Not enough data to decide.
     Skipped,
+    /// The current window failed the data quality gate; nothing was trained on it.
+    QualityFailed,
     /// A step failed; the reason is stored.
     Failed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::NoRetrain,
         Outcome::Deployed,
         Outcome::Rejected,
         Outcome::RolledBack,
         Outcome::Skipped,
+        Outcome::QualityFailed,
         Outcome::Failed,
     ];
 
@@ -172,6 +175,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::RolledBack => "rolled_back",
             Outcome::Skipped => "skipped",
+            Outcome::QualityFailed => "quality_failed",
             Outcome::Failed => "failed",
         }
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::drift::DriftReport;
+use crate::quality::QualityReport;
 
 /// Performance of the champion on the labelled current window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ pub enum Verdict {
     NoRetrain,
     /// Not enough rows to conclude anything.
     InsufficientData,
+    /// The current window failed the data quality gate.
+    QualityFailed,
 }
 
 /// The decision with its reasons.
@@ -34,14 +37,23 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Decide from the drift report, the champion's performance (when labels and a champion
-/// exist), and whether a champion exists at all.
+/// Decide from the quality gate, the drift report, the champion's performance (when labels
+/// and a champion exist), and whether a champion exists at all. Bad data never trains, not
+/// even a first model.
 pub fn decide(
+    quality: &QualityReport,
     drift: &DriftReport,
     performance: Option<&Performance>,
     has_champion: bool,
 ) -> Decision {
     let mut reasons = Vec::new();
+    if !quality.passed {
+        reasons.extend(quality.failures().map(|f| format!("data quality: {f}")));
+        return Decision {
+            verdict: Verdict::QualityFailed,
+            reasons,
+        };
+    }
     if !has_champion {
         reasons.push("no champion model yet: train the first one".to_string());
         return Decision {
@@ -56,21 +68,16 @@ pub fn decide(
             reasons,
         };
     }
-    if drift.dataset_drift {
+    if drift.dataset.drifted {
         let names: Vec<String> = drift
             .features
             .iter()
             .filter(|f| f.drifted)
-            .map(|f| {
-                format!(
-                    "{} ({} {:.3}, p_adj {:.2e})",
-                    f.feature, f.effect_method, f.effect, f.p_adjusted
-                )
-            })
+            .map(|f| f.describe())
             .collect();
         reasons.push(format!(
             "data drift in {} of {} features: {}",
-            drift.drifted_features,
+            drift.dataset.drifted_features,
             drift.features.len(),
             names.join(", ")
         ));
@@ -84,7 +91,7 @@ pub fn decide(
     if reasons.is_empty() {
         reasons.push(format!(
             "no drift ({} of {} features drifted) and no degradation",
-            drift.drifted_features,
+            drift.dataset.drifted_features,
             drift.features.len()
         ));
         return Decision {
@@ -102,15 +109,19 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::config::Correction;
+    use crate::drift::DatasetDrift;
 
     fn report(dataset_drift: bool, insufficient: bool) -> DriftReport {
         DriftReport {
             features: vec![],
-            drifted_features: usize::from(dataset_drift),
-            share_drifted: 0.0,
-            dataset_drift,
+            dataset: DatasetDrift {
+                drifted: dataset_drift,
+                drifted_features: usize::from(dataset_drift),
+                drifted_share: 0.0,
+                correction: Correction::BenjaminiHochberg,
+                critical_drifted: vec![],
+            },
             insufficient_data: insufficient,
-            correction: Correction::BenjaminiHochberg,
             alpha: 0.05,
         }
     }
@@ -127,27 +138,52 @@ mod tests {
 
     #[test]
     fn verdicts() {
+        let ok = QualityReport {
+            passed: true,
+            findings: vec![],
+        };
+        let verdict = |d: &DriftReport, p: Option<&Performance>, champ: bool| {
+            decide(&ok, d, p, champ).verdict
+        };
         assert_eq!(
-            decide(&report(false, false), None, false).verdict,
+            verdict(&report(false, false), None, false),
             Verdict::Retrain
         );
         assert_eq!(
-            decide(&report(false, false), Some(&perf(false)), true).verdict,
+            verdict(&report(false, false), Some(&perf(false)), true),
             Verdict::NoRetrain
         );
+        assert_eq!(verdict(&report(true, false), None, true), Verdict::Retrain);
         assert_eq!(
-            decide(&report(true, false), None, true).verdict,
+            verdict(&report(false, false), Some(&perf(true)), true),
             Verdict::Retrain
         );
         assert_eq!(
-            decide(&report(false, false), Some(&perf(true)), true).verdict,
-            Verdict::Retrain
-        );
-        assert_eq!(
-            decide(&report(true, true), None, true).verdict,
+            verdict(&report(true, true), None, true),
             Verdict::InsufficientData
         );
-        let d = decide(&report(true, false), Some(&perf(true)), true);
+        let d = decide(&ok, &report(true, false), Some(&perf(true)), true);
         assert_eq!(d.reasons.len(), 2, "{d:?}");
+        let bad = QualityReport {
+            passed: false,
+            findings: vec![crate::quality::Finding {
+                check: crate::quality::Check::NonFinite,
+                column: Some("x".into()),
+                severity: crate::quality::Severity::Fail,
+                value: 1.0,
+                threshold: 0.0,
+                message: "`x` has 1 infinite value(s) in the current window".into(),
+            }],
+        };
+        let d = decide(&bad, &report(true, false), None, false);
+        assert_eq!(
+            d.verdict,
+            Verdict::QualityFailed,
+            "bad data never trains, not even a first model"
+        );
+        assert_eq!(
+            d.reasons,
+            vec!["data quality: `x` has 1 infinite value(s) in the current window"]
+        );
     }
 }

@@ -1,275 +1,196 @@
-//! Drift statistics and the drift decision: per-feature tests, multiple-testing correction
-//! across features, effect sizes, and the dataset rule. Pure functions on slices; no I/O.
+//! The drift check: which method tests each feature, the per-feature verdict, and the
+//! dataset rule. Pure; the statistics themselves are in [`crate::stats`].
 //!
-//! Numerical features: two-sample Kolmogorov–Smirnov (statistic exact; p-value from the
-//! asymptotic Kolmogorov distribution with Stephens' small-sample correction) and the
-//! Wasserstein-1 distance divided by the reference standard deviation as the effect size.
-//! Categorical features: chi-square on the 2×k table of category counts (statrs for the
-//! distribution) and the Jensen–Shannon distance (base 2) as the effect size. A feature
-//! drifts when its corrected p-value is below `alpha` *and* its effect reaches the minimum:
-//! significance alone alarms on noise in small windows and on trivia in large ones.
+//! A feature's method is its per-feature override, else the pipeline's `drift.method`, else
+//! `auto`: Kolmogorov–Smirnov for numerical features, chi-square for categorical ones (a
+//! two-proportion Z-test when the feature has exactly two categories). Tests drift when
+//! their p-value, corrected across the features tested (Benjamini–Hochberg by default), is
+//! below `alpha` *and* their effect size reaches a minimum — normalised Wasserstein for
+//! numerical features, Jensen–Shannon for categorical ones — because p-values alone alarm on
+//! noise in small windows and on trivia in large ones. Distance methods (PSI, Wasserstein,
+//! Jensen–Shannon) drift when the distance reaches their threshold. The dataset drifts when
+//! the share of drifted features reaches `drift_share` (0 = any), or a critical feature
+//! drifts; below `min_rows` the answer is "insufficient data", neither drift nor silence.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 use crate::config::{Correction, DriftConfig};
 use crate::data::Table;
+use crate::stats::{self, PMethod};
 
-/// Result of one feature's test.
+/// A drift method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// KS for numerical, chi-square for categorical (Z-test if binary).
+    Auto,
+    Ks,
+    ChiSquare,
+    ZTest,
+    Psi,
+    Wasserstein,
+    JensenShannon,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::Auto,
+        Method::Ks,
+        Method::ChiSquare,
+        Method::ZTest,
+        Method::Psi,
+        Method::Wasserstein,
+        Method::JensenShannon,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Ks => "ks",
+            Method::ChiSquare => "chi_square",
+            Method::ZTest => "z_test",
+            Method::Psi => "psi",
+            Method::Wasserstein => "wasserstein",
+            Method::JensenShannon => "jensen_shannon",
+        }
+    }
+
+    /// Statistical tests give p-values; the others are distances with a threshold.
+    pub fn is_test(self) -> bool {
+        matches!(self, Method::Ks | Method::ChiSquare | Method::ZTest)
+    }
+
+    /// Whether the method applies to a feature of this kind.
+    pub fn fits(self, kind: FeatureKind) -> bool {
+        match self {
+            Method::Ks | Method::Wasserstein => kind == FeatureKind::Numerical,
+            Method::ChiSquare | Method::ZTest => kind == FeatureKind::Categorical,
+            Method::Auto | Method::Psi | Method::JensenShannon => true,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A method name that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is not a drift method; use auto, ks, chi_square (chi2), z_test, psi, wasserstein or jensen_shannon (js)"
+)]
+pub struct UnknownMethod(pub String);
+
+impl FromStr for Method {
+    type Err = UnknownMethod;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => Method::Auto,
+            "ks" => Method::Ks,
+            "chi_square" | "chi2" => Method::ChiSquare,
+            "z_test" | "z" => Method::ZTest,
+            "psi" => Method::Psi,
+            "wasserstein" => Method::Wasserstein,
+            "jensen_shannon" | "js" => Method::JensenShannon,
+            other => return Err(UnknownMethod(other.to_string())),
+        })
+    }
+}
+
+/// Whether a feature is numerical or categorical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    Numerical,
+    Categorical,
+}
+
+/// The effect size that accompanies a test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    pub method: Method,
+    pub value: f64,
+    pub minimum: f64,
+}
+
+/// Result of one feature's check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureDrift {
-    pub feature: String,
-    /// "numerical" or "categorical".
-    pub kind: String,
-    /// Test used: "ks" or "chi_square".
-    pub method: String,
+    pub name: String,
+    pub kind: FeatureKind,
+    pub method: Method,
+    /// D for KS, χ² for chi-square, z for the Z-test, the distance for distance methods.
     pub statistic: f64,
-    pub p_value: f64,
-    /// p-value after the correction across features.
-    pub p_adjusted: f64,
-    /// Effect-size measure: "wasserstein_norm" or "jensen_shannon".
-    pub effect_method: String,
-    pub effect: f64,
+    /// None for distance methods.
+    pub p_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_method: Option<PMethod>,
+    /// p-value after the correction across the tested features.
+    pub p_adjusted: Option<f64>,
+    /// `alpha` for tests, the distance threshold for distance methods.
+    pub threshold: f64,
+    /// Effect size (tests only).
+    pub effect: Option<Effect>,
     pub drifted: bool,
     pub reference_rows: usize,
     pub current_rows: usize,
-    /// Rows dropped from the test because the value was missing.
+    /// Current rows left out because the value was missing (or not finite).
     pub missing_current: usize,
     /// Categories in the current window that the reference never had.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unseen_categories: Vec<String>,
 }
 
-/// The drift part of a cycle's report.
+impl FeatureDrift {
+    /// The number a dashboard plots: the effect size of a test, or the distance.
+    pub fn score(&self) -> (Method, f64) {
+        match &self.effect {
+            Some(e) => (e.method, e.value),
+            None => (self.method, self.statistic),
+        }
+    }
+
+    /// One line for logs and decisions.
+    pub fn describe(&self) -> String {
+        let (m, v) = self.score();
+        match self.p_adjusted {
+            Some(p) => format!("{} ({m} {v:.3}, {} p_adj {p:.2e})", self.name, self.method),
+            None => format!("{} ({m} {v:.3} >= {})", self.name, self.threshold),
+        }
+    }
+}
+
+/// The dataset-level verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetDrift {
+    pub drifted: bool,
+    pub drifted_features: usize,
+    pub drifted_share: f64,
+    pub correction: Correction,
+    /// Critical features that drifted (any one makes the dataset drift).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub critical_drifted: Vec<String>,
+}
+
+/// The drift part of a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftReport {
     pub features: Vec<FeatureDrift>,
-    pub drifted_features: usize,
-    pub share_drifted: f64,
-    pub dataset_drift: bool,
+    pub dataset: DatasetDrift,
     /// Fewer rows than `min_rows` in either window: no conclusion either way.
     pub insufficient_data: bool,
-    pub correction: Correction,
     pub alpha: f64,
 }
 
-/// Two-sample KS statistic D = sup |F_ref(x) - F_cur(x)| on NaN-free, sorted samples.
-pub fn ks_statistic(a_sorted: &[f64], b_sorted: &[f64]) -> f64 {
-    let (n, m) = (a_sorted.len(), b_sorted.len());
-    if n == 0 || m == 0 {
-        return 0.0;
-    }
-    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
-    while i < n && j < m {
-        let x = a_sorted[i].min(b_sorted[j]);
-        while i < n && a_sorted[i] <= x {
-            i += 1;
-        }
-        while j < m && b_sorted[j] <= x {
-            j += 1;
-        }
-        d = d.max((i as f64 / n as f64 - j as f64 / m as f64).abs());
-    }
-    d
-}
-
-/// Survival function of the Kolmogorov distribution, Q(λ) = 2 Σ (-1)^(k-1) exp(-2k²λ²).
-pub fn kolmogorov_sf(lambda: f64) -> f64 {
-    if lambda <= 0.0 {
-        return 1.0;
-    }
-    if lambda < 0.2 {
-        return 1.0;
-    }
-    let mut sum = 0.0;
-    for k in 1..=100 {
-        let k = k as f64;
-        let term = (-2.0 * k * k * lambda * lambda).exp();
-        sum += if (k as i64) % 2 == 1 { term } else { -term };
-        if term < 1e-16 {
-            break;
-        }
-    }
-    (2.0 * sum).clamp(0.0, 1.0)
-}
-
-/// Asymptotic two-sided p-value of a two-sample KS statistic with Stephens' correction.
-pub fn ks_p_value(d: f64, n: usize, m: usize) -> f64 {
-    if n == 0 || m == 0 {
-        return 1.0;
-    }
-    let en = (n as f64 * m as f64 / (n + m) as f64).sqrt();
-    kolmogorov_sf((en + 0.12 + 0.11 / en) * d)
-}
-
-/// Wasserstein-1 distance between two sorted samples (area between the empirical CDFs).
-pub fn wasserstein(a_sorted: &[f64], b_sorted: &[f64]) -> f64 {
-    let (n, m) = (a_sorted.len(), b_sorted.len());
-    if n == 0 || m == 0 {
-        return 0.0;
-    }
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut prev = a_sorted[0].min(b_sorted[0]);
-    let mut area = 0.0;
-    while i < n || j < m {
-        let next = match (a_sorted.get(i), b_sorted.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => break,
-        };
-        area += (i as f64 / n as f64 - j as f64 / m as f64).abs() * (next - prev);
-        prev = next;
-        while i < n && a_sorted[i] <= next {
-            i += 1;
-        }
-        while j < m && b_sorted[j] <= next {
-            j += 1;
-        }
-    }
-    area
-}
-
-fn std_dev(x: &[f64]) -> f64 {
-    if x.len() < 2 {
-        return 0.0;
-    }
-    let mean = x.iter().sum::<f64>() / x.len() as f64;
-    (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt()
-}
-
-fn sorted_finite(x: &[f64]) -> Vec<f64> {
-    let mut v: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
-    v.sort_unstable_by(f64::total_cmp);
-    v
-}
-
-/// Chi-square test of homogeneity on a 2×k table of counts; returns (statistic, p-value).
-/// Categories absent from both rows are dropped.
-pub fn chi_square(reference: &[f64], current: &[f64]) -> (f64, f64) {
-    let (nr, nc): (f64, f64) = (reference.iter().sum(), current.iter().sum());
-    let total = nr + nc;
-    let mut stat = 0.0;
-    let mut k = 0usize;
-    for (&r, &c) in reference.iter().zip(current) {
-        let col = r + c;
-        if col == 0.0 {
-            continue;
-        }
-        k += 1;
-        let (er, ec) = (nr * col / total, nc * col / total);
-        stat += (r - er).powi(2) / er + (c - ec).powi(2) / ec;
-    }
-    if k < 2 || nr == 0.0 || nc == 0.0 {
-        return (0.0, 1.0);
-    }
-    let p = ChiSquared::new((k - 1) as f64)
-        .map(|d| d.sf(stat))
-        .unwrap_or(1.0);
-    (stat, p)
-}
-
-/// Jensen–Shannon distance (base 2, in [0, 1]) between two count vectors.
-pub fn jensen_shannon(reference: &[f64], current: &[f64]) -> f64 {
-    let (nr, nc): (f64, f64) = (reference.iter().sum(), current.iter().sum());
-    if nr == 0.0 || nc == 0.0 {
-        return 0.0;
-    }
-    let mut js = 0.0;
-    for (&r, &c) in reference.iter().zip(current) {
-        let (p, q) = (r / nr, c / nc);
-        let m = (p + q) / 2.0;
-        if p > 0.0 {
-            js += 0.5 * p * (p / m).log2();
-        }
-        if q > 0.0 {
-            js += 0.5 * q * (q / m).log2();
-        }
-    }
-    js.max(0.0).sqrt()
-}
-
-/// Adjust p-values for testing several features at once.
-pub fn adjust(p: &[f64], correction: Correction) -> Vec<f64> {
-    let n = p.len();
-    match correction {
-        Correction::None => p.to_vec(),
-        Correction::Bonferroni => p.iter().map(|v| (v * n as f64).min(1.0)).collect(),
-        Correction::BenjaminiHochberg => {
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
-            let mut out = vec![0.0; n];
-            let mut running = 1.0f64;
-            for (rank, &i) in order.iter().enumerate().rev() {
-                running = running.min(p[i] * n as f64 / (rank + 1) as f64);
-                out[i] = running.min(1.0);
-            }
-            out
-        }
-    }
-}
-
-fn numerical_feature(name: &str, reference: &[f64], current: &[f64]) -> FeatureDrift {
-    let a = sorted_finite(reference);
-    let b = sorted_finite(current);
-    let d = ks_statistic(&a, &b);
-    let sd = std_dev(&a);
-    let w = wasserstein(&a, &b);
-    FeatureDrift {
-        feature: name.to_string(),
-        kind: "numerical".into(),
-        method: "ks".into(),
-        statistic: d,
-        p_value: ks_p_value(d, a.len(), b.len()),
-        p_adjusted: f64::NAN,
-        effect_method: "wasserstein_norm".into(),
-        effect: if sd > 0.0 {
-            w / sd
-        } else if w > 0.0 {
-            f64::INFINITY
-        } else {
-            0.0
-        },
-        drifted: false,
-        reference_rows: a.len(),
-        current_rows: b.len(),
-        missing_current: current.len() - b.len(),
-        unseen_categories: Vec::new(),
-    }
-}
-
-fn categorical_feature(name: &str, reference: &[String], current: &[String]) -> FeatureDrift {
-    use std::collections::BTreeMap;
-    let mut counts: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    for v in reference.iter().filter(|v| !v.is_empty()) {
-        counts.entry(v).or_default().0 += 1.0;
-    }
-    for v in current.iter().filter(|v| !v.is_empty()) {
-        counts.entry(v).or_default().1 += 1.0;
-    }
-    let unseen = counts
-        .iter()
-        .filter(|(_, (r, _))| *r == 0.0)
-        .map(|(k, _)| k.to_string())
-        .collect();
-    let r: Vec<f64> = counts.values().map(|c| c.0).collect();
-    let c: Vec<f64> = counts.values().map(|c| c.1).collect();
-    let (stat, p) = chi_square(&r, &c);
-    let present = c.iter().sum::<f64>() as usize;
-    FeatureDrift {
-        feature: name.to_string(),
-        kind: "categorical".into(),
-        method: "chi_square".into(),
-        statistic: stat,
-        p_value: p,
-        p_adjusted: f64::NAN,
-        effect_method: "jensen_shannon".into(),
-        effect: jensen_shannon(&r, &c),
-        drifted: false,
-        reference_rows: r.iter().sum::<f64>() as usize,
-        current_rows: present,
-        missing_current: current.len() - present,
-        unseen_categories: unseen,
+impl DriftReport {
+    pub fn dataset_drift(&self) -> bool {
+        self.dataset.drifted
     }
 }
 
@@ -284,7 +205,7 @@ pub trait Detector: Send + Sync {
     ) -> DriftReport;
 }
 
-/// The statistical detector of this module (tests, correction, effect sizes).
+/// The statistical detector of this module.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StatisticalDetector;
 
@@ -300,6 +221,196 @@ impl Detector for StatisticalDetector {
     }
 }
 
+fn method_for(name: &str, kind: FeatureKind, config: &DriftConfig, categories: usize) -> Method {
+    let chosen = config.methods.get(name).copied().unwrap_or(config.method);
+    let chosen = if chosen.fits(kind) {
+        chosen
+    } else {
+        Method::Auto
+    };
+    match (chosen, kind) {
+        (Method::Auto, FeatureKind::Numerical) => Method::Ks,
+        (Method::Auto, FeatureKind::Categorical) if categories == 2 => Method::ZTest,
+        (Method::Auto, FeatureKind::Categorical) => Method::ChiSquare,
+        (m, _) => m,
+    }
+}
+
+fn distance_threshold(method: Method, config: &DriftConfig) -> f64 {
+    match method {
+        Method::Psi => config.psi_threshold,
+        Method::Wasserstein => config.wasserstein_threshold,
+        _ => config.jensen_shannon_threshold,
+    }
+}
+
+fn numerical_feature(
+    name: &str,
+    reference: &[f64],
+    current: &[f64],
+    config: &DriftConfig,
+) -> FeatureDrift {
+    let a = stats::sorted_finite(reference);
+    let b = stats::sorted_finite(current);
+    let method = method_for(name, FeatureKind::Numerical, config, 0);
+    let sd = stats::std_dev(&a);
+    let normalised_wasserstein = || {
+        let w = stats::wasserstein(&a, &b);
+        if sd > 0.0 {
+            w / sd
+        } else if w > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        }
+    };
+    let binned = || {
+        let edges = stats::quantile_edges(&a, config.bins);
+        (stats::bin_counts(&a, &edges), stats::bin_counts(&b, &edges))
+    };
+    let mut f = FeatureDrift {
+        name: name.to_string(),
+        kind: FeatureKind::Numerical,
+        method,
+        statistic: 0.0,
+        p_value: None,
+        p_method: None,
+        p_adjusted: None,
+        threshold: distance_threshold(method, config),
+        effect: None,
+        drifted: false,
+        reference_rows: a.len(),
+        current_rows: b.len(),
+        missing_current: current.len() - b.len(),
+        unseen_categories: Vec::new(),
+    };
+    match method {
+        Method::Psi => {
+            let (r, c) = binned();
+            f.statistic = stats::psi(&r, &c);
+        }
+        Method::JensenShannon => {
+            let (r, c) = binned();
+            f.statistic = stats::jensen_shannon(&r, &c);
+        }
+        Method::Wasserstein => f.statistic = normalised_wasserstein(),
+        _ => {
+            let d = stats::ks_statistic(&a, &b);
+            let (p, pm) = stats::ks_p_value(d, a.len(), b.len());
+            f.statistic = d;
+            f.p_value = Some(p);
+            f.p_method = Some(pm);
+            f.threshold = config.alpha;
+            f.effect = Some(Effect {
+                method: Method::Wasserstein,
+                value: normalised_wasserstein(),
+                minimum: config.min_effect_numerical,
+            });
+        }
+    }
+    f
+}
+
+/// Category counts of both windows, with categories rare in both pooled into one bin.
+struct Categories {
+    reference: Vec<f64>,
+    current: Vec<f64>,
+    unseen: Vec<String>,
+    present: usize,
+}
+
+/// A category with fewer occurrences than this in both windows together is pooled with the
+/// other rare ones, so the chi-square approximation holds.
+pub const RARE_CATEGORY_COUNT: f64 = 5.0;
+
+fn categories(reference: &[String], current: &[String]) -> Categories {
+    let mut counts: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for v in reference.iter().filter(|v| !v.is_empty()) {
+        counts.entry(v).or_default().0 += 1.0;
+    }
+    for v in current.iter().filter(|v| !v.is_empty()) {
+        counts.entry(v).or_default().1 += 1.0;
+    }
+    let unseen = counts
+        .iter()
+        .filter(|(_, (r, _))| *r == 0.0)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let (mut r, mut c, mut rare) = (Vec::new(), Vec::new(), (0.0, 0.0));
+    for (rc, cc) in counts.values() {
+        if rc + cc < RARE_CATEGORY_COUNT {
+            rare.0 += rc;
+            rare.1 += cc;
+        } else {
+            r.push(*rc);
+            c.push(*cc);
+        }
+    }
+    if rare.0 + rare.1 > 0.0 {
+        r.push(rare.0);
+        c.push(rare.1);
+    }
+    let present = c.iter().sum::<f64>() as usize;
+    Categories {
+        reference: r,
+        current: c,
+        unseen,
+        present,
+    }
+}
+
+fn categorical_feature(
+    name: &str,
+    reference: &[String],
+    current: &[String],
+    config: &DriftConfig,
+) -> FeatureDrift {
+    let cats = categories(reference, current);
+    let method = method_for(name, FeatureKind::Categorical, config, cats.reference.len());
+    let mut f = FeatureDrift {
+        name: name.to_string(),
+        kind: FeatureKind::Categorical,
+        method,
+        statistic: 0.0,
+        p_value: None,
+        p_method: None,
+        p_adjusted: None,
+        threshold: distance_threshold(method, config),
+        effect: None,
+        drifted: false,
+        reference_rows: cats.reference.iter().sum::<f64>() as usize,
+        current_rows: cats.present,
+        missing_current: current.len() - cats.present,
+        unseen_categories: cats.unseen,
+    };
+    let js = stats::jensen_shannon(&cats.reference, &cats.current);
+    match method {
+        Method::Psi => f.statistic = stats::psi(&cats.reference, &cats.current),
+        Method::JensenShannon => f.statistic = js,
+        _ => {
+            let (chi2, p) = stats::chi_square(&cats.reference, &cats.current);
+            // With two categories the pooled two-proportion z-test is the same test:
+            // z² = χ², same p-value; report z with the sign of the current share's change.
+            f.statistic = if method == Method::ZTest {
+                let share =
+                    |v: &[f64]| v.first().copied().unwrap_or(0.0) / v.iter().sum::<f64>().max(1.0);
+                chi2.sqrt()
+                    .copysign(share(&cats.current) - share(&cats.reference))
+            } else {
+                chi2
+            };
+            f.p_value = Some(p);
+            f.threshold = config.alpha;
+            f.effect = Some(Effect {
+                method: Method::JensenShannon,
+                value: js,
+                minimum: config.min_effect_categorical,
+            });
+        }
+    }
+    f
+}
+
 /// Compare the current window with the reference, feature by feature.
 pub fn detect(
     reference: &Table,
@@ -310,24 +421,29 @@ pub fn detect(
     let mut features = Vec::new();
     for (name, r) in &reference.numerical {
         if let Some(c) = current.numerical(name) {
-            features.push(numerical_feature(name, r, c));
+            features.push(numerical_feature(name, r, c, config));
         }
     }
     for (name, r) in &reference.categorical {
         if let Some(c) = current.categorical(name) {
-            features.push(categorical_feature(name, r, c));
+            features.push(categorical_feature(name, r, c, config));
         }
     }
     let insufficient_data = reference.rows < min_rows || current.rows < min_rows;
-    let p: Vec<f64> = features.iter().map(|f| f.p_value).collect();
-    for (f, adj) in features.iter_mut().zip(adjust(&p, config.correction)) {
-        f.p_adjusted = adj;
-        let min_effect = if f.kind == "numerical" {
-            config.min_effect_numerical
-        } else {
-            config.min_effect_categorical
-        };
-        f.drifted = !insufficient_data && adj < config.alpha && f.effect >= min_effect;
+    let tested: Vec<usize> = (0..features.len())
+        .filter(|&i| features[i].p_value.is_some())
+        .collect();
+    let p: Vec<f64> = tested.iter().filter_map(|&i| features[i].p_value).collect();
+    for (&i, adj) in tested.iter().zip(stats::adjust(&p, config.correction)) {
+        features[i].p_adjusted = Some(adj);
+    }
+    for f in &mut features {
+        f.drifted = !insufficient_data
+            && match (f.p_adjusted, &f.effect) {
+                (Some(p), Some(e)) => p < config.alpha && e.value >= e.minimum,
+                (Some(p), None) => p < config.alpha,
+                (None, _) => f.statistic >= f.threshold,
+            };
     }
     let drifted = features.iter().filter(|f| f.drifted).count();
     let share = if features.is_empty() {
@@ -335,14 +451,22 @@ pub fn detect(
     } else {
         drifted as f64 / features.len() as f64
     };
-    let dataset_drift = drifted > 0 && share >= config.drift_share;
+    let critical_drifted: Vec<String> = features
+        .iter()
+        .filter(|f| f.drifted && config.critical_features.contains(&f.name))
+        .map(|f| f.name.clone())
+        .collect();
+    let dataset = DatasetDrift {
+        drifted: (drifted > 0 && share >= config.drift_share) || !critical_drifted.is_empty(),
+        drifted_features: drifted,
+        drifted_share: share,
+        correction: config.correction,
+        critical_drifted,
+    };
     DriftReport {
         features,
-        drifted_features: drifted,
-        share_drifted: share,
-        dataset_drift,
+        dataset,
         insufficient_data,
-        correction: config.correction,
         alpha: config.alpha,
     }
 }
@@ -350,63 +474,158 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{Fingerprint, Table};
 
-    fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol
-    }
-
-    #[test]
-    fn ks_statistic_matches_scipy() {
-        // scipy.stats.ks_2samp([1,2,3,4,5], [3,4,5,6,7,8]).statistic == 0.5 (at x = 5: 1 - 3/6)
-        let d = ks_statistic(&[1., 2., 3., 4., 5.], &[3., 4., 5., 6., 7., 8.]);
-        assert!(close(d, 0.5, 1e-12), "{d}");
-        assert_eq!(ks_statistic(&[1., 2.], &[1., 2.]), 0.0);
-        assert_eq!(ks_statistic(&[1., 2.], &[3., 4.]), 1.0);
-    }
-
-    #[test]
-    fn kolmogorov_tail_values() {
-        // Q(1.0) = 0.26999967, Q(1.36) ≈ 0.0494 (the classic 5% critical value).
-        assert!(close(kolmogorov_sf(1.0), 0.269_999_67, 1e-7));
-        assert!(close(kolmogorov_sf(1.358_1), 0.05, 1e-4));
-        assert_eq!(kolmogorov_sf(0.0), 1.0);
-    }
-
-    #[test]
-    fn wasserstein_matches_scipy() {
-        // scipy.stats.wasserstein_distance([0,1,3], [5,6,8]) == 5.0
-        assert!(close(wasserstein(&[0., 1., 3.], &[5., 6., 8.]), 5.0, 1e-12));
-        // scipy.stats.wasserstein_distance([0,1], [0,1,2,3]) == 1.0 (0.25 + 0.5 + 0.25)
-        assert!(close(wasserstein(&[0., 1.], &[0., 1., 2., 3.]), 1.0, 1e-12));
-    }
-
-    #[test]
-    fn chi_square_matches_scipy() {
-        // scipy.stats.chi2_contingency([[10, 20, 30], [20, 20, 20]], correction=False)
-        // -> statistic 5.3333333, p 0.0694835
-        let (s, p) = chi_square(&[10., 20., 30.], &[20., 20., 20.]);
-        assert!(close(s, 5.333_333_333, 1e-6), "{s}");
-        assert!(close(p, 0.069_483_5, 1e-6), "{p}");
-    }
-
-    #[test]
-    fn jensen_shannon_bounds() {
-        assert_eq!(jensen_shannon(&[1., 1.], &[1., 1.]), 0.0);
-        assert!(close(jensen_shannon(&[1., 0.], &[0., 1.]), 1.0, 1e-12));
-    }
-
-    #[test]
-    fn benjamini_hochberg_matches_statsmodels() {
-        // statsmodels multipletests([0.01, 0.04, 0.03, 0.20], method="fdr_bh")[1]
-        // -> [0.04, 0.05333333, 0.05333333, 0.2]
-        let adj = adjust(&[0.01, 0.04, 0.03, 0.20], Correction::BenjaminiHochberg);
-        let want = [0.04, 0.053_333_333, 0.053_333_333, 0.2];
-        for (a, w) in adj.iter().zip(want) {
-            assert!(close(*a, w, 1e-8), "{adj:?}");
+    fn table(numerical: Vec<(&str, Vec<f64>)>, categorical: Vec<(&str, Vec<&str>)>) -> Table {
+        let rows = numerical
+            .first()
+            .map(|(_, v)| v.len())
+            .or_else(|| categorical.first().map(|(_, v)| v.len()))
+            .unwrap_or(0);
+        Table {
+            rows,
+            numerical: numerical
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+            categorical: categorical
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v.into_iter().map(String::from).collect()))
+                .collect(),
+            target: None,
+            fingerprint: Fingerprint {
+                path: String::new(),
+                sha256: String::new(),
+                bytes: 0,
+                rows,
+                schema: vec![],
+            },
         }
-        assert_eq!(
-            adjust(&[0.01, 0.5], Correction::Bonferroni),
-            vec![0.02, 1.0]
+    }
+
+    fn config() -> DriftConfig {
+        DriftConfig::default()
+    }
+
+    fn normal(n: usize, shift: f64, seed: u64) -> Vec<f64> {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let d = Normal::new(shift, 1.0).unwrap();
+        (0..n).map(|_| d.sample(&mut rng)).collect()
+    }
+
+    #[test]
+    fn auto_picks_ks_chi_square_and_z_test() {
+        let r = table(
+            vec![("x", normal(500, 0.0, 1))],
+            vec![
+                ("seg", ["a", "b", "c"].repeat(100)),
+                ("flag", ["y", "n"].repeat(100)),
+            ],
         );
+        let report = detect(&r, &r, &config(), 50);
+        let methods: Vec<Method> = report.features.iter().map(|f| f.method).collect();
+        assert_eq!(methods, vec![Method::Ks, Method::ChiSquare, Method::ZTest]);
+        assert!(!report.dataset.drifted);
+        assert!(
+            report
+                .features
+                .iter()
+                .all(|f| f.p_adjusted == Some(1.0) || f.p_adjusted.unwrap() > 0.5)
+        );
+    }
+
+    #[test]
+    fn significance_and_size_are_both_required() {
+        let r = table(vec![("x", normal(20_000, 0.0, 1))], vec![]);
+        // Large windows: a 0.05σ shift is significant but too small to matter.
+        let tiny = table(vec![("x", normal(20_000, 0.05, 2))], vec![]);
+        let f = &detect(&r, &tiny, &config(), 50).features[0];
+        assert!(f.p_adjusted.unwrap() < 0.05, "{f:?}");
+        assert!(!f.drifted, "{f:?}");
+        // A 0.5σ shift is both.
+        let big = table(vec![("x", normal(20_000, 0.5, 3))], vec![]);
+        let report = detect(&r, &big, &config(), 50);
+        assert!(report.features[0].drifted && report.dataset.drifted);
+    }
+
+    #[test]
+    fn distance_methods_use_their_thresholds_and_overrides_apply() {
+        let r = table(
+            vec![("x", normal(5000, 0.0, 1)), ("y", normal(5000, 0.0, 2))],
+            vec![],
+        );
+        let c = table(
+            vec![("x", normal(5000, 1.0, 3)), ("y", normal(5000, 0.0, 4))],
+            vec![],
+        );
+        let mut cfg = config();
+        cfg.method = Method::Psi;
+        cfg.methods.insert("y".into(), Method::Wasserstein);
+        let report = detect(&r, &c, &cfg, 50);
+        let (x, y) = (&report.features[0], &report.features[1]);
+        assert_eq!((x.method, y.method), (Method::Psi, Method::Wasserstein));
+        assert!(
+            x.p_value.is_none() && x.drifted && x.statistic > 0.2,
+            "{x:?}"
+        );
+        assert!(!y.drifted && y.statistic < 0.1, "{y:?}");
+        // A method that does not fit the kind falls back to auto.
+        cfg.methods.insert("y".into(), Method::ChiSquare);
+        assert_eq!(detect(&r, &c, &cfg, 50).features[1].method, Method::Ks);
+    }
+
+    #[test]
+    fn critical_features_share_and_min_rows() {
+        let r = table(
+            vec![("x", normal(1000, 0.0, 1)), ("y", normal(1000, 0.0, 2))],
+            vec![],
+        );
+        let c = table(
+            vec![("x", normal(1000, 1.0, 3)), ("y", normal(1000, 0.0, 4))],
+            vec![],
+        );
+        let mut cfg = config();
+        cfg.drift_share = 0.75;
+        assert!(!detect(&r, &c, &cfg, 50).dataset.drifted, "1 of 2 < 0.75");
+        cfg.critical_features = vec!["x".into()];
+        let report = detect(&r, &c, &cfg, 50);
+        assert!(report.dataset.drifted);
+        assert_eq!(report.dataset.critical_drifted, vec!["x".to_string()]);
+        let report = detect(&r, &c, &cfg, 5000);
+        assert!(report.insufficient_data && !report.dataset.drifted);
+    }
+
+    #[test]
+    fn rare_categories_are_pooled_and_unseen_ones_reported() {
+        let mut cur = ["a", "b"].repeat(50);
+        cur.extend(["new", "rare1"]);
+        let mut reference = ["a", "b"].repeat(50);
+        reference.push("rare2");
+        let f = &detect(
+            &table(vec![], vec![("c", reference)]),
+            &table(vec![], vec![("c", cur)]),
+            &config(),
+            10,
+        )
+        .features[0];
+        assert_eq!(
+            f.unseen_categories,
+            vec!["new".to_string(), "rare1".to_string()]
+        );
+        // a, b and one pooled bin of the rare ones: three cells, chi-square.
+        assert_eq!(f.method, Method::ChiSquare);
+        assert_eq!(f.current_rows, 102);
+    }
+
+    #[test]
+    fn method_names_parse() {
+        for m in Method::ALL {
+            assert_eq!(m.as_str().parse::<Method>().unwrap(), m);
+        }
+        assert_eq!("chi2".parse::<Method>().unwrap(), Method::ChiSquare);
+        assert_eq!("js".parse::<Method>().unwrap(), Method::JensenShannon);
+        assert!("t_test".parse::<Method>().is_err());
     }
 }

@@ -31,6 +31,7 @@ use crate::deploy::{CurrentSymlink, DeployError, DeployTarget};
 use crate::drift::{Detector, DriftReport, StatisticalDetector};
 use crate::gate::{self, GateResult};
 use crate::metrics::Metrics;
+use crate::quality;
 use crate::store::{
     ApprovalRow, CreateOutcome, CycleRow, CycleUpdate, NewVersion, Recorded, Store, StoreError,
 };
@@ -423,10 +424,7 @@ impl Engine {
                 Err(e) => {
                     let reason = e.to_string();
                     error!(pipeline = cycle.pipeline, cycle = id, state = %cycle.state, reason, "cycle step failed");
-                    let update = CycleUpdate {
-                        outcome: Some(Outcome::Failed),
-                        ..CycleUpdate::default()
-                    };
+                    let update = CycleUpdate::outcome(Outcome::Failed);
                     if let Err(e) = self
                         .finish(&cycle, CycleState::Failed, &reason, update)
                         .await
@@ -642,9 +640,17 @@ impl Engine {
         let max_drop = p.performance.max_accuracy_drop;
         let champ = champion.clone();
         let detector = self.inner.steps.detector.clone();
-        let (report, performance) = Self::blocking(move || {
+        let (quality_cfg, ignore) = (p.quality.clone(), p.data.ignore.clone());
+        let (quality, report, performance) = Self::blocking(move || {
+            let quality = quality::check(
+                (&reference.fingerprint, &reference),
+                (&current.fingerprint, &current),
+                &ignore,
+                &quality_cfg,
+            );
             let report = detector.detect(&reference, &current, &drift_cfg, min_rows);
             let performance = match (&champ, &current.target) {
+                _ if !quality.passed => None,
                 (Some(v), Some(labels)) => {
                     let model = train::load_predictor(Path::new(&v.path))?;
                     let acc = train::accuracy(&model.predict(&current)?, labels);
@@ -660,15 +666,24 @@ impl Engine {
                 }
                 _ => None,
             };
-            Ok((report, performance))
+            Ok((quality, report, performance))
         })
         .await?;
-        let decision = decision::decide(&report, performance.as_ref(), champion.is_some());
+        let decision =
+            decision::decide(&quality, &report, performance.as_ref(), champion.is_some());
+        for f in quality.failures() {
+            self.inner
+                .metrics
+                .data_quality_failures
+                .with_label_values(&[c.pipeline.as_str(), f.check.as_str()])
+                .inc();
+        }
         let body = json!({
             "cycle": c.id,
             "pipeline": c.pipeline,
             "date": c.cycle_date,
             "inputs": c.inputs,
+            "quality": quality,
             "drift": report,
             "performance": performance,
             "decision": decision,
@@ -684,7 +699,8 @@ impl Engine {
             .metrics
             .drifted_features
             .with_label_values(&[&c.pipeline])
-            .set(report.drifted_features as i64);
+            .set(report.dataset.drifted_features as i64);
+        self.inner.metrics.record_drift(&c.pipeline, &report);
         let reason = decision.reasons.join("; ");
         let update = CycleUpdate {
             decision: serde_json::to_value(&decision).ok(),
@@ -702,7 +718,7 @@ impl Engine {
     ) -> Result<(), StepError> {
         self.inner
             .store
-            .save_report(c.id, &c.pipeline, report.dataset_drift, body, now())
+            .save_report(c.id, &c.pipeline, report.dataset.drifted, body, now())
             .await?;
         let path = artifacts::report_path(&config.daemon.state_dir, &c.pipeline, c.id);
         let text = serde_json::to_vec_pretty(body).unwrap_or_default();
@@ -729,12 +745,13 @@ impl Engine {
                 .await
             }
             Verdict::NoRetrain => {
-                let update = CycleUpdate {
-                    outcome: Some(Outcome::NoRetrain),
-                    ..CycleUpdate::default()
-                };
+                let update = CycleUpdate::outcome(Outcome::NoRetrain);
                 self.advance(c, CycleState::Completed, &reason, update)
                     .await
+            }
+            Verdict::QualityFailed => {
+                let update = CycleUpdate::outcome(Outcome::QualityFailed);
+                self.advance(c, CycleState::Skipped, &reason, update).await
             }
             Verdict::InsufficientData => {
                 self.advance(c, CycleState::Skipped, &reason, CycleUpdate::default())
@@ -991,10 +1008,7 @@ impl Engine {
                 .iter()
                 .find(|a| a.decision == ApprovalDecision::Reject)
             {
-                let update = CycleUpdate {
-                    outcome: Some(Outcome::Rejected),
-                    ..CycleUpdate::default()
-                };
+                let update = CycleUpdate::outcome(Outcome::Rejected);
                 let reason = format!("rejected by {} via {}: {}", r.approver, r.channel, r.reason);
                 return self
                     .advance(&c, CycleState::Rejected, &reason, update)
@@ -1016,10 +1030,7 @@ impl Engine {
             }
             let deadline = c.deadline_at.unwrap_or_else(now);
             if deadline <= now() {
-                let update = CycleUpdate {
-                    outcome: Some(Outcome::Rejected),
-                    ..CycleUpdate::default()
-                };
+                let update = CycleUpdate::outcome(Outcome::Rejected);
                 let reason = "approval request expired without a decision (expired = rejected)";
                 return self.advance(&c, CycleState::Rejected, reason, update).await;
             }
@@ -1137,10 +1148,7 @@ impl Engine {
         loop {
             let champion = store.alias(&c.pipeline, "champion").await?;
             if champion.as_ref().map(|v| v.id) != c.candidate_version {
-                let update = CycleUpdate {
-                    outcome: Some(Outcome::RolledBack),
-                    ..CycleUpdate::default()
-                };
+                let update = CycleUpdate::outcome(Outcome::RolledBack);
                 return self
                     .advance(
                         c,
@@ -1152,10 +1160,7 @@ impl Engine {
             }
             let until = c.deadline_at.unwrap_or_else(now);
             if until <= now() {
-                let update = CycleUpdate {
-                    outcome: Some(Outcome::Deployed),
-                    ..CycleUpdate::default()
-                };
+                let update = CycleUpdate::outcome(Outcome::Deployed);
                 let v = champion.map(|v| v.version).unwrap_or_default();
                 return self
                     .advance(

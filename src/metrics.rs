@@ -21,6 +21,11 @@ pub struct Metrics {
     pub training_epoch: IntGaugeVec,
     pub training_loss: GaugeVec,
     pub drifted_features: IntGaugeVec,
+    pub feature_drift_score: GaugeVec,
+    pub feature_drift_p_value: GaugeVec,
+    pub dataset_drift_share: GaugeVec,
+    pub drift_detected: IntGaugeVec,
+    pub data_quality_failures: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -131,8 +136,86 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            feature_drift_score: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_feature_drift_score",
+                        "Drift of a feature at the last check: the effect size of a test, or the distance.",
+                    ),
+                    &["pipeline", "feature", "method"],
+                )
+                .expect("static metric definition"),
+            ),
+            feature_drift_p_value: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_feature_drift_p_value",
+                        "Corrected p-value of a feature's drift test at the last check.",
+                    ),
+                    &["pipeline", "feature"],
+                )
+                .expect("static metric definition"),
+            ),
+            dataset_drift_share: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new("retraind_dataset_drift_share", "Share of features drifted at the last check."),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            drift_detected: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("retraind_drift_detected", "1 if the last check found dataset drift."),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
+            data_quality_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "retraind_data_quality_failures_total",
+                        "Failed data quality checks, by check.",
+                    ),
+                    &["pipeline", "check"],
+                )
+                .expect("static metric definition"),
+            ),
             registry,
         }
+    }
+
+    /// Export a check's drift report.
+    pub fn record_drift(&self, pipeline: &str, report: &crate::drift::DriftReport) {
+        for f in &report.features {
+            let (method, score) = f.score();
+            // A feature's method can change with the config: drop its old series.
+            for old in crate::drift::Method::ALL {
+                let _ = self.feature_drift_score.remove_label_values(&[
+                    pipeline,
+                    f.name.as_str(),
+                    old.as_str(),
+                ]);
+            }
+            self.feature_drift_score
+                .with_label_values(&[pipeline, f.name.as_str(), method.as_str()])
+                .set(score);
+            if let Some(p) = f.p_adjusted {
+                self.feature_drift_p_value
+                    .with_label_values(&[pipeline, f.name.as_str()])
+                    .set(p);
+            }
+        }
+        self.dataset_drift_share
+            .with_label_values(&[pipeline])
+            .set(report.dataset.drifted_share);
+        self.drift_detected
+            .with_label_values(&[pipeline])
+            .set(i64::from(report.dataset.drifted));
     }
 
     /// Make every series of a pipeline exist from the start (zero-valued), so dashboards and

@@ -153,6 +153,16 @@ pub struct CycleUpdate {
     pub deadline_at: Option<Option<DateTime<Utc>>>,
 }
 
+impl CycleUpdate {
+    /// An update that records how the cycle ended.
+    pub fn outcome(outcome: Outcome) -> CycleUpdate {
+        CycleUpdate {
+            outcome: Some(outcome),
+            ..CycleUpdate::default()
+        }
+    }
+}
+
 /// A new model version to register.
 #[derive(Debug, Clone)]
 pub struct NewVersion {

@@ -60,19 +60,8 @@ async fn status_and_history_as_json() {
     let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
         return;
     };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), false)
-        .await
-        .unwrap();
-    let id = match running
-        .engine
-        .trigger("p1", retraind::cycle::TriggerKind::Manual, None, None)
-        .await
-        .unwrap()
-    {
-        retraind::store::CreateOutcome::Created(id) => id,
-        other => panic!("{other:?}"),
-    };
+    let (running, shutdown) = crate::helpers::start_daemon(&env, false).await;
+    let id = crate::helpers::start_cycle(&running.engine, "p1").await;
     let done = running.engine.wait_terminal(id).await.unwrap();
     assert_eq!(
         done.outcome,
@@ -103,4 +92,82 @@ async fn status_and_history_as_json() {
     assert_eq!(v[0]["state"], "completed");
     assert_eq!(v[0]["trigger"], "manual");
     assert_eq!(v[0]["date"], env.date);
+}
+
+#[test]
+fn standalone_check_reports_drift_as_json_and_exit_status() {
+    use retraind::demo::{Regime, generate};
+    let dir = tempfile::tempdir().unwrap();
+    let (r, same, drifted) = (
+        dir.path().join("r.csv"),
+        dir.path().join("s.csv"),
+        dir.path().join("d.csv"),
+    );
+    generate(&r, 2000, Regime::NORMAL, 1).unwrap();
+    generate(&same, 2000, Regime::NORMAL, 2).unwrap();
+    generate(&drifted, 2000, Regime::DRIFTED, 3).unwrap();
+    let run = |cur: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--reference",
+            r.to_str().unwrap(),
+            "--current",
+            cur.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        retraind(&args)
+    };
+    let (code, out, err) = run(&same, &["--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dataset"]["drifted"], false);
+    assert_eq!(
+        v["features"].as_array().unwrap().len(),
+        5,
+        "target left out: {out}"
+    );
+    assert_eq!(v["quality"]["passed"], true);
+    assert_eq!(v["reference"]["rows"], 2000);
+    let (code, out, err) = run(&drifted, &["--format", "json"]);
+    assert_eq!(code, 3, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dataset"]["drifted"], true);
+    assert_eq!(v["dataset"]["correction"], "benjamini_hochberg");
+    let a = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "feature_a")
+        .unwrap();
+    assert_eq!(
+        (
+            a["kind"].as_str(),
+            a["method"].as_str(),
+            a["drifted"].as_bool()
+        ),
+        (Some("numerical"), Some("ks"), Some(true))
+    );
+    assert!(a["p_value"].as_f64().unwrap() < 1e-10 && a["threshold"] == 0.05);
+    let seg = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "segment")
+        .unwrap();
+    assert_eq!(seg["method"], "chi_square");
+    // A distance method has no p-value.
+    let (code, out, _) = run(&drifted, &["--format", "json", "--method", "psi"]);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["features"][0]["p_value"].is_null() && v["features"][0]["threshold"] == 0.2);
+    // Text output, and a clear error for a bad method.
+    let (code, out, _) = run(&drifted, &[]);
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("dataset: DRIFT") && out.contains("feature_a"),
+        "{out}"
+    );
+    let (code, _, err) = run(&drifted, &["--method", "t_test"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`t_test` is not a drift method"), "{err}");
 }

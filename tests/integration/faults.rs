@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use retraind::cycle::{CycleState, Outcome, TriggerKind};
 use retraind::store::CreateOutcome;
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Db, Env, Opts};
 
@@ -22,26 +21,38 @@ async fn bad_input_fails_one_cycle_and_other_pipelines_go_on() {
         "feature_a,feature_b,feature_c,value,segment,target\nhigh,1,1,1,retail,0\n",
     )
     .unwrap();
-    for (name, dir) in [("p2", "missing"), ("p3", "bad")] {
+    // p4: half of feature_b is empty in the current window (quality gate).
+    std::fs::create_dir_all(data.join("holes")).unwrap();
+    let full =
+        std::fs::read_to_string(data.join("current").join(format!("{}.csv", env.date))).unwrap();
+    let holed: Vec<String> = full
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if i > 0 && i % 2 == 0 {
+                let mut cells: Vec<&str> = line.split(',').collect();
+                cells[1] = "";
+                cells.join(",")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(
+        data.join("holes").join(format!("{}.csv", env.date)),
+        holed.join("\n"),
+    )
+    .unwrap();
+    for (name, dir) in [("p2", "missing"), ("p3", "bad"), ("p4", "holes")] {
         env.append_config(&format!(
             "\n[[pipeline]]\nname = \"{name}\"\n[pipeline.data]\nreference = \"data/reference.csv\"\ncurrent = \"data/{dir}/{{date}}.csv\"\ncategorical = [\"segment\"]\n[pipeline.approval]\nmode = \"auto\"\n"
         ));
     }
-    let shutdown = CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), false)
-        .await
-        .unwrap();
+    let (running, shutdown) = crate::helpers::start_daemon(&env, false).await;
     let engine = running.engine.clone();
     let mut ids = Vec::new();
-    for p in ["p1", "p2", "p3"] {
-        match engine
-            .trigger(p, TriggerKind::Manual, None, None)
-            .await
-            .unwrap()
-        {
-            CreateOutcome::Created(id) => ids.push(id),
-            other => panic!("{other:?}"),
-        }
+    for p in ["p1", "p2", "p3", "p4"] {
+        ids.push(crate::helpers::start_cycle(&engine, p).await);
     }
     let mut ends = Vec::new();
     for id in &ids {
@@ -70,10 +81,29 @@ async fn bad_input_fails_one_cycle_and_other_pipelines_go_on() {
             "reason {reason:?} should name {want}"
         );
     }
+    // Bad data never trains: p4 ends skipped with the quality finding as its reason.
+    assert_eq!(ends[3].state, CycleState::Skipped, "{:?}", ends[3].reason);
+    assert_eq!(ends[3].outcome, Some(Outcome::QualityFailed));
+    assert!(
+        ends[3]
+            .reason
+            .clone()
+            .unwrap_or_default()
+            .contains("`feature_b` is empty in 50.0% of current rows"),
+        "{:?}",
+        ends[3].reason
+    );
+    assert!(engine.store().versions("p4").await.unwrap().is_empty());
     // Failed in the load step: the transition history says where.
     let t = engine.store().transitions(ids[1]).await.unwrap();
     assert_eq!(t.last().unwrap().from, Some(CycleState::Loading));
     let metrics = engine.metrics().render();
+    assert!(
+        metrics.contains(
+            "retraind_data_quality_failures_total{check=\"null_rate\",pipeline=\"p4\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("retraind_cycles_total{outcome=\"failed\",pipeline=\"p2\"} 1"),
         "{metrics}"

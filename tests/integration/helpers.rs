@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use retraind::config::Config;
 use retraind::cycle::CycleState;
-use retraind::store::{CycleRow, Store};
+use retraind::daemon::Running;
+use retraind::engine::Engine;
+use retraind::store::{CreateOutcome, CycleRow, Store};
+use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -296,4 +299,25 @@ pub async fn wait_http(addr: &str) {
 pub fn kill9(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Start the daemon in-process on `env`'s config (scheduler on or off).
+pub async fn start_daemon(env: &Env, schedule: bool) -> (Running, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let running = retraind::daemon::start(env.config(), shutdown.clone(), schedule)
+        .await
+        .unwrap();
+    (running, shutdown)
+}
+
+/// Trigger a manual cycle of `pipeline` now; its id.
+pub async fn start_cycle(engine: &Engine, pipeline: &str) -> i64 {
+    match engine
+        .trigger(pipeline, retraind::cycle::TriggerKind::Manual, None, None)
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created(id) => id,
+        other => panic!("a cycle of {pipeline} is already in flight: {other:?}"),
+    }
 }

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use retraind::cycle::{CycleState, Outcome, TriggerKind};
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Db, Env, Opts, TOKEN, eventually, free_port, kill9, wait_http, wait_state};
 
@@ -17,10 +16,7 @@ async fn scheduled_cycle_end_to_end(db: Db) {
     let Some(env) = Env::new(db, opts).await else {
         return;
     };
-    let shutdown = CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), true)
-        .await
-        .unwrap();
+    let (running, shutdown) = crate::helpers::start_daemon(&env, true).await;
     let store = running.engine.store().clone();
     let first = eventually(Duration::from_secs(30), "a scheduled cycle", || async {
         store.cycles(Some("p1"), 10).await.ok()?.into_iter().last()
@@ -224,8 +220,7 @@ async fn killed_while_awaiting_approval_resumes_once_postgres() {
     killed_cycle_resumes_once(Db::Postgres, CycleState::AwaitingApproval, "manual").await
 }
 
-#[tokio::test]
-async fn sigterm_exits_cleanly_within_grace() {
+async fn sigterm_exits_cleanly_within_grace(db: Db) {
     let addr = format!("127.0.0.1:{}", free_port());
     let opts = Opts {
         listen: addr.clone(),
@@ -234,7 +229,7 @@ async fn sigterm_exits_cleanly_within_grace() {
         grace: "5s",
         ..Opts::default()
     };
-    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+    let Some(env) = Env::new(db, opts).await else {
         return;
     };
     let mut child = env.spawn();
@@ -286,10 +281,7 @@ async fn missed_schedule_is_caught_up_once(db: Db) {
         .await
         .unwrap();
     for round in 0..2 {
-        let shutdown = CancellationToken::new();
-        let running = retraind::daemon::start(env.config(), shutdown.clone(), true)
-            .await
-            .unwrap();
+        let (running, shutdown) = crate::helpers::start_daemon(&env, true).await;
         let store = running.engine.store().clone();
         let cycles = eventually(Duration::from_secs(10), "the catch-up cycle", || async {
             Some(store.cycles(Some("p1"), 10).await.ok()?).filter(|c| !c.is_empty())
@@ -383,4 +375,14 @@ async fn sighup_with_an_invalid_config_keeps_the_old_one() {
         "the reload error names the key"
     );
     kill9(&mut child);
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_within_grace_sqlite() {
+    sigterm_exits_cleanly_within_grace(Db::Sqlite).await
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_within_grace_postgres() {
+    sigterm_exits_cleanly_within_grace(Db::Postgres).await
 }

@@ -9,10 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{Db, Env, Opts, TOKEN, unavailable, wait_state};
 
 async fn start(env: &Env) -> (retraind::daemon::Running, CancellationToken, String) {
-    let shutdown = CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), false)
-        .await
-        .unwrap();
+    let (running, shutdown) = crate::helpers::start_daemon(env, false).await;
     let base = format!("http://{}", running.addr);
     (running, shutdown, base)
 }
@@ -226,20 +223,9 @@ async fn metrics_pass_promtool() {
         return;
     };
     // With the scheduler on, and after one full cycle, so every metric has samples.
-    let shutdown = CancellationToken::new();
-    let running = retraind::daemon::start(env.config(), shutdown.clone(), true)
-        .await
-        .unwrap();
+    let (running, shutdown) = crate::helpers::start_daemon(&env, true).await;
     let base = format!("http://{}", running.addr);
-    let id = match running
-        .engine
-        .trigger("p1", retraind::cycle::TriggerKind::Manual, None, None)
-        .await
-        .unwrap()
-    {
-        retraind::store::CreateOutcome::Created(id) => id,
-        other => panic!("{other:?}"),
-    };
+    let id = crate::helpers::start_cycle(&running.engine, "p1").await;
     running.engine.wait_terminal(id).await.unwrap();
     let text = reqwest::get(format!("{base}/metrics"))
         .await

@@ -1,0 +1,59 @@
+//! Drift check benchmark: load a reference and a current file and run the per-feature tests
+//! and the dataset rule, as the check step does. Prints one JSON line with the timings.
+//!
+//! Run through `benches/drift_vs_peers.sh`, which generates the files and times scipy's
+//! `ks_2samp` loop (and Evidently, with `--evidently`) on the same files in the same run:
+//!
+//! ```sh
+//! cargo bench --bench drift -- REFERENCE CURRENT
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use retraind::config::DriftConfig;
+use retraind::data;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let [reference, current] = args.as_slice() else {
+        eprintln!("usage: cargo bench --bench drift -- REFERENCE CURRENT");
+        std::process::exit(2);
+    };
+    let (reference, current) = (PathBuf::from(reference), PathBuf::from(current));
+    let start = Instant::now();
+    let fp = match data::fingerprint(&reference) {
+        Ok(fp) => fp,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let roles = data::infer_roles(&fp, None, Some(&[]), "target", &[]);
+    let load = |p: &PathBuf| match data::load(p, &roles, false) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let (r, c) = (load(&reference), load(&current));
+    let loaded = start.elapsed();
+    let config = DriftConfig::default();
+    let tested = Instant::now();
+    let report = retraind::drift::detect(&r, &c, &config, 50);
+    let test_s = tested.elapsed().as_secs_f64();
+    println!(
+        "{{\"tool\":\"retraind\",\"features\":{},\"reference_rows\":{},\"current_rows\":{},\"load_s\":{:.3},\"test_s\":{:.3},\"total_s\":{:.3},\"drifted\":{}}}",
+        report.features.len(),
+        r.rows,
+        c.rows,
+        loaded.as_secs_f64(),
+        test_s,
+        start.elapsed().as_secs_f64(),
+        report.dataset.drifted_features
+    );
+}
