@@ -25,22 +25,26 @@ fn main() {
     };
     let (reference, current) = (PathBuf::from(reference), PathBuf::from(current));
     let start = Instant::now();
-    let fp = match data::fingerprint(&reference) {
-        Ok(fp) => fp,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
+    let fail = |e: retraind::data::DataError| -> ! {
+        eprintln!("{e}");
+        std::process::exit(1);
     };
-    let roles = data::infer_roles(&fp, None, Some(&[]), "target", &[]);
-    let load = |p: &PathBuf| match data::load(p, &roles, false) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
+    let spec = data::RoleSpec {
+        numerical: None,
+        categorical: Some(&[]),
+        target: "target",
+        ignore: &[],
     };
-    let (r, c) = (load(&reference), load(&current));
+    // As `retraind check` does: both files at once, roles from the reference.
+    let (a, b) = rayon::join(
+        || data::load_inferred(&reference, &spec, false),
+        || data::load_inferred(&current, &spec, false),
+    );
+    let (roles, r) = a.unwrap_or_else(|e| fail(e));
+    let c = match b.unwrap_or_else(|e| fail(e)) {
+        (cur_roles, table) if cur_roles == roles => table,
+        _ => data::load(&current, &roles, false).unwrap_or_else(|e| fail(e)),
+    };
     let loaded = start.elapsed();
     let config = DriftConfig::default();
     let tested = Instant::now();

@@ -388,13 +388,25 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         args.alpha
     );
     progress(&format!("reading {}", args.reference.display()));
-    let ref_fp = data::fingerprint(&args.reference)?;
     let categorical = (!args.categorical.is_empty()).then_some(args.categorical.as_slice());
-    let roles = data::infer_roles(&ref_fp, None, categorical, &args.target, &args.ignore);
-    let reference = data::load(&args.reference, &roles, false)?;
-    progress(&format!("reading {}", args.current.display()));
-    let current = data::load(&args.current, &roles, false)?;
-    let current_fp = data::fingerprint(&args.current)?;
+    let spec = data::RoleSpec {
+        numerical: None,
+        categorical,
+        target: &args.target,
+        ignore: &args.ignore,
+    };
+    // The roles come from the reference; read the current window meanwhile with the roles
+    // inferred from its own schema and the same spec, then check both agree.
+    let (a, b) = rayon::join(
+        || data::load_inferred(&args.reference, &spec, false),
+        || data::load_inferred(&args.current, &spec, false),
+    );
+    let (roles, reference) = a?;
+    progress(&format!("read {}", args.current.display()));
+    let current = match b? {
+        (cur_roles, table) if cur_roles == roles => table,
+        _ => data::load(&args.current, &roles, false)?,
+    };
     progress(&format!(
         "testing {} features ({} x {} rows)",
         roles.numerical.len() + roles.categorical.len(),
@@ -404,8 +416,8 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
     let mut ignore = args.ignore.clone();
     ignore.push(args.target.clone());
     let quality = crate::quality::check(
-        (&ref_fp, &reference),
-        (&current_fp, &current),
+        (&reference.fingerprint, &reference),
+        (&current.fingerprint, &current),
         &ignore,
         &crate::quality::QualityConfig::default(),
     );
@@ -417,8 +429,8 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
     };
     let drift = crate::drift::detect(&reference, &current, &config, args.min_rows);
     Ok(CheckReport {
-        reference: ref_fp,
-        current: current_fp,
+        reference: reference.fingerprint.clone(),
+        current: current.fingerprint.clone(),
         features: drift.features,
         dataset: drift.dataset,
         insufficient_data: drift.insufficient_data,

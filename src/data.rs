@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Errors from reading a data file.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +58,8 @@ pub enum DataError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub path: String,
-    pub sha256: String,
+    /// BLAKE3 of the file's bytes, hex.
+    pub blake3: String,
     pub bytes: u64,
     pub rows: usize,
     /// Column names and polars dtypes, in file order.
@@ -130,7 +130,7 @@ fn read_frame(path: &Path) -> Result<(DataFrame, Fingerprint), DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
     let len = bytes.len() as u64;
     let ext = path
         .extension()
@@ -167,7 +167,7 @@ fn read_frame(path: &Path) -> Result<(DataFrame, Fingerprint), DataError> {
         .collect();
     let fingerprint = Fingerprint {
         path: path.display().to_string(),
-        sha256,
+        blake3,
         bytes: len,
         rows: df.height(),
         schema,
@@ -223,10 +223,47 @@ pub fn fingerprint(path: &Path) -> Result<Fingerprint, DataError> {
     read_frame(path).map(|(_, f)| f)
 }
 
+/// What the configuration says about column roles; unlisted roles are inferred.
+#[derive(Debug, Clone, Default)]
+pub struct RoleSpec<'a> {
+    pub numerical: Option<&'a [String]>,
+    pub categorical: Option<&'a [String]>,
+    pub target: &'a str,
+    pub ignore: &'a [String],
+}
+
+/// Read a file once, infer the roles `spec` leaves open from its schema, and extract them.
+pub fn load_inferred(
+    path: &Path,
+    spec: &RoleSpec<'_>,
+    require_target: bool,
+) -> Result<(Roles, Table), DataError> {
+    let (df, fingerprint) = read_frame(path)?;
+    let roles = infer_roles(
+        &fingerprint,
+        spec.numerical,
+        spec.categorical,
+        spec.target,
+        spec.ignore,
+    );
+    let table = extract(path, &df, fingerprint, &roles, require_target)?;
+    Ok((roles, table))
+}
+
 /// Read a file and extract the columns of `roles`. `require_target` makes a missing target
 /// column an error; otherwise the table simply has no labels.
 pub fn load(path: &Path, roles: &Roles, require_target: bool) -> Result<Table, DataError> {
     let (df, fingerprint) = read_frame(path)?;
+    extract(path, &df, fingerprint, roles, require_target)
+}
+
+fn extract(
+    path: &Path,
+    df: &DataFrame,
+    fingerprint: Fingerprint,
+    roles: &Roles,
+    require_target: bool,
+) -> Result<Table, DataError> {
     if df.height() == 0 {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
@@ -322,7 +359,7 @@ mod tests {
         let p = write(dir.path(), "d.csv", "a,b,seg,target\n1,2.5,x,0\n2,,y,1\n");
         let fp = fingerprint(&p).unwrap();
         assert_eq!(fp.rows, 2);
-        assert_eq!(fp.sha256.len(), 64);
+        assert_eq!(fp.blake3.len(), 64);
         let roles = infer_roles(&fp, None, None, "target", &[]);
         assert_eq!(roles.numerical, vec!["a", "b"]);
         assert_eq!(roles.categorical, vec!["seg"]);

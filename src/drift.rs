@@ -418,17 +418,29 @@ pub fn detect(
     config: &DriftConfig,
     min_rows: usize,
 ) -> DriftReport {
-    let mut features = Vec::new();
-    for (name, r) in &reference.numerical {
-        if let Some(c) = current.numerical(name) {
-            features.push(numerical_feature(name, r, c, config));
-        }
-    }
-    for (name, r) in &reference.categorical {
-        if let Some(c) = current.categorical(name) {
-            features.push(categorical_feature(name, r, c, config));
-        }
-    }
+    // Features are independent: test them on all cores (the order of the result is the
+    // reference's column order either way).
+    use rayon::prelude::*;
+    let mut features: Vec<FeatureDrift> = reference
+        .numerical
+        .par_iter()
+        .filter_map(|(name, r)| {
+            current
+                .numerical(name)
+                .map(|c| numerical_feature(name, r, c, config))
+        })
+        .collect();
+    features.extend(
+        reference
+            .categorical
+            .par_iter()
+            .filter_map(|(name, r)| {
+                current
+                    .categorical(name)
+                    .map(|c| categorical_feature(name, r, c, config))
+            })
+            .collect::<Vec<_>>(),
+    );
     let insufficient_data = reference.rows < min_rows || current.rows < min_rows;
     let tested: Vec<usize> = (0..features.len())
         .filter(|&i| features[i].p_value.is_some())
@@ -495,7 +507,7 @@ mod tests {
             target: None,
             fingerprint: Fingerprint {
                 path: String::new(),
-                sha256: String::new(),
+                blake3: String::new(),
                 bytes: 0,
                 rows,
                 schema: vec![],
@@ -627,5 +639,107 @@ mod tests {
         assert_eq!("chi2".parse::<Method>().unwrap(), Method::ChiSquare);
         assert_eq!("js".parse::<Method>().unwrap(), Method::JensenShannon);
         assert!("t_test".parse::<Method>().is_err());
+    }
+}
+
+/// The acceptance simulation of the drift rule: with the default config, quiet days rarely
+/// trigger (the naive per-feature p < 0.05 rule fires on most of them), a real shift is
+/// caught, and a real but negligible shift in a huge window is not.
+#[cfg(test)]
+mod simulation {
+    use super::*;
+    use crate::data::Fingerprint;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    const FEATURES: usize = 20;
+
+    fn window(rows: usize, shift: &[f64], rng: &mut rand::rngs::StdRng) -> Table {
+        let numerical = (0..FEATURES)
+            .map(|f| {
+                let values = (0..rows)
+                    .map(|_| {
+                        let z: f64 = StandardNormal.sample(rng);
+                        z + shift[f]
+                    })
+                    .collect();
+                (format!("f{f}"), values)
+            })
+            .collect();
+        Table {
+            rows,
+            numerical,
+            categorical: vec![],
+            target: None,
+            fingerprint: Fingerprint {
+                path: String::new(),
+                blake3: String::new(),
+                bytes: 0,
+                rows,
+                schema: vec![],
+            },
+        }
+    }
+
+    fn naive(report: &DriftReport) -> bool {
+        report
+            .features
+            .iter()
+            .any(|f| f.p_value.is_some_and(|p| p < 0.05))
+    }
+
+    #[test]
+    fn quiet_days_rarely_trigger_and_real_shifts_do() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(500);
+        let cfg = DriftConfig::default();
+        let reference = window(10_000, &[0.0; FEATURES], &mut rng);
+        let (mut ours, mut theirs) = (0, 0);
+        let days = 500;
+        for _ in 0..days {
+            let current = window(10_000, &[0.0; FEATURES], &mut rng);
+            let report = detect(&reference, &current, &cfg, 50);
+            ours += usize::from(report.dataset.drifted);
+            theirs += usize::from(naive(&report));
+        }
+        assert!(
+            ours * 100 <= 7 * days,
+            "quiet days flagged: {ours} of {days}"
+        );
+        assert!(
+            theirs * 100 >= 50 * days,
+            "the naive rule should fire on most quiet days: {theirs} of {days}"
+        );
+
+        let mut shift = [0.0; FEATURES];
+        shift[3] = 0.25;
+        let (mut caught, shifted_days) = (0, 100);
+        for _ in 0..shifted_days {
+            let report = detect(&reference, &window(10_000, &shift, &mut rng), &cfg, 50);
+            caught += usize::from(report.dataset.drifted && report.features[3].drifted);
+        }
+        eprintln!(
+            "quiet days flagged: ours {ours}/{days}, naive {theirs}/{days}; 0.25σ caught {caught}/{shifted_days}"
+        );
+        assert!(
+            caught * 100 >= 95 * shifted_days,
+            "0.25σ shift caught on {caught} of {shifted_days} days"
+        );
+    }
+
+    #[test]
+    fn a_negligible_shift_in_a_huge_window_is_not_drift() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1_000_000);
+        let reference = window(1_000_000, &[0.0; FEATURES], &mut rng);
+        let current = window(1_000_000, &[0.01; FEATURES], &mut rng);
+        let report = detect(&reference, &current, &DriftConfig::default(), 50);
+        assert!(
+            naive(&report),
+            "0.01σ on 1M rows is significant for a p-value-only rule"
+        );
+        assert!(
+            !report.dataset.drifted,
+            "but it is not drift worth retraining on: {:?}",
+            report.dataset
+        );
     }
 }

@@ -56,7 +56,7 @@ pub enum StepError {
     )]
     UnknownPipeline(String),
     #[error(
-        "input {path} changed since it was loaded (sha256 {was} -> {now}); the cycle stops so its report and model describe one data set"
+        "input {path} changed since it was loaded (blake3 {was} -> {now}); the cycle stops so its report and model describe one data set"
     )]
     InputChanged {
         path: String,
@@ -551,15 +551,13 @@ impl Engine {
         let data_cfg = p.data.clone();
         let current_path = data_cfg.current_path(&c.cycle_date);
         let (roles, ref_fp, cur_fp, ref_rows, cur_rows, labelled) = Self::blocking(move || {
-            let ref_fp = data::fingerprint(&data_cfg.reference)?;
-            let roles = data::infer_roles(
-                &ref_fp,
-                data_cfg.numerical.as_deref(),
-                data_cfg.categorical.as_deref(),
-                &data_cfg.target,
-                &data_cfg.ignore,
-            );
-            let reference = data::load(&data_cfg.reference, &roles, true)?;
+            let spec = data::RoleSpec {
+                numerical: data_cfg.numerical.as_deref(),
+                categorical: data_cfg.categorical.as_deref(),
+                target: &data_cfg.target,
+                ignore: &data_cfg.ignore,
+            };
+            let (roles, reference) = data::load_inferred(&data_cfg.reference, &spec, true)?;
             let current = data::load(&current_path, &roles, false)?;
             let labelled = current.target.is_some();
             Ok((
@@ -603,28 +601,24 @@ impl Engine {
         Self::blocking(move || {
             let roles: Roles = serde_json::from_value(inputs["roles"].clone())
                 .map_err(|e| StepError::Invalid(format!("stored roles unreadable: {e}")))?;
-            let mut tables = Vec::new();
-            for key in ["reference", "current"] {
+            let reload = |key: &str| -> Result<Table, StepError> {
                 let fp: data::Fingerprint =
                     serde_json::from_value(inputs[key].clone()).map_err(|e| {
                         StepError::Invalid(format!("stored fingerprint unreadable: {e}"))
                     })?;
                 let t = data::load(Path::new(&fp.path), &roles, key == "reference")?;
-                if t.fingerprint.sha256 != fp.sha256 {
+                if t.fingerprint.blake3 != fp.blake3 {
                     return Err(StepError::InputChanged {
                         path: fp.path,
-                        was: fp.sha256,
-                        now: t.fingerprint.sha256,
+                        was: fp.blake3,
+                        now: t.fingerprint.blake3,
                     });
                 }
-                tables.push(t);
-            }
-            let current = tables
-                .pop()
-                .ok_or_else(|| StepError::Invalid("no current table".into()))?;
-            let reference = tables
-                .pop()
-                .ok_or_else(|| StepError::Invalid("no reference table".into()))?;
+                Ok(t)
+            };
+            // Both windows at once, on the blocking pool's threads.
+            let (reference, current) = rayon::join(|| reload("reference"), || reload("current"));
+            let (reference, current) = (reference?, current?);
             Ok((roles, reference, current))
         })
         .await

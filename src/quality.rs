@@ -211,24 +211,6 @@ pub fn check(
         let Some(c) = cur_t.numerical(name) else {
             continue;
         };
-        let (r_null, c_null) = (
-            share(r.iter().filter(|v| v.is_nan()).count(), r.len()),
-            share(c.iter().filter(|v| v.is_nan()).count(), c.len()),
-        );
-        if c_null - r_null > config.max_null_rate_increase {
-            add(
-                Check::NullRate,
-                Some(name),
-                Severity::Fail,
-                c_null - r_null,
-                config.max_null_rate_increase,
-                format!(
-                    "`{name}` is empty in {:.1}% of current rows vs {:.1}% in the reference",
-                    c_null * 100.0,
-                    r_null * 100.0
-                ),
-            );
-        }
         let infinite = c.iter().filter(|v| v.is_infinite()).count();
         if infinite > 0 {
             add(
@@ -266,14 +248,18 @@ pub fn check(
             }
         }
     }
-    for (name, r) in &ref_t.categorical {
-        let Some(c) = cur_t.categorical(name) else {
-            continue;
-        };
-        let (r_null, c_null) = (
-            share(r.iter().filter(|v| v.is_empty()).count(), r.len()),
-            share(c.iter().filter(|v| v.is_empty()).count(), c.len()),
-        );
+    // Null rate per feature: NaN for numerical values, the empty string for categories.
+    let numerical_nulls = ref_t.numerical.iter().filter_map(|(name, r)| {
+        let c = cur_t.numerical(name)?;
+        let nulls = |v: &[f64]| share(v.iter().filter(|x| x.is_nan()).count(), v.len());
+        Some((name, nulls(r), nulls(c)))
+    });
+    let categorical_nulls = ref_t.categorical.iter().filter_map(|(name, r)| {
+        let c = cur_t.categorical(name)?;
+        let nulls = |v: &[String]| share(v.iter().filter(|x| x.is_empty()).count(), v.len());
+        Some((name, nulls(r), nulls(c)))
+    });
+    for (name, r_null, c_null) in numerical_nulls.chain(categorical_nulls) {
         if c_null - r_null > config.max_null_rate_increase {
             add(
                 Check::NullRate,
@@ -318,7 +304,7 @@ mod tests {
     fn fp(schema: &[(&str, &str)]) -> Fingerprint {
         Fingerprint {
             path: "x".into(),
-            sha256: String::new(),
+            blake3: String::new(),
             bytes: 0,
             rows: 0,
             schema: schema

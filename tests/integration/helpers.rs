@@ -321,3 +321,8 @@ pub async fn start_cycle(engine: &Engine, pipeline: &str) -> i64 {
         other => panic!("a cycle of {pipeline} is already in flight: {other:?}"),
     }
 }
+
+/// GET a URL and parse the JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}

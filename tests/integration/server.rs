@@ -49,23 +49,9 @@ async fn two_triggers_give_one_cycle(db: Db) {
         Duration::from_secs(120),
     )
     .await;
-    let list: serde_json::Value = client
-        .get(format!("{base}/api/v1/cycles?pipeline=p1&limit=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = crate::helpers::get_json(&format!("{base}/api/v1/cycles?pipeline=p1&limit=5")).await;
     assert_eq!(list[0]["id"], id);
-    let detail: serde_json::Value = client
-        .get(format!("{base}/api/v1/cycles/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = crate::helpers::get_json(&format!("{base}/api/v1/cycles/{id}")).await;
     assert_eq!(detail["state"], "awaiting_approval");
     assert!(
         detail["transitions"].as_array().unwrap().len() >= 8,
@@ -77,14 +63,7 @@ async fn two_triggers_give_one_cycle(db: Db) {
             .is_some_and(|f| f.len() == 5),
         "{detail}"
     );
-    let pipes: serde_json::Value = client
-        .get(format!("{base}/api/v1/pipelines"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pipes = crate::helpers::get_json(&format!("{base}/api/v1/pipelines")).await;
     assert_eq!(pipes[0]["active_cycle"]["id"], id);
     // Reject through the API: the cycle ends rejected, nothing deployed.
     let r = client
