@@ -142,24 +142,39 @@ fn read_frame(path: &Path) -> Result<(DataFrame, Fingerprint), DataError> {
         message: e.to_string(),
     };
     let cursor = Cursor::new(bytes);
-    let df = match ext.as_str() {
-        "csv" => CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(Some(10_000))
-            .into_reader_with_file_handle(cursor)
-            .finish()
-            .map_err(parse_err)?,
-        "parquet" => ParquetReader::new(cursor).finish().map_err(parse_err)?,
-        "ndjson" | "jsonl" => JsonReader::new(cursor)
-            .with_json_format(JsonFormat::JsonLines)
-            .finish()
-            .map_err(parse_err)?,
-        _ => {
-            return Err(DataError::Format {
-                path: path.to_path_buf(),
-            });
-        }
-    };
+    // A corrupt file must fail this read, not the process: the readers are third-party code
+    // facing arbitrary bytes, so a panic inside them becomes a parse error too.
+    let read = std::panic::AssertUnwindSafe(|| -> Result<DataFrame, DataError> {
+        Ok(match ext.as_str() {
+            "csv" => CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(Some(10_000))
+                .into_reader_with_file_handle(cursor)
+                .finish()
+                .map_err(parse_err)?,
+            "parquet" => ParquetReader::new(cursor).finish().map_err(parse_err)?,
+            "ndjson" | "jsonl" => JsonReader::new(cursor)
+                .with_json_format(JsonFormat::JsonLines)
+                .finish()
+                .map_err(parse_err)?,
+            _ => {
+                return Err(DataError::Format {
+                    path: path.to_path_buf(),
+                });
+            }
+        })
+    });
+    let df = std::panic::catch_unwind(read).map_err(|panic| DataError::Parse {
+        path: path.to_path_buf(),
+        message: format!(
+            "the reader gave up on this file ({}); is it truncated or not the format its name says?",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message")
+        ),
+    })??;
     let schema = df
         .columns()
         .iter()
@@ -297,6 +312,12 @@ fn extract(
     let mut numerical = Vec::with_capacity(roles.numerical.len());
     for name in &roles.numerical {
         let c = column(name)?;
+        if c.null_count() == c.len() {
+            // Entirely empty: a column of missing values (the quality gate reports it), whatever
+            // type the reader guessed for it.
+            numerical.push((name.clone(), vec![f64::NAN; c.len()]));
+            continue;
+        }
         if !c.dtype().is_primitive_numeric() {
             return Err(DataError::NotNumeric {
                 path: path.to_path_buf(),

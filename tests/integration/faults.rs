@@ -123,3 +123,131 @@ async fn bad_input_fails_one_cycle_and_other_pipelines_go_on() {
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }
+
+/// The bad-input corpus for data files: each gives a clear error (exit 1, naming the file)
+/// or an honest verdict (insufficient data, a quality failure) — never a panic.
+#[test]
+fn bad_data_files_give_clear_errors_never_panics() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = d.join("good.csv");
+    retraind::demo::generate(&good, 500, retraind::demo::Regime::NORMAL, 1).unwrap();
+    let text = std::fs::read_to_string(&good).unwrap();
+    let header = text.lines().next().unwrap().to_string();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // A valid Parquet file, then the same file cut in half.
+    let mut df = CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(good.clone()))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let parquet = d.join("good.parquet");
+    ParquetWriter::new(std::fs::File::create(&parquet).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let bytes = std::fs::read(&parquet).unwrap();
+    let all_nan: String = std::iter::once(header.clone())
+        .chain(text.lines().skip(1).map(|l| {
+            let mut cells: Vec<&str> = l.split(',').collect();
+            cells[0] = "";
+            cells.join(",")
+        }))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut non_utf8 = text.clone().into_bytes();
+    let at = non_utf8.iter().position(|b| *b == b'r').unwrap(); // inside "retail"
+    non_utf8[at] = 0xff;
+    let cases: Vec<(&str, std::path::PathBuf, i32, &str)> = vec![
+        ("empty file", write("empty.csv", b""), 1, "empty.csv"),
+        (
+            "header only",
+            write("header.csv", format!("{header}\n").as_bytes()),
+            1,
+            "has no rows",
+        ),
+        (
+            "missing column",
+            write("missing.csv", b"feature_b,target\n1,0\n"),
+            1,
+            "`feature_a` is missing",
+        ),
+        (
+            "wrong type",
+            write(
+                "text.csv",
+                format!("{header}\nhigh,1,1,1,retail,0\n").as_bytes(),
+            ),
+            1,
+            "expected a numerical type",
+        ),
+        (
+            "truncated parquet",
+            write("cut.parquet", &bytes[..bytes.len() / 2]),
+            1,
+            "cut.parquet",
+        ),
+        (
+            "unknown format",
+            write("data.xlsx", b"PK"),
+            1,
+            "unknown format",
+        ),
+        (
+            "all-NaN column",
+            write("nan.csv", all_nan.as_bytes()),
+            4,
+            "feature_a",
+        ),
+        (
+            "one row",
+            write(
+                "one.csv",
+                format!("{header}\n{}\n", text.lines().nth(1).unwrap()).as_bytes(),
+            ),
+            0,
+            "insufficient_data",
+        ),
+        ("non-UTF-8", write("bytes.csv", &non_utf8), -1, ""),
+        ("valid parquet", parquet.clone(), 0, "\"rows\": 500"),
+    ];
+    for (what, path, want_code, want_text) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_retraind"))
+            .args([
+                "check",
+                "--reference",
+                good.to_str().unwrap(),
+                "--current",
+                path.to_str().unwrap(),
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_ne!(code, 101, "{what}: panicked:\n{text}");
+        assert!(!text.contains("panicked"), "{what}: {text}");
+        if want_code >= 0 {
+            assert_eq!(code, want_code, "{what}: {text}");
+            assert!(
+                text.contains(want_text),
+                "{what}: `{want_text}` not in:\n{text}"
+            );
+        } else {
+            // Either a clear error naming the file, or a report: both are fine, a panic is not.
+            assert!(
+                code == 1 && text.contains("bytes.csv") || code == 0 || code == 3 || code == 4,
+                "{what}: {code} {text}"
+            );
+        }
+    }
+}
