@@ -154,6 +154,7 @@ pub mod raw {
         pub jensen_shannon_threshold: Option<f64>,
         pub bins: Option<i64>,
         pub critical_features: Option<Vec<String>>,
+        pub consecutive: Option<i64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -335,6 +336,8 @@ pub struct DriftConfig {
     pub bins: usize,
     /// Any of these drifting makes the dataset drift.
     pub critical_features: Vec<String>,
+    /// Retrain on drift only after this many consecutive checks found it (1 = at once).
+    pub consecutive: usize,
 }
 
 impl Default for DriftConfig {
@@ -352,6 +355,7 @@ impl Default for DriftConfig {
             jensen_shannon_threshold: 0.1,
             bins: 10,
             critical_features: Vec::new(),
+            consecutive: 1,
         }
     }
 }
@@ -854,6 +858,12 @@ fn validate(
                 .positive(&at("drift.bins"), p.drift.bins, d.bins as i64, 1000)
                 .max(2),
             critical_features: p.drift.critical_features.unwrap_or_default(),
+            consecutive: c.positive(
+                &at("drift.consecutive"),
+                p.drift.consecutive,
+                d.consecutive as i64,
+                365,
+            ),
         };
         let q = crate::quality::QualityConfig::default();
         let quality = crate::quality::QualityConfig {

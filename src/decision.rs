@@ -39,12 +39,15 @@ pub struct Decision {
 
 /// Decide from the quality gate, the drift report, the champion's performance (when labels
 /// and a champion exist), and whether a champion exists at all. Bad data never trains, not
-/// even a first model.
+/// even a first model. Drift retrains only when the previous checks (`previous_drift`,
+/// newest first) make a streak of `required_streak` drifted checks with this one.
 pub fn decide(
     quality: &QualityReport,
     drift: &DriftReport,
     performance: Option<&Performance>,
     has_champion: bool,
+    previous_drift: &[bool],
+    required_streak: usize,
 ) -> Decision {
     let mut reasons = Vec::new();
     if !quality.passed {
@@ -68,7 +71,11 @@ pub fn decide(
             reasons,
         };
     }
-    if drift.dataset.drifted {
+    // Drift on fewer consecutive checks than required is noted, not acted on.
+    let drift_streak = 1 + previous_drift.iter().take_while(|d| **d).count();
+    let drift_counts = drift.dataset.drifted && drift_streak >= required_streak.max(1);
+    let degraded = performance.filter(|p| p.degraded);
+    if drift_counts {
         let names: Vec<String> = drift
             .features
             .iter()
@@ -81,12 +88,22 @@ pub fn decide(
             drift.features.len(),
             names.join(", ")
         ));
+    } else if drift.dataset.drifted {
+        reasons.push(format!(
+            "data drift on {drift_streak} of the {required_streak} consecutive checks drift.consecutive asks for; waiting"
+        ));
     }
-    if let Some(p) = performance.filter(|p| p.degraded) {
+    if let Some(p) = degraded {
         reasons.push(format!(
             "accuracy of champion v{} fell from {:.3} to {:.3} (drop {:.3})",
             p.champion_version, p.baseline_accuracy, p.current_accuracy, p.drop
         ));
+    }
+    if drift_counts || degraded.is_some() {
+        return Decision {
+            verdict: Verdict::Retrain,
+            reasons,
+        };
     }
     if reasons.is_empty() {
         reasons.push(format!(
@@ -94,13 +111,9 @@ pub fn decide(
             drift.dataset.drifted_features,
             drift.features.len()
         ));
-        return Decision {
-            verdict: Verdict::NoRetrain,
-            reasons,
-        };
     }
     Decision {
-        verdict: Verdict::Retrain,
+        verdict: Verdict::NoRetrain,
         reasons,
     }
 }
@@ -143,7 +156,7 @@ mod tests {
             findings: vec![],
         };
         let verdict = |d: &DriftReport, p: Option<&Performance>, champ: bool| {
-            decide(&ok, d, p, champ).verdict
+            decide(&ok, d, p, champ, &[], 1).verdict
         };
         assert_eq!(
             verdict(&report(false, false), None, false),
@@ -162,7 +175,7 @@ mod tests {
             verdict(&report(true, true), None, true),
             Verdict::InsufficientData
         );
-        let d = decide(&ok, &report(true, false), Some(&perf(true)), true);
+        let d = decide(&ok, &report(true, false), Some(&perf(true)), true, &[], 1);
         assert_eq!(d.reasons.len(), 2, "{d:?}");
         let bad = QualityReport {
             passed: false,
@@ -175,7 +188,7 @@ mod tests {
                 message: "`x` has 1 infinite value(s) in the current window".into(),
             }],
         };
-        let d = decide(&bad, &report(true, false), None, false);
+        let d = decide(&bad, &report(true, false), None, false, &[], 1);
         assert_eq!(
             d.verdict,
             Verdict::QualityFailed,

@@ -663,8 +663,20 @@ impl Engine {
             Ok((quality, report, performance))
         })
         .await?;
-        let decision =
-            decision::decide(&quality, &report, performance.as_ref(), champion.is_some());
+        let streak = p.drift.consecutive.saturating_sub(1) as i64;
+        let previous_drift = self
+            .inner
+            .store
+            .previous_drift(&c.pipeline, c.id, streak)
+            .await?;
+        let decision = decision::decide(
+            &quality,
+            &report,
+            performance.as_ref(),
+            champion.is_some(),
+            &previous_drift,
+            p.drift.consecutive,
+        );
         for f in quality.failures() {
             self.inner
                 .metrics

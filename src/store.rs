@@ -628,6 +628,27 @@ impl Store {
         Ok(())
     }
 
+    /// Whether each of the `n` checks of `pipeline` before `cycle` found dataset drift,
+    /// newest first (fewer if the pipeline has fewer checks).
+    pub async fn previous_drift(
+        &self,
+        pipeline: &str,
+        cycle: i64,
+        n: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT dataset_drift FROM reports WHERE pipeline = $1 AND cycle_id < $2 ORDER BY cycle_id DESC LIMIT $3",
+        )
+        .bind(pipeline)
+        .bind(cycle)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("dataset_drift")? == 1))
+            .collect()
+    }
+
     pub async fn report(&self, cycle: i64) -> Result<Option<serde_json::Value>, StoreError> {
         let row = sqlx::query("SELECT body FROM reports WHERE cycle_id = $1")
             .bind(cycle)

@@ -279,3 +279,57 @@ both_stores!(
         store.ready().await.unwrap();
     }
 );
+
+both_stores!(
+    previous_drift_is_newest_first_and_excludes_the_cycle,
+    |store: Store| async move {
+        let mut ids = Vec::new();
+        for drifted in [true, false, true, true] {
+            let CreateOutcome::Created(id) = store
+                .create_cycle("p", TriggerKind::Manual, "d", None, Utc::now())
+                .await
+                .unwrap()
+            else {
+                panic!()
+            };
+            store
+                .save_report(id, "p", drifted, &json!({}), Utc::now())
+                .await
+                .unwrap();
+            store
+                .transition(
+                    id,
+                    CycleState::Scheduled,
+                    CycleState::Failed,
+                    "t",
+                    CycleUpdate::default(),
+                    Utc::now(),
+                )
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        assert_eq!(
+            store.previous_drift("p", ids[3], 5).await.unwrap(),
+            vec![true, false, true]
+        );
+        assert_eq!(
+            store.previous_drift("p", ids[3], 1).await.unwrap(),
+            vec![true]
+        );
+        assert!(
+            store
+                .previous_drift("p", ids[0], 3)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .previous_drift("other", ids[3], 3)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+);
