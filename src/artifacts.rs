@@ -48,6 +48,11 @@ pub fn report_path(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
         .join(format!("cycle-{cycle}.json"))
 }
 
+/// The HTML rendering of a cycle's report.
+pub fn report_html_path(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
+    report_path(state_dir, pipeline, cycle).with_extension("html")
+}
+
 /// Write a file atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
     let dir = path.parent().unwrap_or(Path::new("."));

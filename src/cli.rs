@@ -141,10 +141,19 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 50)]
     pub min_rows: usize,
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: CheckFormat,
     /// Write the report here instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+/// Output of `retraind check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    /// A self-contained page with a histogram per feature.
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -518,8 +527,9 @@ async fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
     .await??;
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(&report)?,
-        Format::Text => render_check_text(&report),
+        CheckFormat::Json => serde_json::to_string_pretty(&report)?,
+        CheckFormat::Text => render_check_text(&report),
+        CheckFormat::Html => crate::report::render(&serde_json::to_value(&report)?),
     };
     match output {
         Some(path) => std::fs::write(&path, text)

@@ -145,6 +145,47 @@ pub struct FeatureDrift {
     /// Categories in the current window that the reference never had.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unseen_categories: Vec<String>,
+    /// Both distributions as shares per bin (numerical) or per category, for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
+}
+
+/// Shares of the reference and the current window per bin or category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub labels: Vec<String>,
+    pub reference: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
+/// Bins of the numerical histograms in reports.
+pub const HISTOGRAM_BINS: usize = 20;
+
+fn shares(counts: &[f64]) -> Vec<f64> {
+    let total: f64 = counts.iter().sum();
+    counts
+        .iter()
+        .map(|c| if total > 0.0 { c / total } else { 0.0 })
+        .collect()
+}
+
+/// Equal-width bins over the range both sorted samples cover.
+fn numerical_histogram(a: &[f64], b: &[f64]) -> Option<Histogram> {
+    let lo = a.first()?.min(*b.first()?);
+    let hi = a.last()?.max(*b.last()?);
+    let width = (hi - lo) / HISTOGRAM_BINS as f64;
+    if width.is_nan() || width <= 0.0 {
+        return None;
+    }
+    let edges: Vec<f64> = (1..HISTOGRAM_BINS).map(|i| lo + width * i as f64).collect();
+    let labels = (0..HISTOGRAM_BINS)
+        .map(|i| format!("{:.3}", lo + width * (i as f64 + 0.5)))
+        .collect();
+    Some(Histogram {
+        labels,
+        reference: shares(&stats::bin_counts(a, &edges)),
+        current: shares(&stats::bin_counts(b, &edges)),
+    })
 }
 
 impl FeatureDrift {
@@ -283,6 +324,7 @@ fn numerical_feature(
         current_rows: b.len(),
         missing_current: current.len() - b.len(),
         unseen_categories: Vec::new(),
+        histogram: numerical_histogram(&a, &b),
     };
     match method {
         Method::Psi => {
@@ -315,6 +357,8 @@ fn numerical_feature(
 struct Categories {
     reference: Vec<f64>,
     current: Vec<f64>,
+    /// Category names in the order of the counts; the pooled rare bin is "(rare)".
+    labels: Vec<String>,
     unseen: Vec<String>,
     present: usize,
 }
@@ -336,24 +380,27 @@ fn categories(reference: &[String], current: &[String]) -> Categories {
         .filter(|(_, (r, _))| *r == 0.0)
         .map(|(k, _)| k.to_string())
         .collect();
-    let (mut r, mut c, mut rare) = (Vec::new(), Vec::new(), (0.0, 0.0));
-    for (rc, cc) in counts.values() {
+    let (mut r, mut c, mut labels, mut rare) = (Vec::new(), Vec::new(), Vec::new(), (0.0, 0.0));
+    for (name, (rc, cc)) in &counts {
         if rc + cc < RARE_CATEGORY_COUNT {
             rare.0 += rc;
             rare.1 += cc;
         } else {
             r.push(*rc);
             c.push(*cc);
+            labels.push(name.to_string());
         }
     }
     if rare.0 + rare.1 > 0.0 {
         r.push(rare.0);
         c.push(rare.1);
+        labels.push("(rare)".to_string());
     }
     let present = c.iter().sum::<f64>() as usize;
     Categories {
         reference: r,
         current: c,
+        labels,
         unseen,
         present,
     }
@@ -382,6 +429,11 @@ fn categorical_feature(
         current_rows: cats.present,
         missing_current: current.len() - cats.present,
         unseen_categories: cats.unseen,
+        histogram: Some(Histogram {
+            labels: cats.labels.clone(),
+            reference: shares(&cats.reference),
+            current: shares(&cats.current),
+        }),
     };
     let js = stats::jensen_shannon(&cats.reference, &cats.current);
     match method {

@@ -727,8 +727,14 @@ impl Engine {
             .save_report(c.id, &c.pipeline, report.dataset.drifted, body, now())
             .await?;
         let path = artifacts::report_path(&config.daemon.state_dir, &c.pipeline, c.id);
+        let html_path = artifacts::report_html_path(&config.daemon.state_dir, &c.pipeline, c.id);
         let text = serde_json::to_vec_pretty(body).unwrap_or_default();
-        Self::blocking(move || Ok(artifacts::write_atomic(&path, &text)?)).await
+        let html = crate::report::render(body);
+        Self::blocking(move || {
+            artifacts::write_atomic(&path, &text)?;
+            Ok(artifacts::write_atomic(&html_path, html.as_bytes())?)
+        })
+        .await
     }
 
     // ---- deciding ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ pub mod kolmogorov;
 pub mod metrics;
 pub mod notify;
 pub mod quality;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;

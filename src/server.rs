@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cycles/{id}", get(cycle))
         .route("/api/v1/cycles/{id}/approve", post(approve))
         .route("/api/v1/cycles/{id}/reject", post(reject))
+        .route("/reports/{id}", get(report_html))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -147,6 +148,21 @@ async fn cycle(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no cycle {id}")))
+}
+
+/// The HTML drift report of a cycle, rendered from the stored report.
+async fn report_html(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let body = s.engine.store().report(id).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("cycle {id} has no report (it never reached the check step)"),
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::report::render(&body),
+    )
+        .into_response())
 }
 
 /// Check the bearer token of a mutating request.

@@ -63,6 +63,18 @@ async fn two_triggers_give_one_cycle(db: Db) {
             .is_some_and(|f| f.len() == 5),
         "{detail}"
     );
+    let html = reqwest::get(format!("{base}/reports/{id}")).await.unwrap();
+    assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
+    let html = html.text().await.unwrap();
+    assert_eq!(html.matches("<svg").count(), 5, "a histogram per feature");
+    assert!(html.contains(&format!("cycle {id}")));
+    assert_eq!(
+        reqwest::get(format!("{base}/reports/999999"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let pipes = crate::helpers::get_json(&format!("{base}/api/v1/pipelines")).await;
     assert_eq!(pipes[0]["active_cycle"]["id"], id);
     // Reject through the API: the cycle ends rejected, nothing deployed.
