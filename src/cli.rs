@@ -464,10 +464,7 @@ fn render_check_text(r: &CheckReport) -> String {
         )
     });
     for f in features {
-        let kind = match f.kind {
-            crate::drift::FeatureKind::Numerical => "numerical",
-            crate::drift::FeatureKind::Categorical => "categorical",
-        };
+        let kind = f.kind.as_str();
         let p = f
             .p_adjusted
             .map(|p| format!("{p:.3e}"))

@@ -111,6 +111,15 @@ pub enum FeatureKind {
     Categorical,
 }
 
+impl FeatureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureKind::Numerical => "numerical",
+            FeatureKind::Categorical => "categorical",
+        }
+    }
+}
+
 /// The effect size that accompanies a test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Effect {

@@ -202,10 +202,10 @@ h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:2rem}}
     for f in sorted {
         let _ = write!(
             html,
-            r#"<div class="feature{}"><h3>{} <small>({:?}, {})</small> — <span class="verdict">{}</span></h3><table><tr><th>statistic</th><td>{:.4}</td><th>p-value (corrected)</th><td>{}</td><th>threshold</th><td>{}</td></tr>"#,
+            r#"<div class="feature{}"><h3>{} <small>({}, {})</small> — <span class="verdict">{}</span></h3><table><tr><th>statistic</th><td>{:.4}</td><th>p-value (corrected)</th><td>{}</td><th>threshold</th><td>{}</td></tr>"#,
             if f.drifted { " drift" } else { "" },
             escape(&f.name),
-            f.kind,
+            f.kind.as_str(),
             f.method,
             if f.drifted { "drift" } else { "no drift" },
             f.statistic,
