@@ -306,22 +306,6 @@ impl Engine {
         }
     }
 
-    /// Wait until the cycle is in `state` or terminal (demo, tests).
-    pub async fn wait_state(&self, id: i64, state: CycleState) -> Result<CycleRow, EngineError> {
-        loop {
-            let c = self
-                .inner
-                .store
-                .cycle(id)
-                .await?
-                .ok_or(EngineError::UnknownCycle(id))?;
-            if c.state == state || c.state.is_terminal() {
-                return Ok(c);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// Record a human decision on a cycle awaiting approval. Idempotent per approver.
     pub async fn decide(
         &self,
