@@ -233,11 +233,6 @@ pub fn infer_roles(
     }
 }
 
-/// Read the schema and fingerprint of a file without assigning roles.
-pub fn fingerprint(path: &Path) -> Result<Fingerprint, DataError> {
-    read_frame(path).map(|(_, f)| f)
-}
-
 /// What the configuration says about column roles; unlisted roles are inferred.
 #[derive(Debug, Clone, Default)]
 pub struct RoleSpec<'a> {
@@ -378,13 +373,16 @@ mod tests {
     fn loads_csv_infers_roles_and_fingerprints() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "d.csv", "a,b,seg,target\n1,2.5,x,0\n2,,y,1\n");
-        let fp = fingerprint(&p).unwrap();
-        assert_eq!(fp.rows, 2);
-        assert_eq!(fp.blake3.len(), 64);
-        let roles = infer_roles(&fp, None, None, "target", &[]);
+        let spec = RoleSpec {
+            target: "target",
+            ..RoleSpec::default()
+        };
+        let (roles, t) = load_inferred(&p, &spec, true).unwrap();
+        assert_eq!(t.fingerprint.rows, 2);
+        assert_eq!(t.fingerprint.blake3.len(), 64);
         assert_eq!(roles.numerical, vec!["a", "b"]);
         assert_eq!(roles.categorical, vec!["seg"]);
-        let t = load(&p, &roles, true).unwrap();
+        assert_eq!(load(&p, &roles, true).unwrap().fingerprint, t.fingerprint);
         assert_eq!(t.numerical("a").unwrap(), &[1.0, 2.0]);
         assert!(t.numerical("b").unwrap()[1].is_nan());
         assert_eq!(
