@@ -23,7 +23,10 @@ fn main() {
         eprintln!("usage: cargo bench --bench drift -- REFERENCE CURRENT");
         std::process::exit(2);
     };
-    let (reference, current) = (PathBuf::from(reference), PathBuf::from(current));
+    let (reference, current) = (
+        data::Input::file(&PathBuf::from(reference)),
+        data::Input::file(&PathBuf::from(current)),
+    );
     let start = Instant::now();
     let fail = |e: retraind::data::DataError| -> ! {
         eprintln!("{e}");
@@ -34,6 +37,7 @@ fn main() {
         categorical: Some(&[]),
         target: "target",
         ignore: &[],
+        ..data::RoleSpec::default()
     };
     // As `retraind check` does: both files at once, roles from the reference.
     let (a, b) = rayon::join(

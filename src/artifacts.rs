@@ -35,6 +35,14 @@ pub fn staging_dir(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf {
         .join(format!("{pipeline}-cycle-{cycle}"))
 }
 
+/// Where downloaded inputs are kept, content-addressed.
+pub fn inputs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("inputs")
+}
+
+/// File in a model directory holding the rows the model was trained on.
+pub const TRAINING_DATA: &str = "training-data.parquet";
+
 /// The link that always points at the deployed champion's directory.
 pub fn current_link(state_dir: &Path, pipeline: &str) -> PathBuf {
     state_dir.join("models").join(pipeline).join("current")

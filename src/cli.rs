@@ -113,12 +113,13 @@ pub enum ConfigCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Reference data (CSV, Parquet or NDJSON).
+    /// Reference data (CSV, Parquet or NDJSON): a path, a glob, an http(s):// URL or
+    /// s3://bucket/key (credentials from the AWS_* variables).
     #[arg(long)]
-    pub reference: PathBuf,
-    /// Current window, same format family.
+    pub reference: String,
+    /// Current window, in the same forms.
     #[arg(long)]
-    pub current: PathBuf,
+    pub current: String,
     /// Drift method for every feature: auto, ks, chi2, z_test, psi, wasserstein, js.
     #[arg(long, default_value = "auto")]
     pub method: String,
@@ -396,25 +397,39 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         "--alpha {} is out of range; use 0 < alpha < 1",
         args.alpha
     );
-    progress(&format!("reading {}", args.reference.display()));
+    progress(&format!("reading {}", args.reference));
     let categorical = (!args.categorical.is_empty()).then_some(args.categorical.as_slice());
     let spec = data::RoleSpec {
         numerical: None,
         categorical,
         target: &args.target,
+        prediction: None,
+        timestamp: None,
         ignore: &args.ignore,
     };
+    // Remote inputs are downloaded into a cache under the temporary directory.
+    let cache = std::env::temp_dir().join("retraind-inputs");
+    let cwd = std::env::current_dir()?;
+    let resolve = |text: &str| -> anyhow::Result<data::Input> {
+        let location = crate::source::Location::parse(text, &cwd)?;
+        Ok(crate::source::resolve(
+            &location,
+            &cache,
+            &crate::source::S3Config::default(),
+        )?)
+    };
+    let (reference_input, current_input) = (resolve(&args.reference)?, resolve(&args.current)?);
     // The roles come from the reference; read the current window meanwhile with the roles
     // inferred from its own schema and the same spec, then check both agree.
     let (a, b) = rayon::join(
-        || data::load_inferred(&args.reference, &spec, false),
-        || data::load_inferred(&args.current, &spec, false),
+        || data::load_inferred(&reference_input, &spec, false),
+        || data::load_inferred(&current_input, &spec, false),
     );
     let (roles, reference) = a?;
-    progress(&format!("read {}", args.current.display()));
+    progress(&format!("read {}", args.current));
     let current = match b? {
         (cur_roles, table) if cur_roles == roles => table,
-        _ => data::load(&args.current, &roles, false)?,
+        _ => data::load(&current_input, &roles, false)?,
     };
     progress(&format!(
         "testing {} features ({} x {} rows)",

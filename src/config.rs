@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::schedule::Schedule;
+use crate::source::{Location, S3Config};
 use chrono_tz::Tz;
 
 /// Default cron schedule: 02:00 every day (six fields, seconds first).
@@ -124,12 +125,28 @@ pub mod raw {
     #[derive(Debug, Default, Deserialize)]
     pub struct RawData {
         pub reference: Option<String>,
+        pub reference_source: Option<String>,
+        pub reference_window: Option<Vec<String>>,
         pub current: Option<String>,
         pub target: Option<String>,
+        pub prediction: Option<String>,
+        pub timestamp: Option<String>,
+        #[serde(default)]
+        pub s3: RawS3,
         pub numerical: Option<Vec<String>>,
         pub categorical: Option<Vec<String>>,
         pub ignore: Option<Vec<String>>,
         pub min_rows: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawS3 {
+        pub endpoint: Option<String>,
+        pub region: Option<String>,
+        pub allow_http: Option<bool>,
+        pub access_key_id_file: Option<String>,
+        pub secret_access_key_file: Option<String>,
+        pub ca_file: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -159,7 +176,17 @@ pub mod raw {
 
     #[derive(Debug, Default, Deserialize)]
     pub struct RawPerformance {
-        pub max_accuracy_drop: Option<f64>,
+        pub source: Option<String>,
+        pub metric: Option<String>,
+        pub relative_threshold: Option<f64>,
+        pub alpha: Option<f64>,
+        pub min_labels: Option<i64>,
+        pub positive_class: Option<String>,
+        pub baseline: Option<f64>,
+        pub bootstrap_resamples: Option<i64>,
+        pub prometheus_url: Option<String>,
+        pub query: Option<String>,
+        pub query_timeout: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -275,22 +302,53 @@ pub struct Pipeline {
     pub deploy: DeployConfig,
 }
 
+/// Which data the current window is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceSource {
+    /// The rows the current champion was trained on (kept in its version directory); the
+    /// `data.reference` location until a champion exists.
+    Champion,
+    /// Always the `data.reference` location (optionally cut to `reference_window`).
+    Fixed,
+}
+
 #[derive(Debug, Clone)]
 pub struct DataConfig {
-    pub reference: PathBuf,
-    /// Path template; `{date}` is replaced by the cycle's day (YYYY-MM-DD, pipeline timezone).
+    /// Reference location: a path, a glob, an http(s):// URL or s3://bucket/key.
+    pub reference: Location,
+    pub reference_source: ReferenceSource,
+    /// Keep only reference rows with `from <= timestamp < to` (ms since the epoch).
+    pub reference_window: Option<(i64, i64)>,
+    /// Location template; `{date}` is replaced by the cycle's day (YYYY-MM-DD, pipeline
+    /// timezone) before it is read as a path, glob or URL.
     pub current: String,
     pub target: String,
+    pub prediction: Option<String>,
+    pub timestamp: Option<String>,
     pub numerical: Option<Vec<String>>,
     pub categorical: Option<Vec<String>>,
     pub ignore: Vec<String>,
     pub min_rows: usize,
+    pub s3: S3Config,
 }
 
 impl DataConfig {
-    /// The current-window path for one cycle day.
-    pub fn current_path(&self, date: &str) -> PathBuf {
-        PathBuf::from(self.current.replace("{date}", date))
+    /// The current-window location for one cycle day.
+    pub fn current_location(&self, date: &str) -> Result<Location, crate::source::SourceError> {
+        Location::parse(&self.current.replace("{date}", date), Path::new("/"))
+    }
+
+    /// The role settings as the data module takes them.
+    pub fn role_spec(&self) -> crate::data::RoleSpec<'_> {
+        crate::data::RoleSpec {
+            numerical: self.numerical.as_deref(),
+            categorical: self.categorical.as_deref(),
+            target: &self.target,
+            prediction: self.prediction.as_deref(),
+            timestamp: self.timestamp.as_deref(),
+            ignore: &self.ignore,
+        }
     }
 }
 
@@ -362,7 +420,31 @@ impl Default for DriftConfig {
 
 #[derive(Debug, Clone)]
 pub struct PerformanceConfig {
-    pub max_accuracy_drop: f64,
+    pub source: PerformanceSource,
+    pub rule: crate::performance::Rule,
+    pub positive_class: Option<String>,
+    /// A fixed baseline instead of the champion's stored evaluation.
+    pub baseline: Option<f64>,
+    pub prometheus: Option<PrometheusQuery>,
+}
+
+/// Where the performance check gets predictions or values from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerformanceSource {
+    /// Score the labelled current rows with the champion model.
+    Model,
+    /// Compare the `data.prediction` column (what the serving system predicted) with labels.
+    PredictionColumn,
+    /// An instant PromQL query (e.g. a serving system's accuracy gauge).
+    Prometheus,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusQuery {
+    pub url: String,
+    pub query: String,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -737,37 +819,90 @@ fn validate(
             Schedule::default_daily(tz)
         });
 
-        let reference = match p.data.reference {
-            Some(r) => {
-                let path = resolve(base, &r);
-                if !path.is_file() {
-                    c.problem(&at("data.reference"), format!("file {} does not exist; point it at the reference data (CSV, Parquet or NDJSON)", path.display()));
+        let reference = match p
+            .data
+            .reference
+            .as_deref()
+            .map(|r| Location::parse(r, base))
+        {
+            Some(Ok(loc)) => {
+                if !loc.exists_locally() {
+                    c.problem(&at("data.reference"), format!("{} matches no file; point it at the reference data (CSV, Parquet or NDJSON: a path, a glob, an http(s):// URL or s3://bucket/key)", loc.describe()));
                 }
-                path
+                loc
+            }
+            Some(Err(e)) => {
+                c.problem(&at("data.reference"), e.to_string());
+                Location::File(PathBuf::new())
             }
             None => {
                 c.problem(
                     &at("data.reference"),
-                    "missing; set the path of the reference data set",
+                    "missing; set the location of the reference data set",
                 );
-                PathBuf::new()
+                Location::File(PathBuf::new())
+            }
+        };
+        let reference_source = match p.data.reference_source.as_deref() {
+            None | Some("champion") => ReferenceSource::Champion,
+            Some("fixed") => ReferenceSource::Fixed,
+            Some(other) => {
+                c.problem(&at("data.reference_source"), format!("`{other}` is not a reference source; use \"champion\" (the champion's training rows, default) or \"fixed\" (data.reference)"));
+                ReferenceSource::Champion
+            }
+        };
+        let reference_window = match p.data.reference_window.as_deref() {
+            None => None,
+            Some([from, to]) => {
+                match (
+                    crate::data::parse_timestamp(from),
+                    crate::data::parse_timestamp(to),
+                ) {
+                    (Some(f), Some(t)) if f < t => {
+                        if p.data.timestamp.is_none() {
+                            c.problem(
+                                &at("data.reference_window"),
+                                "needs data.timestamp, the column with each row's time",
+                            );
+                        }
+                        Some((f, t))
+                    }
+                    _ => {
+                        c.problem(&at("data.reference_window"), format!("[\"{from}\", \"{to}\"] is not a window; write two times, earlier first, e.g. [\"2026-01-01\", \"2026-02-01\"]"));
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                c.problem(
+                    &at("data.reference_window"),
+                    format!("has {} entries; write [from, to]", other.len()),
+                );
+                None
             }
         };
         let current = match p.data.current {
-            Some(t) => {
-                let path = resolve(base, &t);
-                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                if !dir.is_dir() {
-                    c.problem(
-                        &at("data.current"),
-                        format!(
-                            "directory {} does not exist; create it or fix the path template",
-                            dir.display()
-                        ),
-                    );
+            Some(t) => match Location::parse(&t, base) {
+                Ok(Location::File(path)) => {
+                    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    if !dir.to_string_lossy().contains('{') && !dir.is_dir() {
+                        c.problem(
+                            &at("data.current"),
+                            format!(
+                                "directory {} does not exist; create it or fix the path template",
+                                dir.display()
+                            ),
+                        );
+                    }
+                    path.to_string_lossy().into_owned()
                 }
-                path.to_string_lossy().into_owned()
-            }
+                Ok(Location::Glob(g)) => g,
+                Ok(_) => t,
+                Err(e) => {
+                    c.problem(&at("data.current"), e.to_string());
+                    String::new()
+                }
+            },
             None => {
                 c.problem(
                     &at("data.current"),
@@ -775,6 +910,29 @@ fn validate(
                 );
                 String::new()
             }
+        };
+        let file = |c: &mut Checker, key: &str, v: &Option<String>| -> Option<PathBuf> {
+            let path = resolve(base, v.as_deref()?);
+            if !path.is_file() {
+                c.problem(&at(key), format!("file {} does not exist", path.display()));
+            }
+            Some(path)
+        };
+        let s3 = S3Config {
+            endpoint: p.data.s3.endpoint.clone(),
+            region: p.data.s3.region.clone(),
+            allow_http: p.data.s3.allow_http.unwrap_or(false),
+            access_key_id_file: file(
+                &mut c,
+                "data.s3.access_key_id_file",
+                &p.data.s3.access_key_id_file,
+            ),
+            secret_access_key_file: file(
+                &mut c,
+                "data.s3.secret_access_key_file",
+                &p.data.s3.secret_access_key_file,
+            ),
+            ca_file: file(&mut c, "data.s3.ca_file", &p.data.s3.ca_file),
         };
         let min_rows = c.positive(
             &at("data.min_rows"),
@@ -890,13 +1048,107 @@ fn validate(
                 false,
             ),
         };
-        let performance = PerformanceConfig {
-            max_accuracy_drop: c.fraction(
-                &at("performance.max_accuracy_drop"),
-                p.performance.max_accuracy_drop,
-                0.05,
-                false,
-            ),
+        let performance = {
+            let rp = &p.performance;
+            let source = match rp.source.as_deref() {
+                None | Some("model") => PerformanceSource::Model,
+                Some("prediction_column") => PerformanceSource::PredictionColumn,
+                Some("prometheus") => PerformanceSource::Prometheus,
+                Some(other) => {
+                    c.problem(&at("performance.source"), format!("`{other}` is not a source; use \"model\" (score the champion, default), \"prediction_column\" or \"prometheus\""));
+                    PerformanceSource::Model
+                }
+            };
+            let metric = match rp
+                .metric
+                .as_deref()
+                .map(str::parse::<crate::performance::Metric>)
+            {
+                None => crate::performance::Metric::Accuracy,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    c.problem(&at("performance.metric"), e);
+                    crate::performance::Metric::Accuracy
+                }
+            };
+            if metric.is_regression() && source == PerformanceSource::Model {
+                c.problem(&at("performance.metric"), format!("{} needs source = \"prediction_column\" or \"prometheus\" (the burn trainer builds classifiers)", metric.name()));
+            }
+            if metric == crate::performance::Metric::RocAuc
+                && source == PerformanceSource::PredictionColumn
+            {
+                c.problem(
+                    &at("performance.metric"),
+                    "roc_auc needs scores; use source = \"model\"",
+                );
+            }
+            if source == PerformanceSource::PredictionColumn && p.data.prediction.is_none() {
+                c.problem(&at("performance.source"), "prediction_column needs data.prediction, the column with the served predictions");
+            }
+            let prometheus = match (source, &rp.prometheus_url, &rp.query) {
+                (PerformanceSource::Prometheus, Some(url), Some(query)) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        c.problem(
+                            &at("performance.prometheus_url"),
+                            format!("`{url}` is not an http(s):// URL"),
+                        );
+                    }
+                    Some(PrometheusQuery {
+                        url: url.clone(),
+                        query: query.clone(),
+                        timeout: c.duration(
+                            &at("performance.query_timeout"),
+                            &rp.query_timeout,
+                            "10s",
+                        ),
+                    })
+                }
+                (PerformanceSource::Prometheus, _, _) => {
+                    c.problem(
+                        &at("performance"),
+                        "source = \"prometheus\" needs prometheus_url and query",
+                    );
+                    None
+                }
+                _ => None,
+            };
+            if source == PerformanceSource::Prometheus
+                && rp.baseline.is_none()
+                && metric.is_regression()
+            {
+                c.problem(&at("performance.baseline"), "a live error metric needs a fixed baseline (the champion stores classification metrics only)");
+            }
+            let baseline = rp
+                .baseline
+                .map(|b| c.positive_number(&at("performance.baseline"), Some(b), 1.0));
+            PerformanceConfig {
+                source,
+                rule: crate::performance::Rule {
+                    metric,
+                    relative_threshold: c.fraction(
+                        &at("performance.relative_threshold"),
+                        rp.relative_threshold,
+                        0.95,
+                        true,
+                    ),
+                    alpha: c.fraction(&at("performance.alpha"), rp.alpha, 0.05, true),
+                    min_labels: c.positive(
+                        &at("performance.min_labels"),
+                        rp.min_labels,
+                        100,
+                        i64::from(u32::MAX),
+                    ),
+                    bootstrap_resamples: c.positive(
+                        &at("performance.bootstrap_resamples"),
+                        rp.bootstrap_resamples,
+                        1000,
+                        100_000,
+                    ),
+                },
+                positive_class: rp.positive_class.clone(),
+                baseline,
+                prometheus,
+            }
         };
 
         if let Some(b) = p.train.backend.as_deref().filter(|b| *b != "burn") {
@@ -999,8 +1251,13 @@ fn validate(
             catch_up: p.catch_up.unwrap_or(true),
             data: DataConfig {
                 reference,
+                reference_source,
+                reference_window,
                 current,
                 target: p.data.target.unwrap_or_else(|| "target".to_string()),
+                prediction: p.data.prediction,
+                timestamp: p.data.timestamp,
+                s3,
                 numerical: p.data.numerical,
                 categorical: p.data.categorical,
                 ignore: p.data.ignore.unwrap_or_default(),

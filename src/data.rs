@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use crate::source::Input;
+
 /// Errors from reading a data file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -45,25 +47,60 @@ pub enum DataError {
         dtype: String,
     },
     #[error(
-        "{path}: target column `{column}` has {nulls} empty value(s); every labelled row needs a target"
+        "{path}: target column `{column}` is empty in all {nulls} rows; the reference set needs labels"
     )]
     MissingLabels {
         path: PathBuf,
         column: String,
         nulls: usize,
     },
+    #[error(
+        "{path}: timestamp column `{column}` has `{value}`, not a time; use RFC 3339, YYYY-MM-DD HH:MM:SS, a date, or epoch seconds"
+    )]
+    Timestamp {
+        path: PathBuf,
+        column: String,
+        value: String,
+    },
 }
 
-/// What a file held when it was read.
+/// One file of an input, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
+pub struct FileDigest {
+    /// Local path read (for a remote location, its copy in the input cache).
     pub path: String,
-    /// BLAKE3 of the file's bytes, hex.
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+/// What an input held when it was read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The location as configured: a path, a glob, a URL or an s3:// key.
+    pub path: String,
+    /// BLAKE3 of the file's bytes (of the concatenated file hashes when there are several), hex.
     pub blake3: String,
     pub bytes: u64,
     pub rows: usize,
     /// Column names and polars dtypes, in file order.
     pub schema: Vec<(String, String)>,
+    /// The files read, in order; a later step re-reads exactly these.
+    #[serde(default)]
+    pub files: Vec<FileDigest>,
+}
+
+impl Fingerprint {
+    /// The input to re-read for this fingerprint.
+    pub fn input(&self) -> Input {
+        Input {
+            source: self.path.clone(),
+            files: if self.files.is_empty() {
+                vec![PathBuf::from(&self.path)]
+            } else {
+                self.files.iter().map(|f| PathBuf::from(&f.path)).collect()
+            },
+        }
+    }
 }
 
 /// Column roles of a pipeline.
@@ -72,18 +109,28 @@ pub struct Roles {
     pub numerical: Vec<String>,
     pub categorical: Vec<String>,
     pub target: String,
+    /// Column with the serving system's prediction, when the data has one.
+    #[serde(default)]
+    pub prediction: Option<String>,
+    /// Column with each row's event time (for reference windows).
+    #[serde(default)]
+    pub timestamp: Option<String>,
 }
 
 /// A loaded table: feature columns by role, and the target when the file has labels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Table {
     pub rows: usize,
     /// Numerical features; nulls are NaN.
     pub numerical: Vec<(String, Vec<f64>)>,
     /// Categorical features; nulls are the empty string.
     pub categorical: Vec<(String, Vec<String>)>,
-    /// Target labels as text (class names), if the column exists.
+    /// Target labels as text (class names), if the column exists; "" where a row has none.
     pub target: Option<Vec<String>>,
+    /// The serving system's predictions as text, if a prediction column is configured.
+    pub prediction: Option<Vec<String>>,
+    /// Event times (ms since the epoch), if a timestamp column is configured.
+    pub timestamp: Option<Vec<Option<i64>>>,
     pub fingerprint: Fingerprint,
 }
 
@@ -120,12 +167,115 @@ impl Table {
                 .target
                 .as_ref()
                 .map(|t| idx.iter().map(|&i| t[i].clone()).collect()),
+            prediction: self
+                .prediction
+                .as_ref()
+                .map(|t| idx.iter().map(|&i| t[i].clone()).collect()),
+            timestamp: self
+                .timestamp
+                .as_ref()
+                .map(|t| idx.iter().map(|&i| t[i]).collect()),
             fingerprint: self.fingerprint.clone(),
         }
     }
+
+    /// Indices of the rows with a label.
+    pub fn labelled_rows(&self) -> Vec<usize> {
+        match &self.target {
+            Some(t) => (0..self.rows).filter(|&i| !t[i].is_empty()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The rows with a label (all of them when every row has one); `None` without labels.
+    pub fn labelled(&self) -> Option<Table> {
+        let t = self.target.as_ref()?;
+        if t.iter().all(|l| !l.is_empty()) {
+            return Some(self.clone());
+        }
+        let idx = self.labelled_rows();
+        (!idx.is_empty()).then(|| self.take(&idx))
+    }
+
+    /// The rows whose timestamp lies in `[from, to)` (ms since the epoch); rows without a
+    /// time are left out. Unchanged when the table has no timestamp column.
+    pub fn window(&self, from: i64, to: i64) -> Table {
+        let Some(ts) = &self.timestamp else {
+            return self.clone();
+        };
+        let idx: Vec<usize> = (0..self.rows)
+            .filter(|&i| ts[i].is_some_and(|t| t >= from && t < to))
+            .collect();
+        self.take(&idx)
+    }
 }
 
-fn read_frame(path: &Path) -> Result<(DataFrame, Fingerprint), DataError> {
+/// Read every file of an input and stack them (same columns in the same order).
+fn read_frame(input: &Input) -> Result<(DataFrame, Fingerprint), DataError> {
+    let mut frames = Vec::with_capacity(input.files.len());
+    let mut files = Vec::with_capacity(input.files.len());
+    for path in &input.files {
+        let (df, digest) = read_file(path)?;
+        if let Some((first, _)) = frames.first() {
+            let names = |d: &DataFrame| -> Vec<String> {
+                d.get_column_names().iter().map(|n| n.to_string()).collect()
+            };
+            if names(first) != names(&df) {
+                return Err(DataError::Parse {
+                    path: path.clone(),
+                    message: format!(
+                        "its columns ({}) differ from {}'s ({}); every file of `{}` needs the same columns",
+                        names(&df).join(", "),
+                        input.files[0].display(),
+                        names(first).join(", "),
+                        input.source
+                    ),
+                });
+            }
+        }
+        frames.push((df, path.clone()));
+        files.push(digest);
+    }
+    let mut iter = frames.into_iter();
+    let (mut df, _) = iter.next().ok_or_else(|| DataError::Empty {
+        path: PathBuf::from(&input.source),
+    })?;
+    for (next, path) in iter {
+        df.vstack_mut_owned(next).map_err(|e| DataError::Parse {
+            path,
+            message: format!("cannot append to the files before it: {e}"),
+        })?;
+    }
+    let (blake3, bytes) = match files.as_slice() {
+        [one] => (one.blake3.clone(), one.bytes),
+        many => {
+            let mut h = blake3::Hasher::new();
+            for f in many {
+                h.update(f.blake3.as_bytes());
+            }
+            (
+                h.finalize().to_hex().to_string(),
+                many.iter().map(|f| f.bytes).sum(),
+            )
+        }
+    };
+    let schema = df
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.dtype().to_string()))
+        .collect();
+    let fingerprint = Fingerprint {
+        path: input.source.clone(),
+        blake3,
+        bytes,
+        rows: df.height(),
+        schema,
+        files,
+    };
+    Ok((df, fingerprint))
+}
+
+fn read_file(path: &Path) -> Result<(DataFrame, FileDigest), DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Read {
         path: path.to_path_buf(),
         source,
@@ -175,32 +325,24 @@ fn read_frame(path: &Path) -> Result<(DataFrame, Fingerprint), DataError> {
                 .unwrap_or("no message")
         ),
     })??;
-    let schema = df
-        .columns()
-        .iter()
-        .map(|c| (c.name().to_string(), c.dtype().to_string()))
-        .collect();
-    let fingerprint = Fingerprint {
+    let digest = FileDigest {
         path: path.display().to_string(),
         blake3,
         bytes: len,
-        rows: df.height(),
-        schema,
     };
-    Ok((df, fingerprint))
+    Ok((df, digest))
 }
 
 /// Infer column roles from a file's schema where the config does not list them: numeric
-/// columns are numerical features, text and boolean columns categorical; the target and the
-/// ignored columns are left out.
-pub fn infer_roles(
-    fingerprint: &Fingerprint,
-    numerical: Option<&[String]>,
-    categorical: Option<&[String]>,
-    target: &str,
-    ignore: &[String],
-) -> Roles {
-    let skip = |n: &str| n == target || ignore.iter().any(|i| i == n);
+/// columns are numerical features, text and boolean columns categorical; the target, the
+/// prediction, the timestamp and the ignored columns are left out.
+pub fn infer_roles(fingerprint: &Fingerprint, spec: &RoleSpec<'_>) -> Roles {
+    let skip = |n: &str| {
+        n == spec.target
+            || spec.prediction == Some(n)
+            || spec.timestamp == Some(n)
+            || spec.ignore.iter().any(|i| i == n)
+    };
     let is_numeric = |dtype: &str| {
         [
             "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64",
@@ -208,17 +350,17 @@ pub fn infer_roles(
         .contains(&dtype)
     };
     let listed = |l: Option<&[String]>| l.map(<[String]>::to_vec);
-    let numerical = listed(numerical).unwrap_or_else(|| {
+    let numerical = listed(spec.numerical).unwrap_or_else(|| {
         fingerprint
             .schema
             .iter()
             .filter(|(n, t)| {
-                !skip(n) && is_numeric(t) && !categorical.is_some_and(|c| c.contains(n))
+                !skip(n) && is_numeric(t) && !spec.categorical.is_some_and(|c| c.contains(n))
             })
             .map(|(n, _)| n.clone())
             .collect()
     });
-    let categorical = listed(categorical).unwrap_or_else(|| {
+    let categorical = listed(spec.categorical).unwrap_or_else(|| {
         fingerprint
             .schema
             .iter()
@@ -229,51 +371,97 @@ pub fn infer_roles(
     Roles {
         numerical,
         categorical,
-        target: target.to_string(),
+        target: spec.target.to_string(),
+        prediction: spec.prediction.map(str::to_string),
+        timestamp: spec.timestamp.map(str::to_string),
     }
 }
 
-/// What the configuration says about column roles; unlisted roles are inferred.
+/// What the configuration says about column roles; unlisted feature roles are inferred.
 #[derive(Debug, Clone, Default)]
 pub struct RoleSpec<'a> {
     pub numerical: Option<&'a [String]>,
     pub categorical: Option<&'a [String]>,
     pub target: &'a str,
+    pub prediction: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
     pub ignore: &'a [String],
 }
 
-/// Read a file once, infer the roles `spec` leaves open from its schema, and extract them.
+/// Read an input once, infer the roles `spec` leaves open from its schema, and extract them.
 pub fn load_inferred(
-    path: &Path,
+    input: &Input,
     spec: &RoleSpec<'_>,
     require_target: bool,
 ) -> Result<(Roles, Table), DataError> {
-    let (df, fingerprint) = read_frame(path)?;
-    let roles = infer_roles(
-        &fingerprint,
-        spec.numerical,
-        spec.categorical,
-        spec.target,
-        spec.ignore,
-    );
-    let table = extract(path, &df, fingerprint, &roles, require_target)?;
+    let (df, fingerprint) = read_frame(input)?;
+    let roles = infer_roles(&fingerprint, spec);
+    let table = extract(input, &df, fingerprint, &roles, require_target)?;
     Ok((roles, table))
 }
 
-/// Read a file and extract the columns of `roles`. `require_target` makes a missing target
+/// Read an input and extract the columns of `roles`. `require_target` makes a missing target
 /// column an error; otherwise the table simply has no labels.
-pub fn load(path: &Path, roles: &Roles, require_target: bool) -> Result<Table, DataError> {
-    let (df, fingerprint) = read_frame(path)?;
-    extract(path, &df, fingerprint, roles, require_target)
+pub fn load(input: &Input, roles: &Roles, require_target: bool) -> Result<Table, DataError> {
+    let (df, fingerprint) = read_frame(input)?;
+    extract(input, &df, fingerprint, roles, require_target)
+}
+
+/// A file with one column per role (features, target, prediction), as parquet: how a
+/// model version keeps the exact rows it was trained on.
+pub fn write_parquet(table: &Table, roles: &Roles, path: &Path) -> Result<(), DataError> {
+    let err = |e: PolarsError| DataError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut columns: Vec<Column> = Vec::new();
+    for (name, v) in &table.numerical {
+        columns.push(Column::new(name.as_str().into(), v.as_slice()));
+    }
+    // Text columns go back to the narrowest type their values fit (integers, then booleans),
+    // so a target read as i64 is written as i64 and the next check sees the same schema.
+    let text = |name: &str, v: &[String]| -> Column {
+        let filled = || v.iter().filter(|s| !s.is_empty());
+        if filled().all(|s| s.parse::<i64>().is_ok()) {
+            let ints: Vec<Option<i64>> = v.iter().map(|s| s.parse().ok()).collect();
+            return Column::new(name.into(), ints);
+        }
+        if filled().all(|s| s == "true" || s == "false") {
+            let bools: Vec<Option<bool>> = v.iter().map(|s| s.parse().ok()).collect();
+            return Column::new(name.into(), bools);
+        }
+        let opt: Vec<Option<&str>> = v
+            .iter()
+            .map(|s| (!s.is_empty()).then_some(s.as_str()))
+            .collect();
+        Column::new(name.into(), opt)
+    };
+    for (name, v) in &table.categorical {
+        columns.push(text(name, v));
+    }
+    if let Some(t) = &table.target {
+        columns.push(text(&roles.target, t));
+    }
+    if let (Some(p), Some(name)) = (&table.prediction, &roles.prediction) {
+        columns.push(text(name, p));
+    }
+    let mut df = DataFrame::new_infer_height(columns).map_err(err)?;
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(&mut df).map_err(err)?;
+    crate::artifacts::write_atomic(path, &buf).map_err(|e| DataError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 fn extract(
-    path: &Path,
+    input: &Input,
     df: &DataFrame,
     fingerprint: Fingerprint,
     roles: &Roles,
     require_target: bool,
 ) -> Result<Table, DataError> {
+    let path = Path::new(&input.source);
     if df.height() == 0 {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
@@ -331,18 +519,17 @@ fn extract(
     for name in &roles.categorical {
         categorical.push((name.clone(), as_text(column(name)?)?));
     }
+    // Rows without a label are unlabelled, not an error: drift needs no labels, and the
+    // performance check and training use the labelled rows only (`Table::labelled`).
     let target = match df.column(&roles.target) {
-        Ok(c) => {
-            let nulls = c.null_count();
-            if nulls > 0 {
-                return Err(DataError::MissingLabels {
-                    path: path.to_path_buf(),
-                    column: roles.target.clone(),
-                    nulls,
-                });
-            }
-            Some(as_text(c)?)
+        Ok(c) if require_target && c.null_count() == c.len() => {
+            return Err(DataError::MissingLabels {
+                path: path.to_path_buf(),
+                column: roles.target.clone(),
+                nulls: c.len(),
+            });
         }
+        Ok(c) => Some(as_text(c)?),
         Err(_) if !require_target => None,
         Err(_) => {
             return Err(column(&roles.target).err().unwrap_or(DataError::Empty {
@@ -350,13 +537,89 @@ fn extract(
             }));
         }
     };
+    let prediction = match &roles.prediction {
+        Some(name) => match df.column(name) {
+            Ok(c) => Some(as_text(c)?),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let timestamp = match &roles.timestamp {
+        Some(name) => Some(timestamps(path, name, column(name)?)?),
+        None => None,
+    };
     Ok(Table {
         rows: df.height(),
         numerical,
         categorical,
         target,
+        prediction,
+        timestamp,
         fingerprint,
     })
+}
+
+/// A timestamp column as milliseconds since the epoch: a polars date/datetime, an integer
+/// (seconds since the epoch), or text in RFC 3339, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD`.
+/// Empty cells are `None`.
+fn timestamps(path: &Path, name: &str, c: &Column) -> Result<Vec<Option<i64>>, DataError> {
+    let bad = |value: String| DataError::Timestamp {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        value,
+    };
+    let parse_err = |e: PolarsError| bad(e.to_string());
+    match c.dtype() {
+        DataType::Date | DataType::Datetime(_, _) => {
+            let ms = c
+                .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+                .map_err(parse_err)?;
+            let ms = ms.cast(&DataType::Int64).map_err(parse_err)?;
+            Ok(ms.i64().map_err(parse_err)?.iter().collect())
+        }
+        t if t.is_integer() => {
+            let s = c.cast(&DataType::Int64).map_err(parse_err)?;
+            Ok(s.i64()
+                .map_err(parse_err)?
+                .iter()
+                .map(|v| v.map(|s| s.saturating_mul(1000)))
+                .collect())
+        }
+        DataType::String => {
+            let s = c.str().map_err(parse_err)?;
+            s.iter()
+                .map(|v| match v {
+                    None | Some("") => Ok(None),
+                    Some(t) => parse_timestamp(t)
+                        .map(Some)
+                        .ok_or_else(|| bad(t.to_string())),
+                })
+                .collect()
+        }
+        other => Err(bad(format!("a column of type {other}"))),
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time, `YYYY-MM-DD HH:MM:SS` (UTC) or a date.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    let t = text.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Some(d.timestamp_millis());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
+            return Some(d.and_utc().timestamp_millis());
+        }
+    }
+    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_millis())
 }
 
 #[cfg(test)]
@@ -377,12 +640,15 @@ mod tests {
             target: "target",
             ..RoleSpec::default()
         };
-        let (roles, t) = load_inferred(&p, &spec, true).unwrap();
+        let (roles, t) = load_inferred(&Input::file(&p), &spec, true).unwrap();
         assert_eq!(t.fingerprint.rows, 2);
         assert_eq!(t.fingerprint.blake3.len(), 64);
         assert_eq!(roles.numerical, vec!["a", "b"]);
         assert_eq!(roles.categorical, vec!["seg"]);
-        assert_eq!(load(&p, &roles, true).unwrap().fingerprint, t.fingerprint);
+        assert_eq!(
+            load(&Input::file(&p), &roles, true).unwrap().fingerprint,
+            t.fingerprint
+        );
         assert_eq!(t.numerical("a").unwrap(), &[1.0, 2.0]);
         assert!(t.numerical("b").unwrap()[1].is_nan());
         assert_eq!(
@@ -402,31 +668,40 @@ mod tests {
             numerical: vec!["a".into()],
             categorical: vec![],
             target: "target".into(),
+            prediction: None,
+            timestamp: None,
         };
-        let missing = load(&dir.path().join("nope.csv"), &roles, true).unwrap_err();
+        let missing = load(&Input::file(&dir.path().join("nope.csv")), &roles, true).unwrap_err();
         assert!(missing.to_string().contains("nope.csv"), "{missing}");
         let p = write(dir.path(), "x.txt", "a\n1\n");
         assert!(matches!(
-            load(&p, &roles, true),
+            load(&Input::file(&p), &roles, true),
             Err(DataError::Format { .. })
         ));
         let p = write(dir.path(), "c.csv", "b,target\n1,0\n");
-        let e = load(&p, &roles, true).unwrap_err().to_string();
+        let e = load(&Input::file(&p), &roles, true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`a` is missing") && e.contains("c.csv"), "{e}");
         let p = write(dir.path(), "t.csv", "a,target\nfoo,0\n");
         assert!(matches!(
-            load(&p, &roles, true),
+            load(&Input::file(&p), &roles, true),
             Err(DataError::NotNumeric { .. })
         ));
         let p = write(dir.path(), "e.csv", "a,target\n");
         assert!(matches!(
-            load(&p, &roles, true),
+            load(&Input::file(&p), &roles, true),
             Err(DataError::Empty { .. })
         ));
         let p = write(dir.path(), "u.csv", "a\n1\n");
-        assert!(load(&p, &roles, false).unwrap().target.is_none());
+        assert!(
+            load(&Input::file(&p), &roles, false)
+                .unwrap()
+                .target
+                .is_none()
+        );
         assert!(matches!(
-            load(&p, &roles, true),
+            load(&Input::file(&p), &roles, true),
             Err(DataError::MissingColumn { .. })
         ));
     }

@@ -4,19 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::drift::DriftReport;
+use crate::performance::Assessment;
 use crate::quality::QualityReport;
-
-/// Performance of the champion on the labelled current window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Performance {
-    pub champion_version: i64,
-    /// Accuracy the champion had on its own evaluation when it was blessed.
-    pub baseline_accuracy: f64,
-    /// Accuracy on the current window.
-    pub current_accuracy: f64,
-    pub drop: f64,
-    pub degraded: bool,
-}
 
 /// What the decide step concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +33,7 @@ pub struct Decision {
 pub fn decide(
     quality: &QualityReport,
     drift: &DriftReport,
-    performance: Option<&Performance>,
+    performance: Option<&Assessment>,
     has_champion: bool,
     previous_drift: &[bool],
     required_streak: usize,
@@ -74,7 +63,7 @@ pub fn decide(
     // Drift on fewer consecutive checks than required is noted, not acted on.
     let drift_streak = 1 + previous_drift.iter().take_while(|d| **d).count();
     let drift_counts = drift.dataset.drifted && drift_streak >= required_streak.max(1);
-    let degraded = performance.filter(|p| p.degraded);
+    let degraded = performance.filter(|p| p.degraded());
     if drift_counts {
         let names: Vec<String> = drift
             .features
@@ -94,10 +83,7 @@ pub fn decide(
         ));
     }
     if let Some(p) = degraded {
-        reasons.push(format!(
-            "accuracy of champion v{} fell from {:.3} to {:.3} (drop {:.3})",
-            p.champion_version, p.baseline_accuracy, p.current_accuracy, p.drop
-        ));
+        reasons.push(format!("champion degraded: {}", p.detail));
     }
     if drift_counts || degraded.is_some() {
         return Decision {
@@ -139,13 +125,22 @@ mod tests {
         }
     }
 
-    fn perf(degraded: bool) -> Performance {
-        Performance {
-            champion_version: 1,
-            baseline_accuracy: 0.95,
-            current_accuracy: if degraded { 0.8 } else { 0.94 },
-            drop: if degraded { 0.15 } else { 0.01 },
-            degraded,
+    fn perf(degraded: bool) -> Assessment {
+        use crate::performance::{Metric, Status, Test};
+        Assessment {
+            metric: Metric::Accuracy,
+            status: if degraded {
+                Status::Degraded
+            } else {
+                Status::Healthy
+            },
+            current: Some(if degraded { 0.8 } else { 0.94 }),
+            baseline: Some(0.95),
+            threshold: Some(0.9025),
+            labels: 1000,
+            test: Test::TwoProportionZ,
+            p_value: Some(if degraded { 1e-9 } else { 0.2 }),
+            detail: "accuracy ...".into(),
         }
     }
 
@@ -155,7 +150,7 @@ mod tests {
             passed: true,
             findings: vec![],
         };
-        let verdict = |d: &DriftReport, p: Option<&Performance>, champ: bool| {
+        let verdict = |d: &DriftReport, p: Option<&Assessment>, champ: bool| {
             decide(&ok, d, p, champ, &[], 1).verdict
         };
         assert_eq!(

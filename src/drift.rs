@@ -566,12 +566,15 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.into_iter().map(String::from).collect()))
                 .collect(),
             target: None,
+            prediction: None,
+            timestamp: None,
             fingerprint: Fingerprint {
                 path: String::new(),
                 blake3: String::new(),
                 bytes: 0,
                 rows,
                 schema: vec![],
+                files: vec![],
             },
         }
     }
@@ -732,12 +735,15 @@ mod simulation {
             numerical,
             categorical: vec![],
             target: None,
+            prediction: None,
+            timestamp: None,
             fingerprint: Fingerprint {
                 path: String::new(),
                 blake3: String::new(),
                 bytes: 0,
                 rows,
                 schema: vec![],
+                files: vec![],
             },
         }
     }

@@ -23,15 +23,17 @@ use tracing::{error, info, warn};
 
 use crate::approval::{ApprovalChannel, ApprovalDecision, ApprovalRequest, LogChannel};
 use crate::artifacts::{self, ArtifactError};
-use crate::config::{ApprovalMode, Config, Pipeline};
+use crate::config::{ApprovalMode, Config, PerformanceSource, Pipeline, ReferenceSource};
 use crate::cycle::{CycleState, Outcome, TriggerKind};
 use crate::data::{self, Roles, Table};
-use crate::decision::{self, Decision, Performance, Verdict};
+use crate::decision::{self, Decision, Verdict};
 use crate::deploy::{CurrentSymlink, DeployError, DeployTarget};
 use crate::drift::{Detector, DriftReport, StatisticalDetector};
 use crate::gate::{self, GateResult};
 use crate::metrics::Metrics;
+use crate::performance::{self, Assessment, Baseline};
 use crate::quality;
+use crate::source;
 use crate::store::{
     ApprovalRow, CreateOutcome, CycleRow, CycleUpdate, NewVersion, Recorded, Store, StoreError,
 };
@@ -43,6 +45,8 @@ use crate::train::{self, CancelFlag, TrainError, TrainRequest, Trainer};
 pub enum StepError {
     #[error(transparent)]
     Data(#[from] data::DataError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error(transparent)]
@@ -499,7 +503,7 @@ impl Engine {
                 )
                 .await
             }
-            CycleState::Loading => self.load(c, &p).await,
+            CycleState::Loading => self.load(c, &p, &config).await,
             CycleState::Checking => self.check(c, &p, &config).await,
             CycleState::Decided => self.after_decision(c).await,
             CycleState::Training => self.train(c, &p, &config).await,
@@ -531,19 +535,41 @@ impl Engine {
 
     // ---- loading -------------------------------------------------------------------------
 
-    async fn load(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
+    async fn load(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
         let data_cfg = p.data.clone();
-        let current_path = data_cfg.current_path(&c.cycle_date);
+        let cache = artifacts::inputs_dir(&config.daemon.state_dir);
+        let current_loc = data_cfg.current_location(&c.cycle_date)?;
+        // The reference: the rows the champion was trained on, unless the pipeline fixes it
+        // (or no champion has its training rows yet).
+        let champion = self.inner.store.alias(&c.pipeline, "champion").await?;
+        let champion_rows = match data_cfg.reference_source {
+            ReferenceSource::Champion => champion.as_ref().and_then(|v| {
+                let path = Path::new(&v.path).join(artifacts::TRAINING_DATA);
+                path.is_file().then_some((v.version, path))
+            }),
+            ReferenceSource::Fixed => None,
+        };
+        let window = match champion_rows {
+            Some(_) => None,
+            None => data_cfg.reference_window,
+        };
+        let reference_from = match &champion_rows {
+            Some((v, _)) => format!("champion v{v}'s training rows"),
+            None => data_cfg.reference.describe(),
+        };
         let (roles, ref_fp, cur_fp, ref_rows, cur_rows, labelled) = Self::blocking(move || {
-            let spec = data::RoleSpec {
-                numerical: data_cfg.numerical.as_deref(),
-                categorical: data_cfg.categorical.as_deref(),
-                target: &data_cfg.target,
-                ignore: &data_cfg.ignore,
+            let ref_input = match &champion_rows {
+                Some((_, path)) => data::Input::file(path),
+                None => source::resolve(&data_cfg.reference, &cache, &data_cfg.s3)?,
             };
-            let (roles, reference) = data::load_inferred(&data_cfg.reference, &spec, true)?;
-            let current = data::load(&current_path, &roles, false)?;
-            let labelled = current.target.is_some();
+            let (roles, reference) = data::load_inferred(&ref_input, &data_cfg.role_spec(), true)?;
+            let reference = match window {
+                Some((from, to)) => reference.window(from, to),
+                None => reference,
+            };
+            let cur_input = source::resolve(&current_loc, &cache, &data_cfg.s3)?;
+            let current = data::load(&cur_input, &roles, false)?;
+            let labelled = current.labelled_rows().len();
             Ok((
                 roles,
                 reference.fingerprint,
@@ -557,17 +583,15 @@ impl Engine {
         let inputs = json!({
             "roles": roles,
             "reference": ref_fp,
+            "reference_from": reference_from,
+            "reference_window": window,
             "current": cur_fp,
-            "labelled": labelled,
+            "labelled": labelled > 0,
+            "labelled_rows": labelled,
         });
         let reason = format!(
-            "loaded reference ({ref_rows} rows) and current window {} ({cur_rows} rows{})",
+            "loaded reference ({reference_from}, {ref_rows} rows) and current window {} ({cur_rows} rows, {labelled} labelled)",
             c.cycle_date,
-            if labelled {
-                ", labelled"
-            } else {
-                ", no labels"
-            }
         );
         let update = CycleUpdate {
             inputs: Some(inputs),
@@ -585,12 +609,14 @@ impl Engine {
         Self::blocking(move || {
             let roles: Roles = serde_json::from_value(inputs["roles"].clone())
                 .map_err(|e| StepError::Invalid(format!("stored roles unreadable: {e}")))?;
+            let window: Option<(i64, i64)> =
+                serde_json::from_value(inputs["reference_window"].clone()).unwrap_or(None);
             let reload = |key: &str| -> Result<Table, StepError> {
                 let fp: data::Fingerprint =
                     serde_json::from_value(inputs[key].clone()).map_err(|e| {
                         StepError::Invalid(format!("stored fingerprint unreadable: {e}"))
                     })?;
-                let t = data::load(Path::new(&fp.path), &roles, key == "reference")?;
+                let t = data::load(&fp.input(), &roles, key == "reference")?;
                 if t.fingerprint.blake3 != fp.blake3 {
                     return Err(StepError::InputChanged {
                         path: fp.path,
@@ -598,7 +624,10 @@ impl Engine {
                         now: t.fingerprint.blake3,
                     });
                 }
-                Ok(t)
+                Ok(match (key, window) {
+                    ("reference", Some((from, to))) => t.window(from, to),
+                    _ => t,
+                })
             };
             // Both windows at once, on the blocking pool's threads.
             let (reference, current) = rayon::join(|| reload("reference"), || reload("current"));
@@ -615,10 +644,39 @@ impl Engine {
         let champion = self.inner.store.alias(&c.pipeline, "champion").await?;
         let drift_cfg = p.drift.clone();
         let min_rows = p.data.min_rows;
-        let max_drop = p.performance.max_accuracy_drop;
+        let perf = p.performance.clone();
+        let baseline = perf
+            .baseline
+            .map(|value| Baseline { value, n: None })
+            .or_else(|| {
+                champion
+                    .as_ref()
+                    .and_then(|v| stored_baseline(&v.metrics, perf.rule.metric))
+            });
         let champ = champion.clone();
         let detector = self.inner.steps.detector.clone();
-        let (quality_cfg, ignore) = (p.quality.clone(), p.data.ignore.clone());
+        let mut ignore = p.data.ignore.clone();
+        ignore.extend(p.data.prediction.iter().chain(&p.data.timestamp).cloned());
+        if c.inputs.as_ref().is_some_and(|i| {
+            i["reference_from"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("champion"))
+        }) {
+            // The champion's training rows hold only the role columns: other columns of the
+            // current window are not "added".
+            let roles = [&reference.fingerprint.schema];
+            ignore.extend(
+                current
+                    .fingerprint
+                    .schema
+                    .iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| !roles.iter().any(|r| r.iter().any(|(m, _)| m == *n)))
+                    .cloned(),
+            );
+        }
+        let quality_cfg = p.quality.clone();
+        let seed = c.id as u64;
         let (quality, report, performance) = Self::blocking(move || {
             let quality = quality::check(
                 (&reference.fingerprint, &reference),
@@ -627,26 +685,59 @@ impl Engine {
                 &quality_cfg,
             );
             let report = detector.detect(&reference, &current, &drift_cfg, min_rows);
-            let performance = match (&champ, &current.target) {
-                _ if !quality.passed => None,
-                (Some(v), Some(labels)) => {
+            let labelled = current.labelled().filter(|_| quality.passed);
+            let performance = match (perf.source, &champ, labelled) {
+                (_, _, None) | (PerformanceSource::Prometheus, _, _) => None,
+                (PerformanceSource::Model, None, _) => None,
+                (PerformanceSource::Model, Some(v), Some(l)) => {
                     let model = train::load_predictor(Path::new(&v.path))?;
-                    let acc = train::accuracy(&model.predict(&current)?, labels);
-                    let baseline = v.metrics["holdout_accuracy"].as_f64().unwrap_or(acc);
-                    let drop = baseline - acc;
-                    Some(Performance {
-                        champion_version: v.version,
-                        baseline_accuracy: baseline,
-                        current_accuracy: acc,
-                        drop,
-                        degraded: drop > max_drop,
-                    })
+                    let scored = train::score(&*model, &l, perf.positive_class.as_deref())?;
+                    Some(performance::assess(&perf.rule, &scored, baseline, seed))
                 }
-                _ => None,
+                (PerformanceSource::PredictionColumn, _, Some(l)) => {
+                    let predicted = l.prediction.clone().unwrap_or_default();
+                    let rows: Vec<usize> = (0..l.rows)
+                        .filter(|&i| predicted.get(i).is_some_and(|p| !p.is_empty()))
+                        .collect();
+                    let l = l.take(&rows);
+                    let labels = l.target.clone().unwrap_or_default();
+                    let predicted = l.prediction.clone().unwrap_or_default();
+                    let positive = performance::positive_class(
+                        perf.positive_class.as_deref(),
+                        &labels,
+                        &predicted,
+                    );
+                    let scored = performance::Scored {
+                        labels,
+                        predicted,
+                        positive_scores: None,
+                        positive,
+                    };
+                    Some(performance::assess(&perf.rule, &scored, baseline, seed))
+                }
             };
             Ok((quality, report, performance))
         })
         .await?;
+        let performance = match (&p.performance.prometheus, performance) {
+            (Some(q), None) if p.performance.source == PerformanceSource::Prometheus => Some(
+                match crate::promql::query(&q.url, &q.query, q.timeout).await {
+                    Ok(v) => performance::assess_live(&p.performance.rule, v, baseline),
+                    Err(e) => {
+                        warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "live metric unavailable; performance unknown");
+                        Assessment::unknown(
+                            p.performance.rule.metric,
+                            0,
+                            format!("live metric unavailable: {e}"),
+                        )
+                    }
+                },
+            ),
+            (_, p) => p,
+        };
+        if let Some(a) = &performance {
+            self.inner.metrics.record_performance(&c.pipeline, a);
+        }
         let streak = p.drift.consecutive.saturating_sub(1) as i64;
         let previous_drift = self
             .inner
@@ -764,14 +855,17 @@ impl Engine {
         if store.version_for_cycle(c.id).await?.is_some() {
             return Ok(());
         }
-        let (_, reference, current) = Self::inputs(c).await?;
-        // Train on the newest labelled data: the current window minus the gate's holdout.
-        // An unlabelled window falls back to the reference set.
-        let data = if current.target.is_some() {
-            let (_, train_part) = holdout_split(&current, p.gate.holdout_share, c.id);
-            current.take(&train_part)
-        } else {
-            reference
+        let (roles, reference, current) = Self::inputs(c).await?;
+        // Train on the newest labelled data: the current window's labelled rows minus the
+        // gate's holdout. A window without labels falls back to the reference set.
+        let data = match current.labelled() {
+            Some(labelled) => {
+                let (_, train_part) = holdout_split(&labelled, p.gate.holdout_share, c.id);
+                labelled.take(&train_part)
+            }
+            None => reference
+                .labelled()
+                .ok_or_else(|| StepError::Train(TrainError::NoLabels(roles.target.clone())))?,
         };
         let state_dir = config.daemon.state_dir.clone();
         let final_dir = artifacts::model_dir(&state_dir, &c.pipeline, c.id);
@@ -780,6 +874,7 @@ impl Engine {
         for d in [&staging, &final_dir] {
             artifacts::remove_dir_if_exists(d)?;
         }
+        let request_data = data.clone();
         let request = TrainRequest {
             pipeline: c.pipeline.clone(),
             cycle_id: c.id,
@@ -856,7 +951,11 @@ impl Engine {
         let card_path = staging.join("card.json");
         let text = serde_json::to_vec_pretty(&card).unwrap_or_default();
         let (s, f) = (staging.clone(), final_dir.clone());
+        let training_rows = request_data;
+        let data_path = staging.join(artifacts::TRAINING_DATA);
         Self::blocking(move || {
+            // The rows this model learned from: the next checks' reference.
+            data::write_parquet(&training_rows, &roles, &data_path)?;
             artifacts::write_atomic(&card_path, &text)?;
             artifacts::move_into_place(&s, &f)?;
             Ok(())
@@ -918,25 +1017,43 @@ impl Engine {
         let cycle_id = c.id;
         let cand_path = candidate.path.clone();
         let champ_path = champion.as_ref().map(|v| v.path.clone());
-        let (challenger, champ_acc, rows) = Self::blocking(move || {
-            let (holdout_idx, _) = holdout_split(&current, share, cycle_id);
-            let holdout = current.take(&holdout_idx);
-            let Some(labels) = holdout.target.clone() else {
-                return Ok((0.0, None, 0));
+        let positive = p.performance.positive_class.clone();
+        let (cand_metrics, champ_metrics, rows) = Self::blocking(move || {
+            let Some(labelled) = current.labelled() else {
+                return Ok((Default::default(), None, 0));
             };
-            let score = |path: &str| -> Result<f64, StepError> {
+            let (holdout_idx, _) = holdout_split(&labelled, share, cycle_id);
+            let holdout = labelled.take(&holdout_idx);
+            let score = |path: &str| -> Result<std::collections::BTreeMap<String, f64>, StepError> {
                 let m = train::load_predictor(Path::new(path))?;
-                Ok(train::accuracy(&m.predict(&holdout)?, &labels))
+                let scored = train::score(&*m, &holdout, positive.as_deref())?;
+                Ok(performance::classification_metrics(&scored))
             };
             let challenger = score(&cand_path)?;
             let champ = champ_path.as_deref().map(score).transpose()?;
-            Ok((challenger, champ, labels.len()))
+            Ok((challenger, champ, holdout.rows))
         })
         .await?;
-        let result: GateResult = gate::evaluate(challenger, champ_acc, rows, &p.gate);
-        store
-            .set_version_metric(candidate.id, "holdout_accuracy", challenger)
-            .await?;
+        let accuracy =
+            |m: &std::collections::BTreeMap<String, f64>| m.get("accuracy").copied().unwrap_or(0.0);
+        let result: GateResult = gate::evaluate(
+            accuracy(&cand_metrics),
+            champ_metrics.as_ref().map(accuracy),
+            rows,
+            &p.gate,
+        );
+        for (name, value) in &cand_metrics {
+            store
+                .set_version_metric(candidate.id, &format!("holdout_{name}"), *value)
+                .await?;
+            if !name.ends_with("_n") {
+                self.inner
+                    .metrics
+                    .model_metric
+                    .with_label_values(&[c.pipeline.as_str(), "candidate", name.as_str()])
+                    .set(*value);
+            }
+        }
         let update = CycleUpdate {
             gate: serde_json::to_value(&result).ok(),
             ..CycleUpdate::default()
@@ -1179,6 +1296,15 @@ impl Engine {
 }
 
 /// SHA-256 of the config file's bytes, for lineage.
+/// The champion's stored evaluation of `metric` (`holdout_<metric>`, with `holdout_<metric>_n`).
+fn stored_baseline(metrics: &serde_json::Value, metric: performance::Metric) -> Option<Baseline> {
+    let value = metrics[format!("holdout_{}", metric.name())].as_f64()?;
+    let n = metrics[format!("holdout_{}_n", metric.name())]
+        .as_f64()
+        .map(|n| n as usize);
+    Some(Baseline { value, n })
+}
+
 pub fn config_hash(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     std::fs::read(path)

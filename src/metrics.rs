@@ -26,6 +26,8 @@ pub struct Metrics {
     pub dataset_drift_share: GaugeVec,
     pub drift_detected: IntGaugeVec,
     pub data_quality_failures: IntCounterVec,
+    pub model_metric: GaugeVec,
+    pub degradation_detected: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -185,8 +187,48 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            model_metric: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_model_metric",
+                        "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout.",
+                    ),
+                    &["pipeline", "alias", "metric"],
+                )
+                .expect("static metric definition"),
+            ),
+            degradation_detected: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "retraind_degradation_detected",
+                        "1 if the last check found the champion degraded, 0 if healthy, -1 if unknown or too few labels.",
+                    ),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
             registry,
         }
+    }
+
+    /// Export a check's performance finding.
+    pub fn record_performance(&self, pipeline: &str, a: &crate::performance::Assessment) {
+        use crate::performance::Status;
+        if let Some(v) = a.current {
+            self.model_metric
+                .with_label_values(&[pipeline, "champion", a.metric.name()])
+                .set(v);
+        }
+        let flag = match a.status {
+            Status::Degraded => 1,
+            Status::Healthy => 0,
+            Status::InsufficientLabels | Status::Unknown => -1,
+        };
+        self.degradation_detected
+            .with_label_values(&[pipeline])
+            .set(flag);
     }
 
     /// Export a check's drift report.

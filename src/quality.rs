@@ -311,6 +311,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            files: vec![],
         }
     }
 
@@ -320,6 +321,8 @@ mod tests {
             numerical: vec![("x".into(), x)],
             categorical: vec![("seg".into(), seg.into_iter().map(String::from).collect())],
             target: None,
+            prediction: None,
+            timestamp: None,
             fingerprint: fp(&[]),
         }
     }

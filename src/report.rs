@@ -247,12 +247,15 @@ mod tests {
             numerical: vec![("x".into(), x)],
             categorical: vec![("<seg>".into(), seg.into_iter().map(String::from).collect())],
             target: None,
+            prediction: None,
+            timestamp: None,
             fingerprint: Fingerprint {
                 path: String::new(),
                 blake3: String::new(),
                 bytes: 0,
                 rows: 0,
                 schema: vec![],
+                files: vec![],
             },
         }
     }

@@ -21,7 +21,9 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::{CancelFlag, EpochReport, Predictor, TrainError, TrainOutput, TrainRequest, Trainer};
+use super::{
+    CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest, Trainer,
+};
 use crate::config::BurnConfig;
 use crate::data::Table;
 
@@ -428,21 +430,35 @@ impl BurnModel {
 }
 
 impl Predictor for BurnModel {
-    fn predict(&self, table: &Table) -> Result<Vec<String>, TrainError> {
+    fn predict_scored(&self, table: &Table) -> Result<Predictions, TrainError> {
         let rows: Vec<usize> = (0..table.rows).collect();
-        let mut out = Vec::with_capacity(table.rows);
+        let classes = self.pre.classes.len();
+        let mut labels = Vec::with_capacity(table.rows);
+        let mut probabilities = Vec::with_capacity(table.rows * classes);
         let width = self.pre.width();
         for chunk in rows.chunks(4096) {
             let x = self.pre.encode(table, chunk, &self.dir)?;
-            let logits = self
-                .model
-                .forward(matrix(x, chunk.len(), width, &self.device));
-            out.extend(
-                argmax_rows(&to_f32(logits), self.pre.classes.len())
+            let logits = to_f32(
+                self.model
+                    .forward(matrix(x, chunk.len(), width, &self.device)),
+            );
+            labels.extend(
+                argmax_rows(&logits, classes)
                     .into_iter()
                     .map(|i| self.pre.classes[i].clone()),
             );
+            for row in logits.chunks(classes) {
+                // Softmax, shifted by the row's maximum for stability.
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exp: Vec<f64> = row.iter().map(|&v| f64::from(v - max).exp()).collect();
+                let sum: f64 = exp.iter().sum();
+                probabilities.extend(exp.iter().map(|e| e / sum));
+            }
         }
-        Ok(out)
+        Ok(Predictions {
+            classes: self.pre.classes.clone(),
+            labels,
+            probabilities,
+        })
     }
 }

@@ -107,22 +107,57 @@ pub trait Trainer: Send + Sync {
     ) -> Result<TrainOutput, TrainError>;
 }
 
+/// A model's answer for every row of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// Class names, in the model's order.
+    pub classes: Vec<String>,
+    /// Predicted class per row.
+    pub labels: Vec<String>,
+    /// Class probabilities, row-major (`rows × classes`).
+    pub probabilities: Vec<f64>,
+}
+
+impl Predictions {
+    /// Probability of `class` per row (`None` if the model does not know the class).
+    pub fn scores_of(&self, class: &str) -> Option<Vec<f64>> {
+        let k = self.classes.iter().position(|c| c == class)?;
+        let n = self.classes.len();
+        Some(self.probabilities.chunks(n).map(|row| row[k]).collect())
+    }
+}
+
 /// A stored model that can score a table.
 pub trait Predictor: Send + Sync {
-    /// Predicted class label per row.
-    fn predict(&self, table: &Table) -> Result<Vec<String>, TrainError>;
+    /// Predicted class and class probabilities per row.
+    fn predict_scored(&self, table: &Table) -> Result<Predictions, TrainError>;
+
+    /// Predicted class per row.
+    fn predict(&self, table: &Table) -> Result<Vec<String>, TrainError> {
+        Ok(self.predict_scored(table)?.labels)
+    }
+}
+
+/// Score the labelled rows of `table` with `model`, ready for [`crate::performance`]
+/// (the positive class is `positive`, or inferred for two classes).
+pub fn score(
+    model: &dyn Predictor,
+    table: &Table,
+    positive: Option<&str>,
+) -> Result<crate::performance::Scored, TrainError> {
+    let labels = table.target.clone().unwrap_or_default();
+    let p = model.predict_scored(table)?;
+    let positive = crate::performance::positive_class(positive, &labels, &p.classes);
+    let positive_scores = positive.as_deref().and_then(|c| p.scores_of(c));
+    Ok(crate::performance::Scored {
+        labels,
+        predicted: p.labels,
+        positive_scores,
+        positive,
+    })
 }
 
 /// Load the predictor stored in a model directory.
 pub fn load_predictor(dir: &Path) -> Result<Box<dyn Predictor>, TrainError> {
     Ok(Box::new(burn::BurnModel::load(dir)?))
-}
-
-/// Share of rows where `predicted` equals the label.
-pub fn accuracy(predicted: &[String], labels: &[String]) -> f64 {
-    if labels.is_empty() {
-        return 0.0;
-    }
-    let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
-    right as f64 / labels.len() as f64
 }

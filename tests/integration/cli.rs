@@ -171,3 +171,40 @@ fn standalone_check_reports_drift_as_json_and_exit_status() {
     assert_eq!(code, 1);
     assert!(err.contains("`t_test` is not a drift method"), "{err}");
 }
+
+/// The README's first command: the demo retrains on the drifted, degraded day only, and the
+/// model it deploys learned from the window it was trained on (its rows are the next reference).
+#[test]
+fn the_demo_retrains_on_the_drifted_day_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let (code, out, err) = retraind(&["demo", "--dir", demo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |day: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(day))
+            .unwrap_or_else(|| panic!("no `{day}` line in\n{out}"))
+            .to_string()
+    };
+    assert!(line("day 1").contains("deployed"), "{out}");
+    assert!(line("day 2").contains("no_retrain"), "{out}");
+    assert!(line("day 3").contains("deployed"), "{out}");
+    assert!(out.contains("champion: v2"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(demo.join("state/reports/churn/cycle-3.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["performance"]["status"], "degraded", "{report}");
+    assert_eq!(report["performance"]["test"], "two_proportion_z");
+    assert!(
+        report["inputs"]["reference_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("champion v1"),
+        "{report}"
+    );
+    assert!(
+        demo.join("state/models/churn/cycle-3/training-data.parquet")
+            .is_file()
+    );
+}

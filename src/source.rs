@@ -1,0 +1,360 @@
+//! Where a pipeline's data comes from: a local file, a glob of files, an HTTP(S) URL or an
+//! S3-compatible object (`s3://bucket/key`). Resolving a [`Location`] yields the local files
+//! to parse, in a fixed order.
+//!
+//! Remote objects are downloaded once into a content-addressed cache in the state directory
+//! (`<state>/inputs/<blake3>.<ext>`), so the later steps of a cycle (check, train, evaluate)
+//! read exactly the bytes the load step fingerprinted, without fetching them again, and a
+//! model's lineage keeps pointing at data that still exists. S3 credentials come from the
+//! standard AWS environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`) or from files named in the config;
+//! they never appear in errors or fingerprints.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use object_store::{ObjectStore, ObjectStoreExt, path::Path as ObjectPath};
+
+/// Errors from resolving or fetching a data location.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("`{pattern}` matches no file; check the path or glob in [pipeline.data]")]
+    NoMatch { pattern: String },
+    #[error("`{pattern}` is not a valid glob: {message}")]
+    BadGlob { pattern: String, message: String },
+    #[error("`{location}` is not a supported location: {message}")]
+    BadLocation { location: String, message: String },
+    #[error(
+        "cannot fetch {location}: {message} (check the URL, the network and, for s3://, [pipeline.data.s3] or the AWS_* variables)"
+    )]
+    Fetch { location: String, message: String },
+    #[error("cannot write the input cache {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Settings for `s3://` locations; unset fields fall back to the AWS environment variables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible service (MinIO, Ceph, R2 …); default AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow `http://` endpoints (a local MinIO); default false.
+    pub allow_http: bool,
+    /// Files holding the access key id and secret (e.g. systemd credentials).
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// PEM file of an extra CA to trust (a private endpoint's certificate).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One configured data location, after `{date}` substitution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Glob(String),
+    Http(String),
+    S3 { bucket: String, key: String },
+}
+
+impl Location {
+    /// Classify a location string; relative file paths and globs resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Location, SourceError> {
+        let bad = |message: &str| SourceError::BadLocation {
+            location: text.to_string(),
+            message: message.to_string(),
+        };
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| bad("write it as s3://bucket/key"))?;
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+        }
+        if text.starts_with("http://") || text.starts_with("https://") {
+            let url = reqwest::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+            if url.path().len() <= 1 {
+                return Err(bad("the URL names no file"));
+            }
+            return Ok(Location::Http(text.to_string()));
+        }
+        if text.contains("://") {
+            return Err(bad(
+                "use a file path, a glob, an http(s):// URL or an s3://bucket/key",
+            ));
+        }
+        let path = if Path::new(text).is_absolute() {
+            PathBuf::from(text)
+        } else {
+            base.join(text)
+        };
+        let s = path.to_string_lossy().into_owned();
+        if s.contains(['*', '?', '[']) {
+            Ok(Location::Glob(s))
+        } else {
+            Ok(Location::File(path))
+        }
+    }
+
+    /// The location as a person wrote it (for reports and errors).
+    pub fn describe(&self) -> String {
+        match self {
+            Location::File(p) => p.display().to_string(),
+            Location::Glob(g) => g.clone(),
+            Location::Http(u) => u.clone(),
+            Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::Http(_) | Location::S3 { .. })
+    }
+
+    /// Whether a local location exists now (config validation; remote ones are not probed).
+    pub fn exists_locally(&self) -> bool {
+        match self {
+            Location::File(p) => p.is_file(),
+            Location::Glob(g) => glob::glob(g)
+                .map(|mut it| it.any(|e| e.is_ok_and(|p| p.is_file())))
+                .unwrap_or(false),
+            _ => true,
+        }
+    }
+}
+
+/// The local files behind a location, in order, with what the user wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub source: String,
+    pub files: Vec<PathBuf>,
+}
+
+impl Input {
+    /// A single local file.
+    pub fn file(path: &Path) -> Input {
+        Input {
+            source: path.display().to_string(),
+            files: vec![path.to_path_buf()],
+        }
+    }
+}
+
+/// Resolve a location to local files: a file as is, a glob expanded and sorted, a remote
+/// object downloaded into `cache_dir` (content-addressed; a second fetch of the same bytes
+/// reuses the file). Blocking.
+pub fn resolve(location: &Location, cache_dir: &Path, s3: &S3Config) -> Result<Input, SourceError> {
+    let source = location.describe();
+    let files = match location {
+        Location::File(p) => vec![p.clone()],
+        Location::Glob(pattern) => {
+            let paths = glob::glob(pattern).map_err(|e| SourceError::BadGlob {
+                pattern: pattern.clone(),
+                message: e.to_string(),
+            })?;
+            let mut files: Vec<PathBuf> = paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(SourceError::NoMatch {
+                    pattern: pattern.clone(),
+                });
+            }
+            files
+        }
+        Location::Http(_) | Location::S3 { .. } => {
+            let bytes = fetch(location, s3)?;
+            vec![cache(cache_dir, &source, &bytes)?]
+        }
+    };
+    Ok(Input { source, files })
+}
+
+/// File extension of a location's last segment (the format), lowercased.
+fn extension(location: &str) -> String {
+    let last = location
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(location)
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    Path::new(last)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default()
+}
+
+fn cache(dir: &Path, source: &str, bytes: &[u8]) -> Result<PathBuf, SourceError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SourceError::Cache { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(err(dir))?;
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    let path = dir.join(format!("{hash}.{}", extension(source)));
+    if path.is_file() {
+        return Ok(path);
+    }
+    crate::artifacts::write_atomic(&path, bytes).map_err(|e| SourceError::Cache {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(path)
+}
+
+fn read_secret_file(path: &Path, location: &str) -> Result<String, SourceError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| SourceError::Fetch {
+            location: location.to_string(),
+            message: format!("cannot read credential file {}: {e}", path.display()),
+        })
+}
+
+fn client_options(
+    s3: &S3Config,
+    location: &str,
+) -> Result<object_store::ClientOptions, SourceError> {
+    let mut options = object_store::ClientOptions::new()
+        .with_timeout(Duration::from_secs(300))
+        .with_connect_timeout(Duration::from_secs(10));
+    if let Some(ca) = &s3.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| SourceError::Fetch {
+            location: location.to_string(),
+            message: format!("cannot read CA file {}: {e}", ca.display()),
+        })?;
+        let cert = object_store::Certificate::from_pem(&pem).map_err(|e| SourceError::Fetch {
+            location: location.to_string(),
+            message: format!("CA file {} is not PEM: {e}", ca.display()),
+        })?;
+        options = options.with_root_certificate(cert);
+    }
+    Ok(options)
+}
+
+/// Download one remote object's bytes.
+fn fetch(location: &Location, s3: &S3Config) -> Result<Vec<u8>, SourceError> {
+    let describe = location.describe();
+    let fail = |message: String| SourceError::Fetch {
+        location: describe.clone(),
+        message,
+    };
+    let (store, path): (Box<dyn ObjectStore>, ObjectPath) = match location {
+        Location::Http(url) => {
+            let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+            let base =
+                &url[..url.len() - parsed.path().len() - parsed.query().map_or(0, |q| q.len() + 1)];
+            let options = client_options(s3, &describe)?.with_allow_http(true);
+            let store = object_store::http::HttpBuilder::new()
+                .with_url(base)
+                .with_client_options(options)
+                .build()
+                .map_err(|e| fail(e.to_string()))?;
+            let path = ObjectPath::parse(parsed.path().trim_start_matches('/'))
+                .map_err(|e| fail(e.to_string()))?;
+            (Box::new(store), path)
+        }
+        Location::S3 { bucket, key } => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_client_options(client_options(s3, &describe)?)
+                .with_allow_http(s3.allow_http);
+            if let Some(e) = &s3.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = &s3.region {
+                b = b.with_region(r);
+            }
+            if let Some(f) = &s3.access_key_id_file {
+                b = b.with_access_key_id(read_secret_file(f, &describe)?);
+            }
+            if let Some(f) = &s3.secret_access_key_file {
+                b = b.with_secret_access_key(read_secret_file(f, &describe)?);
+            }
+            let store = b.build().map_err(|e| fail(e.to_string()))?;
+            let path = ObjectPath::parse(key).map_err(|e| fail(e.to_string()))?;
+            (Box::new(store), path)
+        }
+        _ => return Err(fail("not a remote location".into())),
+    };
+    let download = async move {
+        let got = store.get(&path).await?;
+        got.bytes().await
+    };
+    let result = match tokio::runtime::Handle::try_current() {
+        // On the blocking pool: borrow the daemon's runtime.
+        Ok(handle) => handle.block_on(download),
+        // A plain thread (CLI, rayon): a small runtime of its own.
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(e.to_string()))?
+            .block_on(download),
+    };
+    result.map(|b| b.to_vec()).map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_locations() {
+        let base = Path::new("/etc/retraind");
+        assert_eq!(
+            Location::parse("data/ref.csv", base).unwrap(),
+            Location::File(PathBuf::from("/etc/retraind/data/ref.csv"))
+        );
+        assert_eq!(
+            Location::parse("/d/2026-*/part-*.parquet", base).unwrap(),
+            Location::Glob("/d/2026-*/part-*.parquet".into())
+        );
+        assert_eq!(
+            Location::parse("s3://bkt/a/b.parquet", base).unwrap(),
+            Location::S3 {
+                bucket: "bkt".into(),
+                key: "a/b.parquet".into()
+            }
+        );
+        assert!(matches!(
+            Location::parse("https://h/x.csv", base).unwrap(),
+            Location::Http(_)
+        ));
+        for bad in ["s3://bucket", "s3:///key", "ftp://h/x.csv", "https://host/"] {
+            assert!(Location::parse(bad, base).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs_expand_sorted_and_empty_globs_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.csv", "a.csv", "c.txt"] {
+            std::fs::write(dir.path().join(n), "x\n1\n").unwrap();
+        }
+        let loc = Location::parse("*.csv", dir.path()).unwrap();
+        let input = resolve(&loc, dir.path(), &S3Config::default()).unwrap();
+        let names: Vec<_> = input
+            .files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["a.csv", "b.csv"]);
+        let none = Location::parse("*.parquet", dir.path()).unwrap();
+        let e = resolve(&none, dir.path(), &S3Config::default()).unwrap_err();
+        assert!(e.to_string().contains("matches no file"), "{e}");
+    }
+
+    #[test]
+    fn extension_ignores_query_strings() {
+        assert_eq!(extension("https://h/d/x.Parquet?sig=1"), "parquet");
+        assert_eq!(extension("s3://b/k/day.csv"), "csv");
+    }
+}
