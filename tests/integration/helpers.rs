@@ -95,6 +95,11 @@ pub struct Opts {
     pub grace: &'static str,
     pub token: bool,
     pub catch_up: bool,
+    /// `data.reference` and `data.current` (relative to the test folder, or URLs).
+    pub reference: String,
+    pub current: String,
+    /// TOML appended to the pipeline (e.g. a `[pipeline.performance]` table).
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -108,6 +113,9 @@ impl Default for Opts {
             grace: "5s",
             token: true,
             catch_up: false,
+            reference: "data/reference.csv".into(),
+            current: "data/current/{date}.csv".into(),
+            extra: String::new(),
         }
     }
 }
@@ -166,8 +174,8 @@ schedule = "{schedule}"
 catch_up = {catch_up}
 
 [pipeline.data]
-reference = "data/reference.csv"
-current = "data/current/{{date}}.csv"
+reference = "{reference}"
+current = "{current}"
 categorical = ["segment"]
 
 [pipeline.train.burn]
@@ -179,7 +187,11 @@ min_accuracy = 0.8
 
 [pipeline.approval]
 mode = "{approval}"
+{extra}
 "#,
+            reference = opts.reference,
+            current = opts.current,
+            extra = opts.extra,
             grace = opts.grace,
             listen = opts.listen,
             schedule = opts.schedule,
@@ -241,6 +253,40 @@ mode = "{approval}"
 
 /// A free port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
+    free_port_inner()
+}
+
+/// Run a trigger-to-terminal cycle of `p1` in-process; the finished row.
+pub async fn run_cycle(env: &Env) -> (CycleRow, Running, CancellationToken) {
+    let (running, shutdown) = start_daemon(env, false).await;
+    let id = start_cycle(&running.engine, "p1").await;
+    let store = running.engine.store().clone();
+    let row = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+    (row, running, shutdown)
+}
+
+/// A program on PATH (or at `$var`), for tests that start a real server.
+pub fn program(name: &str, var: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(var) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A child process killed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        kill9(&mut self.0);
+    }
+}
+
+fn free_port_inner() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

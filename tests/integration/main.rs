@@ -7,4 +7,5 @@ mod faults;
 mod lifecycle;
 mod ops;
 mod server;
+mod sources;
 mod store;
