@@ -39,16 +39,8 @@ fn main() {
         ignore: &[],
         ..data::RoleSpec::default()
     };
-    // As `retraind check` does: both files at once, roles from the reference.
-    let (a, b) = rayon::join(
-        || data::load_inferred(&reference, &spec, false),
-        || data::load_inferred(&current, &spec, false),
-    );
-    let (roles, r) = a.unwrap_or_else(|e| fail(e));
-    let c = match b.unwrap_or_else(|e| fail(e)) {
-        (cur_roles, table) if cur_roles == roles => table,
-        _ => data::load(&current, &roles, false).unwrap_or_else(|e| fail(e)),
-    };
+    // As `retraind check` does.
+    let (_, r, c) = data::load_pair(&reference, &current, &spec).unwrap_or_else(|e| fail(e));
     let loaded = start.elapsed();
     let config = DriftConfig::default();
     let tested = Instant::now();

@@ -38,7 +38,17 @@ pd.DataFrame(rng.normal(size=(rows, features)) + shift, columns=cols).to_parquet
 PY
 fi
 
-cargo bench --bench drift --quiet -- "$ref" "$cur" > "$work/retraind.json"
+cargo bench --bench drift --no-run --quiet
+# Peak RSS of the benchmark process (ru_maxrss of waited-for children: the largest of cargo
+# and the bench binary).
+"$venv/bin/python" - "$ref" "$cur" > "$work/retraind.json" <<'PY'
+import json, resource, subprocess, sys
+out = subprocess.run(["cargo", "bench", "--bench", "drift", "--quiet", "--", *sys.argv[1:3]],
+                     check=True, capture_output=True, text=True).stdout
+r = json.loads(out.strip().splitlines()[-1])
+r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps(r))
+PY
 "$venv/bin/python" - "$ref" "$cur" > "$work/scipy.json" <<'PY'
 import sys, time, json
 t0 = time.perf_counter()
@@ -67,7 +77,9 @@ work, evidently = sys.argv[1], sys.argv[2] == "yes"
 ours = json.load(open(os.path.join(work, "retraind.json")))
 scipy = json.load(open(os.path.join(work, "scipy.json")))
 print(f"rows {ours['reference_rows']} x {ours['current_rows']}, {ours['features']} features")
+data_mb = 2 * ours['reference_rows'] * ours['features'] * 8 / 2**20
 print(f"retraind  {ours['total_s']:8.2f} s  (load {ours['load_s']:.2f} s, tests {ours['test_s']:.2f} s), drifted {ours['drifted']}")
+print(f"memory    peak {ours['peak_rss_mb']:.0f} MiB for {data_mb:.0f} MiB of data (two windows as f64): {ours['peak_rss_mb'] / data_mb:.2f}x")
 print(f"scipy     {scipy['total_s']:8.2f} s  ratio {scipy['total_s'] / ours['total_s']:.1f}x, drifted (naive p<0.05) {scipy['drifted']}")
 if evidently:
     ev = json.load(open(os.path.join(work, "evidently.json")))

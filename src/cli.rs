@@ -419,18 +419,8 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         )?)
     };
     let (reference_input, current_input) = (resolve(&args.reference)?, resolve(&args.current)?);
-    // The roles come from the reference; read the current window meanwhile with the roles
-    // inferred from its own schema and the same spec, then check both agree.
-    let (a, b) = rayon::join(
-        || data::load_inferred(&reference_input, &spec, false),
-        || data::load_inferred(&current_input, &spec, false),
-    );
-    let (roles, reference) = a?;
+    let (roles, reference, current) = data::load_pair(&reference_input, &current_input, &spec)?;
     progress(&format!("read {}", args.current));
-    let current = match b? {
-        (cur_roles, table) if cur_roles == roles => table,
-        _ => data::load(&current_input, &roles, false)?,
-    };
     progress(&format!(
         "testing {} features ({} x {} rows)",
         roles.numerical.len() + roles.categorical.len(),

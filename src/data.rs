@@ -280,8 +280,21 @@ fn read_file(path: &Path) -> Result<(DataFrame, FileDigest), DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let blake3 = blake3::hash(&bytes).to_hex().to_string();
-    let len = bytes.len() as u64;
+    // Hash on another core while the reader parses the same bytes.
+    let (blake3, parsed) = rayon::join(
+        || blake3::hash(&bytes).to_hex().to_string(),
+        || parse(path, &bytes),
+    );
+    let digest = FileDigest {
+        path: path.display().to_string(),
+        blake3,
+        bytes: bytes.len() as u64,
+    };
+    Ok((parsed?, digest))
+}
+
+/// Parse a file's bytes by its extension.
+fn parse(path: &Path, bytes: &[u8]) -> Result<DataFrame, DataError> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -314,7 +327,7 @@ fn read_file(path: &Path) -> Result<(DataFrame, FileDigest), DataError> {
             }
         })
     });
-    let df = std::panic::catch_unwind(read).map_err(|panic| DataError::Parse {
+    std::panic::catch_unwind(read).map_err(|panic| DataError::Parse {
         path: path.to_path_buf(),
         message: format!(
             "the reader gave up on this file ({}); is it truncated or not the format its name says?",
@@ -324,13 +337,7 @@ fn read_file(path: &Path) -> Result<(DataFrame, FileDigest), DataError> {
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("no message")
         ),
-    })??;
-    let digest = FileDigest {
-        path: path.display().to_string(),
-        blake3,
-        bytes: len,
-    };
-    Ok((df, digest))
+    })?
 }
 
 /// Infer column roles from a file's schema where the config does not list them: numeric
@@ -396,7 +403,7 @@ pub fn load_inferred(
 ) -> Result<(Roles, Table), DataError> {
     let (df, fingerprint) = read_frame(input)?;
     let roles = infer_roles(&fingerprint, spec);
-    let table = extract(input, &df, fingerprint, &roles, require_target)?;
+    let table = extract(input, df, fingerprint, &roles, require_target)?;
     Ok((roles, table))
 }
 
@@ -404,7 +411,21 @@ pub fn load_inferred(
 /// column an error; otherwise the table simply has no labels.
 pub fn load(input: &Input, roles: &Roles, require_target: bool) -> Result<Table, DataError> {
     let (df, fingerprint) = read_frame(input)?;
-    extract(input, &df, fingerprint, roles, require_target)
+    extract(input, df, fingerprint, roles, require_target)
+}
+
+/// Load a reference (inferring the roles `spec` leaves open) and a current window with the
+/// reference's roles. One after the other: each read is parallel inside (parsing on polars'
+/// pool, hashing beside it), and reading both at once would hold both raw files and both
+/// frames in memory together for a few percent of speed.
+pub fn load_pair(
+    reference: &Input,
+    current: &Input,
+    spec: &RoleSpec<'_>,
+) -> Result<(Roles, Table, Table), DataError> {
+    let (roles, r) = load_inferred(reference, spec, false)?;
+    let c = load(current, &roles, false)?;
+    Ok((roles, r, c))
 }
 
 /// A file with one column per role (features, target, prediction), as parquet: how a
@@ -454,52 +475,48 @@ pub fn write_parquet(table: &Table, roles: &Roles, path: &Path) -> Result<(), Da
     })
 }
 
+/// Pull the role columns out of `df`. Numerical columns are moved out one at a time and
+/// dropped once copied, so a table never holds the frame and its copy in full at once.
 fn extract(
     input: &Input,
-    df: &DataFrame,
+    mut df: DataFrame,
     fingerprint: Fingerprint,
     roles: &Roles,
     require_target: bool,
 ) -> Result<Table, DataError> {
     let path = Path::new(&input.source);
-    if df.height() == 0 {
+    let rows = df.height();
+    if rows == 0 {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });
     }
-    let present = || {
-        df.get_column_names()
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let column = |name: &str| {
-        df.column(name).map_err(|_| DataError::MissingColumn {
-            path: path.to_path_buf(),
-            column: name.to_string(),
-            present: present(),
-        })
+    let present = fingerprint
+        .schema
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let missing = |name: &str| DataError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        present: present.clone(),
     };
     let parse_err = |e: PolarsError| DataError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let as_text = |c: &Column| -> Result<Vec<String>, DataError> {
-        let s = c.cast(&DataType::String).map_err(parse_err)?;
-        let s = s.str().map_err(parse_err)?;
-        Ok(s.iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    };
-    let mut numerical = Vec::with_capacity(roles.numerical.len());
+    // Move the numerical columns out of the frame, then convert them on all cores; each
+    // polars column is freed as soon as its copy exists.
+    let mut owned = Vec::with_capacity(roles.numerical.len());
     for name in &roles.numerical {
-        let c = column(name)?;
+        owned.push((name, df.drop_in_place(name).map_err(|_| missing(name))?));
+    }
+    let numeric = |(name, c): (&String, Column)| -> Result<(String, Vec<f64>), DataError> {
         if c.null_count() == c.len() {
-            // Entirely empty: a column of missing values (the quality gate reports it), whatever
-            // type the reader guessed for it.
-            numerical.push((name.clone(), vec![f64::NAN; c.len()]));
-            continue;
+            // Entirely empty: a column of missing values (the quality gate reports it),
+            // whatever type the reader guessed for it.
+            return Ok((name.clone(), vec![f64::NAN; c.len()]));
         }
         if !c.dtype().is_primitive_numeric() {
             return Err(DataError::NotNumeric {
@@ -509,12 +526,30 @@ fn extract(
             });
         }
         let f = c.cast(&DataType::Float64).map_err(parse_err)?;
+        drop(c);
         let f = f.f64().map_err(parse_err)?;
-        numerical.push((
-            name.clone(),
-            f.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
-        ));
-    }
+        let values = if f.null_count() == 0 {
+            // The common case: a straight copy of the chunks.
+            f.into_no_null_iter().collect()
+        } else {
+            f.iter().map(|v| v.unwrap_or(f64::NAN)).collect()
+        };
+        Ok((name.clone(), values))
+    };
+    use rayon::prelude::*;
+    let numerical = owned
+        .into_par_iter()
+        .map(numeric)
+        .collect::<Result<Vec<_>, _>>()?;
+    let df = df;
+    let column = |name: &str| df.column(name).map_err(|_| missing(name));
+    let as_text = |c: &Column| -> Result<Vec<String>, DataError> {
+        let s = c.cast(&DataType::String).map_err(parse_err)?;
+        let s = s.str().map_err(parse_err)?;
+        Ok(s.iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    };
     let mut categorical = Vec::with_capacity(roles.categorical.len());
     for name in &roles.categorical {
         categorical.push((name.clone(), as_text(column(name)?)?));
@@ -531,11 +566,7 @@ fn extract(
         }
         Ok(c) => Some(as_text(c)?),
         Err(_) if !require_target => None,
-        Err(_) => {
-            return Err(column(&roles.target).err().unwrap_or(DataError::Empty {
-                path: path.to_path_buf(),
-            }));
-        }
+        Err(_) => return Err(missing(&roles.target)),
     };
     let prediction = match &roles.prediction {
         Some(name) => match df.column(name) {
@@ -545,11 +576,15 @@ fn extract(
         None => None,
     };
     let timestamp = match &roles.timestamp {
-        Some(name) => Some(timestamps(path, name, column(name)?)?),
+        // Absent (e.g. from a champion's stored training rows): no times, no window.
+        Some(name) => match df.column(name) {
+            Ok(c) => Some(timestamps(path, name, c)?),
+            Err(_) => None,
+        },
         None => None,
     };
     Ok(Table {
-        rows: df.height(),
+        rows,
         numerical,
         categorical,
         target,

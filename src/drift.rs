@@ -304,8 +304,8 @@ fn numerical_feature(
     let b = stats::sorted_finite(current);
     let method = method_for(name, FeatureKind::Numerical, config, 0);
     let sd = stats::std_dev(&a);
+    let (d, w) = stats::ks_and_wasserstein(&a, &b);
     let normalised_wasserstein = || {
-        let w = stats::wasserstein(&a, &b);
         if sd > 0.0 {
             w / sd
         } else if w > 0.0 {
@@ -346,7 +346,6 @@ fn numerical_feature(
         }
         Method::Wasserstein => f.statistic = normalised_wasserstein(),
         _ => {
-            let d = stats::ks_statistic(&a, &b);
             let (p, pm) = stats::ks_p_value(d, a.len(), b.len());
             f.statistic = d;
             f.p_value = Some(p);

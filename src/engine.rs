@@ -629,9 +629,9 @@ impl Engine {
                     _ => t,
                 })
             };
-            // Both windows at once, on the blocking pool's threads.
-            let (reference, current) = rayon::join(|| reload("reference"), || reload("current"));
-            let (reference, current) = (reference?, current?);
+            // One after the other (each read is parallel inside): see `data::load_pair`.
+            let reference = reload("reference")?;
+            let current = reload("current")?;
             Ok((roles, reference, current))
         })
         .await

@@ -176,18 +176,23 @@ h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:2rem}}
     }
     let perf = &body["performance"];
     if perf.is_object() {
+        let status = perf["status"].as_str().unwrap_or("unknown");
         let _ = write!(
             html,
-            "<h2>Champion performance</h2><p>v{}: accuracy {} on this window vs {} when blessed (drop {}){}.</p>",
-            perf["champion_version"].as_i64().unwrap_or(0),
-            number(&perf["current_accuracy"]),
-            number(&perf["baseline_accuracy"]),
-            number(&perf["drop"]),
-            if perf["degraded"].as_bool() == Some(true) {
-                " — <b>degraded</b>"
+            "<h2>Champion performance</h2><table><tr><th>metric</th><th>current</th><th>baseline</th><th>threshold</th><th>labels</th><th>test</th><th>p-value</th><th>verdict</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table><p>{}</p>",
+            escape(perf["metric"].as_str().unwrap_or("")),
+            number(&perf["current"]),
+            number(&perf["baseline"]),
+            number(&perf["threshold"]),
+            perf["labels"].as_u64().unwrap_or(0),
+            escape(perf["test"].as_str().unwrap_or("")),
+            number(&perf["p_value"]),
+            if status == "degraded" {
+                "<b>degraded</b>".to_string()
             } else {
-                ""
-            }
+                escape(&status.replace('_', " "))
+            },
+            escape(perf["detail"].as_str().unwrap_or(""))
         );
     }
     let _ = write!(

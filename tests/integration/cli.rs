@@ -207,4 +207,9 @@ fn the_demo_retrains_on_the_drifted_day_only() {
         demo.join("state/models/churn/cycle-3/training-data.parquet")
             .is_file()
     );
+    let html = std::fs::read_to_string(demo.join("state/reports/churn/cycle-3.html")).unwrap();
+    assert!(
+        html.contains("Champion performance") && html.contains("<b>degraded</b>"),
+        "{html}"
+    );
 }
