@@ -740,4 +740,38 @@ mod tests {
             Err(DataError::MissingColumn { .. })
         ));
     }
+
+    #[test]
+    fn timestamps_cut_a_reference_window_and_labels_may_be_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "w.csv",
+            "a,ts,target\n1,2026-01-01,0\n2,2026-01-15T10:00:00Z,\n3,2026-02-01 00:00:00,1\n4,,1\n",
+        );
+        let spec = RoleSpec {
+            target: "target",
+            timestamp: Some("ts"),
+            ..RoleSpec::default()
+        };
+        let (roles, t) = load_inferred(&Input::file(&p), &spec, true).unwrap();
+        assert_eq!(roles.numerical, vec!["a"], "the timestamp is not a feature");
+        assert_eq!(t.labelled_rows(), vec![0, 2, 3]);
+        assert_eq!(t.labelled().unwrap().rows, 3);
+        let from = parse_timestamp("2026-01-01").unwrap();
+        let to = parse_timestamp("2026-02-01").unwrap();
+        // [from, to): the first two rows; the row without a time is left out.
+        assert_eq!(t.window(from, to).numerical("a").unwrap(), &[1.0, 2.0]);
+        let bad = write(dir.path(), "b.csv", "a,ts,target\n1,yesterday,0\n");
+        let e = load(&Input::file(&bad), &roles, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`yesterday`") && e.contains("RFC 3339"), "{e}");
+        // A reference whose labels are all empty cannot train anything.
+        let none = write(dir.path(), "n.csv", "a,ts,target\n1,2026-01-01,\n");
+        assert!(matches!(
+            load(&Input::file(&none), &roles, true),
+            Err(DataError::MissingLabels { .. })
+        ));
+    }
 }

@@ -100,6 +100,8 @@ pub struct Opts {
     pub current: String,
     /// TOML appended to the pipeline (e.g. a `[pipeline.performance]` table).
     pub extra: String,
+    /// Keys added to `[pipeline.data]`.
+    pub data_extra: String,
 }
 
 impl Default for Opts {
@@ -116,6 +118,7 @@ impl Default for Opts {
             reference: "data/reference.csv".into(),
             current: "data/current/{date}.csv".into(),
             extra: String::new(),
+            data_extra: String::new(),
         }
     }
 }
@@ -177,6 +180,7 @@ catch_up = {catch_up}
 reference = "{reference}"
 current = "{current}"
 categorical = ["segment"]
+{data_extra}
 
 [pipeline.train.burn]
 epochs = {epochs}
@@ -192,6 +196,7 @@ mode = "{approval}"
             reference = opts.reference,
             current = opts.current,
             extra = opts.extra,
+            data_extra = opts.data_extra,
             grace = opts.grace,
             listen = opts.listen,
             schedule = opts.schedule,

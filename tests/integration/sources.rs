@@ -336,3 +336,62 @@ fn report(env: &Env, cycle: i64) -> serde_json::Value {
         .join(format!("state/reports/p1/cycle-{cycle}.json"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// The serving system's own predictions, in a column of the current window, against the
+/// labels: weighted F1 with a bootstrap test. Rows without a label or a prediction are left
+/// out of the performance check (but not of the drift check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prediction_column_is_scored_against_the_labels() {
+    let opts = Opts {
+        data_extra: "prediction = \"predicted\"".into(),
+        extra: "[pipeline.performance]\nsource = \"prediction_column\"\nmetric = \"f1_weighted\"\nbaseline = 0.95\nmin_labels = 200\n".into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    // Rewrite today's window with a `predicted` column: right on 70% of the rows; every
+    // 10th row unlabelled.
+    let path = env
+        .dir
+        .path()
+        .join(format!("data/current/{}.csv", env.date));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let t = header.iter().position(|h| *h == "target").unwrap();
+    let mut out = format!("{},predicted\n", header.join(","));
+    let mut labelled = 0;
+    for (i, line) in lines.enumerate() {
+        let mut cells: Vec<String> = line.split(',').map(str::to_string).collect();
+        let label = cells[t].clone();
+        let predicted = if i % 10 < 7 {
+            label.clone()
+        } else if label == "1" {
+            "0".into()
+        } else {
+            "1".into()
+        };
+        if i % 10 == 9 {
+            cells[t] = String::new();
+        } else {
+            labelled += 1;
+        }
+        out.push_str(&format!("{},{predicted}\n", cells.join(",")));
+    }
+    std::fs::write(&path, out).unwrap();
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.state, CycleState::Completed, "{:?}", row.reason);
+    let body = report(&env, row.id);
+    let p = &body["performance"];
+    assert_eq!(p["status"], "degraded", "{p}");
+    assert_eq!(p["metric"], "f1_weighted");
+    assert_eq!(p["test"], "bootstrap");
+    assert_eq!(p["labels"], labelled, "{p}");
+    let f1 = p["current"].as_f64().unwrap();
+    assert!((0.6..0.8).contains(&f1), "{p}");
+    // The extra column is a role, not an "added column" for the quality gate.
+    assert_eq!(body["quality"]["passed"], true, "{}", body["quality"]);
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
