@@ -74,6 +74,37 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// List a pipeline's model versions, newest first, with aliases, metrics and lineage.
+    Models {
+        /// Pipeline (default: the only one configured).
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show a model version and its ancestors: data, parent, trigger, config, metrics.
+    Lineage {
+        version: i64,
+        /// Pipeline (default: the only one configured).
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Score a data file with a stored model; writes CSV (row, prediction, probabilities).
+    Predict {
+        /// Version number, or an alias: champion, previous.
+        #[arg(long)]
+        model: String,
+        /// Data to score: a path, a glob, an http(s):// URL or s3://bucket/key.
+        #[arg(long)]
+        input: String,
+        /// Pipeline (default: the only one configured).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Approve a cycle awaiting approval.
     Approve {
         cycle: i64,
@@ -194,6 +225,29 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             format,
         } => history_cmd(&cli.config, pipeline.as_deref(), limit, format).await,
+        Command::Models { pipeline, format } => {
+            models_cmd(&cli.config, pipeline.as_deref(), format).await
+        }
+        Command::Lineage {
+            version,
+            pipeline,
+            format,
+        } => lineage_cmd(&cli.config, version, pipeline.as_deref(), format).await,
+        Command::Predict {
+            model,
+            input,
+            pipeline,
+            output,
+        } => {
+            predict_cmd(
+                &cli.config,
+                &model,
+                &input,
+                pipeline.as_deref(),
+                output.as_deref(),
+            )
+            .await
+        }
         Command::Trigger { pipeline, date } => {
             let body = serde_json::json!({ "date": date });
             api_post(
@@ -302,6 +356,243 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
                 }
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The named pipeline, or the only configured one.
+fn pick_pipeline<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> anyhow::Result<&'a crate::config::Pipeline> {
+    match name {
+        Some(n) => config
+            .pipelines
+            .iter()
+            .find(|p| p.name == n)
+            .ok_or_else(|| anyhow::anyhow!("no pipeline `{n}` in {}", config.source.display())),
+        None => match config.pipelines.as_slice() {
+            [only] => Ok(only),
+            many => anyhow::bail!(
+                "{} pipelines are configured ({}); name one with --pipeline",
+                many.len(),
+                many.iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    }
+}
+
+fn metric_text(m: &serde_json::Value, key: &str) -> String {
+    m[key]
+        .as_f64()
+        .map(|v| format!("{v:.3}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn models_cmd(
+    config_path: &Path,
+    pipeline: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let p = pick_pipeline(&config, pipeline)?;
+    let store = open_store(&config).await?;
+    let rows = status::models(&store, &p.name).await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => {
+            println!(
+                "{:>7}  {:<18} {:>6}  {:>9} {:>9} {:>7}  {:<20} created",
+                "version", "aliases", "cycle", "holdout", "valid", "parent", "gate"
+            );
+            for m in &rows {
+                let gate = match &m.gate {
+                    Some(g) if g["blessed"].as_bool() == Some(true) => "blessed".to_string(),
+                    Some(_) => "rejected".to_string(),
+                    None => "-".to_string(),
+                };
+                println!(
+                    "{:>7}  {:<18} {:>6}  {:>9} {:>9} {:>7}  {:<20} {}",
+                    format!("v{}", m.version),
+                    m.aliases.join(","),
+                    m.cycle,
+                    metric_text(&m.metrics, "holdout_accuracy"),
+                    metric_text(&m.metrics, "valid_accuracy"),
+                    m.lineage["parent_version"]
+                        .as_i64()
+                        .map(|v| format!("v{v}"))
+                        .unwrap_or_else(|| "-".into()),
+                    gate,
+                    m.created_at.to_rfc3339()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lineage_cmd(
+    config_path: &Path,
+    version: i64,
+    pipeline: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let p = pick_pipeline(&config, pipeline)?;
+    let store = open_store(&config).await?;
+    let models = status::models(&store, &p.name).await?;
+    let chain = status::lineage(&models, version);
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "pipeline `{}` has no version {version}; `retraind models` lists them",
+        p.name
+    );
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&chain)?),
+        Format::Text => {
+            for m in chain {
+                let l = &m.lineage;
+                println!(
+                    "v{} (cycle {}, {}){}",
+                    m.version,
+                    m.cycle,
+                    m.created_at.to_rfc3339(),
+                    if m.aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", m.aliases.join(", "))
+                    }
+                );
+                println!(
+                    "  backend        {}",
+                    l["backend"].as_str().unwrap_or("burn")
+                );
+                println!(
+                    "  trained on     {} ({} rows, blake3 {})",
+                    l["training_data"]["path"].as_str().unwrap_or("-"),
+                    l["training_data"]["rows"].as_u64().unwrap_or(0),
+                    l["training_data"]["blake3"]
+                        .as_str()
+                        .map(|h| &h[..h.len().min(12)])
+                        .unwrap_or("-")
+                );
+                for key in ["reference", "current"] {
+                    let f = &l["inputs"][key];
+                    if f.is_object() {
+                        println!(
+                            "  {key:<14} {} ({} rows, blake3 {}){}",
+                            f["path"].as_str().unwrap_or("-"),
+                            f["rows"].as_u64().unwrap_or(0),
+                            f["blake3"]
+                                .as_str()
+                                .map(|h| &h[..h.len().min(12)])
+                                .unwrap_or("-"),
+                            l["dvc"][key]
+                                .as_str()
+                                .map(|m| format!(", dvc md5 {m}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                println!(
+                    "  trigger        report of cycle {}",
+                    l["trigger_cycle"].as_i64().unwrap_or(m.cycle)
+                );
+                println!(
+                    "  config         {}",
+                    l["config_hash"].as_str().unwrap_or("-")
+                );
+                println!(
+                    "  metrics        holdout accuracy {}, validation accuracy {}",
+                    metric_text(&m.metrics, "holdout_accuracy"),
+                    metric_text(&m.metrics, "valid_accuracy")
+                );
+                match l["parent_version"].as_i64() {
+                    Some(v) => println!("  parent         v{v}"),
+                    None => println!("  parent         none (first model)"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn predict_cmd(
+    config_path: &Path,
+    model: &str,
+    input: &str,
+    pipeline: Option<&str>,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    use std::fmt::Write as _;
+    let config = Config::load(config_path)?;
+    let p = pick_pipeline(&config, pipeline)?;
+    let store = open_store(&config).await?;
+    let version = match model.trim_start_matches('v').parse::<i64>() {
+        Ok(n) => store.versions(&p.name).await?.into_iter().find(|v| v.version == n),
+        Err(_) => store.alias(&p.name, model).await?,
+    }
+    .ok_or_else(|| anyhow::anyhow!("pipeline `{}` has no model `{model}`; use a version number or champion/previous (`retraind models` lists them)", p.name))?;
+    let target = p.data.target.clone();
+    let (dir, input) = (PathBuf::from(&version.path), input.to_string());
+    let cache = config.daemon.state_dir.join("inputs");
+    let s3 = p.data.s3.clone();
+    let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let model = crate::train::burn::BurnModel::load(&dir)?;
+        let pre = model.preprocess();
+        let roles = crate::data::Roles {
+            numerical: pre.numerical.iter().map(|(n, _, _)| n.clone()).collect(),
+            categorical: pre.categorical.iter().map(|(n, _)| n.clone()).collect(),
+            target,
+            prediction: None,
+            timestamp: None,
+        };
+        let location = crate::source::Location::parse(&input, &std::env::current_dir()?)?;
+        let table = crate::data::load(
+            &crate::source::resolve(&location, &cache, &s3)?,
+            &roles,
+            false,
+        )?;
+        let out = crate::train::Predictor::predict_scored(&model, &table)?;
+        let mut text = format!(
+            "row,prediction,{}\n",
+            out.classes
+                .iter()
+                .map(|c| format!("p_{c}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let k = out.classes.len();
+        for (i, label) in out.labels.iter().enumerate() {
+            let probs: Vec<String> = out.probabilities[i * k..(i + 1) * k]
+                .iter()
+                .map(|p| format!("{p:.6}"))
+                .collect();
+            let _ = writeln!(text, "{i},{label},{}", probs.join(","));
+        }
+        if let Some(labels) = &table.target {
+            let idx = table.labelled_rows();
+            if !idx.is_empty() {
+                let l: Vec<String> = idx.iter().map(|&i| labels[i].clone()).collect();
+                let pr: Vec<String> = idx.iter().map(|&i| out.labels[i].clone()).collect();
+                eprintln!(
+                    "accuracy {:.4} on {} labelled rows",
+                    crate::performance::accuracy(&l, &pr),
+                    idx.len()
+                );
+            }
+        }
+        Ok(text)
+    })
+    .await??;
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -858,6 +858,7 @@ impl Engine {
         let (roles, reference, current) = Self::inputs(c).await?;
         // Train on the newest labelled data: the current window's labelled rows minus the
         // gate's holdout. A window without labels falls back to the reference set.
+        let current_labelled = current.target.is_some() && !current.labelled_rows().is_empty();
         let data = match current.labelled() {
             Some(labelled) => {
                 let (_, train_part) = holdout_split(&labelled, p.gate.holdout_share, c.id);
@@ -953,17 +954,34 @@ impl Engine {
         let (s, f) = (staging.clone(), final_dir.clone());
         let training_rows = request_data;
         let data_path = staging.join(artifacts::TRAINING_DATA);
-        Self::blocking(move || {
+        let training_hash = Self::blocking(move || {
             // The rows this model learned from: the next checks' reference.
             data::write_parquet(&training_rows, &roles, &data_path)?;
+            let hash = std::fs::read(&data_path)
+                .map(|b| blake3::hash(&b).to_hex().to_string())
+                .unwrap_or_default();
             artifacts::write_atomic(&card_path, &text)?;
             artifacts::move_into_place(&s, &f)?;
-            Ok(())
+            Ok(hash)
         })
         .await?;
         let champion = store.alias(&c.pipeline, "champion").await?;
+        let inputs = c.inputs.clone().unwrap_or_default();
+        let training_data = json!({
+            "path": final_dir.join(artifacts::TRAINING_DATA).display().to_string(),
+            "rows": output.train_rows + output.valid_rows,
+            "blake3": training_hash,
+            "source": if current_labelled { "current" } else { "reference" },
+            "holdout_share": p.gate.holdout_share,
+        });
         let lineage = json!({
-            "inputs": c.inputs,
+            "backend": self.inner.steps.trainer.name(),
+            "training_data": training_data,
+            "inputs": inputs,
+            "dvc": {
+                "reference": source::dvc_md5(&inputs["reference"]["path"]),
+                "current": source::dvc_md5(&inputs["current"]["path"]),
+            },
             "parent_version": champion.as_ref().map(|v| v.version),
             "trigger_cycle": c.id,
             "trigger_report": format!("cycle-{}", c.id),

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/pipelines", get(pipelines))
         .route("/api/v1/pipelines/{pipeline}/trigger", post(trigger))
+        .route("/api/v1/pipelines/{pipeline}/models", get(models))
         .route("/api/v1/cycles", get(cycles))
         .route("/api/v1/cycles/{id}", get(cycle))
         .route("/api/v1/cycles/{id}/approve", post(approve))
@@ -119,6 +120,20 @@ async fn pipelines(
 ) -> Result<Json<Vec<status::PipelineStatus>>, ApiError> {
     let config = s.engine.config().await;
     Ok(Json(status::pipelines(s.engine.store(), &config).await?))
+}
+
+async fn models(
+    State(s): State<AppState>,
+    Path(pipeline): Path<String>,
+) -> Result<Json<Vec<status::ModelEntry>>, ApiError> {
+    let config = s.engine.config().await;
+    if !config.pipelines.iter().any(|p| p.name == pipeline) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no pipeline `{pipeline}` in the configuration"),
+        ));
+    }
+    Ok(Json(status::models(s.engine.store(), &pipeline).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -302,6 +302,20 @@ fn fetch(location: &Location, s3: &S3Config) -> Result<Vec<u8>, SourceError> {
     result.map(|b| b.to_vec()).map_err(|e| fail(e.to_string()))
 }
 
+/// The md5 a DVC-tracked file's neighbouring `<file>.dvc` records (`outs: - md5: …`), when
+/// there is one: lineage that ties a model to the user's data versioning.
+pub fn dvc_md5(path: &serde_json::Value) -> Option<String> {
+    let path = path.as_str()?;
+    if path.contains("://") {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("{path}.dvc")).ok()?;
+    text.lines().find_map(|l| {
+        let v = l.trim().trim_start_matches("- ").strip_prefix("md5:")?;
+        Some(v.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +364,24 @@ mod tests {
         let none = Location::parse("*.parquet", dir.path()).unwrap();
         let e = resolve(&none, dir.path(), &S3Config::default()).unwrap_err();
         assert!(e.to_string().contains("matches no file"), "{e}");
+    }
+
+    #[test]
+    fn dvc_files_give_their_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("train.csv");
+        std::fs::write(&data, "a\n1\n").unwrap();
+        let path = serde_json::json!(data.display().to_string());
+        assert_eq!(dvc_md5(&path), None);
+        std::fs::write(
+            dir.path().join("train.csv.dvc"),
+            "outs:\n- md5: 3f0b3e8d1b2a9c4e5f60718293a4b5c6\n  size: 4\n  path: train.csv\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dvc_md5(&path).as_deref(),
+            Some("3f0b3e8d1b2a9c4e5f60718293a4b5c6")
+        );
     }
 
     #[test]

@@ -124,6 +124,70 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
     Ok(out)
 }
 
+/// `retraind models <pipeline> --format json` / `GET /api/v1/pipelines/{p}/models`: one
+/// entry per model version, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelEntry {
+    pub version: i64,
+    pub cycle: i64,
+    pub path: String,
+    /// Aliases pointing at this version now (`champion`, `previous`).
+    pub aliases: Vec<String>,
+    /// Training and evaluation metrics (`holdout_<metric>` from the gate's holdout).
+    pub metrics: serde_json::Value,
+    /// Inputs' fingerprints, parent version, trigger report, config hash, backend.
+    pub lineage: serde_json::Value,
+    /// The evaluation gate's verdict on this version, when it was evaluated.
+    pub gate: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every version of a pipeline, newest first.
+pub async fn models(store: &Store, pipeline: &str) -> Result<Vec<ModelEntry>, StoreError> {
+    let champion = store.alias(pipeline, "champion").await?.map(|v| v.id);
+    let previous = store.alias(pipeline, "previous").await?.map(|v| v.id);
+    let mut out = Vec::new();
+    let mut versions = store.versions(pipeline).await?;
+    versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+    for v in versions {
+        let aliases = [("champion", champion), ("previous", previous)]
+            .into_iter()
+            .filter(|(_, id)| *id == Some(v.id))
+            .map(|(a, _)| a.to_string())
+            .collect();
+        let gate = store.cycle(v.cycle_id).await?.and_then(|c| c.gate);
+        out.push(ModelEntry {
+            version: v.version,
+            cycle: v.cycle_id,
+            path: v.path,
+            aliases,
+            metrics: v.metrics,
+            lineage: v.lineage,
+            gate,
+            created_at: v.created_at,
+        });
+    }
+    Ok(out)
+}
+
+/// A version and its ancestors (parent, grandparent …), newest first; empty if the version
+/// does not exist.
+pub fn lineage(models: &[ModelEntry], version: i64) -> Vec<&ModelEntry> {
+    let mut chain = Vec::new();
+    let mut next = Some(version);
+    while let Some(v) = next {
+        let Some(m) = models.iter().find(|m| m.version == v) else {
+            break;
+        };
+        if chain.iter().any(|c: &&ModelEntry| c.version == v) {
+            break;
+        }
+        chain.push(m);
+        next = m.lineage["parent_version"].as_i64();
+    }
+    chain
+}
+
 /// Everything about one cycle.
 pub async fn cycle(store: &Store, id: i64) -> Result<Option<CycleDetail>, StoreError> {
     let Some(cycle) = store.cycle(id).await? else {

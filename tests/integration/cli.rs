@@ -212,4 +212,57 @@ fn the_demo_retrains_on_the_drifted_day_only() {
         html.contains("Champion performance") && html.contains("<b>degraded</b>"),
         "{html}"
     );
+
+    // The registry: versions with aliases, the lineage chain, and scoring by hand.
+    let config = demo.join("retraind.toml");
+    let config = config.to_str().unwrap();
+    let (code, out, err) = retraind(&["--config", config, "models", "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let models: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(models[0]["version"], 2);
+    assert_eq!(models[0]["aliases"], serde_json::json!(["champion"]));
+    assert_eq!(models[1]["aliases"], serde_json::json!(["previous"]));
+    assert_eq!(models[0]["lineage"]["parent_version"], 1);
+    assert_eq!(models[0]["lineage"]["backend"], "burn");
+    assert_eq!(models[0]["lineage"]["training_data"]["source"], "current");
+    assert_eq!(models[0]["gate"]["blessed"], true);
+    assert!(
+        models[0]["metrics"]["holdout_f1_weighted"]
+            .as_f64()
+            .unwrap()
+            > 0.9
+    );
+    let (code, out, err) = retraind(&["--config", config, "lineage", "2", "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let chain: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let versions: Vec<i64> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    let (code, _, err) = retraind(&["--config", config, "lineage", "7"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no version 7"), "{err}");
+    let day3 = demo.join("data/current/2026-11-27.csv");
+    let day3 = std::fs::read_dir(demo.join("data/current"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap_or(day3);
+    let (code, out, err) = retraind(&[
+        "--config",
+        config,
+        "predict",
+        "--model",
+        "champion",
+        "--input",
+        day3.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("row,prediction,p_0,p_1"));
+    assert_eq!(lines.count(), 3000);
+    assert!(err.contains("accuracy 0.9"), "{err}");
 }

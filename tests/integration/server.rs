@@ -63,6 +63,22 @@ async fn two_triggers_give_one_cycle(db: Db) {
             .is_some_and(|f| f.len() == 5),
         "{detail}"
     );
+    // The candidate is registered, with its gate verdict and lineage, before approval.
+    let models = crate::helpers::get_json(&format!("{base}/api/v1/pipelines/p1/models")).await;
+    assert_eq!(models[0]["version"], 1, "{models}");
+    assert_eq!(models[0]["aliases"], serde_json::json!([]));
+    assert_eq!(models[0]["gate"]["blessed"], true, "{models}");
+    assert_eq!(
+        models[0]["lineage"]["parent_version"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/api/v1/pipelines/nope/models"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let html = reqwest::get(format!("{base}/reports/{id}")).await.unwrap();
     assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
     let html = html.text().await.unwrap();
