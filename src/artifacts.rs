@@ -61,6 +61,22 @@ pub fn report_html_path(state_dir: &Path, pipeline: &str, cycle: i64) -> PathBuf
     report_path(state_dir, pipeline, cycle).with_extension("html")
 }
 
+/// Total size in bytes of the files under `dir` (0 if unreadable).
+pub fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_size(&e.path()),
+                    Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Write a file atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
     let dir = path.parent().unwrap_or(Path::new("."));

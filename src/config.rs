@@ -195,6 +195,16 @@ pub mod raw {
         pub timeout: Option<String>,
         #[serde(default)]
         pub burn: RawBurn,
+        pub command: Option<RawCommand>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawCommand {
+        pub program: Option<Vec<String>>,
+        pub predict: Option<Vec<String>>,
+        pub env: Option<std::collections::BTreeMap<String, String>>,
+        pub workdir: Option<String>,
+        pub data_format: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -449,8 +459,18 @@ pub struct PrometheusQuery {
 
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
+    pub backend: Backend,
     pub timeout: Duration,
     pub burn: BurnConfig,
+    pub command: Option<crate::train::command::CommandConfig>,
+}
+
+/// Which trainer a pipeline uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Burn,
+    Command,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -1151,12 +1171,68 @@ fn validate(
             }
         };
 
-        if let Some(b) = p.train.backend.as_deref().filter(|b| *b != "burn") {
-            c.problem(
-                &at("train.backend"),
-                format!("`{b}` is not available in this build; use \"burn\""),
-            );
-        }
+        let backend = match p.train.backend.as_deref() {
+            None | Some("burn") => Backend::Burn,
+            Some("command") => Backend::Command,
+            Some(b) => {
+                c.problem(
+                    &at("train.backend"),
+                    format!("`{b}` is not a backend; use \"burn\" (default, local) or \"command\" (your own program)"),
+                );
+                Backend::Burn
+            }
+        };
+        let command = match (&p.train.command, backend) {
+            (Some(cmd), _) => {
+                let argv = |c: &mut Checker, key: &str, v: &Option<Vec<String>>| -> Vec<String> {
+                    match v {
+                        Some(a) if !a.is_empty() && !a[0].is_empty() => a.clone(),
+                        _ => {
+                            c.problem(&at(key), "missing; write the program and its arguments as a list, e.g. [\"python3\", \"train.py\", \"--data\", \"{train_path}\"]");
+                            Vec::new()
+                        }
+                    }
+                };
+                let program = argv(&mut c, "train.command.program", &cmd.program);
+                let predict = argv(&mut c, "train.command.predict", &cmd.predict);
+                let workdir = cmd
+                    .workdir
+                    .as_deref()
+                    .map(|w| resolve(base, w))
+                    .unwrap_or_else(|| base.to_path_buf());
+                if !workdir.is_dir() {
+                    c.problem(
+                        &at("train.command.workdir"),
+                        format!("{} is not a directory", workdir.display()),
+                    );
+                }
+                let data_format = match cmd.data_format.as_deref() {
+                    None | Some("parquet") => crate::data::TableFormat::Parquet,
+                    Some("csv") => crate::data::TableFormat::Csv,
+                    Some(other) => {
+                        c.problem(
+                            &at("train.command.data_format"),
+                            format!(
+                                "`{other}` is not a format; use \"parquet\" (default) or \"csv\""
+                            ),
+                        );
+                        crate::data::TableFormat::Parquet
+                    }
+                };
+                Some(crate::train::command::CommandConfig {
+                    program,
+                    predict,
+                    env: cmd.env.clone().unwrap_or_default(),
+                    workdir,
+                    data_format,
+                })
+            }
+            (None, Backend::Command) => {
+                c.problem(&at("train.command"), "backend = \"command\" needs a [pipeline.train.command] table with program and predict");
+                None
+            }
+            (None, Backend::Burn) => None,
+        };
         let hidden = match p.train.burn.hidden {
             Some(h) => h
                 .iter()
@@ -1220,8 +1296,10 @@ fn validate(
             },
         };
         let train = TrainConfig {
+            backend,
             timeout: c.duration(&at("train.timeout"), &p.train.timeout, "1h"),
             burn,
+            command,
         };
         let gate = GateConfig {
             min_accuracy: c.fraction(&at("gate.min_accuracy"), p.gate.min_accuracy, 0.9, false),

@@ -428,9 +428,37 @@ pub fn load_pair(
     Ok((roles, r, c))
 }
 
+/// File formats retraind writes tables in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableFormat {
+    #[default]
+    Parquet,
+    Csv,
+}
+
+impl TableFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            TableFormat::Parquet => "parquet",
+            TableFormat::Csv => "csv",
+        }
+    }
+}
+
 /// A file with one column per role (features, target, prediction), as parquet: how a
 /// model version keeps the exact rows it was trained on.
 pub fn write_parquet(table: &Table, roles: &Roles, path: &Path) -> Result<(), DataError> {
+    write_table(table, roles, path, TableFormat::Parquet)
+}
+
+/// Write the role columns of `table` to `path` atomically, in `format`.
+pub fn write_table(
+    table: &Table,
+    roles: &Roles,
+    path: &Path,
+    format: TableFormat,
+) -> Result<(), DataError> {
     let err = |e: PolarsError| DataError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -468,7 +496,14 @@ pub fn write_parquet(table: &Table, roles: &Roles, path: &Path) -> Result<(), Da
     }
     let mut df = DataFrame::new_infer_height(columns).map_err(err)?;
     let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).finish(&mut df).map_err(err)?;
+    match format {
+        TableFormat::Parquet => {
+            ParquetWriter::new(&mut buf).finish(&mut df).map_err(err)?;
+        }
+        TableFormat::Csv => {
+            CsvWriter::new(&mut buf).finish(&mut df).map_err(err)?;
+        }
+    }
     crate::artifacts::write_atomic(path, &buf).map_err(|e| DataError::Read {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),

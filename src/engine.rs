@@ -876,6 +876,7 @@ impl Engine {
             artifacts::remove_dir_if_exists(d)?;
         }
         let request_data = data.clone();
+        let training_rows_count = data.rows;
         let request = TrainRequest {
             pipeline: c.pipeline.clone(),
             cycle_id: c.id,
@@ -884,7 +885,16 @@ impl Engine {
             out_dir: staging.clone(),
         };
         let cancel = CancelFlag::default();
-        let trainer = self.inner.steps.trainer.clone();
+        let trainer: Arc<dyn Trainer> = match (&p.train.backend, &p.train.command) {
+            (crate::config::Backend::Command, Some(cmd)) => {
+                Arc::new(crate::train::command::CommandTrainer {
+                    config: cmd.clone(),
+                    roles: roles.clone(),
+                })
+            }
+            _ => self.inner.steps.trainer.clone(),
+        };
+        let backend = trainer.name();
         let metrics = self.inner.metrics.clone();
         let pipeline = c.pipeline.clone();
         let cycle_id = c.id;
@@ -939,43 +949,31 @@ impl Engine {
         };
         let output =
             result.map_err(|e| StepError::Invalid(format!("training thread failed: {e}")))??;
-        // Holdout accuracy of the candidate is measured in the evaluate step; the model card
-        // records the training side.
-        let card = json!({
-            "format": "burn-mlp-v1",
-            "backend": self.inner.steps.trainer.name(),
-            "pipeline": c.pipeline,
-            "cycle": c.id,
-            "training": output,
-            "config": p.train.burn,
-        });
-        let card_path = staging.join("card.json");
-        let text = serde_json::to_vec_pretty(&card).unwrap_or_default();
-        let (s, f) = (staging.clone(), final_dir.clone());
         let training_rows = request_data;
         let data_path = staging.join(artifacts::TRAINING_DATA);
-        let training_hash = Self::blocking(move || {
-            // The rows this model learned from: the next checks' reference.
-            data::write_parquet(&training_rows, &roles, &data_path)?;
-            let hash = std::fs::read(&data_path)
-                .map(|b| blake3::hash(&b).to_hex().to_string())
-                .unwrap_or_default();
-            artifacts::write_atomic(&card_path, &text)?;
-            artifacts::move_into_place(&s, &f)?;
-            Ok(hash)
+        let (training_hash, size_bytes) = Self::blocking({
+            let staging = staging.clone();
+            move || {
+                // The rows this model learned from: the next checks' reference.
+                data::write_parquet(&training_rows, &roles, &data_path)?;
+                let hash = std::fs::read(&data_path)
+                    .map(|b| blake3::hash(&b).to_hex().to_string())
+                    .unwrap_or_default();
+                Ok((hash, artifacts::dir_size(&staging)))
+            }
         })
         .await?;
         let champion = store.alias(&c.pipeline, "champion").await?;
         let inputs = c.inputs.clone().unwrap_or_default();
         let training_data = json!({
             "path": final_dir.join(artifacts::TRAINING_DATA).display().to_string(),
-            "rows": output.train_rows + output.valid_rows,
+            "rows": training_rows_count,
             "blake3": training_hash,
             "source": if current_labelled { "current" } else { "reference" },
             "holdout_share": p.gate.holdout_share,
         });
         let lineage = json!({
-            "backend": self.inner.steps.trainer.name(),
+            "backend": backend,
             "training_data": training_data,
             "inputs": inputs,
             "dvc": {
@@ -987,14 +985,42 @@ impl Engine {
             "trigger_report": format!("cycle-{}", c.id),
             "config_hash": config_hash(&config.source),
         });
-        let metrics = json!({
+        let mut metrics = json!({
             "valid_accuracy": output.valid_accuracy,
             "valid_loss": output.valid_loss,
             "epochs_run": output.epochs_run,
             "best_epoch": output.best_epoch,
             "train_rows": output.train_rows,
             "duration_seconds": output.duration_seconds,
+            "model_size_mb": size_bytes as f64 / 1e6,
         });
+        for (k, v) in &output.extra_metrics {
+            metrics[k.as_str()] = json!(v);
+        }
+        // The model card: everything needed to load, judge and trace the model without the
+        // store. Holdout metrics are added by the evaluate step (in the store).
+        let card = json!({
+            "format": output.format,
+            "backend": backend,
+            "pipeline": c.pipeline,
+            "cycle": c.id,
+            "metrics": metrics,
+            "lineage": lineage,
+            "training": output,
+            "config": match p.train.backend {
+                crate::config::Backend::Burn => serde_json::to_value(&p.train.burn).unwrap_or_default(),
+                crate::config::Backend::Command => serde_json::to_value(&p.train.command).unwrap_or_default(),
+            },
+        });
+        let card_path = staging.join("card.json");
+        let text = serde_json::to_vec_pretty(&card).unwrap_or_default();
+        let (s, f) = (staging.clone(), final_dir.clone());
+        Self::blocking(move || {
+            artifacts::write_atomic(&card_path, &text)?;
+            artifacts::move_into_place(&s, &f)?;
+            Ok(())
+        })
+        .await?;
         let new = NewVersion {
             pipeline: c.pipeline.clone(),
             cycle_id: c.id,

@@ -27,6 +27,8 @@ use super::{
 use crate::config::BurnConfig;
 use crate::data::Table;
 
+/// Model card format of burn-trained models.
+pub const FORMAT: &str = "burn-mlp-v1";
 const WEIGHTS_FILE: &str = "model.bpk";
 const PREPROCESS_FILE: &str = "preprocess.json";
 
@@ -348,6 +350,8 @@ impl Trainer for BurnTrainer {
         };
         save(&request.out_dir, best_model, &pre)?;
         Ok(TrainOutput {
+            format: FORMAT.to_string(),
+            extra_metrics: Default::default(),
             epochs_run: history.len(),
             best_epoch,
             valid_accuracy,

@@ -8,6 +8,7 @@
 //! stops them through a shared [`CancelFlag`] checked between epochs.
 
 pub mod burn;
+pub mod command;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub enum TrainError {
     },
     #[error("cannot read the model at {path}: {message}")]
     Load { path: PathBuf, message: String },
+    #[error("{0}")]
+    Command(String),
     #[error("model at {path} expects feature `{feature}`, which the data lacks")]
     MissingFeature { path: PathBuf, feature: String },
 }
@@ -83,6 +86,8 @@ pub struct TrainRequest {
 /// What a trainer produced (written into `out_dir`, summarised here).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainOutput {
+    /// Model card format: how to load the model again (`burn-mlp-v1`, `command-v1`).
+    pub format: String,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub valid_accuracy: f64,
@@ -91,6 +96,9 @@ pub struct TrainOutput {
     pub valid_rows: usize,
     pub duration_seconds: f64,
     pub history: Vec<EpochReport>,
+    /// Further metrics the backend reported (a command trainer's metrics file).
+    #[serde(default)]
+    pub extra_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// A training backend.
@@ -157,7 +165,13 @@ pub fn score(
     })
 }
 
-/// Load the predictor stored in a model directory.
+/// Load the predictor stored in a model directory, by the format its card names.
 pub fn load_predictor(dir: &Path) -> Result<Box<dyn Predictor>, TrainError> {
-    Ok(Box::new(burn::BurnModel::load(dir)?))
+    let card = std::fs::read_to_string(dir.join("card.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    match card.as_ref().and_then(|c| c["format"].as_str()) {
+        Some(command::FORMAT) => Ok(Box::new(command::CommandModel::load(dir)?)),
+        _ => Ok(Box::new(burn::BurnModel::load(dir)?)),
+    }
 }

@@ -9,3 +9,4 @@ mod ops;
 mod server;
 mod sources;
 mod store;
+mod training;

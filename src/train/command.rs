@@ -1,0 +1,389 @@
+//! The command backend: any program trains the model (PyTorch, scikit-learn, XGBoost …) and
+//! another, or the same, scores it. This is how a team with its own training script adopts
+//! retraind without rewriting it.
+//!
+//! Contract (documented in the README):
+//! - training: `train.command.program` runs with `{train_path}` (Parquet of the training rows:
+//!   feature columns and the target), `{model_dir}` (an empty folder to write the model into),
+//!   `{metrics_path}` (where to write a JSON object of numbers, e.g.
+//!   `{"valid_accuracy": 0.93}`; an optional `"history"` array of per-epoch objects), and
+//!   `{pipeline}`, `{cycle}`, `{target}` substituted in every argument and `env` value;
+//! - scoring: `train.command.predict` runs with `{model_dir}`, `{input_path}` (Parquet of the
+//!   rows) and `{output_path}`, where it writes a CSV with a `prediction` column, one row per
+//!   input row in order, and optionally `p_<class>` probability columns.
+//!
+//! The child runs in its own process group; stdout and stderr become our log lines; on
+//! timeout or shutdown the whole group is killed. A non-zero exit, a missing or malformed
+//! metrics file fails the step with the reason, and nothing is registered (the engine only
+//! registers after a successful return).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::{
+    CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest, Trainer,
+};
+use crate::data::{Roles, Table, TableFormat};
+
+/// `[pipeline.train.command]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandConfig {
+    /// Program and arguments that train.
+    pub program: Vec<String>,
+    /// Program and arguments that score (see the module docs).
+    pub predict: Vec<String>,
+    /// Extra environment variables (values templated like the arguments).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the config file's folder).
+    pub workdir: PathBuf,
+    /// Format of `{train_path}` and `{input_path}`: parquet (default) or csv.
+    #[serde(default)]
+    pub data_format: TableFormat,
+}
+
+/// Model card format of command-trained models.
+pub const FORMAT: &str = "command-v1";
+
+/// Runs the configured program.
+#[derive(Debug, Clone)]
+pub struct CommandTrainer {
+    pub config: CommandConfig,
+    pub roles: Roles,
+}
+
+fn template(text: &str, vars: &[(&str, String)]) -> String {
+    vars.iter().fold(text.to_string(), |t, (k, v)| {
+        t.replace(&format!("{{{k}}}"), v)
+    })
+}
+
+/// Run `argv` to completion, logging its output, killing its process group on cancel.
+fn run(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    workdir: &Path,
+    vars: &[(&str, String)],
+    cancel: &CancelFlag,
+    what: &str,
+) -> Result<(), TrainError> {
+    let argv: Vec<String> = argv.iter().map(|a| template(a, vars)).collect();
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| TrainError::Command(format!("{what}: no program configured")))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, template(v, vars));
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        TrainError::Command(format!(
+            "{what}: cannot start `{program}` in {}: {e}",
+            workdir.display()
+        ))
+    })?;
+    let pipes = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, pipe)| {
+            let (what, tail) = (what.to_string(), tail.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    info!(
+                        stream = if i == 0 { "stdout" } else { "stderr" },
+                        "{what}: {line}"
+                    );
+                    if let Ok(mut t) = tail.lock() {
+                        t.push(line);
+                        let excess = t.len().saturating_sub(5);
+                        t.drain(..excess);
+                    }
+                }
+            })
+        })
+        .collect();
+    let status = wait(&mut child, cancel);
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = status?;
+    if !status.success() {
+        let last = tail.lock().map(|t| t.join(" | ")).unwrap_or_default();
+        return Err(TrainError::Command(format!(
+            "{what}: `{program}` exited with {status}; last output: {last}"
+        )));
+    }
+    Ok(())
+}
+
+/// Wait for the child, checking the cancel flag; on cancel kill its whole process group.
+fn wait(child: &mut Child, cancel: &CancelFlag) -> Result<std::process::ExitStatus, TrainError> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(e) => return Err(TrainError::Command(format!("waiting for the trainer: {e}"))),
+        }
+        if cancel.is_cancelled() {
+            let pid = rustix::process::Pid::from_child(child);
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TrainError::Cancelled);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a trainer's metrics file may hold.
+#[derive(Debug, Deserialize)]
+struct MetricsFile {
+    #[serde(default)]
+    history: Vec<EpochReport>,
+    #[serde(flatten)]
+    values: BTreeMap<String, serde_json::Value>,
+}
+
+impl Trainer for CommandTrainer {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn train(
+        &self,
+        request: &TrainRequest,
+        cancel: &CancelFlag,
+        progress: &(dyn Fn(&EpochReport) + Send + Sync),
+    ) -> Result<TrainOutput, TrainError> {
+        let started = Instant::now();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: std::io::Error| TrainError::Io { path, source: e }
+        };
+        let model_dir = request.out_dir.join("model");
+        std::fs::create_dir_all(&model_dir).map_err(io(&model_dir))?;
+        let work = request.out_dir.join("work");
+        std::fs::create_dir_all(&work).map_err(io(&work))?;
+        let format = self.config.data_format;
+        let train_path = work.join(format!("train.{}", format.extension()));
+        crate::data::write_table(&request.data, &self.roles, &train_path, format)
+            .map_err(|e| TrainError::Command(e.to_string()))?;
+        let metrics_path = work.join("metrics.json");
+        let vars = [
+            ("train_path", train_path.display().to_string()),
+            ("model_dir", model_dir.display().to_string()),
+            ("metrics_path", metrics_path.display().to_string()),
+            ("pipeline", request.pipeline.clone()),
+            ("cycle", request.cycle_id.to_string()),
+            ("target", self.roles.target.clone()),
+        ];
+        run(
+            &self.config.program,
+            &self.config.env,
+            &self.config.workdir,
+            &vars,
+            cancel,
+            "train.command",
+        )?;
+        let text = std::fs::read_to_string(&metrics_path).map_err(|e| {
+            TrainError::Command(format!(
+                "the trainer exited 0 but wrote no metrics to {{metrics_path}} ({}): {e}",
+                metrics_path.display()
+            ))
+        })?;
+        let metrics: MetricsFile = serde_json::from_str(&text).map_err(|e| {
+            TrainError::Command(format!(
+                "{} is not a JSON object of numbers: {e}",
+                metrics_path.display()
+            ))
+        })?;
+        let mut numbers = BTreeMap::new();
+        for (k, v) in &metrics.values {
+            let n = v.as_f64().filter(|n| n.is_finite()).ok_or_else(|| {
+                TrainError::Command(format!(
+                    "{}: `{k}` is {v}, not a finite number",
+                    metrics_path.display()
+                ))
+            })?;
+            numbers.insert(k.clone(), n);
+        }
+        for e in &metrics.history {
+            progress(e);
+        }
+        let empty = std::fs::read_dir(&model_dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if empty {
+            return Err(TrainError::Command(format!(
+                "the trainer exited 0 but wrote nothing into {{model_dir}} ({})",
+                model_dir.display()
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        // The scoring command travels with the model, so it scores the same way later.
+        let spec = serde_json::json!({
+            "data_format": format,
+            "predict": self.config.predict,
+            "env": self.config.env,
+            "workdir": self.config.workdir,
+            "roles": self.roles,
+        });
+        let spec_path = request.out_dir.join("command.json");
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(io(&spec_path))?;
+        Ok(TrainOutput {
+            format: FORMAT.to_string(),
+            epochs_run: metrics.history.len(),
+            best_epoch: metrics.history.len(),
+            valid_accuracy: numbers.get("valid_accuracy").copied().unwrap_or(f64::NAN),
+            valid_loss: numbers.get("valid_loss").copied().unwrap_or(f64::NAN),
+            train_rows: request.data.rows,
+            valid_rows: 0,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            history: metrics.history,
+            extra_metrics: numbers,
+        })
+    }
+}
+
+/// A command-trained model: scored by running its predict command.
+#[derive(Debug, Clone)]
+pub struct CommandModel {
+    dir: PathBuf,
+    predict: Vec<String>,
+    env: BTreeMap<String, String>,
+    workdir: PathBuf,
+    roles: Roles,
+    format: TableFormat,
+}
+
+impl CommandModel {
+    pub fn load(dir: &Path) -> Result<CommandModel, TrainError> {
+        let path = dir.join("command.json");
+        let err = |message: String| TrainError::Load {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let field = |k: &str| v[k].clone();
+        Ok(CommandModel {
+            dir: dir.to_path_buf(),
+            predict: serde_json::from_value(field("predict")).map_err(|e| err(e.to_string()))?,
+            env: serde_json::from_value(field("env")).unwrap_or_default(),
+            workdir: serde_json::from_value(field("workdir")).map_err(|e| err(e.to_string()))?,
+            roles: serde_json::from_value(field("roles")).map_err(|e| err(e.to_string()))?,
+            format: serde_json::from_value(field("data_format")).unwrap_or_default(),
+        })
+    }
+}
+
+impl Predictor for CommandModel {
+    fn predict_scored(&self, table: &Table) -> Result<Predictions, TrainError> {
+        let work = tempfile::tempdir().map_err(|e| TrainError::Command(e.to_string()))?;
+        let input = work
+            .path()
+            .join(format!("input.{}", self.format.extension()));
+        let output = work.path().join("predictions.csv");
+        crate::data::write_table(table, &self.roles, &input, self.format)
+            .map_err(|e| TrainError::Command(e.to_string()))?;
+        let vars = [
+            ("model_dir", self.dir.join("model").display().to_string()),
+            ("input_path", input.display().to_string()),
+            ("output_path", output.display().to_string()),
+            ("target", self.roles.target.clone()),
+        ];
+        run(
+            &self.predict,
+            &self.env,
+            &self.workdir,
+            &vars,
+            &CancelFlag::default(),
+            "train.command.predict",
+        )?;
+        read_predictions(&output, table.rows)
+    }
+}
+
+/// Parse the predict command's CSV: `prediction` and optional `p_<class>` columns.
+fn read_predictions(path: &Path, rows: usize) -> Result<Predictions, TrainError> {
+    let bad = |m: String| TrainError::Command(format!("{}: {m}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("not written: {e}")))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| bad("empty".into()))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let at = header
+        .iter()
+        .position(|h| *h == "prediction")
+        .ok_or_else(|| bad("no `prediction` column".into()))?;
+    let probs: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.strip_prefix("p_").map(|c| (i, c.to_string())))
+        .collect();
+    let mut labels = Vec::with_capacity(rows);
+    let mut probabilities = Vec::with_capacity(rows * probs.len());
+    for (n, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cell = |i: usize| {
+            cells
+                .get(i)
+                .copied()
+                .ok_or_else(|| bad(format!("row {} has {} cells", n + 1, cells.len())))
+        };
+        labels.push(cell(at)?.to_string());
+        for (i, _) in &probs {
+            let p = cell(*i)?.parse::<f64>().map_err(|_| {
+                bad(format!(
+                    "row {}: `{}` is not a probability",
+                    n + 1,
+                    cells[*i]
+                ))
+            })?;
+            probabilities.push(p);
+        }
+    }
+    if labels.len() != rows {
+        return Err(bad(format!(
+            "{} predictions for {rows} input rows",
+            labels.len()
+        )));
+    }
+    let classes = probs.into_iter().map(|(_, c)| c).collect();
+    Ok(Predictions {
+        classes,
+        labels,
+        probabilities,
+    })
+}
