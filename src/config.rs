@@ -120,6 +120,16 @@ pub mod raw {
         pub approval: RawApproval,
         #[serde(default)]
         pub deploy: RawDeploy,
+        pub mlflow: Option<RawMlflow>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawMlflow {
+        pub tracking_uri: Option<String>,
+        pub experiment: Option<String>,
+        pub registered_model: Option<String>,
+        pub token_file: Option<String>,
+        pub token_env: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -310,6 +320,7 @@ pub struct Pipeline {
     pub gate: GateConfig,
     pub approval: ApprovalConfig,
     pub deploy: DeployConfig,
+    pub mlflow: Option<crate::mlflow::MlflowConfig>,
 }
 
 /// Which data the current window is compared with.
@@ -1320,6 +1331,44 @@ fn validate(
             required: c.positive(&at("approval.required"), p.approval.required, 1, 10),
             approvers: p.approval.approvers.unwrap_or_default(),
         };
+        let mlflow = p.mlflow.as_ref().map(|m| {
+            let tracking_uri = m.tracking_uri.clone().unwrap_or_default();
+            if !(tracking_uri.starts_with("http://") || tracking_uri.starts_with("https://")) {
+                c.problem(
+                    &at("mlflow.tracking_uri"),
+                    format!(
+                        "`{tracking_uri}` is not an http(s):// URL of an MLflow tracking server"
+                    ),
+                );
+            }
+            let token = match (&m.token_file, &m.token_env) {
+                (Some(f), None) => {
+                    let path = resolve(base, f);
+                    if !path.is_file() {
+                        c.problem(
+                            &at("mlflow.token_file"),
+                            format!("file {} does not exist", path.display()),
+                        );
+                    }
+                    Some(crate::secret::SecretSource::File(path))
+                }
+                (None, Some(v)) => Some(crate::secret::SecretSource::Env(v.clone())),
+                (Some(_), Some(_)) => {
+                    c.problem(
+                        &at("mlflow.token_file"),
+                        "set either token_file or token_env, not both",
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            crate::mlflow::MlflowConfig {
+                tracking_uri,
+                experiment: m.experiment.clone().unwrap_or_else(|| "retraind".into()),
+                registered_model: m.registered_model.clone().unwrap_or_else(|| name.clone()),
+                token,
+            }
+        });
         let deploy = DeployConfig {
             watch: c.duration(&at("deploy.watch"), &p.deploy.watch, "0s"),
         };
@@ -1348,6 +1397,7 @@ fn validate(
             gate,
             approval,
             deploy,
+            mlflow,
         });
     }
 

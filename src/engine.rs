@@ -1055,6 +1055,9 @@ impl Engine {
             None => None,
         }
         .ok_or_else(|| StepError::Invalid("cycle has no candidate version".into()))?;
+        if let Some(m) = &p.mlflow {
+            self.mirror_to_mlflow(c, m, &candidate).await;
+        }
         let champion = store.alias(&c.pipeline, "champion").await?;
         let (_, _, current) = Self::inputs(c).await?;
         let share = p.gate.holdout_share;
@@ -1286,6 +1289,9 @@ impl Engine {
         })
         .await?;
         let moved = store.promote(&c.pipeline, version_id, now()).await?;
+        if let Some(m) = &p.mlflow {
+            self.mlflow_aliases(c, m).await;
+        }
         let watch_until = now() + chrono::Duration::from_std(p.deploy.watch).unwrap_or_default();
         let update = CycleUpdate {
             deadline_at: Some(Some(watch_until)),
@@ -1298,6 +1304,146 @@ impl Engine {
             watch_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         self.advance(c, CycleState::Watching, &reason, update).await
+    }
+
+    // ---- MLflow mirror -------------------------------------------------------------------
+
+    /// Mirror a trained version to MLflow once: a run (found again by its tags after a
+    /// crash, never created twice once it exists), params, per-epoch metrics, the model card,
+    /// a registered model version. Best effort: a failure is logged and recorded as an event,
+    /// and the next evaluation of the cycle tries again.
+    async fn mirror_to_mlflow(
+        &self,
+        c: &CycleRow,
+        m: &crate::mlflow::MlflowConfig,
+        v: &crate::store::ModelVersion,
+    ) {
+        if v.lineage["mlflow"]["version"].is_string() {
+            return;
+        }
+        let result: Result<serde_json::Value, crate::mlflow::MlflowError> = async {
+            let client = crate::mlflow::Client::new(m)?;
+            let exp = client.experiment(&m.experiment).await?;
+            let start = v.created_at.timestamp_millis();
+            let (run, artifacts) = match client.find_run(&exp, &c.pipeline, c.id).await? {
+                Some((run, artifacts, _)) => (run, artifacts),
+                None => {
+                    let tags = [
+                        ("retraind.pipeline", c.pipeline.clone()),
+                        ("retraind.cycle", c.id.to_string()),
+                        ("retraind.version", v.version.to_string()),
+                        ("mlflow.source.name", "retraind".to_string()),
+                    ];
+                    let name = format!("{}-v{}", c.pipeline, v.version);
+                    client.create_run(&exp, &name, &tags, start).await?
+                }
+            };
+            let card_path = Path::new(&v.path).join("card.json");
+            let card_bytes = std::fs::read(&card_path).unwrap_or_default();
+            let card: serde_json::Value =
+                serde_json::from_slice(&card_bytes).unwrap_or_default();
+            let mut params = vec![
+                ("backend".to_string(), v.lineage["backend"].as_str().unwrap_or("burn").to_string()),
+                ("retraind_version".to_string(), v.version.to_string()),
+                ("config_hash".to_string(), v.lineage["config_hash"].as_str().unwrap_or("").to_string()),
+            ];
+            if let Some(cfg) = card["config"].as_object() {
+                for (k, val) in cfg {
+                    params.push((k.clone(), match val {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }));
+                }
+            }
+            let mut points = Vec::new();
+            for e in card["training"]["history"].as_array().into_iter().flatten() {
+                let step = e["epoch"].as_i64().unwrap_or(0);
+                for key in ["train_loss", "valid_loss", "valid_accuracy"] {
+                    if let Some(value) = e[key].as_f64() {
+                        points.push(crate::mlflow::Point { key: key.into(), value, step });
+                    }
+                }
+            }
+            // Summary metrics at step 0; the per-epoch series keep their own keys.
+            let per_epoch = ["train_loss", "valid_loss", "valid_accuracy"];
+            if let Some(metrics) = v.metrics.as_object() {
+                for (key, value) in metrics.iter().filter(|(k, _)| !per_epoch.contains(&k.as_str())) {
+                    if let Some(value) = value.as_f64() {
+                        points.push(crate::mlflow::Point { key: key.clone(), value, step: 0 });
+                    }
+                }
+            }
+            client.log(&run, &params, &points, start).await?;
+            client.upload(&artifacts, "model/card.json", card_bytes).await?;
+            client.finish(&run, true, now().timestamp_millis()).await?;
+            let version = client
+                .register(&m.registered_model, &format!("{artifacts}/model"), &run)
+                .await?;
+            Ok(json!({ "experiment_id": exp, "run_id": run, "registered_model": m.registered_model, "version": version }))
+        }
+        .await;
+        match result {
+            Ok(doc) => {
+                info!(pipeline = c.pipeline, cycle = c.id, version = v.version, mlflow = %doc, "mirrored to MLflow");
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .set_version_field(v.id, crate::store::VersionJson::Lineage, "mlflow", doc)
+                    .await
+                {
+                    warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "cannot record the MLflow ids");
+                }
+            }
+            Err(e) => {
+                warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "MLflow mirror failed; the cycle goes on");
+                let _ = self
+                    .inner
+                    .store
+                    .event(
+                        &c.pipeline,
+                        Some(c.id),
+                        "mlflow",
+                        &format!("MLflow mirror failed: {e}"),
+                        now(),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// After a deploy: MLflow's `champion` and `previous` aliases follow ours. Best effort.
+    async fn mlflow_aliases(&self, c: &CycleRow, m: &crate::mlflow::MlflowConfig) {
+        let result: Result<(), StepError> = async {
+            let client =
+                crate::mlflow::Client::new(m).map_err(|e| StepError::Invalid(e.to_string()))?;
+            for alias in ["champion", "previous"] {
+                let Some(v) = self.inner.store.alias(&c.pipeline, alias).await? else {
+                    continue;
+                };
+                if let Some(version) = v.lineage["mlflow"]["version"].as_str() {
+                    client
+                        .set_alias(&m.registered_model, alias, version)
+                        .await
+                        .map_err(|e| StepError::Invalid(e.to_string()))?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "MLflow alias update failed");
+            let _ = self
+                .inner
+                .store
+                .event(
+                    &c.pipeline,
+                    Some(c.id),
+                    "mlflow",
+                    &format!("MLflow alias update failed: {e}"),
+                    now(),
+                )
+                .await;
+        }
     }
 
     async fn watch(&self, c: &CycleRow) -> Result<(), StepError> {

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod gate;
 pub mod kolmogorov;
 pub mod metrics;
+pub mod mlflow;
 pub mod notify;
 pub mod performance;
 pub mod promql;

@@ -122,6 +122,13 @@ pub struct ModelVersion {
     pub created_at: DateTime<Utc>,
 }
 
+/// The JSON documents of a model version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionJson {
+    Metrics,
+    Lineage,
+}
+
 /// A recorded approval decision.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApprovalRow {
@@ -873,29 +880,52 @@ impl Store {
         Ok(())
     }
 
-    /// Add or replace one number in a version's metrics (e.g. its holdout accuracy, measured
-    /// by the gate after registration).
+    /// Set one metric of a model version (read-modify-write in one transaction).
     pub async fn set_version_metric(
         &self,
         version_id: i64,
         key: &str,
         value: f64,
     ) -> Result<(), StoreError> {
+        self.set_version_field(
+            version_id,
+            VersionJson::Metrics,
+            key,
+            serde_json::json!(value),
+        )
+        .await
+    }
+
+    /// Set one key of a model version's metrics or lineage document.
+    pub async fn set_version_field(
+        &self,
+        version_id: i64,
+        column: VersionJson,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let column = match column {
+            VersionJson::Metrics => "metrics",
+            VersionJson::Lineage => "lineage",
+        };
         let mut tx = self.pool.begin().await?;
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT metrics FROM model_versions WHERE id = $1")
-                .bind(version_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let mut metrics: serde_json::Value = text
+        let text: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {column} FROM model_versions WHERE id = $1"
+        )))
+        .bind(version_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut doc: serde_json::Value = text
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_else(|| serde_json::json!({}));
-        metrics[key] = serde_json::json!(value);
-        sqlx::query("UPDATE model_versions SET metrics = $1 WHERE id = $2")
-            .bind(metrics.to_string())
-            .bind(version_id)
-            .execute(&mut *tx)
-            .await?;
+        doc[key] = value;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE model_versions SET {column} = $1 WHERE id = $2"
+        )))
+        .bind(doc.to_string())
+        .bind(version_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

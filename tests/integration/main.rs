@@ -5,6 +5,7 @@ mod helpers;
 mod cli;
 mod faults;
 mod lifecycle;
+mod mlflow;
 mod ops;
 mod server;
 mod sources;

@@ -1,0 +1,326 @@
+//! The MLflow mirror (optional, per pipeline): each trained version becomes an MLflow run
+//! (params, per-epoch metrics, `model_size_mb`, final status, the model card as an artifact)
+//! and a registered model version; a deploy sets the registered model's `champion` alias
+//! (aliases, not the deprecated stages). Our store stays the source of truth: a failing
+//! MLflow server is logged and retried on the next step, never a reason to fail a cycle.
+//!
+//! REST 2.0 as documented (`../shared/API-NOTES.md`): runs/create, runs/search (to find the
+//! run of a cycle again after a crash instead of creating a second one), runs/log-batch
+//! (≤1000 metrics and ≤100 params per call), runs/update, mlflow-artifacts PUT,
+//! registered-models/create, model-versions/create (source inside the run's artifacts),
+//! registered-models/alias.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::secret::SecretSource;
+
+/// `[pipeline.mlflow]`.
+#[derive(Debug, Clone)]
+pub struct MlflowConfig {
+    pub tracking_uri: String,
+    pub experiment: String,
+    /// Registered model name (default: the pipeline's name).
+    pub registered_model: String,
+    /// Bearer token for a server behind auth (file, env or credential).
+    pub token: Option<SecretSource>,
+}
+
+/// Errors talking to MLflow.
+#[derive(Debug, thiserror::Error)]
+pub enum MlflowError {
+    #[error("MLflow at {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("MLflow at {url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// One metric point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub key: String,
+    pub value: f64,
+    pub step: i64,
+}
+
+/// A thin client for the calls retraind makes.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<crate::secret::Secret>,
+}
+
+impl Client {
+    pub fn new(config: &MlflowConfig) -> Result<Client, MlflowError> {
+        let token = match &config.token {
+            Some(s) => Some(
+                crate::secret::Secret::load(s).map_err(|e| MlflowError::Http {
+                    url: config.tracking_uri.clone(),
+                    message: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| MlflowError::Http {
+                url: config.tracking_uri.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Client {
+            base: config.tracking_uri.trim_end_matches('/').to_string(),
+            http,
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        query: &[(&str, &str)],
+    ) -> Result<Value, MlflowError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let http = |e: reqwest::Error| MlflowError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        };
+        let resp = req.send().await.map_err(http)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(http)?;
+        if !status.is_success() {
+            return Err(MlflowError::Status {
+                url,
+                status: status.as_u16(),
+                body: text.chars().take(300).collect(),
+            });
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value, MlflowError> {
+        self.call(reqwest::Method::POST, path, Some(body), &[])
+            .await
+    }
+
+    /// The experiment's id, creating it if needed.
+    pub async fn experiment(&self, name: &str) -> Result<String, MlflowError> {
+        let got = self
+            .call(
+                reqwest::Method::GET,
+                "/api/2.0/mlflow/experiments/get-by-name",
+                None,
+                &[("experiment_name", name)],
+            )
+            .await;
+        if let Ok(v) = got
+            && let Some(id) = v["experiment"]["experiment_id"].as_str()
+        {
+            return Ok(id.to_string());
+        }
+        let v = self
+            .post(
+                "/api/2.0/mlflow/experiments/create",
+                json!({ "name": name }),
+            )
+            .await?;
+        Ok(v["experiment_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The run tagged with this cycle, if one exists: (run id, artifact uri, status).
+    pub async fn find_run(
+        &self,
+        experiment: &str,
+        pipeline: &str,
+        cycle: i64,
+    ) -> Result<Option<(String, String, String)>, MlflowError> {
+        let filter = format!(
+            "tags.`retraind.pipeline` = '{pipeline}' and tags.`retraind.cycle` = '{cycle}'"
+        );
+        let v = self
+            .post(
+                "/api/2.0/mlflow/runs/search",
+                json!({ "experiment_ids": [experiment], "filter": filter, "max_results": 1 }),
+            )
+            .await?;
+        Ok(v["runs"].as_array().and_then(|r| r.first()).map(|r| {
+            let info = &r["info"];
+            (
+                info["run_id"].as_str().unwrap_or_default().to_string(),
+                info["artifact_uri"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                info["status"].as_str().unwrap_or_default().to_string(),
+            )
+        }))
+    }
+
+    /// Create a run; (run id, artifact uri).
+    pub async fn create_run(
+        &self,
+        experiment: &str,
+        name: &str,
+        tags: &[(&str, String)],
+        start_ms: i64,
+    ) -> Result<(String, String), MlflowError> {
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| json!({ "key": k, "value": v }))
+            .collect();
+        let v = self
+            .post(
+                "/api/2.0/mlflow/runs/create",
+                json!({ "experiment_id": experiment, "run_name": name, "start_time": start_ms, "tags": tags }),
+            )
+            .await?;
+        let info = &v["run"]["info"];
+        Ok((
+            info["run_id"].as_str().unwrap_or_default().to_string(),
+            info["artifact_uri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ))
+    }
+
+    /// Log params and metric points, in batches within the API's limits.
+    pub async fn log(
+        &self,
+        run: &str,
+        params: &[(String, String)],
+        points: &[Point],
+        at_ms: i64,
+    ) -> Result<(), MlflowError> {
+        for chunk in params.chunks(100) {
+            let params: Vec<Value> = chunk
+                .iter()
+                .map(
+                    |(k, v)| json!({ "key": k, "value": v.chars().take(6000).collect::<String>() }),
+                )
+                .collect();
+            self.post(
+                "/api/2.0/mlflow/runs/log-batch",
+                json!({ "run_id": run, "params": params }),
+            )
+            .await?;
+        }
+        for chunk in points.chunks(1000) {
+            let metrics: Vec<Value> = chunk
+                .iter()
+                .filter(|p| p.value.is_finite())
+                .map(|p| json!({ "key": p.key, "value": p.value, "timestamp": at_ms, "step": p.step }))
+                .collect();
+            self.post(
+                "/api/2.0/mlflow/runs/log-batch",
+                json!({ "run_id": run, "metrics": metrics }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Upload one file into the run's artifacts (proxied artifact store).
+    pub async fn upload(
+        &self,
+        artifact_uri: &str,
+        rel: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), MlflowError> {
+        let root = artifact_uri
+            .strip_prefix("mlflow-artifacts:/")
+            .ok_or_else(|| MlflowError::Http {
+                url: self.base.clone(),
+                message: format!(
+                    "artifact uri `{artifact_uri}` is not served by the tracking server; start it with --serve-artifacts"
+                ),
+            })?;
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}/{rel}",
+            self.base,
+            root.trim_start_matches('/')
+        );
+        let mut req = self.http.put(&url).body(bytes);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = req.send().await.map_err(|e| MlflowError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        if !resp.status().is_success() {
+            return Err(MlflowError::Status {
+                url,
+                status: resp.status().as_u16(),
+                body: resp.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Mark a run finished (or failed).
+    pub async fn finish(&self, run: &str, ok: bool, end_ms: i64) -> Result<(), MlflowError> {
+        self.post(
+            "/api/2.0/mlflow/runs/update",
+            json!({ "run_id": run, "status": if ok { "FINISHED" } else { "FAILED" }, "end_time": end_ms }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Register `source` (inside the run's artifacts) as a new version of `model`; the
+    /// version number MLflow assigned.
+    pub async fn register(
+        &self,
+        model: &str,
+        source: &str,
+        run: &str,
+    ) -> Result<String, MlflowError> {
+        // Creating an existing registered model is an error we can ignore.
+        let _ = self
+            .post(
+                "/api/2.0/mlflow/registered-models/create",
+                json!({ "name": model }),
+            )
+            .await;
+        let v = self
+            .post(
+                "/api/2.0/mlflow/model-versions/create",
+                json!({ "name": model, "source": source, "run_id": run }),
+            )
+            .await?;
+        Ok(v["model_version"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Point `alias` of `model` at `version`.
+    pub async fn set_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<(), MlflowError> {
+        self.post(
+            "/api/2.0/mlflow/registered-models/alias",
+            json!({ "name": model, "alias": alias, "version": version }),
+        )
+        .await
+        .map(|_| ())
+    }
+}
