@@ -93,7 +93,8 @@ async fn a_deployed_version_is_mirrored_to_a_real_mlflow_server() {
     let tags = run["run"]["data"]["tags"].as_array().unwrap();
     assert!(
         tags.iter()
-            .any(|t| t["key"] == "retraind.cycle" && t["value"] == row.id.to_string()),
+            .any(|t| t["key"] == "retraind.cycle"
+                && t["value"].as_str() == Some(&*row.id.to_string())),
         "{run}"
     );
     let params = run["run"]["data"]["params"].as_array().unwrap();
