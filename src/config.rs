@@ -206,6 +206,26 @@ pub mod raw {
         #[serde(default)]
         pub burn: RawBurn,
         pub command: Option<RawCommand>,
+        pub kfp: Option<RawKfp>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawKfp {
+        pub endpoint: Option<String>,
+        pub token_file: Option<String>,
+        pub token_env: Option<String>,
+        pub ca_file: Option<String>,
+        pub experiment_id: Option<String>,
+        pub pipeline_id: Option<String>,
+        pub pipeline_version_id: Option<String>,
+        pub parameters: Option<std::collections::BTreeMap<String, String>>,
+        pub output_uri: Option<String>,
+        pub poll_interval: Option<String>,
+        pub max_poll_interval: Option<String>,
+        pub predict: Option<Vec<String>>,
+        pub env: Option<std::collections::BTreeMap<String, String>>,
+        pub workdir: Option<String>,
+        pub data_format: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -474,6 +494,7 @@ pub struct TrainConfig {
     pub timeout: Duration,
     pub burn: BurnConfig,
     pub command: Option<crate::train::command::CommandConfig>,
+    pub kfp: Option<crate::train::kfp::KfpConfig>,
 }
 
 /// Which trainer a pipeline uses.
@@ -482,6 +503,7 @@ pub struct TrainConfig {
 pub enum Backend {
     Burn,
     Command,
+    Kfp,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -723,6 +745,20 @@ impl Checker<'_> {
             return default as usize;
         }
         v as usize
+    }
+}
+
+fn table_format(c: &mut Checker, path: &str, raw: &Option<String>) -> crate::data::TableFormat {
+    match raw.as_deref() {
+        None | Some("parquet") => crate::data::TableFormat::Parquet,
+        Some("csv") => crate::data::TableFormat::Csv,
+        Some(other) => {
+            c.problem(
+                path,
+                format!("`{other}` is not a format; use \"parquet\" (default) or \"csv\""),
+            );
+            crate::data::TableFormat::Parquet
+        }
     }
 }
 
@@ -1185,10 +1221,11 @@ fn validate(
         let backend = match p.train.backend.as_deref() {
             None | Some("burn") => Backend::Burn,
             Some("command") => Backend::Command,
+            Some("kfp") => Backend::Kfp,
             Some(b) => {
                 c.problem(
                     &at("train.backend"),
-                    format!("`{b}` is not a backend; use \"burn\" (default, local) or \"command\" (your own program)"),
+                    format!("`{b}` is not a backend; use \"burn\" (default, local), \"command\" (your own program) or \"kfp\" (a Kubeflow Pipelines run)"),
                 );
                 Backend::Burn
             }
@@ -1217,19 +1254,8 @@ fn validate(
                         format!("{} is not a directory", workdir.display()),
                     );
                 }
-                let data_format = match cmd.data_format.as_deref() {
-                    None | Some("parquet") => crate::data::TableFormat::Parquet,
-                    Some("csv") => crate::data::TableFormat::Csv,
-                    Some(other) => {
-                        c.problem(
-                            &at("train.command.data_format"),
-                            format!(
-                                "`{other}` is not a format; use \"parquet\" (default) or \"csv\""
-                            ),
-                        );
-                        crate::data::TableFormat::Parquet
-                    }
-                };
+                let data_format =
+                    table_format(&mut c, &at("train.command.data_format"), &cmd.data_format);
                 Some(crate::train::command::CommandConfig {
                     program,
                     predict,
@@ -1242,7 +1268,92 @@ fn validate(
                 c.problem(&at("train.command"), "backend = \"command\" needs a [pipeline.train.command] table with program and predict");
                 None
             }
-            (None, Backend::Burn) => None,
+            (None, _) => None,
+        };
+        let kfp = match (&p.train.kfp, backend) {
+            (Some(k), _) => {
+                let required = |c: &mut Checker, key: &str, v: &Option<String>| -> String {
+                    match v {
+                        Some(s) if !s.is_empty() => s.clone(),
+                        _ => {
+                            c.problem(
+                                &at(&format!("train.kfp.{key}")),
+                                "missing; see [pipeline.train.kfp] in config/retraind.toml",
+                            );
+                            String::new()
+                        }
+                    }
+                };
+                let endpoint = required(&mut c, "endpoint", &k.endpoint);
+                if !(endpoint.is_empty()
+                    || endpoint.starts_with("http://")
+                    || endpoint.starts_with("https://"))
+                {
+                    c.problem(
+                        &at("train.kfp.endpoint"),
+                        format!("`{endpoint}` is not an http(s):// URL of the KFP API server"),
+                    );
+                }
+                let token = match (&k.token_file, &k.token_env) {
+                    (Some(f), None) => Some(crate::secret::SecretSource::File(resolve(base, f))),
+                    (None, Some(v)) => Some(crate::secret::SecretSource::Env(v.clone())),
+                    (Some(_), Some(_)) => {
+                        c.problem(
+                            &at("train.kfp.token_file"),
+                            "set either token_file or token_env, not both",
+                        );
+                        None
+                    }
+                    (None, None) => None,
+                };
+                let predict = match &k.predict {
+                    Some(a) if !a.is_empty() => a.clone(),
+                    _ => {
+                        c.problem(&at("train.kfp.predict"), "missing; the gate scores the run's model locally with this command ({model_uri}, {input_path}, {output_path})");
+                        Vec::new()
+                    }
+                };
+                Some(crate::train::kfp::KfpConfig {
+                    experiment_id: required(&mut c, "experiment_id", &k.experiment_id),
+                    pipeline_id: required(&mut c, "pipeline_id", &k.pipeline_id),
+                    pipeline_version_id: required(
+                        &mut c,
+                        "pipeline_version_id",
+                        &k.pipeline_version_id,
+                    ),
+                    output_uri: required(&mut c, "output_uri", &k.output_uri),
+                    endpoint,
+                    token,
+                    ca_file: k.ca_file.as_deref().map(|f| resolve(base, f)),
+                    parameters: k.parameters.clone().unwrap_or_default(),
+                    poll_interval: c.duration(
+                        &at("train.kfp.poll_interval"),
+                        &k.poll_interval,
+                        "5s",
+                    ),
+                    max_poll_interval: c.duration(
+                        &at("train.kfp.max_poll_interval"),
+                        &k.max_poll_interval,
+                        "60s",
+                    ),
+                    predict,
+                    env: k.env.clone().unwrap_or_default(),
+                    workdir: k
+                        .workdir
+                        .as_deref()
+                        .map(|w| resolve(base, w))
+                        .unwrap_or_else(|| base.to_path_buf()),
+                    data_format: table_format(&mut c, &at("train.kfp.data_format"), &k.data_format),
+                })
+            }
+            (None, Backend::Kfp) => {
+                c.problem(
+                    &at("train.kfp"),
+                    "backend = \"kfp\" needs a [pipeline.train.kfp] table",
+                );
+                None
+            }
+            (None, _) => None,
         };
         let hidden = match p.train.burn.hidden {
             Some(h) => h
@@ -1311,6 +1422,7 @@ fn validate(
             timeout: c.duration(&at("train.timeout"), &p.train.timeout, "1h"),
             burn,
             command,
+            kfp,
         };
         let gate = GateConfig {
             min_accuracy: c.fraction(&at("gate.min_accuracy"), p.gate.min_accuracy, 0.9, false),

@@ -877,18 +877,55 @@ impl Engine {
         }
         let request_data = data.clone();
         let training_rows_count = data.rows;
+        // A remote run this cycle started before a restart: resume it, never start another.
+        let remote_run = store
+            .events(c.id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|(_, kind, _)| kind == REMOTE_RUN_EVENT)
+            .map(|(_, _, id)| id);
+        let recorder = {
+            let (store, pipeline, cycle) = (store.clone(), c.pipeline.clone(), c.id);
+            let handle = tokio::runtime::Handle::current();
+            // Called from the trainer's thread, which may itself be inside `block_on`: the
+            // write runs as a task on the runtime and the trainer waits for its answer.
+            train::RemoteRunRecorder(Some(Arc::new(move |id: &str| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (store, pipeline, id) = (store.clone(), pipeline.clone(), id.to_string());
+                handle.spawn(async move {
+                    let r = store
+                        .event(&pipeline, Some(cycle), REMOTE_RUN_EVENT, &id, now())
+                        .await;
+                    let _ = tx.send(r);
+                });
+                rx.recv()
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            })))
+        };
         let request = TrainRequest {
             pipeline: c.pipeline.clone(),
             cycle_id: c.id,
             data,
             config: p.train.burn.clone(),
             out_dir: staging.clone(),
+            inputs: c.inputs.clone().unwrap_or_default(),
+            remote_run,
+            record_remote_run: recorder,
+            timeout: p.train.timeout,
         };
         let cancel = CancelFlag::default();
-        let trainer: Arc<dyn Trainer> = match (&p.train.backend, &p.train.command) {
-            (crate::config::Backend::Command, Some(cmd)) => {
+        let trainer: Arc<dyn Trainer> = match (&p.train.backend, &p.train.command, &p.train.kfp) {
+            (crate::config::Backend::Command, Some(cmd), _) => {
                 Arc::new(crate::train::command::CommandTrainer {
                     config: cmd.clone(),
+                    roles: roles.clone(),
+                })
+            }
+            (crate::config::Backend::Kfp, _, Some(kfp)) => {
+                Arc::new(crate::train::kfp::KfpTrainer {
+                    config: kfp.clone(),
                     roles: roles.clone(),
                 })
             }
@@ -936,9 +973,13 @@ impl Engine {
         let result = tokio::select! {
             r = &mut handle => r,
             _ = tokio::time::sleep(timeout) => {
-                cancel.cancel();
-                let _ = handle.await;
-                return Err(StepError::Timeout(timeout));
+                cancel.time_out();
+                // A trainer with more to say (a terminated remote run) says it; else the
+                // timeout is the reason.
+                return Err(match handle.await {
+                    Ok(Err(e)) if !matches!(e, TrainError::Cancelled) => StepError::Train(e),
+                    _ => StepError::Timeout(timeout),
+                });
             }
             _ = self.inner.shutdown.cancelled() => {
                 cancel.cancel();
@@ -980,6 +1021,7 @@ impl Engine {
                 "reference": source::dvc_md5(&inputs["reference"]["path"]),
                 "current": source::dvc_md5(&inputs["current"]["path"]),
             },
+            "remote_run_id": output.remote_run,
             "parent_version": champion.as_ref().map(|v| v.version),
             "trigger_cycle": c.id,
             "trigger_report": format!("cycle-{}", c.id),
@@ -1010,6 +1052,7 @@ impl Engine {
             "config": match p.train.backend {
                 crate::config::Backend::Burn => serde_json::to_value(&p.train.burn).unwrap_or_default(),
                 crate::config::Backend::Command => serde_json::to_value(&p.train.command).unwrap_or_default(),
+                crate::config::Backend::Kfp => serde_json::to_value(&p.train.kfp).unwrap_or_default(),
             },
         });
         let card_path = staging.join("card.json");
@@ -1486,6 +1529,9 @@ impl Engine {
 }
 
 /// SHA-256 of the config file's bytes, for lineage.
+/// Event kind under which a remote training run's id is stored before it is polled.
+const REMOTE_RUN_EVENT: &str = "remote_run";
+
 /// The champion's stored evaluation of `metric` (`holdout_<metric>`, with `holdout_<metric>_n`).
 fn stored_baseline(metrics: &serde_json::Value, metric: performance::Metric) -> Option<Baseline> {
     let value = metrics[format!("holdout_{}", metric.name())].as_f64()?;

@@ -352,6 +352,7 @@ impl Trainer for BurnTrainer {
         Ok(TrainOutput {
             format: FORMAT.to_string(),
             extra_metrics: Default::default(),
+            remote_run: None,
             epochs_run: history.len(),
             best_epoch,
             valid_accuracy,

@@ -215,23 +215,8 @@ impl Trainer for CommandTrainer {
                 metrics_path.display()
             ))
         })?;
-        let metrics: MetricsFile = serde_json::from_str(&text).map_err(|e| {
-            TrainError::Command(format!(
-                "{} is not a JSON object of numbers: {e}",
-                metrics_path.display()
-            ))
-        })?;
-        let mut numbers = BTreeMap::new();
-        for (k, v) in &metrics.values {
-            let n = v.as_f64().filter(|n| n.is_finite()).ok_or_else(|| {
-                TrainError::Command(format!(
-                    "{}: `{k}` is {v}, not a finite number",
-                    metrics_path.display()
-                ))
-            })?;
-            numbers.insert(k.clone(), n);
-        }
-        for e in &metrics.history {
+        let (numbers, history) = parse_metrics(&text, &metrics_path.display().to_string())?;
+        for e in &history {
             progress(e);
         }
         let empty = std::fs::read_dir(&model_dir)
@@ -245,32 +230,71 @@ impl Trainer for CommandTrainer {
         }
         let _ = std::fs::remove_dir_all(&work);
         // The scoring command travels with the model, so it scores the same way later.
-        let spec = serde_json::json!({
-            "data_format": format,
-            "predict": self.config.predict,
-            "env": self.config.env,
-            "workdir": self.config.workdir,
-            "roles": self.roles,
-        });
-        let spec_path = request.out_dir.join("command.json");
-        std::fs::write(
-            &spec_path,
-            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
-        )
-        .map_err(io(&spec_path))?;
+        write_spec(
+            &request.out_dir,
+            &self.config.predict,
+            &self.config.env,
+            &self.config.workdir,
+            &self.roles,
+            format,
+            None,
+        )?;
         Ok(TrainOutput {
             format: FORMAT.to_string(),
-            epochs_run: metrics.history.len(),
-            best_epoch: metrics.history.len(),
+            epochs_run: history.len(),
+            best_epoch: history.len(),
             valid_accuracy: numbers.get("valid_accuracy").copied().unwrap_or(f64::NAN),
             valid_loss: numbers.get("valid_loss").copied().unwrap_or(f64::NAN),
             train_rows: request.data.rows,
             valid_rows: 0,
             duration_seconds: started.elapsed().as_secs_f64(),
-            history: metrics.history,
+            history,
             extra_metrics: numbers,
+            remote_run: None,
         })
     }
+}
+
+/// Parse a trainer's metrics JSON: an object of finite numbers, with an optional `history`
+/// array of per-epoch objects. `origin` names the file in errors.
+pub fn parse_metrics(
+    text: &str,
+    origin: &str,
+) -> Result<(BTreeMap<String, f64>, Vec<EpochReport>), TrainError> {
+    let metrics: MetricsFile = serde_json::from_str(text).map_err(|e| {
+        TrainError::Command(format!("{origin} is not a JSON object of numbers: {e}"))
+    })?;
+    let mut numbers = BTreeMap::new();
+    for (k, v) in &metrics.values {
+        let n = v.as_f64().filter(|n| n.is_finite()).ok_or_else(|| {
+            TrainError::Command(format!("{origin}: `{k}` is {v}, not a finite number"))
+        })?;
+        numbers.insert(k.clone(), n);
+    }
+    Ok((numbers, metrics.history))
+}
+
+/// Write `command.json` beside a model: how to score it later, whatever the config says then.
+pub fn write_spec(
+    out_dir: &Path,
+    predict: &[String],
+    env: &BTreeMap<String, String>,
+    workdir: &Path,
+    roles: &Roles,
+    format: TableFormat,
+    model_uri: Option<&str>,
+) -> Result<(), TrainError> {
+    let spec = serde_json::json!({
+        "data_format": format,
+        "predict": predict,
+        "env": env,
+        "workdir": workdir,
+        "roles": roles,
+        "model_uri": model_uri,
+    });
+    let path = out_dir.join("command.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+        .map_err(|source| TrainError::Io { path, source })
 }
 
 /// A command-trained model: scored by running its predict command.
@@ -282,6 +306,8 @@ pub struct CommandModel {
     workdir: PathBuf,
     roles: Roles,
     format: TableFormat,
+    /// Where a remotely trained model lives (`{model_uri}`), if not in `dir/model`.
+    model_uri: Option<String>,
 }
 
 impl CommandModel {
@@ -301,6 +327,7 @@ impl CommandModel {
             workdir: serde_json::from_value(field("workdir")).map_err(|e| err(e.to_string()))?,
             roles: serde_json::from_value(field("roles")).map_err(|e| err(e.to_string()))?,
             format: serde_json::from_value(field("data_format")).unwrap_or_default(),
+            model_uri: field("model_uri").as_str().map(str::to_string),
         })
     }
 }
@@ -314,8 +341,13 @@ impl Predictor for CommandModel {
         let output = work.path().join("predictions.csv");
         crate::data::write_table(table, &self.roles, &input, self.format)
             .map_err(|e| TrainError::Command(e.to_string()))?;
+        let model_dir = self.dir.join("model").display().to_string();
         let vars = [
-            ("model_dir", self.dir.join("model").display().to_string()),
+            (
+                "model_uri",
+                self.model_uri.clone().unwrap_or_else(|| model_dir.clone()),
+            ),
+            ("model_dir", model_dir),
             ("input_path", input.display().to_string()),
             ("output_path", output.display().to_string()),
             ("target", self.roles.target.clone()),

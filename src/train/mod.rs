@@ -9,10 +9,11 @@
 
 pub mod burn;
 pub mod command;
+pub mod kfp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,17 +50,57 @@ pub enum TrainError {
     MissingFeature { path: PathBuf, feature: String },
 }
 
-/// A flag the engine sets to stop a trainer at its next checkpoint.
+/// A flag the engine sets to stop a trainer at its next checkpoint, with why: a shutdown
+/// (the cycle resumes on the next start, so a remote run is left running) or the training
+/// timeout (a remote run is terminated).
 #[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag(Arc<std::sync::atomic::AtomicU8>);
+
+const SHUTDOWN: u8 = 1;
+const TIMEOUT: u8 = 2;
 
 impl CancelFlag {
+    /// Stop for a shutdown.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        let _ = self
+            .0
+            .compare_exchange(0, SHUTDOWN, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Stop because `train.timeout` passed.
+    pub fn time_out(&self) {
+        self.0.store(TIMEOUT, Ordering::SeqCst);
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) != 0
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == TIMEOUT
+    }
+}
+
+/// How a trainer that starts remote work records the remote id durably before it waits on
+/// it (the engine stores it with the cycle), so a restart resumes instead of starting again.
+#[derive(Clone, Default)]
+pub struct RemoteRunRecorder(pub Option<Arc<RecordFn>>);
+
+/// Stores a remote run id; `Err` carries why it could not.
+pub type RecordFn = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for RemoteRunRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteRunRecorder")
+    }
+}
+
+impl RemoteRunRecorder {
+    pub fn record(&self, id: &str) -> Result<(), String> {
+        match &self.0 {
+            Some(f) => f(id),
+            None => Ok(()),
+        }
     }
 }
 
@@ -81,6 +122,13 @@ pub struct TrainRequest {
     pub config: BurnConfig,
     /// Empty directory to write the model into; the engine moves it into place.
     pub out_dir: PathBuf,
+    /// The cycle's recorded inputs (locations and fingerprints), for remote trainers.
+    pub inputs: serde_json::Value,
+    /// A remote run this cycle already started (recorded before a restart).
+    pub remote_run: Option<String>,
+    pub record_remote_run: RemoteRunRecorder,
+    /// `train.timeout`: a remote trainer terminates its run when it passes.
+    pub timeout: std::time::Duration,
 }
 
 /// What a trainer produced (written into `out_dir`, summarised here).
@@ -99,6 +147,9 @@ pub struct TrainOutput {
     /// Further metrics the backend reported (a command trainer's metrics file).
     #[serde(default)]
     pub extra_metrics: std::collections::BTreeMap<String, f64>,
+    /// Id of the remote run that trained the model (Kubeflow).
+    #[serde(default)]
+    pub remote_run: Option<String>,
 }
 
 /// A training backend.

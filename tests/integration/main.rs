@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod kfp;
+
 mod cli;
 mod faults;
 mod lifecycle;

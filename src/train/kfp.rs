@@ -1,0 +1,417 @@
+//! The Kubeflow Pipelines backend: training runs as a KFP run (REST v2beta1) of a configured
+//! pipeline version, and retraind waits for it.
+//!
+//! Exactly-once: KFP has no idempotency key, so every run's display name carries the
+//! pipeline and cycle (`retraind-<pipeline>-cycle-<id>`). Before creating a run the trainer
+//! looks for one with that name (a crash between create and store left it there); the run id
+//! is recorded in the store before polling starts; after a restart the stored id is polled
+//! again. A shutdown leaves the remote run running; the training timeout terminates it.
+//!
+//! Convention for results: the run receives the runtime parameters `retraind_pipeline`,
+//! `retraind_cycle`, `retraind_current_uri`, `retraind_reference_uri` and
+//! `retraind_output_uri` (plus the user's `parameters`), and writes
+//! `<retraind_output_uri>/metrics.json` (a JSON object of numbers, like the command backend's)
+//! and its model under `<retraind_output_uri>/model`. The gate scores that model locally with
+//! the `predict` command, which gets `{model_uri}`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::{CancelFlag, EpochReport, TrainError, TrainOutput, TrainRequest, Trainer};
+use crate::data::{Roles, TableFormat};
+use crate::secret::SecretSource;
+
+/// `[pipeline.train.kfp]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KfpConfig {
+    /// Base URL of the KFP API server, e.g. `https://kubeflow.example.com/pipeline`.
+    pub endpoint: String,
+    #[serde(skip)]
+    pub token: Option<SecretSource>,
+    pub ca_file: Option<PathBuf>,
+    pub experiment_id: String,
+    pub pipeline_id: String,
+    pub pipeline_version_id: String,
+    /// Extra runtime parameters (values templated with `{pipeline}`, `{cycle}`).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Where the run writes its outputs; `{pipeline}` and `{cycle}` are substituted.
+    pub output_uri: String,
+    /// First poll interval; doubles up to `max_poll_interval`.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_poll_interval: Duration,
+    /// Local scoring command for the gate (like `train.command.predict`, with `{model_uri}`).
+    pub predict: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub workdir: PathBuf,
+    #[serde(default)]
+    pub data_format: TableFormat,
+}
+
+/// Durations as seconds in the model card.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs_f64(f64::deserialize(d)?))
+    }
+}
+
+/// Run states (`V2beta1RuntimeState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunState {
+    RuntimeStateUnspecified,
+    Pending,
+    Running,
+    Succeeded,
+    Skipped,
+    Failed,
+    Canceling,
+    Canceled,
+    Paused,
+}
+
+impl RunState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Skipped | RunState::Failed | RunState::Canceled
+        )
+    }
+}
+
+/// The display name that identifies a cycle's run.
+pub fn display_name(pipeline: &str, cycle: i64) -> String {
+    format!("retraind-{pipeline}-cycle-{cycle}")
+}
+
+fn template(text: &str, pipeline: &str, cycle: i64) -> String {
+    text.replace("{pipeline}", pipeline)
+        .replace("{cycle}", &cycle.to_string())
+}
+
+/// A small async KFP client.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<crate::secret::Secret>,
+}
+
+fn err(message: impl Into<String>) -> TrainError {
+    TrainError::Command(format!("Kubeflow: {}", message.into()))
+}
+
+impl Client {
+    pub fn new(config: &KfpConfig) -> Result<Client, TrainError> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| err(format!("cannot read CA file {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| err(format!("CA file {} is not PEM: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let token = match &config.token {
+            Some(s) => Some(crate::secret::Secret::load(s).map_err(|e| err(e.to_string()))?),
+            None => None,
+        };
+        Ok(Client {
+            base: config.endpoint.trim_end_matches('/').to_string(),
+            http: builder.build().map_err(|e| err(e.to_string()))?,
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        query: &[(&str, String)],
+    ) -> Result<Value, TrainError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| err(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| err(format!("{url}: {e}")))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            // google.rpc.Status {code, message, details}
+            let message = v["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| text.chars().take(200).collect());
+            return Err(err(format!("{url} answered {status}: {message}")));
+        }
+        Ok(v)
+    }
+
+    /// The run with this display name in the experiment, if any.
+    pub async fn find(&self, experiment: &str, name: &str) -> Result<Option<String>, TrainError> {
+        let filter = json!({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]});
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                "/apis/v2beta1/runs",
+                None,
+                &[
+                    ("experiment_id", experiment.to_string()),
+                    ("filter", filter.to_string()),
+                    ("page_size", "10".into()),
+                ],
+            )
+            .await?;
+        Ok(v["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["display_name"] == name)
+            .and_then(|r| r["run_id"].as_str())
+            .map(str::to_string))
+    }
+
+    pub async fn create(&self, body: Value) -> Result<String, TrainError> {
+        let v = self
+            .call(reqwest::Method::POST, "/apis/v2beta1/runs", Some(body), &[])
+            .await?;
+        v["run_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| err("the created run has no run_id"))
+    }
+
+    pub async fn get(&self, run: &str) -> Result<Value, TrainError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/apis/v2beta1/runs/{run}"),
+            None,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn terminate(&self, run: &str) -> Result<(), TrainError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/apis/v2beta1/runs/{run}:terminate"),
+            Some(json!({})),
+            &[],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Trains by running a KFP pipeline version.
+#[derive(Debug, Clone)]
+pub struct KfpTrainer {
+    pub config: KfpConfig,
+    pub roles: Roles,
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, TrainError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => Ok(h.block_on(f)),
+        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err(e.to_string()))?
+            .block_on(f)),
+    }
+}
+
+impl Trainer for KfpTrainer {
+    fn name(&self) -> &'static str {
+        "kfp"
+    }
+
+    fn train(
+        &self,
+        request: &TrainRequest,
+        cancel: &CancelFlag,
+        progress: &(dyn Fn(&EpochReport) + Send + Sync),
+    ) -> Result<TrainOutput, TrainError> {
+        block_on(self.run(request, cancel, progress))?
+    }
+}
+
+impl KfpTrainer {
+    async fn run(
+        &self,
+        request: &TrainRequest,
+        cancel: &CancelFlag,
+        progress: &(dyn Fn(&EpochReport) + Send + Sync),
+    ) -> Result<TrainOutput, TrainError> {
+        let started = Instant::now();
+        let c = &self.config;
+        std::fs::create_dir_all(&request.out_dir).map_err(|source| TrainError::Io {
+            path: request.out_dir.clone(),
+            source,
+        })?;
+        let client = Client::new(c)?;
+        let (pipeline, cycle) = (request.pipeline.as_str(), request.cycle_id);
+        let name = display_name(pipeline, cycle);
+        let output_uri = template(&c.output_uri, pipeline, cycle);
+        let run_id = match &request.remote_run {
+            Some(id) => id.clone(),
+            None => {
+                let id = match client.find(&c.experiment_id, &name).await? {
+                    Some(id) => {
+                        info!(
+                            pipeline,
+                            cycle,
+                            run = id,
+                            "found this cycle's Kubeflow run from before a restart"
+                        );
+                        id
+                    }
+                    None => {
+                        let mut parameters: BTreeMap<String, Value> = c
+                            .parameters
+                            .iter()
+                            .map(|(k, v)| (k.clone(), json!(template(v, pipeline, cycle))))
+                            .collect();
+                        let uri = |k: &str| {
+                            request.inputs[k]["path"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        parameters.insert("retraind_pipeline".into(), json!(pipeline));
+                        parameters.insert("retraind_cycle".into(), json!(cycle.to_string()));
+                        parameters.insert("retraind_current_uri".into(), json!(uri("current")));
+                        parameters.insert("retraind_reference_uri".into(), json!(uri("reference")));
+                        parameters.insert("retraind_output_uri".into(), json!(output_uri));
+                        let body = json!({
+                            "display_name": name,
+                            "description": format!("retraind cycle {cycle} of pipeline {pipeline}"),
+                            "experiment_id": c.experiment_id,
+                            "pipeline_version_reference": {
+                                "pipeline_id": c.pipeline_id,
+                                "pipeline_version_id": c.pipeline_version_id,
+                            },
+                            "runtime_config": { "parameters": parameters },
+                        });
+                        let id = client.create(body).await?;
+                        info!(pipeline, cycle, run = id, "Kubeflow run created");
+                        id
+                    }
+                };
+                // Durable before we wait on it: a restart polls this run, never a new one.
+                request
+                    .record_remote_run
+                    .record(&id)
+                    .map_err(|e| err(format!("cannot record run {id}: {e}")))?;
+                id
+            }
+        };
+        let mut interval = c.poll_interval;
+        let mut last = None;
+        let run = loop {
+            if cancel.timed_out() {
+                client.terminate(&run_id).await?;
+                return Err(err(format!(
+                    "run {run_id} did not finish within train.timeout ({:?}); it was terminated",
+                    request.timeout
+                )));
+            }
+            if cancel.is_cancelled() {
+                // Shutdown: the run goes on remotely; the next start polls it again.
+                return Err(TrainError::Cancelled);
+            }
+            match client.get(&run_id).await {
+                Ok(run) => {
+                    let state: RunState = serde_json::from_value(run["state"].clone())
+                        .unwrap_or(RunState::RuntimeStateUnspecified);
+                    if last != Some(state) {
+                        info!(pipeline, cycle, run = run_id, ?state, "Kubeflow run state");
+                        last = Some(state);
+                    }
+                    if state.is_terminal() {
+                        break run;
+                    }
+                }
+                // A transient error while polling is retried with backoff, not fatal.
+                Err(e) => {
+                    tracing::warn!(pipeline, cycle, run = run_id, error = %e, "polling Kubeflow failed; retrying")
+                }
+            }
+            let deadline = Instant::now() + interval;
+            while Instant::now() < deadline && !cancel.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            interval = (interval * 2).min(c.max_poll_interval);
+        };
+        let state: RunState = serde_json::from_value(run["state"].clone())
+            .unwrap_or(RunState::RuntimeStateUnspecified);
+        if state != RunState::Succeeded {
+            let why = run["error"]["message"]
+                .as_str()
+                .unwrap_or("no error message");
+            return Err(err(format!("run {run_id} ended {state:?}: {why}")));
+        }
+        // Results by convention: <output_uri>/metrics.json, the model under <output_uri>/model.
+        let metrics_uri = format!("{}/metrics.json", output_uri.trim_end_matches('/'));
+        let scratch = request.out_dir.join("work");
+        let (metrics, history) = {
+            let loc = crate::source::Location::parse(&metrics_uri, std::path::Path::new("/"))
+                .map_err(|e| err(e.to_string()))?;
+            let input = crate::source::resolve(&loc, &scratch, &crate::source::S3Config::default())
+                .map_err(|e| {
+                    err(format!(
+                        "run {run_id} succeeded but its metrics are unreadable: {e}"
+                    ))
+                })?;
+            let text = std::fs::read_to_string(&input.files[0])
+                .map_err(|e| err(format!("{metrics_uri}: {e}")))?;
+            super::command::parse_metrics(&text, &metrics_uri)?
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        for e in &history {
+            progress(e);
+        }
+        let model_uri = format!("{}/model", output_uri.trim_end_matches('/'));
+        super::command::write_spec(
+            &request.out_dir,
+            &c.predict,
+            &c.env,
+            &c.workdir,
+            &self.roles,
+            c.data_format,
+            Some(&model_uri),
+        )?;
+        Ok(TrainOutput {
+            format: super::command::FORMAT.to_string(),
+            epochs_run: history.len(),
+            best_epoch: history.len(),
+            valid_accuracy: metrics.get("valid_accuracy").copied().unwrap_or(f64::NAN),
+            valid_loss: metrics.get("valid_loss").copied().unwrap_or(f64::NAN),
+            train_rows: request.data.rows,
+            valid_rows: 0,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            history,
+            extra_metrics: metrics,
+            remote_run: Some(run_id),
+        })
+    }
+}

@@ -1,0 +1,443 @@
+//! The Kubeflow Pipelines backend against a fake KFP API server. Kubeflow needs Kubernetes,
+//! which cannot run here, so the fake implements exactly the documented v2beta1 run service
+//! (`../shared/API-NOTES.md`): create, get, list with a display-name filter, `:terminate`,
+//! the `state` enum, google.rpc.Status error bodies, bearer auth. On success it plays the
+//! pipeline's component: it trains with examples/command-trainer on the current window and
+//! writes `metrics.json` and the model under `retraind_output_uri`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use retraind::cycle::{CycleState, Outcome};
+use serde_json::{Value, json};
+
+use crate::helpers::{Db, Env, Opts, eventually, run_cycle, start_cycle, start_daemon, wait_state};
+
+const TOKEN: &str = "kfp-token-abc";
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/command-trainer");
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Behaviour {
+    Succeed,
+    Fail,
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct FakeRun {
+    id: String,
+    display_name: String,
+    experiment_id: String,
+    parameters: Value,
+    state: &'static str,
+    polls: usize,
+    error: Option<Value>,
+}
+
+struct Fake {
+    runs: Mutex<Vec<FakeRun>>,
+    creates: AtomicUsize,
+    terminates: AtomicUsize,
+    behaviour: Mutex<Behaviour>,
+    /// Polls of a RUNNING run before it finishes.
+    polls_to_finish: usize,
+}
+
+type Shared = Arc<Fake>;
+
+fn status(code: StatusCode, rpc: i32, message: &str) -> (StatusCode, Json<Value>) {
+    (
+        code,
+        Json(json!({"code": rpc, "message": message, "details": []})),
+    )
+}
+
+fn authorized(h: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
+    match h.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(v) if v == format!("Bearer {TOKEN}") => Ok(()),
+        _ => Err(status(
+            StatusCode::UNAUTHORIZED,
+            16,
+            "missing or invalid bearer token",
+        )),
+    }
+}
+
+fn run_json(r: &FakeRun) -> Value {
+    let mut v = json!({
+        "run_id": r.id,
+        "display_name": r.display_name,
+        "experiment_id": r.experiment_id,
+        "state": r.state,
+        "runtime_config": {"parameters": r.parameters},
+        "state_history": [{"state": r.state}],
+        "created_at": "2026-11-27T00:00:00Z",
+    });
+    if let Some(e) = &r.error {
+        v["error"] = e.clone();
+    }
+    v
+}
+
+/// What the pipeline's component does on success: train on the current window and write
+/// metrics.json and the model under the output URI (a local folder in this test).
+fn component(params: &Value) {
+    let out = PathBuf::from(params["retraind_output_uri"].as_str().unwrap());
+    std::fs::create_dir_all(out.join("model")).unwrap();
+    let status = std::process::Command::new("python3")
+        .arg(format!("{EXAMPLE}/train.py"))
+        .arg(params["retraind_current_uri"].as_str().unwrap())
+        .arg(out.join("model"))
+        .arg(out.join("metrics.json"))
+        .arg("target")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn create(
+    State(f): State<Shared>,
+    h: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    authorized(&h)?;
+    let name = body["display_name"].as_str().unwrap_or_default();
+    let reference = &body["pipeline_version_reference"];
+    if name.is_empty()
+        || body["experiment_id"].as_str().is_none()
+        || reference["pipeline_id"].as_str().is_none()
+        || reference["pipeline_version_id"].as_str().is_none()
+    {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            3,
+            "display_name, experiment_id and pipeline_version_reference are required",
+        ));
+    }
+    f.creates.fetch_add(1, Ordering::SeqCst);
+    let mut runs = f.runs.lock().unwrap();
+    let run = FakeRun {
+        id: format!("run-{}", runs.len() + 1),
+        display_name: name.to_string(),
+        experiment_id: body["experiment_id"].as_str().unwrap().to_string(),
+        parameters: body["runtime_config"]["parameters"].clone(),
+        state: "PENDING",
+        polls: 0,
+        error: None,
+    };
+    runs.push(run.clone());
+    Ok(Json(run_json(&run)))
+}
+
+async fn get_run(
+    State(f): State<Shared>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    authorized(&h)?;
+    let behaviour = *f.behaviour.lock().unwrap();
+    let mut runs = f.runs.lock().unwrap();
+    let run = runs
+        .iter_mut()
+        .find(|r| r.id == id)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, 5, &format!("run {id} not found")))?;
+    run.polls += 1;
+    run.state = match (run.state, behaviour) {
+        ("PENDING", _) => "RUNNING",
+        ("CANCELING", _) => "CANCELED",
+        ("RUNNING", Behaviour::Succeed) if run.polls > f.polls_to_finish => {
+            component(&run.parameters);
+            "SUCCEEDED"
+        }
+        ("RUNNING", Behaviour::Fail) if run.polls > f.polls_to_finish => {
+            run.error = Some(
+                json!({"code": 2, "message": "component train failed: OOMKilled", "details": []}),
+            );
+            "FAILED"
+        }
+        (s, _) => s,
+    };
+    Ok(Json(run_json(run)))
+}
+
+async fn terminate(
+    State(f): State<Shared>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    authorized(&h)?;
+    let id = id
+        .strip_suffix(":terminate")
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, 5, "unknown method"))?;
+    let mut runs = f.runs.lock().unwrap();
+    let run = runs
+        .iter_mut()
+        .find(|r| r.id == id)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, 5, &format!("run {id} not found")))?;
+    f.terminates.fetch_add(1, Ordering::SeqCst);
+    run.state = "CANCELING";
+    Ok(Json(json!({})))
+}
+
+async fn list(
+    State(f): State<Shared>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    authorized(&h)?;
+    let filter: Value = q
+        .get("filter")
+        .map(|t| serde_json::from_str(t))
+        .transpose()
+        .map_err(|_| status(StatusCode::BAD_REQUEST, 3, "filter is not JSON"))?
+        .unwrap_or(Value::Null);
+    let wanted = filter["predicates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["key"] == "display_name" && p["operation"] == "EQUALS")
+        .and_then(|p| p["string_value"].as_str());
+    let runs = f.runs.lock().unwrap();
+    let found: Vec<Value> = runs
+        .iter()
+        .filter(|r| q.get("experiment_id").is_none_or(|e| *e == r.experiment_id))
+        .filter(|r| wanted.is_none_or(|w| w == r.display_name))
+        .map(run_json)
+        .collect();
+    Ok(Json(json!({"runs": found, "total_size": found.len()})))
+}
+
+async fn fake(behaviour: Behaviour) -> (Shared, String) {
+    let f = Arc::new(Fake {
+        runs: Mutex::new(Vec::new()),
+        creates: AtomicUsize::new(0),
+        terminates: AtomicUsize::new(0),
+        behaviour: Mutex::new(behaviour),
+        polls_to_finish: 2,
+    });
+    let app = axum::Router::new()
+        .route("/apis/v2beta1/runs", axum::routing::post(create).get(list))
+        .route(
+            "/apis/v2beta1/runs/{id}",
+            axum::routing::get(get_run).post(terminate),
+        )
+        .with_state(f.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (f, format!("http://{addr}"))
+}
+
+fn opts(endpoint: &str, out: &std::path::Path, timeout: &str) -> Opts {
+    Opts {
+        extra: format!(
+            r#"
+[pipeline.train]
+backend = "kfp"
+timeout = "{timeout}"
+
+[pipeline.train.kfp]
+endpoint = "{endpoint}"
+token_file = "kfp-token"
+experiment_id = "exp-1"
+pipeline_id = "pl-1"
+pipeline_version_id = "pv-1"
+output_uri = "{out}/{{pipeline}}/cycle-{{cycle}}"
+parameters = {{ learning_rate = "0.05", tag = "cycle-{{cycle}}" }}
+poll_interval = "20ms"
+max_poll_interval = "100ms"
+predict = ["python3", "{EXAMPLE}/predict.py", "{{model_uri}}", "{{input_path}}", "{{output_path}}"]
+data_format = "csv"
+"#,
+            out = out.display()
+        ),
+        ..Opts::default()
+    }
+}
+
+async fn env_for(endpoint: &str, out: &std::path::Path, timeout: &str) -> Option<Env> {
+    let env = Env::new(Db::Sqlite, opts(endpoint, out, timeout)).await?;
+    std::fs::write(env.dir.path().join("kfp-token"), TOKEN).unwrap();
+    Some(env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kfp_run_trains_the_candidate() {
+    let (f, endpoint) = fake(Behaviour::Succeed).await;
+    let out = tempfile::tempdir().unwrap();
+    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
+        return;
+    };
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
+    assert_eq!(f.creates.load(Ordering::SeqCst), 1);
+    let run = f.runs.lock().unwrap()[0].clone();
+    assert_eq!(run.display_name, format!("retraind-p1-cycle-{}", row.id));
+    let p = &run.parameters;
+    assert_eq!(p["retraind_cycle"], row.id.to_string());
+    assert_eq!(p["tag"], format!("cycle-{}", row.id));
+    assert!(
+        p["retraind_current_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(".csv")
+    );
+    let v = &running.engine.store().versions("p1").await.unwrap()[0];
+    assert_eq!(v.lineage["backend"], "kfp");
+    assert_eq!(v.lineage["remote_run_id"], run.id.as_str());
+    assert!(
+        v.metrics["valid_accuracy"].as_f64().unwrap() > 0.8,
+        "{}",
+        v.metrics
+    );
+    // The gate scored the remote model locally through {model_uri}.
+    assert!(
+        v.metrics["holdout_accuracy"].as_f64().unwrap() > 0.8,
+        "{}",
+        v.metrics
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_kfp_run_fails_the_cycle_with_its_error() {
+    let (f, endpoint) = fake(Behaviour::Fail).await;
+    let out = tempfile::tempdir().unwrap();
+    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
+        return;
+    };
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.state, CycleState::Failed);
+    let reason = row.reason.unwrap_or_default();
+    assert!(
+        reason.contains("Failed") && reason.contains("OOMKilled"),
+        "{reason}"
+    );
+    assert!(
+        running
+            .engine
+            .store()
+            .versions("p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(f.creates.load(Ordering::SeqCst), 1);
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kfp_timeout_terminates_the_run() {
+    let (f, endpoint) = fake(Behaviour::Hang).await;
+    let out = tempfile::tempdir().unwrap();
+    let Some(env) = env_for(&endpoint, out.path(), "2s").await else {
+        return;
+    };
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.state, CycleState::Failed);
+    let reason = row.reason.unwrap_or_default();
+    assert!(reason.contains("terminated"), "{reason}");
+    assert_eq!(f.terminates.load(Ordering::SeqCst), 1);
+    assert_eq!(f.runs.lock().unwrap()[0].state, "CANCELING");
+    assert!(
+        running
+            .engine
+            .store()
+            .versions("p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+/// A crash between "create" and "store the id" leaves a run only KFP knows about: the next
+/// attempt finds it by its display name instead of creating a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_created_before_a_crash_is_adopted_not_duplicated() {
+    let (f, endpoint) = fake(Behaviour::Succeed).await;
+    let out = tempfile::tempdir().unwrap();
+    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
+        return;
+    };
+    let current = env
+        .dir
+        .path()
+        .join(format!("data/current/{}.csv", env.date));
+    // The first cycle of a fresh store is cycle 1.
+    f.runs.lock().unwrap().push(FakeRun {
+        id: "run-from-before".into(),
+        display_name: "retraind-p1-cycle-1".into(),
+        experiment_id: "exp-1".into(),
+        parameters: json!({
+            "retraind_current_uri": current.display().to_string(),
+            "retraind_output_uri": out.path().join("p1/cycle-1").display().to_string(),
+        }),
+        state: "RUNNING",
+        polls: 0,
+        error: None,
+    });
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.id, 1);
+    assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
+    assert_eq!(f.creates.load(Ordering::SeqCst), 0, "no second run");
+    let v = &running.engine.store().versions("p1").await.unwrap()[0];
+    assert_eq!(v.lineage["remote_run_id"], "run-from-before");
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+/// A shutdown while the run is going leaves it running; the next start polls the stored run
+/// and finishes the cycle with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_polling_the_stored_run() {
+    let (f, endpoint) = fake(Behaviour::Hang).await;
+    let out = tempfile::tempdir().unwrap();
+    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
+        return;
+    };
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    eventually(Duration::from_secs(60), "the run id to be stored", || {
+        let store = store.clone();
+        async move {
+            store
+                .events(id)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|(_, kind, _)| kind == "remote_run")
+        }
+    })
+    .await;
+    shutdown.cancel();
+    assert!(running.drain(Duration::from_secs(10)).await);
+    assert_eq!(
+        f.terminates.load(Ordering::SeqCst),
+        0,
+        "a shutdown leaves the run alone"
+    );
+    *f.behaviour.lock().unwrap() = Behaviour::Succeed;
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let store = running.engine.store().clone();
+    let row = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+    assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
+    assert_eq!(
+        f.creates.load(Ordering::SeqCst),
+        1,
+        "exactly one remote run"
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
