@@ -247,6 +247,8 @@ pub mod raw {
         pub patience: Option<i64>,
         pub validation_share: Option<f64>,
         pub seed: Option<i64>,
+        pub fail_below_accuracy: Option<f64>,
+        pub fail_check_epoch: Option<i64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -516,6 +518,12 @@ pub struct BurnConfig {
     pub patience: usize,
     pub validation_share: f64,
     pub seed: u64,
+    /// The seed's `failed_to_learn` guard: after `fail_check_epoch` epochs, a validation
+    /// accuracy below this aborts training (0 = off).
+    #[serde(default)]
+    pub fail_below_accuracy: f64,
+    #[serde(default)]
+    pub fail_check_epoch: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -1404,6 +1412,18 @@ fn validate(
                 p.train.burn.validation_share,
                 0.2,
                 true,
+            ),
+            fail_below_accuracy: c.fraction(
+                &at("train.burn.fail_below_accuracy"),
+                p.train.burn.fail_below_accuracy,
+                0.1,
+                false,
+            ),
+            fail_check_epoch: c.positive(
+                &at("train.burn.fail_check_epoch"),
+                p.train.burn.fail_check_epoch,
+                5,
+                100_000,
             ),
             seed: match p.train.burn.seed {
                 Some(s) if s < 0 => {

@@ -964,6 +964,7 @@ impl Engine {
                     train_loss = e.train_loss,
                     valid_loss = e.valid_loss,
                     valid_accuracy = e.valid_accuracy,
+                    valid_f1 = e.valid_f1,
                     "epoch finished"
                 );
             };

@@ -203,7 +203,7 @@ fn to_f32(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec_as::<f32>().unwrap_or_default()
 }
 
-/// Loss and accuracy of `model` (in validation mode) on encoded rows.
+/// Loss and predicted class indices of `model` (in validation mode) on encoded rows.
 fn evaluate(
     model: &Mlp,
     x: &[f32],
@@ -211,24 +211,45 @@ fn evaluate(
     width: usize,
     classes: usize,
     device: &Device,
-) -> (f64, f64) {
+) -> (f64, Vec<usize>) {
     let n = y.len();
     if n == 0 {
-        return (f64::NAN, 0.0);
+        return (f64::NAN, Vec::new());
     }
     let logits = model.forward(matrix(x.to_vec(), n, width, device));
     let loss = CrossEntropyLossConfig::new()
         .init(device)
         .forward(logits.clone(), labels(y.to_vec(), device));
     let loss = f64::from(loss.into_scalar::<f32>());
-    let predicted = argmax_rows(&to_f32(logits), classes);
-    let right = predicted
-        .iter()
-        .zip(y)
-        .filter(|(p, t)| **p as i64 == **t)
-        .count();
-    (loss, right as f64 / n as f64)
+    (loss, argmax_rows(&to_f32(logits), classes))
 }
+
+/// Split row indices into (validation, training) with each class's share of the validation
+/// split equal to its share of the data (at least one row per class that has two), seeded.
+pub fn stratified_split(
+    target: &[String],
+    classes: &[String],
+    share: f64,
+    rng: &mut rand::rngs::StdRng,
+) -> (Vec<usize>, Vec<usize>) {
+    let (mut valid, mut train) = (Vec::new(), Vec::new());
+    for class in classes {
+        let mut rows: Vec<usize> = (0..target.len()).filter(|&i| &target[i] == class).collect();
+        rows.shuffle(rng);
+        let mut k = (rows.len() as f64 * share).round() as usize;
+        if k == 0 && rows.len() >= 2 {
+            k = 1;
+        }
+        valid.extend_from_slice(&rows[..k]);
+        train.extend_from_slice(&rows[k..]);
+    }
+    valid.shuffle(rng);
+    train.shuffle(rng);
+    (valid, train)
+}
+
+/// One burn training at a time per process (see `BurnTrainer::train`).
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The burn trainer (default backend).
 #[derive(Debug, Default, Clone, Copy)]
@@ -268,9 +289,15 @@ impl Trainer for BurnTrainer {
             });
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-        let mut order: Vec<usize> = (0..table.rows).collect();
-        order.shuffle(&mut rng);
-        let (valid_rows, train_rows) = order.split_at(n_valid);
+        let (valid_rows, train_rows) =
+            stratified_split(target, &classes, cfg.validation_share, &mut rng);
+        if valid_rows.is_empty() || train_rows.len() < 2 {
+            return Err(TrainError::TooFewRows {
+                rows: table.rows,
+                needed: 3,
+            });
+        }
+        let (valid_rows, train_rows) = (valid_rows.as_slice(), train_rows.as_slice());
         let pre = Preprocess::fit(table, train_rows, classes.clone(), cfg);
         let width = pre.width();
         let class_of = |r: usize| {
@@ -284,6 +311,13 @@ impl Trainer for BurnTrainer {
         let x_valid = pre.encode(table, valid_rows, &request.out_dir)?;
         let y_valid: Vec<i64> = valid_rows.iter().map(|&r| class_of(r)).collect();
 
+        // burn's CPU backend draws initial weights and dropout masks from one process-wide
+        // generator: two trainings at once would interleave their draws and neither would be
+        // reproducible. Trainings in one process take turns (cycles of other pipelines wait
+        // here, off the async runtime).
+        let _turn = TRAINING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let device = Device::default().autodiff();
         device.seed(cfg.seed);
         let mut model = Mlp::new(width, &cfg.hidden, classes.len(), cfg.dropout, &device);
@@ -316,7 +350,7 @@ impl Trainer for BurnTrainer {
                 model = optim.step(cfg.learning_rate, model, grads);
             }
             let valid_model = model.valid();
-            let (valid_loss, valid_accuracy) = evaluate(
+            let (valid_loss, predicted) = evaluate(
                 &valid_model,
                 &x_valid,
                 &y_valid,
@@ -324,14 +358,30 @@ impl Trainer for BurnTrainer {
                 classes.len(),
                 &valid_model_device(&device),
             );
+            let names =
+                |v: &[usize]| -> Vec<String> { v.iter().map(|&i| classes[i].clone()).collect() };
+            let truth: Vec<usize> = y_valid.iter().map(|&y| y as usize).collect();
+            let (truth, predicted) = (names(&truth), names(&predicted));
+            let valid_accuracy = crate::performance::accuracy(&truth, &predicted);
             let report = EpochReport {
                 epoch,
                 train_loss: total / train_rows.len() as f64,
                 valid_loss,
                 valid_accuracy,
+                valid_f1: Some(crate::performance::f1_weighted(&truth, &predicted)),
             };
             progress(&report);
             history.push(report);
+            if cfg.fail_below_accuracy > 0.0
+                && epoch == cfg.fail_check_epoch
+                && valid_accuracy < cfg.fail_below_accuracy
+            {
+                return Err(TrainError::FailedToLearn {
+                    epoch,
+                    accuracy: valid_accuracy,
+                    floor: cfg.fail_below_accuracy,
+                });
+            }
             let improved = best.as_ref().is_none_or(|(l, ..)| valid_loss < *l);
             if improved {
                 best = Some((valid_loss, epoch, valid_model, valid_accuracy));
@@ -465,5 +515,123 @@ impl Predictor for BurnModel {
             labels,
             probabilities,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Input, RoleSpec, load_inferred};
+
+    fn config() -> BurnConfig {
+        BurnConfig {
+            hidden: vec![32, 16],
+            dropout: 0.1,
+            learning_rate: 0.01,
+            batch_size: 64,
+            epochs: 15,
+            patience: 5,
+            validation_share: 0.2,
+            seed: 42,
+            fail_below_accuracy: 0.1,
+            fail_check_epoch: 5,
+        }
+    }
+
+    fn demo_table(dir: &Path) -> Table {
+        let path = dir.join("d.csv");
+        crate::demo::generate(&path, 3000, crate::demo::Regime::NORMAL, 7).unwrap();
+        let categorical = vec!["segment".to_string()];
+        let spec = RoleSpec {
+            target: "target",
+            categorical: Some(&categorical),
+            ..RoleSpec::default()
+        };
+        load_inferred(&Input::file(&path), &spec, true).unwrap().1
+    }
+
+    fn request(table: &Table, out: &Path, config: BurnConfig) -> TrainRequest {
+        TrainRequest {
+            pipeline: "p".into(),
+            cycle_id: 1,
+            data: table.clone(),
+            config,
+            out_dir: out.to_path_buf(),
+            inputs: serde_json::Value::Null,
+            remote_run: None,
+            record_remote_run: Default::default(),
+            timeout: std::time::Duration::from_secs(600),
+        }
+    }
+
+    /// The seed's registration threshold (0.9) on the demo data, and the same model twice
+    /// from the same seed.
+    #[test]
+    fn demo_data_trains_past_the_threshold_deterministically() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = demo_table(dir.path());
+        let run = |name: &str| {
+            let out = dir.path().join(name);
+            let o = BurnTrainer
+                .train(
+                    &request(&table, &out, config()),
+                    &CancelFlag::default(),
+                    &|_| {},
+                )
+                .unwrap();
+            let scores = BurnModel::load(&out)
+                .unwrap()
+                .predict_scored(&table)
+                .unwrap();
+            (o, scores)
+        };
+        let (a, sa) = run("a");
+        let (b, sb) = run("b");
+        assert!(a.valid_accuracy >= 0.9, "{}", a.valid_accuracy);
+        assert!(a.history.iter().all(|e| e.valid_f1.is_some()));
+        assert_eq!(a.history, b.history);
+        // The weight files differ in burn's random parameter ids, not in the weights.
+        assert_eq!(sa, sb, "same seed, same model");
+        let labels = table.target.clone().unwrap();
+        let acc = crate::performance::accuracy(&labels, &sa.labels);
+        assert!(acc >= 0.9, "{acc}");
+    }
+
+    #[test]
+    fn a_model_that_fails_to_learn_is_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = demo_table(dir.path());
+        let strict = BurnConfig {
+            fail_below_accuracy: 0.999,
+            fail_check_epoch: 2,
+            ..config()
+        };
+        let e = BurnTrainer
+            .train(
+                &request(&table, &dir.path().join("m"), strict),
+                &CancelFlag::default(),
+                &|_| {},
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, TrainError::FailedToLearn { epoch: 2, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_split_keeps_each_class_share() {
+        let target: Vec<String> = (0..1000)
+            .map(|i| if i % 10 == 0 { "rare" } else { "common" }.to_string())
+            .collect();
+        let classes = vec!["common".to_string(), "rare".to_string()];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let (valid, train) = stratified_split(&target, &classes, 0.2, &mut rng);
+        assert_eq!(valid.len() + train.len(), 1000);
+        let rare = valid.iter().filter(|&&i| target[i] == "rare").count();
+        assert_eq!((valid.len(), rare), (200, 20));
+        let mut all: Vec<usize> = valid.iter().chain(&train).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
     }
 }

@@ -37,6 +37,14 @@ pub enum TrainError {
         "loss became NaN at epoch {0}; lower train.burn.learning_rate or check the data for extreme values"
     )]
     NanLoss(usize),
+    #[error(
+        "failed to learn: validation accuracy {accuracy:.3} after epoch {epoch} is below train.burn.fail_below_accuracy = {floor}; check the labels and features"
+    )]
+    FailedToLearn {
+        epoch: usize,
+        accuracy: f64,
+        floor: f64,
+    },
     #[error("cannot write model artifacts to {path}: {source}")]
     Io {
         path: PathBuf,
@@ -111,6 +119,9 @@ pub struct EpochReport {
     pub train_loss: f64,
     pub valid_loss: f64,
     pub valid_accuracy: f64,
+    /// Weighted F1 on the validation split (absent from older cards and external trainers).
+    #[serde(default)]
+    pub valid_f1: Option<f64>,
 }
 
 /// What a trainer needs.
