@@ -213,7 +213,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|_| ExitCode::SUCCESS),
         Command::Check(args) => check_cmd(args).await,
         Command::Version => {
-            println!("retraind {}", env!("CARGO_PKG_VERSION"));
+            out!("retraind {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {
@@ -284,14 +284,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
 fn config_check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
-            println!("{}: OK ({} pipeline(s))", path.display(), c.pipelines.len());
+            out!("{}: OK ({} pipeline(s))", path.display(), c.pipelines.len());
             for p in &c.pipelines {
                 let next = p
                     .schedule
                     .next_after(chrono::Utc::now())
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_default();
-                println!(
+                out!(
                     "  {}: schedule `{}` ({}), next {next}",
                     p.name,
                     p.schedule.expression(),
@@ -320,7 +320,7 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
     let store = open_store(&config).await?;
     let rows = status::pipelines(&store, &config).await?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
             for p in &rows {
                 let champ = p
@@ -334,9 +334,9 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
                         )
                     })
                     .unwrap_or_else(|| "none".into());
-                println!("{}  champion {champ}", p.name);
+                out!("{}  champion {champ}", p.name);
                 if let Some(c) = &p.active_cycle {
-                    println!(
+                    out!(
                         "  in flight: cycle {} {} — {}",
                         c.id,
                         c.state,
@@ -345,14 +345,14 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
                 }
                 if let Some(c) = &p.last_cycle {
                     let outcome = c.outcome.map(|o| o.as_str()).unwrap_or("-");
-                    println!(
+                    out!(
                         "  last: cycle {} {outcome} — {}",
                         c.id,
                         c.reason.as_deref().unwrap_or("")
                     );
                 }
                 if let Some(t) = p.next_scheduled_at {
-                    println!("  next check: {}", t.to_rfc3339());
+                    out!("  next check: {}", t.to_rfc3339());
                 }
             }
         }
@@ -402,11 +402,17 @@ async fn models_cmd(
     let store = open_store(&config).await?;
     let rows = status::models(&store, &p.name).await?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
-            println!(
+            out!(
                 "{:>7}  {:<18} {:>6}  {:>9} {:>9} {:>7}  {:<20} created",
-                "version", "aliases", "cycle", "holdout", "valid", "parent", "gate"
+                "version",
+                "aliases",
+                "cycle",
+                "holdout",
+                "valid",
+                "parent",
+                "gate"
             );
             for m in &rows {
                 let gate = match &m.gate {
@@ -414,7 +420,7 @@ async fn models_cmd(
                     Some(_) => "rejected".to_string(),
                     None => "-".to_string(),
                 };
-                println!(
+                out!(
                     "{:>7}  {:<18} {:>6}  {:>9} {:>9} {:>7}  {:<20} {}",
                     format!("v{}", m.version),
                     m.aliases.join(","),
@@ -451,11 +457,11 @@ async fn lineage_cmd(
         p.name
     );
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&chain)?),
+        Format::Json => out!("{}", serde_json::to_string_pretty(&chain)?),
         Format::Text => {
             for m in chain {
                 let l = &m.lineage;
-                println!(
+                out!(
                     "v{} (cycle {}, {}){}",
                     m.version,
                     m.cycle,
@@ -466,11 +472,11 @@ async fn lineage_cmd(
                         format!(" [{}]", m.aliases.join(", "))
                     }
                 );
-                println!(
+                out!(
                     "  backend        {}",
                     l["backend"].as_str().unwrap_or("burn")
                 );
-                println!(
+                out!(
                     "  trained on     {} ({} rows, blake3 {})",
                     l["training_data"]["path"].as_str().unwrap_or("-"),
                     l["training_data"]["rows"].as_u64().unwrap_or(0),
@@ -482,7 +488,7 @@ async fn lineage_cmd(
                 for key in ["reference", "current"] {
                     let f = &l["inputs"][key];
                     if f.is_object() {
-                        println!(
+                        out!(
                             "  {key:<14} {} ({} rows, blake3 {}){}",
                             f["path"].as_str().unwrap_or("-"),
                             f["rows"].as_u64().unwrap_or(0),
@@ -497,22 +503,22 @@ async fn lineage_cmd(
                         );
                     }
                 }
-                println!(
+                out!(
                     "  trigger        report of cycle {}",
                     l["trigger_cycle"].as_i64().unwrap_or(m.cycle)
                 );
-                println!(
+                out!(
                     "  config         {}",
                     l["config_hash"].as_str().unwrap_or("-")
                 );
-                println!(
+                out!(
                     "  metrics        holdout accuracy {}, validation accuracy {}",
                     metric_text(&m.metrics, "holdout_accuracy"),
                     metric_text(&m.metrics, "valid_accuracy")
                 );
                 match l["parent_version"].as_i64() {
-                    Some(v) => println!("  parent         v{v}"),
-                    None => println!("  parent         none (first model)"),
+                    Some(v) => out!("  parent         v{v}"),
+                    None => out!("  parent         none (first model)"),
                 }
             }
         }
@@ -592,7 +598,7 @@ async fn predict_cmd(
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
         }
-        None => print!("{text}"),
+        None => out_raw!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -612,14 +618,18 @@ async fn history_cmd(
         .map(status::CycleSummary::from)
         .collect();
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
-            println!(
+            out!(
                 "{:>6}  {:<12} {:<10} {:<18} {:<11} reason",
-                "cycle", "pipeline", "date", "state", "outcome"
+                "cycle",
+                "pipeline",
+                "date",
+                "state",
+                "outcome"
             );
             for c in &rows {
-                println!(
+                out!(
                     "{:>6}  {:<12} {:<10} {:<18} {:<11} {}",
                     c.id,
                     c.pipeline,
@@ -658,7 +668,7 @@ async fn api_post(
         .with_context(|| format!("cannot reach the daemon at {url}: is `retraind run` running?"))?;
     let code = response.status();
     let text = response.text().await.unwrap_or_default();
-    println!("{text}");
+    out!("{text}");
     Ok(if code.is_success() {
         ExitCode::SUCCESS
     } else {
@@ -827,7 +837,7 @@ async fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     match output {
         Some(path) => std::fs::write(&path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,
-        None => println!("{text}"),
+        None => out!("{text}"),
     }
     Ok(if !report.quality.passed {
         ExitCode::from(4)

@@ -191,15 +191,15 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     };
     let (config_path, plan) = prepare(&dir, listen)?;
     let config = Arc::new(Config::load(&config_path)?);
-    println!("retraind demo — data and config in {}", dir.display());
+    out!("retraind demo — data and config in {}", dir.display());
     let shutdown = CancellationToken::new();
     let running = daemon::start(config.clone(), shutdown.clone(), false).await?;
     let engine = running.engine.clone();
-    println!("daemon up: metrics at http://{}/metrics\n", running.addr);
+    out!("daemon up: metrics at http://{}/metrics\n", running.addr);
 
     let mut summary = Vec::new();
     for (n, (date, what)) in plan.iter().enumerate() {
-        println!("── day {} ({date}): {what}", n + 1);
+        out!("── day {} ({date}): {what}", n + 1);
         let id = match engine
             .trigger("churn", TriggerKind::Manual, Some(date.clone()), None)
             .await?
@@ -208,13 +208,13 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         };
         let end = follow(&engine, id).await?;
         summary.push((n + 1, date.clone(), end));
-        println!();
+        out!();
     }
 
     let store = engine.store();
-    println!("── summary");
+    out!("── summary");
     for (n, date, c) in &summary {
-        println!(
+        out!(
             "  day {n} {date}  cycle {:>2}  {:<10} {}",
             c.id,
             c.outcome.map(|o| o.as_str()).unwrap_or("-"),
@@ -222,7 +222,7 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         );
     }
     if let Some(ch) = store.alias("churn", "champion").await? {
-        println!(
+        out!(
             "  champion: v{} (holdout accuracy {:.3}) at {}",
             ch.version,
             ch.metrics["holdout_accuracy"].as_f64().unwrap_or(f64::NAN),
@@ -230,20 +230,20 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         );
     }
     if let Some(prev) = store.alias("churn", "previous").await? {
-        println!("  previous: v{}", prev.version);
+        out!("  previous: v{}", prev.version);
     }
     let state_dir = &config.daemon.state_dir;
-    println!("\nwhere to look:");
-    println!("  store     {}", state_dir.join("retraind.db").display());
-    println!(
+    out!("\nwhere to look:");
+    out!("  store     {}", state_dir.join("retraind.db").display());
+    out!(
         "  reports   {}",
         state_dir.join("reports").join("churn").display()
     );
-    println!(
+    out!(
         "  models    {}",
         state_dir.join("models").join("churn").display()
     );
-    println!(
+    out!(
         "  metrics   http://{}/metrics{}",
         running.addr,
         if keep_running {
@@ -252,14 +252,14 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
             " (while --keep-running)"
         }
     );
-    println!(
+    out!(
         "  history   retraind --config {} history",
         config_path.display()
     );
-    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+    out!("finished in {:.1}s", started.elapsed().as_secs_f64());
 
     if keep_running {
-        println!("\nserving until Ctrl-C …");
+        out!("\nserving until Ctrl-C …");
         let _ = tokio::signal::ctrl_c().await;
     }
     shutdown.cancel();
@@ -274,7 +274,7 @@ async fn follow(engine: &Engine, id: i64) -> anyhow::Result<crate::store::CycleR
     loop {
         let transitions = engine.store().transitions(id).await?;
         for t in transitions.iter().skip(seen) {
-            println!("   {:<18} {}", t.to.as_str(), t.reason);
+            out!("   {:<18} {}", t.to.as_str(), t.reason);
         }
         seen = transitions.len();
         let c = engine.store().cycle(id).await?.context("cycle vanished")?;
@@ -282,7 +282,7 @@ async fn follow(engine: &Engine, id: i64) -> anyhow::Result<crate::store::CycleR
             return Ok(c);
         }
         if c.state == CycleState::AwaitingApproval && !approved && c.deadline_at.is_some() {
-            println!("   (the demo approves as `demo-approver`, as `retraind approve {id}` would)");
+            out!("   (the demo approves as `demo-approver`, as `retraind approve {id}` would)");
             engine
                 .decide(
                     id,
