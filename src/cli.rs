@@ -392,15 +392,23 @@ fn metric_text(m: &serde_json::Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The chosen pipeline's name and its model versions, newest first.
+async fn pipeline_models(
+    config_path: &Path,
+    pipeline: Option<&str>,
+) -> anyhow::Result<(String, Vec<status::ModelEntry>)> {
+    let config = Config::load(config_path)?;
+    let p = pick_pipeline(&config, pipeline)?;
+    let store = open_store(&config).await?;
+    Ok((p.name.clone(), status::models(&store, &p.name).await?))
+}
+
 async fn models_cmd(
     config_path: &Path,
     pipeline: Option<&str>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path)?;
-    let p = pick_pipeline(&config, pipeline)?;
-    let store = open_store(&config).await?;
-    let rows = status::models(&store, &p.name).await?;
+    let (_, rows) = pipeline_models(config_path, pipeline).await?;
     match format {
         Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
@@ -446,15 +454,11 @@ async fn lineage_cmd(
     pipeline: Option<&str>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path)?;
-    let p = pick_pipeline(&config, pipeline)?;
-    let store = open_store(&config).await?;
-    let models = status::models(&store, &p.name).await?;
+    let (name, models) = pipeline_models(config_path, pipeline).await?;
     let chain = status::lineage(&models, version);
     anyhow::ensure!(
         !chain.is_empty(),
-        "pipeline `{}` has no version {version}; `retraind models` lists them",
-        p.name
+        "pipeline `{name}` has no version {version}; `retraind models` lists them"
     );
     match format {
         Format::Json => out!("{}", serde_json::to_string_pretty(&chain)?),

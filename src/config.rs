@@ -756,6 +756,34 @@ impl Checker<'_> {
     }
 }
 
+/// The scoring settings shared by the command and Kubeflow backends, under `at` (the table).
+fn scoring(
+    c: &mut Checker,
+    at: &str,
+    base: &Path,
+    predict: Vec<String>,
+    env: &Option<std::collections::BTreeMap<String, String>>,
+    workdir: &Option<String>,
+    data_format: &Option<String>,
+) -> crate::train::command::Scoring {
+    let workdir = workdir
+        .as_deref()
+        .map(|w| resolve(base, w))
+        .unwrap_or_else(|| base.to_path_buf());
+    if !workdir.is_dir() {
+        c.problem(
+            &format!("{at}.workdir"),
+            format!("{} is not a directory", workdir.display()),
+        );
+    }
+    crate::train::command::Scoring {
+        predict,
+        env: env.clone().unwrap_or_default(),
+        workdir,
+        data_format: table_format(c, &format!("{at}.data_format"), data_format),
+    }
+}
+
 fn table_format(c: &mut Checker, path: &str, raw: &Option<String>) -> crate::data::TableFormat {
     match raw.as_deref() {
         None | Some("parquet") => crate::data::TableFormat::Parquet,
@@ -1251,25 +1279,17 @@ fn validate(
                 };
                 let program = argv(&mut c, "train.command.program", &cmd.program);
                 let predict = argv(&mut c, "train.command.predict", &cmd.predict);
-                let workdir = cmd
-                    .workdir
-                    .as_deref()
-                    .map(|w| resolve(base, w))
-                    .unwrap_or_else(|| base.to_path_buf());
-                if !workdir.is_dir() {
-                    c.problem(
-                        &at("train.command.workdir"),
-                        format!("{} is not a directory", workdir.display()),
-                    );
-                }
-                let data_format =
-                    table_format(&mut c, &at("train.command.data_format"), &cmd.data_format);
                 Some(crate::train::command::CommandConfig {
                     program,
-                    predict,
-                    env: cmd.env.clone().unwrap_or_default(),
-                    workdir,
-                    data_format,
+                    scoring: scoring(
+                        &mut c,
+                        &at("train.command"),
+                        base,
+                        predict,
+                        &cmd.env,
+                        &cmd.workdir,
+                        &cmd.data_format,
+                    ),
                 })
             }
             (None, Backend::Command) => {
@@ -1321,6 +1341,15 @@ fn validate(
                         Vec::new()
                     }
                 };
+                let scoring = scoring(
+                    &mut c,
+                    &at("train.kfp"),
+                    base,
+                    predict,
+                    &k.env,
+                    &k.workdir,
+                    &k.data_format,
+                );
                 Some(crate::train::kfp::KfpConfig {
                     experiment_id: required(&mut c, "experiment_id", &k.experiment_id),
                     pipeline_id: required(&mut c, "pipeline_id", &k.pipeline_id),
@@ -1344,14 +1373,7 @@ fn validate(
                         &k.max_poll_interval,
                         "60s",
                     ),
-                    predict,
-                    env: k.env.clone().unwrap_or_default(),
-                    workdir: k
-                        .workdir
-                        .as_deref()
-                        .map(|w| resolve(base, w))
-                        .unwrap_or_else(|| base.to_path_buf()),
-                    data_format: table_format(&mut c, &at("train.kfp.data_format"), &k.data_format),
+                    scoring,
                 })
             }
             (None, Backend::Kfp) => {

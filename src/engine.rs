@@ -1438,20 +1438,7 @@ impl Engine {
                     warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "cannot record the MLflow ids");
                 }
             }
-            Err(e) => {
-                warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "MLflow mirror failed; the cycle goes on");
-                let _ = self
-                    .inner
-                    .store
-                    .event(
-                        &c.pipeline,
-                        Some(c.id),
-                        "mlflow",
-                        &format!("MLflow mirror failed: {e}"),
-                        now(),
-                    )
-                    .await;
-            }
+            Err(e) => self.mlflow_failed(c, "MLflow mirror", e.to_string()).await,
         }
     }
 
@@ -1475,19 +1462,25 @@ impl Engine {
         }
         .await;
         if let Err(e) = result {
-            warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "MLflow alias update failed");
-            let _ = self
-                .inner
-                .store
-                .event(
-                    &c.pipeline,
-                    Some(c.id),
-                    "mlflow",
-                    &format!("MLflow alias update failed: {e}"),
-                    now(),
-                )
+            self.mlflow_failed(c, "MLflow alias update", e.to_string())
                 .await;
         }
+    }
+
+    /// A failed MLflow call: logged and kept as an event of the cycle; the cycle goes on.
+    async fn mlflow_failed(&self, c: &CycleRow, what: &str, e: String) {
+        warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "{what} failed; the cycle goes on");
+        let _ = self
+            .inner
+            .store
+            .event(
+                &c.pipeline,
+                Some(c.id),
+                "mlflow",
+                &format!("{what} failed: {e}"),
+                now(),
+            )
+            .await;
     }
 
     async fn watch(&self, c: &CycleRow) -> Result<(), StepError> {

@@ -37,6 +37,13 @@ use crate::data::{Roles, Table, TableFormat};
 pub struct CommandConfig {
     /// Program and arguments that train.
     pub program: Vec<String>,
+    #[serde(flatten)]
+    pub scoring: Scoring,
+}
+
+/// How a model trained outside retraind is scored (the command and remote backends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scoring {
     /// Program and arguments that score (see the module docs).
     pub predict: Vec<String>,
     /// Extra environment variables (values templated like the arguments).
@@ -188,7 +195,7 @@ impl Trainer for CommandTrainer {
         std::fs::create_dir_all(&model_dir).map_err(io(&model_dir))?;
         let work = request.out_dir.join("work");
         std::fs::create_dir_all(&work).map_err(io(&work))?;
-        let format = self.config.data_format;
+        let format = self.config.scoring.data_format;
         let train_path = work.join(format!("train.{}", format.extension()));
         crate::data::write_table(&request.data, &self.roles, &train_path, format)
             .map_err(|e| TrainError::Command(e.to_string()))?;
@@ -203,8 +210,8 @@ impl Trainer for CommandTrainer {
         ];
         run(
             &self.config.program,
-            &self.config.env,
-            &self.config.workdir,
+            &self.config.scoring.env,
+            &self.config.scoring.workdir,
             &vars,
             cancel,
             "train.command",
@@ -230,15 +237,7 @@ impl Trainer for CommandTrainer {
         }
         let _ = std::fs::remove_dir_all(&work);
         // The scoring command travels with the model, so it scores the same way later.
-        write_spec(
-            &request.out_dir,
-            &self.config.predict,
-            &self.config.env,
-            &self.config.workdir,
-            &self.roles,
-            format,
-            None,
-        )?;
+        write_spec(&request.out_dir, &self.config.scoring, &self.roles, None)?;
         Ok(TrainOutput {
             format: FORMAT.to_string(),
             epochs_run: history.len(),
@@ -277,18 +276,12 @@ pub fn parse_metrics(
 /// Write `command.json` beside a model: how to score it later, whatever the config says then.
 pub fn write_spec(
     out_dir: &Path,
-    predict: &[String],
-    env: &BTreeMap<String, String>,
-    workdir: &Path,
+    scoring: &Scoring,
     roles: &Roles,
-    format: TableFormat,
     model_uri: Option<&str>,
 ) -> Result<(), TrainError> {
     let spec = serde_json::json!({
-        "data_format": format,
-        "predict": predict,
-        "env": env,
-        "workdir": workdir,
+        "scoring": scoring,
         "roles": roles,
         "model_uri": model_uri,
     });
@@ -301,11 +294,8 @@ pub fn write_spec(
 #[derive(Debug, Clone)]
 pub struct CommandModel {
     dir: PathBuf,
-    predict: Vec<String>,
-    env: BTreeMap<String, String>,
-    workdir: PathBuf,
+    scoring: Scoring,
     roles: Roles,
-    format: TableFormat,
     /// Where a remotely trained model lives (`{model_uri}`), if not in `dir/model`.
     model_uri: Option<String>,
 }
@@ -322,11 +312,8 @@ impl CommandModel {
         let field = |k: &str| v[k].clone();
         Ok(CommandModel {
             dir: dir.to_path_buf(),
-            predict: serde_json::from_value(field("predict")).map_err(|e| err(e.to_string()))?,
-            env: serde_json::from_value(field("env")).unwrap_or_default(),
-            workdir: serde_json::from_value(field("workdir")).map_err(|e| err(e.to_string()))?,
+            scoring: serde_json::from_value(field("scoring")).map_err(|e| err(e.to_string()))?,
             roles: serde_json::from_value(field("roles")).map_err(|e| err(e.to_string()))?,
-            format: serde_json::from_value(field("data_format")).unwrap_or_default(),
             model_uri: field("model_uri").as_str().map(str::to_string),
         })
     }
@@ -335,11 +322,10 @@ impl CommandModel {
 impl Predictor for CommandModel {
     fn predict_scored(&self, table: &Table) -> Result<Predictions, TrainError> {
         let work = tempfile::tempdir().map_err(|e| TrainError::Command(e.to_string()))?;
-        let input = work
-            .path()
-            .join(format!("input.{}", self.format.extension()));
+        let format = self.scoring.data_format;
+        let input = work.path().join(format!("input.{}", format.extension()));
         let output = work.path().join("predictions.csv");
-        crate::data::write_table(table, &self.roles, &input, self.format)
+        crate::data::write_table(table, &self.roles, &input, format)
             .map_err(|e| TrainError::Command(e.to_string()))?;
         let model_dir = self.dir.join("model").display().to_string();
         let vars = [
@@ -353,9 +339,9 @@ impl Predictor for CommandModel {
             ("target", self.roles.target.clone()),
         ];
         run(
-            &self.predict,
-            &self.env,
-            &self.workdir,
+            &self.scoring.predict,
+            &self.scoring.env,
+            &self.scoring.workdir,
             &vars,
             &CancelFlag::default(),
             "train.command.predict",

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::{CancelFlag, EpochReport, TrainError, TrainOutput, TrainRequest, Trainer};
-use crate::data::{Roles, TableFormat};
+use crate::data::Roles;
 use crate::secret::SecretSource;
 
 /// `[pipeline.train.kfp]`.
@@ -47,13 +47,9 @@ pub struct KfpConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub max_poll_interval: Duration,
-    /// Local scoring command for the gate (like `train.command.predict`, with `{model_uri}`).
-    pub predict: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub workdir: PathBuf,
-    #[serde(default)]
-    pub data_format: TableFormat,
+    /// Local scoring for the gate (like `train.command.predict`, with `{model_uri}`).
+    #[serde(flatten)]
+    pub scoring: super::command::Scoring,
 }
 
 /// Durations as seconds in the model card.
@@ -391,15 +387,7 @@ impl KfpTrainer {
             progress(e);
         }
         let model_uri = format!("{}/model", output_uri.trim_end_matches('/'));
-        super::command::write_spec(
-            &request.out_dir,
-            &c.predict,
-            &c.env,
-            &c.workdir,
-            &self.roles,
-            c.data_format,
-            Some(&model_uri),
-        )?;
+        super::command::write_spec(&request.out_dir, &c.scoring, &self.roles, Some(&model_uri))?;
         Ok(TrainOutput {
             format: super::command::FORMAT.to_string(),
             epochs_run: history.len(),
