@@ -238,19 +238,7 @@ impl Trainer for CommandTrainer {
         let _ = std::fs::remove_dir_all(&work);
         // The scoring command travels with the model, so it scores the same way later.
         write_spec(&request.out_dir, &self.config.scoring, &self.roles, None)?;
-        Ok(TrainOutput {
-            format: FORMAT.to_string(),
-            epochs_run: history.len(),
-            best_epoch: history.len(),
-            valid_accuracy: numbers.get("valid_accuracy").copied().unwrap_or(f64::NAN),
-            valid_loss: numbers.get("valid_loss").copied().unwrap_or(f64::NAN),
-            train_rows: request.data.rows,
-            valid_rows: 0,
-            duration_seconds: started.elapsed().as_secs_f64(),
-            history,
-            extra_metrics: numbers,
-            remote_run: None,
-        })
+        Ok(external_output(request, started, numbers, history, None))
     }
 }
 
@@ -271,6 +259,29 @@ pub fn parse_metrics(
         numbers.insert(k.clone(), n);
     }
     Ok((numbers, metrics.history))
+}
+
+/// What a trainer outside retraind produced, from its metrics file.
+pub fn external_output(
+    request: &TrainRequest,
+    started: Instant,
+    metrics: BTreeMap<String, f64>,
+    history: Vec<EpochReport>,
+    remote_run: Option<String>,
+) -> TrainOutput {
+    TrainOutput {
+        format: FORMAT.to_string(),
+        epochs_run: history.len(),
+        best_epoch: history.len(),
+        valid_accuracy: metrics.get("valid_accuracy").copied().unwrap_or(f64::NAN),
+        valid_loss: metrics.get("valid_loss").copied().unwrap_or(f64::NAN),
+        train_rows: request.data.rows,
+        valid_rows: 0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        history,
+        extra_metrics: metrics,
+        remote_run,
+    }
 }
 
 /// Write `command.json` beside a model: how to score it later, whatever the config says then.

@@ -388,18 +388,12 @@ impl KfpTrainer {
         }
         let model_uri = format!("{}/model", output_uri.trim_end_matches('/'));
         super::command::write_spec(&request.out_dir, &c.scoring, &self.roles, Some(&model_uri))?;
-        Ok(TrainOutput {
-            format: super::command::FORMAT.to_string(),
-            epochs_run: history.len(),
-            best_epoch: history.len(),
-            valid_accuracy: metrics.get("valid_accuracy").copied().unwrap_or(f64::NAN),
-            valid_loss: metrics.get("valid_loss").copied().unwrap_or(f64::NAN),
-            train_rows: request.data.rows,
-            valid_rows: 0,
-            duration_seconds: started.elapsed().as_secs_f64(),
+        Ok(super::command::external_output(
+            request,
+            started,
+            metrics,
             history,
-            extra_metrics: metrics,
-            remote_run: Some(run_id),
-        })
+            Some(run_id),
+        ))
     }
 }

@@ -262,19 +262,26 @@ data_format = "csv"
     }
 }
 
-async fn env_for(endpoint: &str, out: &std::path::Path, timeout: &str) -> Option<Env> {
-    let env = Env::new(Db::Sqlite, opts(endpoint, out, timeout)).await?;
+/// A fake KFP server behaving as `behaviour`, a folder for run outputs, and a pipeline that
+/// trains on Kubeflow with `timeout`.
+async fn setup(behaviour: Behaviour, timeout: &str) -> (Shared, tempfile::TempDir, Env) {
+    let (f, endpoint) = fake(behaviour).await;
+    let out = tempfile::tempdir().unwrap();
+    let env = Env::new(Db::Sqlite, opts(&endpoint, out.path(), timeout))
+        .await
+        .expect("SQLite needs no external service");
     std::fs::write(env.dir.path().join("kfp-token"), TOKEN).unwrap();
-    Some(env)
+    (f, out, env)
+}
+
+async fn stop(running: retraind::daemon::Running, shutdown: tokio_util::sync::CancellationToken) {
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kfp_run_trains_the_candidate() {
-    let (f, endpoint) = fake(Behaviour::Succeed).await;
-    let out = tempfile::tempdir().unwrap();
-    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
-        return;
-    };
+    let (f, _out, env) = setup(Behaviour::Succeed, "120s").await;
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
     assert_eq!(f.creates.load(Ordering::SeqCst), 1);
@@ -303,17 +310,12 @@ async fn a_kfp_run_trains_the_candidate() {
         "{}",
         v.metrics
     );
-    shutdown.cancel();
-    running.drain(Duration::from_secs(10)).await;
+    stop(running, shutdown).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_kfp_run_fails_the_cycle_with_its_error() {
-    let (f, endpoint) = fake(Behaviour::Fail).await;
-    let out = tempfile::tempdir().unwrap();
-    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
-        return;
-    };
+    let (f, _out, env) = setup(Behaviour::Fail, "120s").await;
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.state, CycleState::Failed);
     let reason = row.reason.unwrap_or_default();
@@ -331,17 +333,12 @@ async fn a_failed_kfp_run_fails_the_cycle_with_its_error() {
             .is_empty()
     );
     assert_eq!(f.creates.load(Ordering::SeqCst), 1);
-    shutdown.cancel();
-    running.drain(Duration::from_secs(10)).await;
+    stop(running, shutdown).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kfp_timeout_terminates_the_run() {
-    let (f, endpoint) = fake(Behaviour::Hang).await;
-    let out = tempfile::tempdir().unwrap();
-    let Some(env) = env_for(&endpoint, out.path(), "2s").await else {
-        return;
-    };
+    let (f, _out, env) = setup(Behaviour::Hang, "2s").await;
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.state, CycleState::Failed);
     let reason = row.reason.unwrap_or_default();
@@ -357,19 +354,14 @@ async fn the_kfp_timeout_terminates_the_run() {
             .unwrap()
             .is_empty()
     );
-    shutdown.cancel();
-    running.drain(Duration::from_secs(10)).await;
+    stop(running, shutdown).await;
 }
 
 /// A crash between "create" and "store the id" leaves a run only KFP knows about: the next
 /// attempt finds it by its display name instead of creating a second one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_created_before_a_crash_is_adopted_not_duplicated() {
-    let (f, endpoint) = fake(Behaviour::Succeed).await;
-    let out = tempfile::tempdir().unwrap();
-    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
-        return;
-    };
+    let (f, out, env) = setup(Behaviour::Succeed, "120s").await;
     let current = env
         .dir
         .path()
@@ -393,19 +385,14 @@ async fn a_run_created_before_a_crash_is_adopted_not_duplicated() {
     assert_eq!(f.creates.load(Ordering::SeqCst), 0, "no second run");
     let v = &running.engine.store().versions("p1").await.unwrap()[0];
     assert_eq!(v.lineage["remote_run_id"], "run-from-before");
-    shutdown.cancel();
-    running.drain(Duration::from_secs(10)).await;
+    stop(running, shutdown).await;
 }
 
 /// A shutdown while the run is going leaves it running; the next start polls the stored run
 /// and finishes the cycle with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_polling_the_stored_run() {
-    let (f, endpoint) = fake(Behaviour::Hang).await;
-    let out = tempfile::tempdir().unwrap();
-    let Some(env) = env_for(&endpoint, out.path(), "120s").await else {
-        return;
-    };
+    let (f, _out, env) = setup(Behaviour::Hang, "120s").await;
     let (running, shutdown) = start_daemon(&env, false).await;
     let store = running.engine.store().clone();
     let id = start_cycle(&running.engine, "p1").await;
@@ -438,6 +425,5 @@ async fn a_restart_resumes_polling_the_stored_run() {
         1,
         "exactly one remote run"
     );
-    shutdown.cancel();
-    running.drain(Duration::from_secs(10)).await;
+    stop(running, shutdown).await;
 }
