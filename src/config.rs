@@ -249,6 +249,24 @@ pub mod raw {
         pub seed: Option<i64>,
         pub fail_below_accuracy: Option<f64>,
         pub fail_check_epoch: Option<i64>,
+        pub activation: Option<String>,
+        pub derived: Option<Vec<RawDerived>>,
+        pub filters: Option<Vec<RawFilter>>,
+        pub drop_null_rows: Option<bool>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawDerived {
+        pub name: Option<String>,
+        pub ratio: Option<Vec<String>>,
+        pub log1p: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawFilter {
+        pub column: Option<String>,
+        pub op: Option<String>,
+        pub value: Option<f64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -524,6 +542,18 @@ pub struct BurnConfig {
     pub fail_below_accuracy: f64,
     #[serde(default)]
     pub fail_check_epoch: usize,
+    #[serde(default)]
+    pub activation: crate::train::burn::Activation,
+    /// Features computed from others (saved with the model, applied when scoring).
+    #[serde(default)]
+    pub derived: Vec<crate::train::burn::Derived>,
+    /// Training rows must pass every filter.
+    #[serde(default)]
+    pub filters: Vec<crate::train::burn::RowFilter>,
+    /// Leave out training rows with an empty or non-finite feature (default: impute the
+    /// training mean, and an empty category is a category).
+    #[serde(default)]
+    pub drop_null_rows: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1435,6 +1465,75 @@ fn validate(
                 0.2,
                 true,
             ),
+            activation: match p.train.burn.activation.as_deref() {
+                None | Some("relu") => crate::train::burn::Activation::Relu,
+                Some("gelu") => crate::train::burn::Activation::Gelu,
+                Some("tanh") => crate::train::burn::Activation::Tanh,
+                Some("leaky_relu") => crate::train::burn::Activation::LeakyRelu,
+                Some(other) => {
+                    c.problem(&at("train.burn.activation"), format!("`{other}` is not an activation; use relu (default), gelu, tanh or leaky_relu"));
+                    crate::train::burn::Activation::Relu
+                }
+            },
+            derived: p
+                .train
+                .burn
+                .derived
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(j, d)| {
+                    let key = at(&format!("train.burn.derived[{j}]"));
+                    let name = d.name.clone().unwrap_or_default();
+                    if name.is_empty() {
+                        c.problem(&key, "needs a name");
+                        return None;
+                    }
+                    match (&d.ratio, &d.log1p) {
+                        (Some(r), None) if r.len() == 2 => Some(crate::train::burn::Derived::Ratio {
+                            name,
+                            a: r[0].clone(),
+                            b: r[1].clone(),
+                        }),
+                        (None, Some(col)) => Some(crate::train::burn::Derived::Log1p {
+                            name,
+                            column: col.clone(),
+                        }),
+                        _ => {
+                            c.problem(&key, "write exactly one of ratio = [\"a\", \"b\"] (a / (b + 1e-8)) or log1p = \"column\"");
+                            None
+                        }
+                    }
+                })
+                .collect(),
+            filters: p
+                .train
+                .burn
+                .filters
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(j, f)| {
+                    let key = at(&format!("train.burn.filters[{j}]"));
+                    let op = f.op.as_deref().unwrap_or("").parse::<crate::train::burn::FilterOp>();
+                    match (&f.column, op, f.value) {
+                        (Some(column), Ok(op), Some(value)) if value.is_finite() => Some(crate::train::burn::RowFilter {
+                            column: column.clone(),
+                            op,
+                            value,
+                        }),
+                        (_, Err(e), _) => {
+                            c.problem(&key, e);
+                            None
+                        }
+                        _ => {
+                            c.problem(&key, "write { column = \"value\", op = \">\", value = 0 }");
+                            None
+                        }
+                    }
+                })
+                .collect(),
+            drop_null_rows: p.train.burn.drop_null_rows.unwrap_or(false),
             fail_below_accuracy: c.fraction(
                 &at("train.burn.fail_below_accuracy"),
                 p.train.burn.fail_below_accuracy,
@@ -1668,5 +1767,38 @@ mod tests {
             redact_url("postgres://u:p@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
+    }
+
+    #[test]
+    fn training_settings_are_checked_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ref.csv"), "a,target\n1,0\n").unwrap();
+        let text = r#"
+[[pipeline]]
+name = "p"
+[pipeline.data]
+reference = "ref.csv"
+current = "{date}.csv"
+[pipeline.train]
+backend = "kfp"
+[pipeline.train.burn]
+activation = "swish"
+derived = [{ name = "x", ratio = ["a"] }, { log1p = "v" }]
+filters = [{ column = "v", op = "=>", value = 1 }]
+"#;
+        let got = match Config::parse(text, &dir.path().join("t.toml"), &[]) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected invalid config, got {other:?}"),
+        };
+        let paths: Vec<&str> = got.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "pipeline[0].train.kfp",
+            "pipeline[0].train.burn.activation",
+            "pipeline[0].train.burn.derived[0]",
+            "pipeline[0].train.burn.derived[1]",
+            "pipeline[0].train.burn.filters[0]",
+        ] {
+            assert!(paths.contains(&want), "{want} not in {paths:?}");
+        }
     }
 }

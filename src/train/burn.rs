@@ -32,6 +32,148 @@ pub const FORMAT: &str = "burn-mlp-v1";
 const WEIGHTS_FILE: &str = "model.bpk";
 const PREPROCESS_FILE: &str = "preprocess.json";
 
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Gelu,
+    Tanh,
+    LeakyRelu,
+}
+
+impl Activation {
+    fn apply(self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Activation::Relu => relu(x),
+            Activation::Gelu => burn::tensor::activation::gelu(x),
+            Activation::Tanh => burn::tensor::activation::tanh(x),
+            Activation::LeakyRelu => burn::tensor::activation::leaky_relu(x, 0.01),
+        }
+    }
+}
+
+/// A feature computed from others, the same way when training and when scoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Derived {
+    /// `a / (b + 1e-8)`.
+    Ratio { name: String, a: String, b: String },
+    /// `ln(1 + x)` (NaN below -1, then imputed).
+    Log1p { name: String, column: String },
+}
+
+impl Derived {
+    pub fn name(&self) -> &str {
+        match self {
+            Derived::Ratio { name, .. } | Derived::Log1p { name, .. } => name,
+        }
+    }
+
+    /// The columns it reads.
+    pub fn inputs(&self) -> Vec<&str> {
+        match self {
+            Derived::Ratio { a, b, .. } => vec![a, b],
+            Derived::Log1p { column, .. } => vec![column],
+        }
+    }
+
+    /// Its value for every row of `table`.
+    fn values(&self, table: &Table, model_dir: &Path) -> Result<Vec<f64>, TrainError> {
+        let col = |n: &str| {
+            table
+                .numerical(n)
+                .ok_or_else(|| TrainError::MissingFeature {
+                    path: model_dir.to_path_buf(),
+                    feature: n.to_string(),
+                })
+        };
+        Ok(match self {
+            Derived::Ratio { a, b, .. } => {
+                let (a, b) = (col(a)?, col(b)?);
+                a.iter().zip(b).map(|(x, y)| x / (y + 1e-8)).collect()
+            }
+            Derived::Log1p { column, .. } => col(column)?.iter().map(|x| x.ln_1p()).collect(),
+        })
+    }
+}
+
+/// A row filter on a numerical column, applied to training rows (`value > 0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowFilter {
+    pub column: String,
+    pub op: FilterOp,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilterOp {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = "==")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+}
+
+impl std::str::FromStr for FilterOp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FilterOp, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("`{s}` is not a comparison; use >, >=, <, <=, == or !="))
+    }
+}
+
+impl RowFilter {
+    /// Whether a value passes (NaN never does).
+    pub fn keeps(&self, x: f64) -> bool {
+        match self.op {
+            FilterOp::Gt => x > self.value,
+            FilterOp::Ge => x >= self.value,
+            FilterOp::Lt => x < self.value,
+            FilterOp::Le => x <= self.value,
+            FilterOp::Eq => x == self.value,
+            FilterOp::Ne => !x.is_nan() && x != self.value,
+        }
+    }
+}
+
+/// The training rows after `config.filters` and `config.drop_null_rows`.
+pub fn kept_rows(table: &Table, config: &BurnConfig) -> Result<Vec<usize>, TrainError> {
+    let mut keep = vec![true; table.rows];
+    for f in &config.filters {
+        let v = table.numerical(&f.column).ok_or_else(|| {
+            TrainError::Command(format!(
+                "train.burn.filters: `{}` is not a numerical feature of the training data",
+                f.column
+            ))
+        })?;
+        for (k, x) in keep.iter_mut().zip(v) {
+            *k &= f.keeps(*x);
+        }
+    }
+    if config.drop_null_rows {
+        for (_, v) in &table.numerical {
+            for (k, x) in keep.iter_mut().zip(v) {
+                *k &= x.is_finite();
+            }
+        }
+        for (_, v) in &table.categorical {
+            for (k, x) in keep.iter_mut().zip(v) {
+                *k &= !x.is_empty();
+            }
+        }
+    }
+    Ok((0..table.rows).filter(|&i| keep[i]).collect())
+}
+
 /// Fitted preprocessing: how raw columns become the model's input vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
@@ -39,10 +181,29 @@ pub struct Preprocess {
     pub numerical: Vec<(String, f64, f64)>,
     /// (feature, categories) for each categorical feature.
     pub categorical: Vec<(String, Vec<String>)>,
+    /// (feature, mean, std) for each derived feature.
+    #[serde(default)]
+    pub derived: Vec<(Derived, f64, f64)>,
     /// Class labels; the model's output index i is `classes[i]`.
     pub classes: Vec<String>,
     pub hidden: Vec<usize>,
     pub dropout: f64,
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+/// Mean and standard deviation (population; 1 when constant) of the finite values at `rows`.
+fn standardise(v: &[f64], rows: &[usize]) -> (f64, f64) {
+    let vals: Vec<f64> = rows
+        .iter()
+        .map(|&i| v[i])
+        .filter(|x| x.is_finite())
+        .collect();
+    let n = vals.len().max(1) as f64;
+    let mean = vals.iter().sum::<f64>() / n;
+    let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
+    (mean, std)
 }
 
 impl Preprocess {
@@ -57,15 +218,7 @@ impl Preprocess {
             .numerical
             .iter()
             .map(|(name, v)| {
-                let vals: Vec<f64> = rows
-                    .iter()
-                    .map(|&i| v[i])
-                    .filter(|x| x.is_finite())
-                    .collect();
-                let n = vals.len().max(1) as f64;
-                let mean = vals.iter().sum::<f64>() / n;
-                let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-                let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
+                let (mean, std) = standardise(v, rows);
                 (name.clone(), mean, std)
             })
             .collect();
@@ -79,17 +232,36 @@ impl Preprocess {
                 (name.clone(), cats)
             })
             .collect();
+        let derived = config
+            .derived
+            .iter()
+            .map(|d| {
+                // Inputs were checked by `kept_rows`' caller; a missing one yields NaNs here
+                // and the error surfaces when encoding.
+                let v = d.values(table, Path::new("")).unwrap_or_default();
+                let (mean, std) = if v.is_empty() {
+                    (0.0, 1.0)
+                } else {
+                    standardise(&v, rows)
+                };
+                (d.clone(), mean, std)
+            })
+            .collect();
         Preprocess {
             numerical,
             categorical,
+            derived,
             classes,
             hidden: config.hidden.clone(),
             dropout: config.dropout,
+            activation: config.activation,
         }
     }
 
     pub fn width(&self) -> usize {
-        self.numerical.len() + self.categorical.iter().map(|(_, c)| c.len()).sum::<usize>()
+        self.numerical.len()
+            + self.derived.len()
+            + self.categorical.iter().map(|(_, c)| c.len()).sum::<usize>()
     }
 
     /// Encode `rows` of `table` as a row-major matrix.
@@ -123,9 +295,18 @@ impl Preprocess {
                     .ok_or_else(|| missing(n))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let derived = self
+            .derived
+            .iter()
+            .map(|(d, m, s)| Ok((d.values(table, model_dir)?, *m, *s)))
+            .collect::<Result<Vec<_>, TrainError>>()?;
         let mut out = Vec::with_capacity(rows.len() * self.width());
         for &r in rows {
-            for (v, mean, std) in &nums {
+            for (v, mean, std) in nums
+                .iter()
+                .map(|(v, m, s)| (*v, m, s))
+                .chain(derived.iter().map(|(v, m, s)| (v.as_slice(), m, s)))
+            {
                 let x = if v[r].is_finite() { v[r] } else { *mean };
                 out.push(((x - mean) / std) as f32);
             }
@@ -138,12 +319,14 @@ impl Preprocess {
     }
 }
 
-/// The network: hidden Linear+ReLU+Dropout blocks, then a Linear to class logits.
+/// The network: hidden Linear+activation+Dropout blocks, then a Linear to class logits.
 #[derive(Module, Debug)]
 pub struct Mlp {
     hidden: Vec<Linear>,
     output: Linear,
     dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Mlp {
@@ -152,6 +335,7 @@ impl Mlp {
         hidden: &[usize],
         classes: usize,
         dropout: f64,
+        activation: Activation,
         device: &Device,
     ) -> Mlp {
         let mut layers = Vec::with_capacity(hidden.len());
@@ -164,13 +348,16 @@ impl Mlp {
             hidden: layers,
             output: LinearConfig::new(width, classes).init(device),
             dropout: DropoutConfig::new(dropout).init(),
+            activation,
         }
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let mut x = x;
         for layer in &self.hidden {
-            x = self.dropout.forward(relu(layer.forward(x)));
+            x = self
+                .dropout
+                .forward(self.activation.apply(layer.forward(x)));
         }
         self.output.forward(x)
     }
@@ -268,7 +455,26 @@ impl Trainer for BurnTrainer {
     ) -> Result<TrainOutput, TrainError> {
         let started = Instant::now();
         let cfg = &request.config;
-        let table = &request.data;
+        for d in &cfg.derived {
+            for input in d.inputs() {
+                if request.data.numerical(input).is_none() {
+                    return Err(TrainError::Command(format!(
+                        "train.burn.derived `{}` reads `{input}`, which is not a numerical feature of the data",
+                        d.name()
+                    )));
+                }
+            }
+        }
+        // Row filters and null dropping shape what the model learns from; scoring sees every
+        // row (derived features are computed the same way there).
+        let kept = kept_rows(&request.data, cfg)?;
+        let filtered;
+        let table = if kept.len() == request.data.rows {
+            &request.data
+        } else {
+            filtered = request.data.take(&kept);
+            &filtered
+        };
         let target = table
             .target
             .as_ref()
@@ -320,7 +526,14 @@ impl Trainer for BurnTrainer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let device = Device::default().autodiff();
         device.seed(cfg.seed);
-        let mut model = Mlp::new(width, &cfg.hidden, classes.len(), cfg.dropout, &device);
+        let mut model = Mlp::new(
+            width,
+            &cfg.hidden,
+            classes.len(),
+            cfg.dropout,
+            cfg.activation,
+            &device,
+        );
         let mut optim = AdamConfig::new().init();
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
 
@@ -466,6 +679,7 @@ impl BurnModel {
             &pre.hidden,
             pre.classes.len(),
             pre.dropout,
+            pre.activation,
             &device,
         )
         .try_load_file(dir.join(WEIGHTS_FILE))
@@ -535,6 +749,10 @@ mod tests {
             seed: 42,
             fail_below_accuracy: 0.1,
             fail_check_epoch: 5,
+            activation: Activation::Relu,
+            derived: Vec::new(),
+            filters: Vec::new(),
+            drop_null_rows: false,
         }
     }
 
@@ -617,6 +835,70 @@ mod tests {
             matches!(e, TrainError::FailedToLearn { epoch: 2, .. }),
             "{e}"
         );
+    }
+
+    /// The seed's preprocessing, configured: a row filter, a ratio and a log1p feature, and
+    /// another activation. Scoring applies the same derived features.
+    #[test]
+    fn configured_preprocessing_is_fitted_saved_and_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = demo_table(dir.path());
+        let cfg = BurnConfig {
+            activation: Activation::Gelu,
+            derived: vec![
+                Derived::Ratio {
+                    name: "a_per_b".into(),
+                    a: "feature_a".into(),
+                    b: "feature_b".into(),
+                },
+                Derived::Log1p {
+                    name: "log_value".into(),
+                    column: "value".into(),
+                },
+            ],
+            filters: vec![RowFilter {
+                column: "feature_c".into(),
+                op: FilterOp::Gt,
+                value: 0.0,
+            }],
+            ..config()
+        };
+        let kept = kept_rows(&table, &cfg).unwrap();
+        let positive = table
+            .numerical("feature_c")
+            .unwrap()
+            .iter()
+            .filter(|c| **c > 0.0)
+            .count();
+        assert_eq!(kept.len(), positive);
+        let out = dir.path().join("m");
+        let o = BurnTrainer
+            .train(&request(&table, &out, cfg), &CancelFlag::default(), &|_| {})
+            .unwrap();
+        assert_eq!(o.train_rows + o.valid_rows, positive);
+        let model = BurnModel::load(&out).unwrap();
+        let pre = model.preprocess();
+        assert_eq!(pre.activation, Activation::Gelu);
+        assert_eq!(pre.derived.len(), 2);
+        assert_eq!(pre.width(), 4 + 2 + 3);
+        // Every row is scored, filtered or not.
+        assert_eq!(model.predict(&table).unwrap().len(), table.rows);
+        // A derived feature whose input is missing is refused up front.
+        let bad = BurnConfig {
+            derived: vec![Derived::Log1p {
+                name: "x".into(),
+                column: "nope".into(),
+            }],
+            ..config()
+        };
+        let e = BurnTrainer
+            .train(
+                &request(&table, &dir.path().join("n"), bad),
+                &CancelFlag::default(),
+                &|_| {},
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("`nope`"), "{e}");
     }
 
     #[test]
