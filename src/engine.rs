@@ -927,6 +927,7 @@ impl Engine {
                 Arc::new(crate::train::kfp::KfpTrainer {
                     config: kfp.clone(),
                     roles: roles.clone(),
+                    s3: p.data.s3.clone(),
                 })
             }
             _ => self.inner.steps.trainer.clone(),

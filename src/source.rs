@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use object_store::{ObjectStore, ObjectStoreExt, path::Path as ObjectPath};
+use object_store::{ObjectStoreExt, path::Path as ObjectPath};
 
 /// Errors from resolving or fetching a data location.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,7 @@ impl Location {
         match self {
             Location::File(p) => p.display().to_string(),
             Location::Glob(g) => g.clone(),
-            Location::Http(u) => u.clone(),
+            Location::Http(u) => redact_url(u),
             Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
         }
     }
@@ -124,6 +124,22 @@ impl Location {
                 .unwrap_or(false),
             _ => true,
         }
+    }
+}
+
+/// A URL without its user:password and query string (signed URLs carry tokens there), for
+/// reports, fingerprints, logs and errors.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            let had_query = u.query().is_some();
+            u.set_query(None);
+            u.set_fragment(None);
+            format!("{u}{}", if had_query { "?…" } else { "" })
+        }
+        Err(_) => "(unparseable URL)".to_string(),
     }
 }
 
@@ -240,66 +256,137 @@ fn client_options(
     Ok(options)
 }
 
-/// Download one remote object's bytes.
+/// Run a future to completion from blocking code, whatever the calling thread is: on a plain
+/// thread with a small runtime of its own; from a thread that is inside a runtime (the
+/// blocking pool, or a `block_on` already) on a scoped helper thread, because tokio refuses
+/// to nest `block_on`.
+pub fn block_on<T: Send>(fut: impl std::future::Future<Output = T> + Send) -> std::io::Result<T> {
+    let run = move || -> std::io::Result<T> {
+        Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(fut))
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(run)
+                .join()
+                .map_err(|_| std::io::Error::other("the download thread panicked"))?
+        })
+    } else {
+        run()
+    }
+}
+
+fn s3_store(
+    bucket: &str,
+    s3: &S3Config,
+    describe: &str,
+) -> Result<object_store::aws::AmazonS3, SourceError> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_client_options(client_options(s3, describe)?)
+        .with_allow_http(s3.allow_http);
+    if let Some(e) = &s3.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = &s3.region {
+        b = b.with_region(r);
+    }
+    if let Some(f) = &s3.access_key_id_file {
+        b = b.with_access_key_id(read_secret_file(f, describe)?);
+    }
+    if let Some(f) = &s3.secret_access_key_file {
+        b = b.with_secret_access_key(read_secret_file(f, describe)?);
+    }
+    b.build().map_err(|e| SourceError::Fetch {
+        location: describe.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Download one remote object's bytes. Blocking.
 fn fetch(location: &Location, s3: &S3Config) -> Result<Vec<u8>, SourceError> {
     let describe = location.describe();
     let fail = |message: String| SourceError::Fetch {
         location: describe.clone(),
         message,
     };
-    let (store, path): (Box<dyn ObjectStore>, ObjectPath) = match location {
+    let result = match location {
         Location::Http(url) => {
-            let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
-            let base =
-                &url[..url.len() - parsed.path().len() - parsed.query().map_or(0, |q| q.len() + 1)];
-            let options = client_options(s3, &describe)?.with_allow_http(true);
-            let store = object_store::http::HttpBuilder::new()
-                .with_url(base)
-                .with_client_options(options)
-                .build()
-                .map_err(|e| fail(e.to_string()))?;
-            let path = ObjectPath::parse(parsed.path().trim_start_matches('/'))
-                .map_err(|e| fail(e.to_string()))?;
-            (Box::new(store), path)
+            let mut builder = reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .connect_timeout(Duration::from_secs(10));
+            if let Some(ca) = &s3.ca_file {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| fail(format!("cannot read CA file {}: {e}", ca.display())))?;
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| fail(format!("CA file {} is not PEM: {e}", ca.display())))?;
+                builder = builder.add_root_certificate(cert);
+            }
+            let client = builder.build().map_err(|e| fail(e.to_string()))?;
+            let url = url.clone();
+            block_on(async move {
+                let resp = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| e.without_url().to_string())?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err(format!("the server answered {status}"));
+                }
+                resp.bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| e.without_url().to_string())
+            })
         }
         Location::S3 { bucket, key } => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_client_options(client_options(s3, &describe)?)
-                .with_allow_http(s3.allow_http);
-            if let Some(e) = &s3.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(r) = &s3.region {
-                b = b.with_region(r);
-            }
-            if let Some(f) = &s3.access_key_id_file {
-                b = b.with_access_key_id(read_secret_file(f, &describe)?);
-            }
-            if let Some(f) = &s3.secret_access_key_file {
-                b = b.with_secret_access_key(read_secret_file(f, &describe)?);
-            }
-            let store = b.build().map_err(|e| fail(e.to_string()))?;
+            let store = s3_store(bucket, s3, &describe)?;
             let path = ObjectPath::parse(key).map_err(|e| fail(e.to_string()))?;
-            (Box::new(store), path)
+            block_on(async move {
+                let got = store.get(&path).await.map_err(|e| e.to_string())?;
+                got.bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| e.to_string())
+            })
         }
         _ => return Err(fail("not a remote location".into())),
     };
-    let download = async move {
-        let got = store.get(&path).await?;
-        got.bytes().await
+    result.map_err(|e| fail(e.to_string()))?.map_err(fail)
+}
+
+/// Write `bytes` to a location: a local file (atomically) or an S3 object. Blocking. HTTP
+/// locations are read-only.
+pub fn put(location: &Location, bytes: Vec<u8>, s3: &S3Config) -> Result<(), SourceError> {
+    let describe = location.describe();
+    let fail = |message: String| SourceError::Fetch {
+        location: describe.clone(),
+        message,
     };
-    let result = match tokio::runtime::Handle::try_current() {
-        // On the blocking pool: borrow the daemon's runtime.
-        Ok(handle) => handle.block_on(download),
-        // A plain thread (CLI, rayon): a small runtime of its own.
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    match location {
+        Location::File(path) => {
+            crate::artifacts::write_atomic(path, &bytes).map_err(|e| fail(e.to_string()))
+        }
+        Location::S3 { bucket, key } => {
+            let store = s3_store(bucket, s3, &describe)?;
+            let path = ObjectPath::parse(key.as_str()).map_err(|e| fail(e.to_string()))?;
+            block_on(async move {
+                store
+                    .put(&path, bytes.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
             .map_err(|e| fail(e.to_string()))?
-            .block_on(download),
-    };
-    result.map(|b| b.to_vec()).map_err(|e| fail(e.to_string()))
+            .map_err(fail)
+        }
+        _ => Err(fail(
+            "cannot write there; use a local path or s3://bucket/prefix".into(),
+        )),
+    }
 }
 
 /// The md5 a DVC-tracked file's neighbouring `<file>.dvc` records (`outs: - md5: …`), when
@@ -382,6 +469,18 @@ mod tests {
             dvc_md5(&path).as_deref(),
             Some("3f0b3e8d1b2a9c4e5f60718293a4b5c6")
         );
+    }
+
+    #[test]
+    fn urls_are_described_without_credentials() {
+        let l = Location::parse(
+            "https://u:secret@h/d/x.csv?X-Amz-Signature=abc",
+            Path::new("/"),
+        )
+        .unwrap();
+        let d = l.describe();
+        assert!(!d.contains("secret") && !d.contains("abc"), "{d}");
+        assert!(d.starts_with("https://h/d/x.csv"), "{d}");
     }
 
     #[test]

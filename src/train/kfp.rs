@@ -8,7 +8,8 @@
 //! again. A shutdown leaves the remote run running; the training timeout terminates it.
 //!
 //! Convention for results: the run receives the runtime parameters `retraind_pipeline`,
-//! `retraind_cycle`, `retraind_current_uri`, `retraind_reference_uri` and
+//! `retraind_cycle`, `retraind_train_uri` (the rows to train on, written there by retraind:
+//! the window minus the gate's holdout), `retraind_current_uri`, `retraind_reference_uri` and
 //! `retraind_output_uri` (plus the user's `parameters`), and writes
 //! `<retraind_output_uri>/metrics.json` (a JSON object of numbers, like the command backend's)
 //! and its model under `<retraind_output_uri>/model`. The gate scores that model locally with
@@ -223,6 +224,8 @@ impl Client {
 pub struct KfpTrainer {
     pub config: KfpConfig,
     pub roles: Roles,
+    /// S3 settings of the pipeline, for the output URI.
+    pub s3: crate::source::S3Config,
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, TrainError> {
@@ -282,6 +285,30 @@ impl KfpTrainer {
                         id
                     }
                     None => {
+                        // The rows to train on (the window minus the gate's holdout), where
+                        // the run can read them.
+                        let format = c.scoring.data_format;
+                        let train_uri = format!(
+                            "{}/train.{}",
+                            output_uri.trim_end_matches('/'),
+                            format.extension()
+                        );
+                        let local = request
+                            .out_dir
+                            .join(format!("train.{}", format.extension()));
+                        crate::data::write_table(&request.data, &self.roles, &local, format)
+                            .map_err(|e| err(e.to_string()))?;
+                        let bytes = std::fs::read(&local).map_err(|source| TrainError::Io {
+                            path: local.clone(),
+                            source,
+                        })?;
+                        let _ = std::fs::remove_file(&local);
+                        let target =
+                            crate::source::Location::parse(&train_uri, std::path::Path::new("/"))
+                                .map_err(|e| err(e.to_string()))?;
+                        crate::source::put(&target, bytes, &self.s3).map_err(|e| {
+                            err(format!("cannot hand the training rows to the run: {e}"))
+                        })?;
                         let mut parameters: BTreeMap<String, Value> = c
                             .parameters
                             .iter()
@@ -298,6 +325,7 @@ impl KfpTrainer {
                         parameters.insert("retraind_current_uri".into(), json!(uri("current")));
                         parameters.insert("retraind_reference_uri".into(), json!(uri("reference")));
                         parameters.insert("retraind_output_uri".into(), json!(output_uri));
+                        parameters.insert("retraind_train_uri".into(), json!(train_uri));
                         let body = json!({
                             "display_name": name,
                             "description": format!("retraind cycle {cycle} of pipeline {pipeline}"),
@@ -314,10 +342,17 @@ impl KfpTrainer {
                     }
                 };
                 // Durable before we wait on it: a restart polls this run, never a new one.
-                request
-                    .record_remote_run
-                    .record(&id)
-                    .map_err(|e| err(format!("cannot record run {id}: {e}")))?;
+                if let Err(e) = request.record_remote_run.record(&id) {
+                    // Untracked, the run would go on unseen: stop it.
+                    let stopped = client.terminate(&id).await;
+                    return Err(err(format!(
+                        "cannot record run {id} ({e}); {}",
+                        match stopped {
+                            Ok(()) => "it was terminated".to_string(),
+                            Err(t) => format!("terminating it failed too ({t}); stop it by hand"),
+                        }
+                    )));
+                }
                 id
             }
         };
@@ -325,9 +360,12 @@ impl KfpTrainer {
         let mut last = None;
         let run = loop {
             if cancel.timed_out() {
-                client.terminate(&run_id).await?;
+                let how = match client.terminate(&run_id).await {
+                    Ok(()) => "it was terminated".to_string(),
+                    Err(e) => format!("terminating it failed ({e}); stop it by hand"),
+                };
                 return Err(err(format!(
-                    "run {run_id} did not finish within train.timeout ({:?}); it was terminated",
+                    "run {run_id} did not finish within train.timeout ({:?}); {how}",
                     request.timeout
                 )));
             }
@@ -372,12 +410,11 @@ impl KfpTrainer {
         let (metrics, history) = {
             let loc = crate::source::Location::parse(&metrics_uri, std::path::Path::new("/"))
                 .map_err(|e| err(e.to_string()))?;
-            let input = crate::source::resolve(&loc, &scratch, &crate::source::S3Config::default())
-                .map_err(|e| {
-                    err(format!(
-                        "run {run_id} succeeded but its metrics are unreadable: {e}"
-                    ))
-                })?;
+            let input = crate::source::resolve(&loc, &scratch, &self.s3).map_err(|e| {
+                err(format!(
+                    "run {run_id} succeeded but its metrics are unreadable: {e}"
+                ))
+            })?;
             let text = std::fs::read_to_string(&input.files[0])
                 .map_err(|e| err(format!("{metrics_uri}: {e}")))?;
             super::command::parse_metrics(&text, &metrics_uri)?

@@ -92,7 +92,7 @@ fn component(params: &Value) {
     std::fs::create_dir_all(out.join("model")).unwrap();
     let status = std::process::Command::new("python3")
         .arg(format!("{EXAMPLE}/train.py"))
-        .arg(params["retraind_current_uri"].as_str().unwrap())
+        .arg(params["retraind_train_uri"].as_str().unwrap())
         .arg(out.join("model"))
         .arg(out.join("metrics.json"))
         .arg("target")
@@ -298,6 +298,14 @@ async fn a_kfp_run_trains_the_candidate() {
     );
     let v = &running.engine.store().versions("p1").await.unwrap()[0];
     assert_eq!(v.lineage["backend"], "kfp");
+    // The run trained on the rows retraind handed it: the window minus the gate's holdout.
+    let train = std::fs::read_to_string(p["retraind_train_uri"].as_str().unwrap()).unwrap();
+    let train_rows = train.lines().count() - 1;
+    assert_eq!(
+        train_rows as u64,
+        v.lineage["training_data"]["rows"].as_u64().unwrap()
+    );
+    assert_eq!(train_rows, 1050, "1500 rows minus the 30% holdout");
     assert_eq!(v.lineage["remote_run_id"], run.id.as_str());
     assert!(
         v.metrics["valid_accuracy"].as_f64().unwrap() > 0.8,
@@ -372,7 +380,7 @@ async fn a_run_created_before_a_crash_is_adopted_not_duplicated() {
         display_name: "retraind-p1-cycle-1".into(),
         experiment_id: "exp-1".into(),
         parameters: json!({
-            "retraind_current_uri": current.display().to_string(),
+            "retraind_train_uri": current.display().to_string(),
             "retraind_output_uri": out.path().join("p1/cycle-1").display().to_string(),
         }),
         state: "RUNNING",
