@@ -467,15 +467,27 @@ pub fn write_table(
     for (name, v) in &table.numerical {
         columns.push(Column::new(name.as_str().into(), v.as_slice()));
     }
-    // Text columns go back to the narrowest type their values fit (integers, then booleans),
-    // so a target read as i64 is written as i64 and the next check sees the same schema.
+    // Text columns go back to the type they were read as (integers, booleans), so a target
+    // read as i64 is written as i64 and the next check sees the same schema.
+    let dtype = |name: &str| {
+        table
+            .fingerprint
+            .schema
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+    };
     let text = |name: &str, v: &[String]| -> Column {
         let filled = || v.iter().filter(|s| !s.is_empty());
-        if filled().all(|s| s.parse::<i64>().is_ok()) {
+        // The type the column had when read; "007" read as text stays text.
+        let was = dtype(name);
+        let integer = was.is_some_and(|t| t.starts_with('i') || t.starts_with('u'));
+        let boolean = was == Some("bool");
+        if integer && filled().all(|s| s.parse::<i64>().is_ok()) {
             let ints: Vec<Option<i64>> = v.iter().map(|s| s.parse().ok()).collect();
             return Column::new(name.into(), ints);
         }
-        if filled().all(|s| s == "true" || s == "false") {
+        if boolean && filled().all(|s| s == "true" || s == "false") {
             let bools: Vec<Option<bool>> = v.iter().map(|s| s.parse().ok()).collect();
             return Column::new(name.into(), bools);
         }

@@ -976,9 +976,12 @@ impl Engine {
             r = &mut handle => r,
             _ = tokio::time::sleep(timeout) => {
                 cancel.time_out();
+                let outcome = handle.await;
+                let staging = staging.clone();
+                let _ = tokio::task::spawn_blocking(move || artifacts::remove_dir_if_exists(&staging)).await;
                 // A trainer with more to say (a terminated remote run) says it; else the
                 // timeout is the reason.
-                return Err(match handle.await {
+                return Err(match outcome {
                     Ok(Err(e)) if !matches!(e, TrainError::Cancelled) => StepError::Train(e),
                     _ => StepError::Timeout(timeout),
                 });
@@ -990,8 +993,22 @@ impl Engine {
                 return Err(StepError::Interrupted);
             }
         };
-        let output =
-            result.map_err(|e| StepError::Invalid(format!("training thread failed: {e}")))??;
+        let result = match result {
+            Ok(r) => r.map_err(StepError::Train),
+            Err(e) => Err(StepError::Invalid(format!("training thread failed: {e}"))),
+        };
+        let output = match result {
+            Ok(output) => output,
+            Err(e) => {
+                // A failed attempt leaves nothing behind (its copy of the training rows
+                // included); a retry starts clean anyway.
+                let staging = staging.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || artifacts::remove_dir_if_exists(&staging))
+                        .await;
+                return Err(e);
+            }
+        };
         let training_rows = request_data;
         let data_path = staging.join(artifacts::TRAINING_DATA);
         let (training_hash, size_bytes) = Self::blocking({
@@ -1051,11 +1068,11 @@ impl Engine {
             "metrics": metrics,
             "lineage": lineage,
             "training": output,
-            "config": match p.train.backend {
+            "config": mask_env(match p.train.backend {
                 crate::config::Backend::Burn => serde_json::to_value(&p.train.burn).unwrap_or_default(),
                 crate::config::Backend::Command => serde_json::to_value(&p.train.command).unwrap_or_default(),
                 crate::config::Backend::Kfp => serde_json::to_value(&p.train.kfp).unwrap_or_default(),
-            },
+            }),
         });
         let card_path = staging.join("card.json");
         let text = serde_json::to_vec_pretty(&card).unwrap_or_default();
@@ -1524,6 +1541,17 @@ impl Engine {
 }
 
 /// SHA-256 of the config file's bytes, for lineage.
+/// A trainer config for the model card (and so the MLflow params): `env` values may be
+/// secrets, so only their names are kept.
+fn mask_env(mut config: serde_json::Value) -> serde_json::Value {
+    if let Some(env) = config.get_mut("env").and_then(|e| e.as_object_mut()) {
+        for v in env.values_mut() {
+            *v = json!("***");
+        }
+    }
+    config
+}
+
 /// Event kind under which a remote training run's id is stored before it is polled.
 const REMOTE_RUN_EVENT: &str = "remote_run";
 

@@ -290,6 +290,22 @@ impl Client {
         source: &str,
         run: &str,
     ) -> Result<String, MlflowError> {
+        // The version of this run, if an earlier attempt registered it before a crash.
+        let found = self
+            .call(
+                reqwest::Method::GET,
+                "/api/2.0/mlflow/model-versions/search",
+                None,
+                &[("filter", &format!("name='{model}' and run_id='{run}'"))],
+            )
+            .await?;
+        if let Some(v) = found["model_versions"]
+            .as_array()
+            .and_then(|v| v.first())
+            .and_then(|v| v["version"].as_str())
+        {
+            return Ok(v.to_string());
+        }
         // Creating an existing registered model is an error we can ignore.
         let _ = self
             .post(

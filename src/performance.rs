@@ -534,7 +534,22 @@ pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u6
             let (t, p) = proportion_test(base.value, base.n, current.value, n);
             (t, p)
         }
-        Some(_) => (Test::None, 1.0),
+        Some(_) => {
+            // Nothing to take a proportion of (no predicted positives for precision): the
+            // model may have stopped predicting the class at all; that is not "healthy".
+            return Assessment {
+                current: Some(current.value),
+                baseline: Some(base.value),
+                ..Assessment::unknown(
+                    metric,
+                    labels,
+                    format!(
+                        "{} has no denominator on this window (no rows in the class it is about)",
+                        metric.name()
+                    ),
+                )
+            };
+        }
         None => (Test::Bootstrap, bootstrap_p(rule, scored, base.value, seed)),
     };
     let status = verdict(rule, beyond, Some(p));
@@ -767,6 +782,11 @@ mod tests {
         assert_eq!(few.status, Status::InsufficientLabels);
         let none = assess(&rule(Metric::Accuracy, 50), &window(1000, 800), None, 1);
         assert_eq!(none.status, Status::Unknown);
+        // A model that never predicts the positive class has no precision: unknown.
+        let mut never = window(1000, 1000);
+        never.predicted = vec!["0".to_string(); 1000];
+        let p = assess(&rule(Metric::Precision, 50), &never, base, 1);
+        assert_eq!(p.status, Status::Unknown, "{}", p.detail);
     }
 
     #[test]

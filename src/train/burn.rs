@@ -521,9 +521,20 @@ impl Trainer for BurnTrainer {
         // generator: two trainings at once would interleave their draws and neither would be
         // reproducible. Trainings in one process take turns (cycles of other pipelines wait
         // here, off the async runtime).
-        let _turn = TRAINING
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _turn = loop {
+            match TRAINING.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    // Waiting for another pipeline's training; a shutdown or timeout still
+                    // stops this one.
+                    if cancel.is_cancelled() {
+                        return Err(TrainError::Cancelled);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        };
         let device = Device::default().autodiff();
         device.seed(cfg.seed);
         let mut model = Mlp::new(

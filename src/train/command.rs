@@ -12,8 +12,10 @@
 //!   rows) and `{output_path}`, where it writes a CSV with a `prediction` column, one row per
 //!   input row in order, and optionally `p_<class>` probability columns.
 //!
-//! The child runs in its own process group; stdout and stderr become our log lines; on
-//! timeout or shutdown the whole group is killed. A non-zero exit, a missing or malformed
+//! The child runs in its own process group with a minimal environment (PATH, HOME, LANG,
+//! LC_ALL, TZ, TMPDIR, USER, plus the configured `env`: never the daemon's secrets); stdout
+//! and stderr become our log lines; on timeout or shutdown the whole group is killed, and so
+//! is any process it left behind when it exits. Scoring may take at most 30 minutes. A non-zero exit, a missing or malformed
 //! metrics file fails the step with the reason, and nothing is registered (the engine only
 //! registers after a successful return).
 
@@ -73,12 +75,19 @@ fn template(text: &str, vars: &[(&str, String)]) -> String {
 }
 
 /// Run `argv` to completion, logging its output, killing its process group on cancel.
+/// Environment variables a child inherits from the daemon; everything else comes from `env`.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"];
+
+/// How long a scoring command may run.
+pub const PREDICT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 fn run(
     argv: &[String],
     env: &BTreeMap<String, String>,
     workdir: &Path,
     vars: &[(&str, String)],
     cancel: &CancelFlag,
+    deadline: Option<Instant>,
     what: &str,
 ) -> Result<(), TrainError> {
     let argv: Vec<String> = argv.iter().map(|a| template(a, vars)).collect();
@@ -91,7 +100,15 @@ fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0);
+        .process_group(0)
+        // Not the daemon's environment (it may hold AWS keys or tokens): a few basics, and
+        // what the config passes.
+        .env_clear();
+    for k in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, template(v, vars));
     }
@@ -133,7 +150,10 @@ fn run(
             })
         })
         .collect();
-    let status = wait(&mut child, cancel);
+    let status = wait(&mut child, cancel, deadline);
+    // A grandchild that kept our pipes open would block the readers for ever: the group goes.
+    let pid = rustix::process::Pid::from_child(&child);
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     for r in readers {
         let _ = r.join();
     }
@@ -147,20 +167,32 @@ fn run(
     Ok(())
 }
 
-/// Wait for the child, checking the cancel flag; on cancel kill its whole process group.
-fn wait(child: &mut Child, cancel: &CancelFlag) -> Result<std::process::ExitStatus, TrainError> {
+/// Wait for the child, checking the cancel flag and the deadline; on either, kill its whole
+/// process group.
+fn wait(
+    child: &mut Child,
+    cancel: &CancelFlag,
+    deadline: Option<Instant>,
+) -> Result<std::process::ExitStatus, TrainError> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Ok(status),
             Ok(None) => {}
             Err(e) => return Err(TrainError::Command(format!("waiting for the trainer: {e}"))),
         }
-        if cancel.is_cancelled() {
+        let late = deadline.is_some_and(|d| Instant::now() >= d);
+        if cancel.is_cancelled() || late {
             let pid = rustix::process::Pid::from_child(child);
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
             let _ = child.kill();
             let _ = child.wait();
-            return Err(TrainError::Cancelled);
+            return Err(if late {
+                TrainError::Command(format!(
+                    "the scoring command did not finish within {PREDICT_TIMEOUT:?}; it was killed"
+                ))
+            } else {
+                TrainError::Cancelled
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -214,6 +246,7 @@ impl Trainer for CommandTrainer {
             &self.config.scoring.workdir,
             &vars,
             cancel,
+            None,
             "train.command",
         )?;
         let text = std::fs::read_to_string(&metrics_path).map_err(|e| {
@@ -355,6 +388,7 @@ impl Predictor for CommandModel {
             &self.scoring.workdir,
             &vars,
             &CancelFlag::default(),
+            Some(Instant::now() + PREDICT_TIMEOUT),
             "train.command.predict",
         )?;
         read_predictions(&output, table.rows)

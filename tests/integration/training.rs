@@ -97,6 +97,12 @@ async fn failing(mode: &str, timeout: &str, expect: &[&str]) {
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{mode}: {leftovers:?}");
+    // Nor a staging folder with a copy of the training rows.
+    let staging = env.dir.path().join("state/staging");
+    let staged: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "{mode}: {staged:?}");
     if mode == "hang" {
         // The whole process group was killed, not left running.
         let pid = std::fs::read_to_string(pidfile.path()).unwrap();
