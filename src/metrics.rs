@@ -271,6 +271,16 @@ impl Metrics {
                 .with_label_values(&[pipeline, s.as_str()])
                 .set(0);
         }
+        // Unknown until the first performance check.
+        self.degradation_detected
+            .with_label_values(&[pipeline])
+            .set(-1);
+        // Counters exist at zero from the start, so rate() and dashboards see them before
+        // the first failure.
+        for c in crate::quality::Check::ALL {
+            self.data_quality_failures
+                .with_label_values(&[pipeline, c.as_str()]);
+        }
     }
 
     /// Record the state a pipeline's cycle is in (1 for it, 0 for the others).

@@ -377,3 +377,50 @@ pub async fn start_cycle(engine: &Engine, pipeline: &str) -> i64 {
 pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
+
+/// A real Prometheus (`prometheus` on PATH or `$RETRAIND_TEST_PROMETHEUS`) scraping `target`
+/// (host:port) every second as job `job`; its base URL once the target is up. None = skip.
+pub async fn prometheus(dir: &Path, target: &str, job: &str) -> Option<(Server, String)> {
+    let Some(bin) = program("prometheus", "RETRAIND_TEST_PROMETHEUS") else {
+        unavailable("prometheus (Debian package `prometheus`)");
+        return None;
+    };
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let server = Server(
+        Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let up = format!("up{{job=\"{job}\"}} == 1");
+    eventually(
+        Duration::from_secs(60),
+        "Prometheus to scrape its target",
+        || {
+            let (u, q) = (url.clone(), up.clone());
+            async move {
+                retraind::promql::query(&u, &q, Duration::from_secs(2))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    Some((server, url))
+}

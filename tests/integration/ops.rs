@@ -76,3 +76,115 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in\n{report}"));
     assert!(level <= 2.0, "exposure {level} > 2.0:\n{report}");
 }
+
+/// Every PromQL expression of the dashboard and of the alert rules, evaluated by a real
+/// Prometheus scraping a real daemon after a cycle, returns at least one series: no dead
+/// panel, no alert on a metric that does not exist. Alert expressions are evaluated without
+/// their threshold (the series must exist; whether it fires is `promtool test rules`' job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_and_alert_expression_returns_data() {
+    use std::time::Duration;
+
+    use crate::helpers::{Db, Env, Opts, start_cycle, start_daemon, wait_state};
+
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
+    // With the scheduler (the next-run gauge is its), which will not fire during the test.
+    let (running, shutdown) = start_daemon(&env, true).await;
+    let id = start_cycle(&running.engine, "p1").await;
+    let store = running.engine.store().clone();
+    let done = wait_state(
+        &store,
+        id,
+        retraind::cycle::CycleState::Completed,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        done.state,
+        retraind::cycle::CycleState::Completed,
+        "{:?}",
+        done.reason
+    );
+    let prom_dir = tempfile::tempdir().unwrap();
+    let Some((_prom, url)) =
+        crate::helpers::prometheus(prom_dir.path(), &running.addr.to_string(), "retraind").await
+    else {
+        return;
+    };
+    // A few scrapes, so that rate() and increase() have two samples.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/retraind.json")).unwrap())
+            .unwrap();
+    // The series part of a condition, without `> threshold` / `== 0`.
+    let series = |expr: &str| -> String {
+        [" > ", " == ", " < ", " >= ", " != "]
+            .iter()
+            .filter_map(|op| expr.rfind(op))
+            .max()
+            .map(|i| &expr[..i])
+            .unwrap_or(expr)
+            .trim()
+            .to_string()
+    };
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    // Annotations mark events (a deploy in the last minutes): like alerts, conditions.
+    exprs.extend(
+        dashboard["annotations"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["expr"].as_str().map(series)),
+    );
+    let alerts = std::fs::read_to_string(format!("{dir}/alerts.yml")).unwrap();
+    exprs.extend(
+        alerts
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:").map(series)),
+    );
+    let client = reqwest::Client::new();
+    let mut dead = Vec::new();
+    for expr in &exprs {
+        // Grafana's variables as Grafana would fill them for "All".
+        let q = expr
+            .replace("$pipeline", ".*")
+            .replace("$__rate_interval", "1m");
+        let answer: serde_json::Value = client
+            .get(format!("{url}/api/v1/query"))
+            .query(&[("query", q.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let has_data = answer["status"] == "success"
+            && match answer["data"]["resultType"].as_str() {
+                Some("scalar") => true,
+                _ => answer["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()),
+            };
+        if !has_data {
+            dead.push(format!("{q}  ->  {answer}"));
+        }
+    }
+    assert!(
+        dead.is_empty(),
+        "expressions without data:\n{}",
+        dead.join("\n")
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}

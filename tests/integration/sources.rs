@@ -213,35 +213,9 @@ async fn serving_metrics(accuracy: f64) -> String {
     addr.to_string()
 }
 
-/// Start Prometheus scraping `target` every second; its base URL once it has a sample.
+/// Prometheus scraping the serving gauge; its base URL once the gauge has a sample.
 async fn prometheus(dir: &Path, target: &str) -> Option<(Server, String)> {
-    let Some(bin) = program("prometheus", "RETRAIND_TEST_PROMETHEUS") else {
-        unavailable("prometheus (Debian package `prometheus`)");
-        return None;
-    };
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: serving\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let server = Server(
-        Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
+    let (server, url) = crate::helpers::prometheus(dir, target, "serving").await?;
     let q = "serving_model_accuracy{model=\"churn\"}".to_string();
     eventually(Duration::from_secs(60), "Prometheus to scrape", || {
         let (u, q) = (url.clone(), q.clone());
