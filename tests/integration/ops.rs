@@ -120,12 +120,13 @@ async fn every_dashboard_and_alert_expression_returns_data() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/retraind.json")).unwrap())
             .unwrap();
-    // The series part of a condition, without `> threshold` / `== 0`.
+    // The series part of a condition: up to its first comparison (`x > 26 * 3600` → `x`,
+    // `a == 1 and b == 0` → `a`).
     let series = |expr: &str| -> String {
         [" > ", " == ", " < ", " >= ", " != "]
             .iter()
-            .filter_map(|op| expr.rfind(op))
-            .max()
+            .filter_map(|op| expr.find(op))
+            .min()
             .map(|i| &expr[..i])
             .unwrap_or(expr)
             .trim()
