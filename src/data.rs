@@ -135,6 +135,29 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table of feature columns only (no labels, an empty fingerprint): for callers that
+    /// build data in memory rather than reading a file.
+    pub fn from_columns(
+        numerical: Vec<(String, Vec<f64>)>,
+        categorical: Vec<(String, Vec<String>)>,
+    ) -> Table {
+        let rows = numerical
+            .first()
+            .map(|(_, v)| v.len())
+            .or_else(|| categorical.first().map(|(_, v)| v.len()))
+            .unwrap_or(0);
+        Table {
+            rows,
+            numerical,
+            categorical,
+            fingerprint: Fingerprint {
+                rows,
+                ..Fingerprint::default()
+            },
+            ..Table::default()
+        }
+    }
+
     pub fn numerical(&self, name: &str) -> Option<&[f64]> {
         self.numerical
             .iter()

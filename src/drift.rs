@@ -546,36 +546,19 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Fingerprint, Table};
+    use crate::data::Table;
 
     fn table(numerical: Vec<(&str, Vec<f64>)>, categorical: Vec<(&str, Vec<&str>)>) -> Table {
-        let rows = numerical
-            .first()
-            .map(|(_, v)| v.len())
-            .or_else(|| categorical.first().map(|(_, v)| v.len()))
-            .unwrap_or(0);
-        Table {
-            rows,
-            numerical: numerical
+        Table::from_columns(
+            numerical
                 .into_iter()
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
-            categorical: categorical
+            categorical
                 .into_iter()
                 .map(|(n, v)| (n.to_string(), v.into_iter().map(String::from).collect()))
                 .collect(),
-            target: None,
-            prediction: None,
-            timestamp: None,
-            fingerprint: Fingerprint {
-                path: String::new(),
-                blake3: String::new(),
-                bytes: 0,
-                rows,
-                schema: vec![],
-                files: vec![],
-            },
-        }
+        )
     }
 
     fn config() -> DriftConfig {
@@ -711,7 +694,6 @@ mod tests {
 #[cfg(test)]
 mod simulation {
     use super::*;
-    use crate::data::Fingerprint;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
 
@@ -729,22 +711,7 @@ mod simulation {
                 (format!("f{f}"), values)
             })
             .collect();
-        Table {
-            rows,
-            numerical,
-            categorical: vec![],
-            target: None,
-            prediction: None,
-            timestamp: None,
-            fingerprint: Fingerprint {
-                path: String::new(),
-                blake3: String::new(),
-                bytes: 0,
-                rows,
-                schema: vec![],
-                files: vec![],
-            },
-        }
+        Table::from_columns(numerical, vec![])
     }
 
     fn naive(report: &DriftReport) -> bool {

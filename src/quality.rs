@@ -316,15 +316,10 @@ mod tests {
     }
 
     fn table(x: Vec<f64>, seg: Vec<&str>) -> Table {
-        Table {
-            rows: x.len(),
-            numerical: vec![("x".into(), x)],
-            categorical: vec![("seg".into(), seg.into_iter().map(String::from).collect())],
-            target: None,
-            prediction: None,
-            timestamp: None,
-            fingerprint: fp(&[]),
-        }
+        Table::from_columns(
+            vec![("x".into(), x)],
+            vec![("seg".into(), seg.into_iter().map(String::from).collect())],
+        )
     }
 
     #[test]

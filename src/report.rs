@@ -244,25 +244,13 @@ h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:2rem}}
 mod tests {
     use super::*;
     use crate::config::DriftConfig;
-    use crate::data::{Fingerprint, Table};
+    use crate::data::Table;
 
     fn table(x: Vec<f64>, seg: Vec<&str>) -> Table {
-        Table {
-            rows: x.len(),
-            numerical: vec![("x".into(), x)],
-            categorical: vec![("<seg>".into(), seg.into_iter().map(String::from).collect())],
-            target: None,
-            prediction: None,
-            timestamp: None,
-            fingerprint: Fingerprint {
-                path: String::new(),
-                blake3: String::new(),
-                bytes: 0,
-                rows: 0,
-                schema: vec![],
-                files: vec![],
-            },
-        }
+        Table::from_columns(
+            vec![("x".into(), x)],
+            vec![("<seg>".into(), seg.into_iter().map(String::from).collect())],
+        )
     }
 
     #[test]
