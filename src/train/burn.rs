@@ -22,7 +22,8 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest, Trainer,
+    CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest,
+    Trainer, io_err,
 };
 use crate::config::BurnConfig;
 use crate::data::Table;
@@ -643,13 +644,6 @@ impl Trainer for BurnTrainer {
 /// disables it on the parameters); inputs are created on the plain device.
 fn valid_model_device(device: &Device) -> Device {
     device.clone().inner()
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn save(dir: &Path, model: Mlp, pre: &Preprocess) -> Result<(), TrainError> {

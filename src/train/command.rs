@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::{
-    CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest, Trainer,
+    CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest,
+    Trainer, io_err,
 };
 use crate::data::{Roles, Table, TableFormat};
 
@@ -219,14 +220,10 @@ impl Trainer for CommandTrainer {
         progress: &(dyn Fn(&EpochReport) + Send + Sync),
     ) -> Result<TrainOutput, TrainError> {
         let started = Instant::now();
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |e: std::io::Error| TrainError::Io { path, source: e }
-        };
         let model_dir = request.out_dir.join("model");
-        std::fs::create_dir_all(&model_dir).map_err(io(&model_dir))?;
+        std::fs::create_dir_all(&model_dir).map_err(io_err(&model_dir))?;
         let work = request.out_dir.join("work");
-        std::fs::create_dir_all(&work).map_err(io(&work))?;
+        std::fs::create_dir_all(&work).map_err(io_err(&work))?;
         let format = self.config.scoring.data_format;
         let train_path = work.join(format!("train.{}", format.extension()));
         crate::data::write_table(&request.data, &self.roles, &train_path, format)

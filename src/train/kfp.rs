@@ -228,17 +228,6 @@ pub struct KfpTrainer {
     pub s3: crate::source::S3Config,
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, TrainError> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => Ok(h.block_on(f)),
-        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| err(e.to_string()))?
-            .block_on(f)),
-    }
-}
-
 impl Trainer for KfpTrainer {
     fn name(&self) -> &'static str {
         "kfp"
@@ -250,7 +239,9 @@ impl Trainer for KfpTrainer {
         cancel: &CancelFlag,
         progress: &(dyn Fn(&EpochReport) + Send + Sync),
     ) -> Result<TrainOutput, TrainError> {
-        block_on(self.run(request, cancel, progress))?
+        // Its own runtime (on a helper thread when called inside one), like remote fetches.
+        crate::source::block_on(self.run(request, cancel, progress))
+            .map_err(|e| err(e.to_string()))?
     }
 }
 
@@ -263,10 +254,7 @@ impl KfpTrainer {
     ) -> Result<TrainOutput, TrainError> {
         let started = Instant::now();
         let c = &self.config;
-        std::fs::create_dir_all(&request.out_dir).map_err(|source| TrainError::Io {
-            path: request.out_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&request.out_dir).map_err(super::io_err(&request.out_dir))?;
         let client = Client::new(c)?;
         let (pipeline, cycle) = (request.pipeline.as_str(), request.cycle_id);
         let name = display_name(pipeline, cycle);
@@ -298,10 +286,7 @@ impl KfpTrainer {
                             .join(format!("train.{}", format.extension()));
                         crate::data::write_table(&request.data, &self.roles, &local, format)
                             .map_err(|e| err(e.to_string()))?;
-                        let bytes = std::fs::read(&local).map_err(|source| TrainError::Io {
-                            path: local.clone(),
-                            source,
-                        })?;
+                        let bytes = std::fs::read(&local).map_err(super::io_err(&local))?;
                         let _ = std::fs::remove_file(&local);
                         let target =
                             crate::source::Location::parse(&train_uri, std::path::Path::new("/"))

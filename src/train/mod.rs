@@ -58,6 +58,14 @@ pub enum TrainError {
     MissingFeature { path: PathBuf, feature: String },
 }
 
+/// An I/O error on `path`, as a [`TrainError`].
+pub fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// A flag the engine sets to stop a trainer at its next checkpoint, with why: a shutdown
 /// (the cycle resumes on the next start, so a remote run is left running) or the training
 /// timeout (a remote run is terminated).
