@@ -553,6 +553,7 @@ impl Engine {
             Some(_) => None,
             None => data_cfg.reference_window,
         };
+        let champion_used = champion_rows.is_some();
         let reference_from = match &champion_rows {
             Some((v, _)) => format!("champion v{v}'s training rows"),
             None => data_cfg.reference.describe(),
@@ -584,6 +585,7 @@ impl Engine {
             "roles": roles,
             "reference": ref_fp,
             "reference_from": reference_from,
+            "reference_source": if champion_used { ReferenceSource::Champion } else { ReferenceSource::Fixed },
             "reference_window": window,
             "current": cur_fp,
             "labelled": labelled > 0,
@@ -657,21 +659,21 @@ impl Engine {
         let detector = self.inner.steps.detector.clone();
         let mut ignore = p.data.ignore.clone();
         ignore.extend(p.data.prediction.iter().chain(&p.data.timestamp).cloned());
-        if c.inputs.as_ref().is_some_and(|i| {
-            i["reference_from"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("champion"))
-        }) {
+        let reference_source = c
+            .inputs
+            .as_ref()
+            .and_then(|i| serde_json::from_value(i["reference_source"].clone()).ok());
+        if reference_source == Some(ReferenceSource::Champion) {
             // The champion's training rows hold only the role columns: other columns of the
             // current window are not "added".
-            let roles = [&reference.fingerprint.schema];
+            let kept = &reference.fingerprint.schema;
             ignore.extend(
                 current
                     .fingerprint
                     .schema
                     .iter()
                     .map(|(n, _)| n)
-                    .filter(|n| !roles.iter().any(|r| r.iter().any(|(m, _)| m == *n)))
+                    .filter(|n| !kept.iter().any(|(m, _)| m == *n))
                     .cloned(),
             );
         }
