@@ -121,6 +121,34 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Roll a pipeline's champion back to `previous` (or --to a version), through the
+    /// deploy targets (asks the running daemon).
+    Rollback {
+        pipeline: String,
+        /// Version number to restore (default: the `previous` alias).
+        #[arg(long)]
+        to: Option<i64>,
+        #[arg(long, env = "USER")]
+        actor: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Stop retrains and deploys of one pipeline, or of all (kill switch), until `resume`.
+    Freeze {
+        /// Pipeline (default: every pipeline).
+        pipeline: Option<String>,
+        #[arg(long, env = "USER")]
+        actor: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a freeze or a circuit-breaker pause.
+    Resume {
+        /// Pipeline (default: the global freeze).
+        pipeline: Option<String>,
+        #[arg(long, env = "USER")]
+        actor: String,
+    },
     /// Compare two data files and report drift and data quality (no daemon, no config).
     /// Exit status: 0 no drift, 3 dataset drift, 4 quality failure, 1 error.
     Check(CheckArgs),
@@ -277,6 +305,33 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let body = serde_json::json!({ "approver": approver, "reason": reason });
             api_post(&cli.config, &format!("/api/v1/cycles/{cycle}/reject"), body).await
+        }
+        Command::Rollback {
+            pipeline,
+            to,
+            actor,
+            reason,
+        } => {
+            let body = serde_json::json!({ "to": to, "actor": actor, "reason": reason });
+            api_post(
+                &cli.config,
+                &format!("/api/v1/pipelines/{pipeline}/rollback"),
+                body,
+            )
+            .await
+        }
+        Command::Freeze {
+            pipeline,
+            actor,
+            reason,
+        } => {
+            let body =
+                serde_json::json!({ "pipeline": pipeline, "actor": actor, "reason": reason });
+            api_post(&cli.config, "/api/v1/freeze", body).await
+        }
+        Command::Resume { pipeline, actor } => {
+            let body = serde_json::json!({ "pipeline": pipeline, "actor": actor });
+            api_post(&cli.config, "/api/v1/resume", body).await
         }
     }
 }

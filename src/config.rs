@@ -77,6 +77,28 @@ pub mod raw {
         pub store: RawStore,
         #[serde(default)]
         pub pipeline: Vec<RawPipeline>,
+        pub slack: Option<RawSlack>,
+        pub webhook: Option<RawWebhook>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawSlack {
+        pub api_url: Option<String>,
+        pub channel: Option<String>,
+        pub bot_token_file: Option<String>,
+        pub bot_token_env: Option<String>,
+        pub signing_secret_file: Option<String>,
+        pub signing_secret_env: Option<String>,
+        pub incoming_webhook_file: Option<String>,
+        pub incoming_webhook_env: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawWebhook {
+        pub url: Option<String>,
+        pub secret_file: Option<String>,
+        pub secret_env: Option<String>,
+        pub timeout: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -90,6 +112,7 @@ pub mod raw {
         pub listen: Option<String>,
         pub api_token_file: Option<String>,
         pub api_token_env: Option<String>,
+        pub public_url: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -118,6 +141,8 @@ pub mod raw {
         pub gate: RawGate,
         #[serde(default)]
         pub approval: RawApproval,
+        #[serde(default)]
+        pub guards: RawGuards,
         #[serde(default)]
         pub deploy: RawDeploy,
         pub mlflow: Option<RawMlflow>,
@@ -273,7 +298,25 @@ pub mod raw {
     pub struct RawGate {
         pub min_accuracy: Option<f64>,
         pub max_drop: Option<f64>,
+        pub max_drop_relative: Option<f64>,
         pub holdout_share: Option<f64>,
+        pub slices: Option<Vec<String>>,
+        pub slice_max_drop: Option<f64>,
+        pub min_slice_rows: Option<i64>,
+        pub max_model_size_mb: Option<f64>,
+        pub max_latency_ms_per_1k: Option<f64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct RawGuards {
+        pub enabled: Option<bool>,
+        pub max_retrains: Option<Vec<String>>,
+        pub max_deploys: Option<Vec<String>>,
+        pub cooldown: Option<String>,
+        pub breaker_failures: Option<i64>,
+        pub golden_set: Option<String>,
+        pub monotonic_last: Option<i64>,
+        pub monotonic_tolerance: Option<f64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -282,11 +325,20 @@ pub mod raw {
         pub expires: Option<String>,
         pub required: Option<i64>,
         pub approvers: Option<Vec<String>>,
+        pub slack_channel: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
     pub struct RawDeploy {
         pub watch: Option<String>,
+        pub watch_for: Option<String>,
+        pub watch_interval: Option<String>,
+        pub failure_limit: Option<i64>,
+        pub on_failure: Option<String>,
+        pub hook_url: Option<String>,
+        pub hook_secret_file: Option<String>,
+        pub hook_secret_env: Option<String>,
+        pub hook_timeout: Option<String>,
     }
 }
 
@@ -299,6 +351,46 @@ pub struct Config {
     pub server: Server,
     pub store: StoreConfig,
     pub pipelines: Vec<Pipeline>,
+    /// The Slack app (approval requests with buttons, or an incoming webhook), when set.
+    pub slack: Option<SlackConfig>,
+    /// The generic signed webhook (outgoing requests and notices, incoming decisions).
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    /// Slack Web API base, `https://slack.com/api` (a fake server's in tests).
+    pub api_url: String,
+    /// Default channel for approval requests (`approval.slack_channel` overrides it).
+    pub channel: Option<String>,
+    pub bot_token: Option<crate::secret::SecretSource>,
+    pub signing_secret: Option<crate::secret::SecretSource>,
+    pub incoming_webhook: Option<crate::secret::SecretSource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Where approval requests and notices are POSTed (none: incoming decisions only).
+    pub url: Option<String>,
+    pub secret: crate::secret::SecretSource,
+    pub timeout: Duration,
+}
+
+/// A signed HTTP deploy hook (`deploy.hook_url`).
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub url: String,
+    pub secret: Option<crate::secret::SecretSource>,
+    pub timeout: Duration,
+}
+
+/// What the post-deploy watch does after `failure_limit` failed checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Roll back to `previous` at once, notify, freeze the pipeline.
+    Rollback,
+    /// Notify with the rollback command and freeze; a human decides.
+    Ask,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +404,9 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Where the API token comes from; `None` disables mutating endpoints.
     pub api_token: Option<crate::secret::SecretSource>,
+    /// How people reach this daemon (report links in Slack messages), e.g.
+    /// `https://retraind.example.com`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +455,7 @@ pub struct Pipeline {
     pub gate: GateConfig,
     pub approval: ApprovalConfig,
     pub deploy: DeployConfig,
+    pub guards: crate::guards::GuardConfig,
     pub mlflow: Option<crate::mlflow::MlflowConfig>,
 }
 
@@ -559,8 +655,33 @@ pub struct BurnConfig {
 #[derive(Debug, Clone)]
 pub struct GateConfig {
     pub min_accuracy: f64,
+    /// Largest allowed absolute accuracy drop against the champion.
     pub max_drop: f64,
+    /// Largest allowed relative drop (0.01 = 1 %), when set.
+    pub max_drop_relative: Option<f64>,
     pub holdout_share: f64,
+    /// Categorical columns whose every value is a slice that must not regress.
+    pub slices: Vec<String>,
+    pub slice_max_drop: f64,
+    pub min_slice_rows: usize,
+    pub max_model_size_mb: Option<f64>,
+    pub max_latency_ms_per_1k: Option<f64>,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            min_accuracy: 0.9,
+            max_drop: 0.0,
+            max_drop_relative: None,
+            holdout_share: 0.3,
+            slices: Vec::new(),
+            slice_max_drop: 0.05,
+            min_slice_rows: 30,
+            max_model_size_mb: None,
+            max_latency_ms_per_1k: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -575,11 +696,19 @@ pub struct ApprovalConfig {
     pub expires: Duration,
     pub required: usize,
     pub approvers: Vec<String>,
+    pub slack_channel: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
+    /// The post-deploy watch window (`deploy.watch_for`).
     pub watch: Duration,
+    /// Time between two watch checks.
+    pub watch_interval: Duration,
+    /// Failed watch checks that trigger `on_failure`.
+    pub failure_limit: usize,
+    pub on_failure: OnFailure,
+    pub hook: Option<HookConfig>,
 }
 
 impl Config {
@@ -715,6 +844,9 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Vec
     problems
 }
 
+/// Reads an environment variable (the real environment, or a test's).
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Collects problems while turning raw values into typed ones.
 struct Checker<'a> {
     problems: &'a mut Vec<Problem>,
@@ -757,6 +889,48 @@ impl Checker<'_> {
             );
         }
         v
+    }
+
+    /// A secret named by `<key>_file` or `<key>_env` (`key` is the full path without the
+    /// suffix); else `$CREDENTIALS_DIRECTORY/<credential>` when systemd passed one.
+    fn secret(
+        &mut self,
+        key: &str,
+        file: &Option<String>,
+        var: &Option<String>,
+        base: &Path,
+        credential: Option<(EnvLookup<'_>, &str)>,
+    ) -> Option<crate::secret::SecretSource> {
+        use crate::secret::SecretSource;
+        match (file, var) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &format!("{key}_file"),
+                    format!("set either {key}_file or {key}_env, not both"),
+                );
+                None
+            }
+            (Some(f), None) => {
+                let path = resolve(base, f);
+                if !path.is_file() {
+                    self.problem(
+                        &format!("{key}_file"),
+                        format!(
+                            "file {} does not exist; create it (mode 0600) holding the secret",
+                            path.display()
+                        ),
+                    );
+                }
+                Some(SecretSource::File(path))
+            }
+            (None, Some(v)) => Some(SecretSource::Env(v.clone())),
+            (None, None) => credential.and_then(|(env, name)| {
+                env("CREDENTIALS_DIRECTORY")
+                    .map(|dir| Path::new(&dir).join(name))
+                    .filter(|p| p.is_file())
+                    .map(SecretSource::File)
+            }),
+        }
     }
 
     fn positive_number(&mut self, path: &str, raw: Option<f64>, default: f64) -> f64 {
@@ -867,34 +1041,73 @@ fn validate(
         );
         SocketAddr::from(([127, 0, 0, 1], 9464))
     });
-    let api_token = match (raw.server.api_token_file, raw.server.api_token_env) {
-        (Some(_), Some(_)) => {
-            c.problem(
-                "server.api_token_file",
-                "set either api_token_file or api_token_env, not both",
-            );
-            None
+    let api_token = c.secret(
+        "server.api_token",
+        &raw.server.api_token_file,
+        &raw.server.api_token_env,
+        base,
+        Some((env, "api-token")),
+    );
+    let public_url = raw
+        .server
+        .public_url
+        .map(|u| u.trim_end_matches('/').to_string());
+    let slack = raw.slack.map(|r| {
+        let api_url = r
+            .api_url
+            .unwrap_or_else(|| "https://slack.com/api".to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            c.problem("slack.api_url", format!("`{api_url}` is not an http(s):// URL"));
         }
-        (Some(file), None) => {
-            let path = resolve(base, &file);
-            if !path.is_file() {
+        let bot_token = c.secret("slack.bot_token", &r.bot_token_file, &r.bot_token_env, base, Some((env, "slack-bot-token")));
+        let signing_secret = c.secret("slack.signing_secret", &r.signing_secret_file, &r.signing_secret_env, base, Some((env, "slack-signing-secret")));
+        let incoming_webhook = c.secret("slack.incoming_webhook", &r.incoming_webhook_file, &r.incoming_webhook_env, base, Some((env, "slack-incoming-webhook")));
+        if bot_token.is_none() && incoming_webhook.is_none() {
+            c.problem("slack", "set bot_token_file (an app with Approve/Reject buttons) or incoming_webhook_file (notifications only)");
+        }
+        if bot_token.is_some() && signing_secret.is_none() {
+            c.problem("slack.signing_secret_file", "missing; the buttons' callbacks at /slack/interactions are verified with the app's signing secret");
+        }
+        SlackConfig {
+            api_url,
+            channel: r.channel,
+            bot_token,
+            signing_secret,
+            incoming_webhook,
+        }
+    });
+    let webhook = raw.webhook.and_then(|r| {
+        if let Some(u) = &r.url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            c.problem("webhook.url", format!("`{u}` is not an http(s):// URL"));
+        }
+        let timeout = c.duration("webhook.timeout", &r.timeout, "10s");
+        match c.secret(
+            "webhook.secret",
+            &r.secret_file,
+            &r.secret_env,
+            base,
+            Some((env, "webhook-secret")),
+        ) {
+            Some(secret) => Some(WebhookConfig {
+                url: r.url,
+                secret,
+                timeout,
+            }),
+            None => {
                 c.problem(
-                    "server.api_token_file",
-                    format!(
-                        "file {} does not exist; create it (mode 0600) holding the bearer token",
-                        path.display()
-                    ),
+                    "webhook.secret_file",
+                    "missing; webhooks are always signed (Standard Webhooks): create a secret file",
                 );
+                None
             }
-            Some(crate::secret::SecretSource::File(path))
         }
-        (None, Some(var)) => Some(crate::secret::SecretSource::Env(var)),
-        (None, None) => env("CREDENTIALS_DIRECTORY")
-            .map(|dir| Path::new(&dir).join("api-token"))
-            .filter(|p| p.is_file())
-            .map(crate::secret::SecretSource::File),
-    };
+    });
 
+    let raw_slack_missing = slack.is_none();
     let default_url = format!("sqlite://{}", state_dir.join("retraind.db").display());
     let url = raw.store.url.unwrap_or(default_url);
     if !(url.starts_with("sqlite:")
@@ -1569,7 +1782,39 @@ fn validate(
             min_accuracy: c.fraction(&at("gate.min_accuracy"), p.gate.min_accuracy, 0.9, false),
             max_drop: c.fraction(&at("gate.max_drop"), p.gate.max_drop, 0.0, false),
             holdout_share: c.fraction(&at("gate.holdout_share"), p.gate.holdout_share, 0.3, true),
+            max_drop_relative: p
+                .gate
+                .max_drop_relative
+                .map(|v| c.fraction(&at("gate.max_drop_relative"), Some(v), 0.0, false)),
+            slices: p.gate.slices.clone().unwrap_or_default(),
+            slice_max_drop: c.fraction(
+                &at("gate.slice_max_drop"),
+                p.gate.slice_max_drop,
+                0.05,
+                false,
+            ),
+            min_slice_rows: c.positive(
+                &at("gate.min_slice_rows"),
+                p.gate.min_slice_rows,
+                30,
+                1_000_000,
+            ),
+            max_model_size_mb: p
+                .gate
+                .max_model_size_mb
+                .map(|v| c.positive_number(&at("gate.max_model_size_mb"), Some(v), 100.0)),
+            max_latency_ms_per_1k: p
+                .gate
+                .max_latency_ms_per_1k
+                .map(|v| c.positive_number(&at("gate.max_latency_ms_per_1k"), Some(v), 100.0)),
         };
+        if let Some(cats) = &p.data.categorical {
+            for s in &gate.slices {
+                if !cats.contains(s) {
+                    c.problem(&at("gate.slices"), format!("`{s}` is not in data.categorical; slices are values of categorical columns"));
+                }
+            }
+        }
         let mode = match p.approval.mode.as_deref().unwrap_or("manual") {
             "manual" => ApprovalMode::Manual,
             "auto" => ApprovalMode::Auto,
@@ -1583,7 +1828,66 @@ fn validate(
             expires: c.duration(&at("approval.expires"), &p.approval.expires, "72h"),
             required: c.positive(&at("approval.required"), p.approval.required, 1, 10),
             approvers: p.approval.approvers.unwrap_or_default(),
+            slack_channel: p.approval.slack_channel.clone(),
         };
+        let defaults = crate::guards::GuardConfig::default();
+        let budgets = |c: &mut Checker,
+                       key: &str,
+                       raw: &Option<Vec<String>>,
+                       default: Vec<crate::guards::Budget>| match raw {
+            None => default,
+            Some(list) => list
+                .iter()
+                .filter_map(|b| {
+                    crate::guards::Budget::parse(b)
+                        .map_err(|e| c.problem(&at(key), e))
+                        .ok()
+                })
+                .collect(),
+        };
+        let guards = crate::guards::GuardConfig {
+            enabled: p.guards.enabled.unwrap_or(true),
+            max_retrains: budgets(
+                &mut c,
+                "guards.max_retrains",
+                &p.guards.max_retrains,
+                defaults.max_retrains.clone(),
+            ),
+            max_deploys: budgets(
+                &mut c,
+                "guards.max_deploys",
+                &p.guards.max_deploys,
+                defaults.max_deploys.clone(),
+            ),
+            cooldown: c.duration(&at("guards.cooldown"), &p.guards.cooldown, "24h"),
+            breaker_failures: match p.guards.breaker_failures {
+                Some(0) => 0,
+                other => c.positive(&at("guards.breaker_failures"), other, 3, 1000),
+            },
+            golden_set: p.guards.golden_set.as_deref().and_then(|g| {
+                Location::parse(g, base)
+                    .map_err(|e| c.problem(&at("guards.golden_set"), e.to_string()))
+                    .ok()
+            }),
+            monotonic_last: c.positive(
+                &at("guards.monotonic_last"),
+                p.guards.monotonic_last,
+                3,
+                100,
+            ),
+            monotonic_tolerance: c.fraction(
+                &at("guards.monotonic_tolerance"),
+                p.guards.monotonic_tolerance,
+                0.0,
+                false,
+            ),
+        };
+        if p.approval.slack_channel.is_some() && raw_slack_missing {
+            c.problem(
+                &at("approval.slack_channel"),
+                "set, but there is no [slack] table; configure the Slack app or remove the key",
+            );
+        }
         let mlflow = p.mlflow.as_ref().map(|m| {
             let tracking_uri = m.tracking_uri.clone().unwrap_or_default();
             if !(tracking_uri.starts_with("http://") || tracking_uri.starts_with("https://")) {
@@ -1622,8 +1926,63 @@ fn validate(
                 token,
             }
         });
+        if p.deploy.watch.is_some() && p.deploy.watch_for.is_some() {
+            c.problem(
+                &at("deploy.watch"),
+                "set either watch_for or its older name watch, not both",
+            );
+        }
+        let on_failure = match p.deploy.on_failure.as_deref().unwrap_or("rollback") {
+            "rollback" => OnFailure::Rollback,
+            "ask" => OnFailure::Ask,
+            other => {
+                c.problem(
+                    &at("deploy.on_failure"),
+                    format!("`{other}` is not a policy; use \"rollback\" (default) or \"ask\""),
+                );
+                OnFailure::Rollback
+            }
+        };
+        let hook = p.deploy.hook_url.clone().map(|url| {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                c.problem(
+                    &at("deploy.hook_url"),
+                    format!("`{url}` is not an http(s):// URL"),
+                );
+            }
+            HookConfig {
+                url,
+                secret: c.secret(
+                    &at("deploy.hook_secret"),
+                    &p.deploy.hook_secret_file,
+                    &p.deploy.hook_secret_env,
+                    base,
+                    None,
+                ),
+                timeout: c.duration(&at("deploy.hook_timeout"), &p.deploy.hook_timeout, "30s"),
+            }
+        });
+        let watch_interval =
+            c.duration(&at("deploy.watch_interval"), &p.deploy.watch_interval, "1h");
+        if watch_interval.is_zero() {
+            c.problem(
+                &at("deploy.watch_interval"),
+                "must be longer than 0s (e.g. \"1h\")",
+            );
+        }
         let deploy = DeployConfig {
-            watch: c.duration(&at("deploy.watch"), &p.deploy.watch, "0s"),
+            watch: c.duration(
+                &at("deploy.watch_for"),
+                &p.deploy
+                    .watch_for
+                    .clone()
+                    .or_else(|| p.deploy.watch.clone()),
+                "0s",
+            ),
+            watch_interval,
+            failure_limit: c.positive(&at("deploy.failure_limit"), p.deploy.failure_limit, 2, 1000),
+            on_failure,
+            hook,
         };
         pipelines.push(Pipeline {
             name,
@@ -1650,6 +2009,7 @@ fn validate(
             gate,
             approval,
             deploy,
+            guards,
             mlflow,
         });
     }
@@ -1660,12 +2020,18 @@ fn validate(
             state_dir,
             shutdown_grace,
         },
-        server: Server { listen, api_token },
+        server: Server {
+            listen,
+            api_token,
+            public_url,
+        },
         store: StoreConfig {
             url,
             max_connections,
         },
         pipelines,
+        slack,
+        webhook,
     }
 }
 

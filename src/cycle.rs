@@ -155,10 +155,13 @@ pub enum Outcome {
     QualityFailed,
     /// A step failed; the reason is stored.
     Failed,
+    /// A retrain was called for, but a runaway guard (budget, cooldown, freeze, breaker)
+    /// blocked it; the guard's reason is stored.
+    Blocked,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::NoRetrain,
         Outcome::Deployed,
         Outcome::Rejected,
@@ -166,6 +169,7 @@ impl Outcome {
         Outcome::Skipped,
         Outcome::QualityFailed,
         Outcome::Failed,
+        Outcome::Blocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -177,6 +181,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::QualityFailed => "quality_failed",
             Outcome::Failed => "failed",
+            Outcome::Blocked => "blocked",
         }
     }
 

@@ -15,7 +15,6 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::engine::{Engine, Steps};
 use crate::metrics::Metrics;
-use crate::secret::Secret;
 use crate::server::{self, AppState};
 use crate::signal::{self, Request};
 use crate::store::Store;
@@ -44,19 +43,15 @@ pub async fn start(
     })?;
     let store = Store::connect(&config.store.url, config.store.max_connections).await?;
     info!(store = config.store.redacted_url(), "store ready");
-    let api_token = match &config.server.api_token {
-        Some(source) => Some(Arc::new(Secret::load(source)?)),
-        None => {
-            warn!(
-                "no API token configured (server.api_token_file): mutating API endpoints are disabled"
-            );
-            None
-        }
-    };
+    if config.server.api_token.is_none() {
+        warn!(
+            "no API token configured (server.api_token_file): mutating API endpoints are disabled"
+        );
+    }
     let engine = Engine::new(
         store,
         config.clone(),
-        Steps::local(),
+        Steps::from_config(&config)?,
         Metrics::new(),
         shutdown.clone(),
     );
@@ -77,10 +72,7 @@ pub async fn start(
             )
         })?;
     let addr = listener.local_addr()?;
-    let state = AppState {
-        engine: engine.clone(),
-        api_token,
-    };
+    let state = AppState::new(engine.clone(), &config)?;
     let token = shutdown.clone();
     let server = tokio::spawn(server::run(listener, state, async move {
         token.cancelled().await

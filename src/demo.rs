@@ -3,11 +3,17 @@
 //! Generates a synthetic tabular classification data set shaped like the seed's
 //! (`feature_a`, `feature_b`, `feature_c`, `value`, a categorical `segment`, `target`), writes
 //! a config that uses a SQLite store under the demo folder and the local burn trainer, starts
-//! the daemon in-process (so `/metrics` is live), and runs three simulated days:
+//! the daemon in-process (so `/metrics` is live), and runs four simulated days, each copied
+//! into the pipeline's live window (`data/live.csv`) when it begins:
 //! day 1 bootstraps the first champion, day 2 is quiet (no drift, no retrain), day 3 brings
 //! covariate and concept drift (drift found, the champion's accuracy drops → retrain →
-//! evaluation gate → approval → deploy). The demo plays the human approver through the same
-//! path as `retraind approve`. It prints every transition and a summary with where to look.
+//! evaluation gate → approval → deploy → a post-deploy watch that passes), and on day 4 a
+//! labelling job ships inverted labels: the champion looks broken, the retrained model fits
+//! the bad labels and passes the gate, a human approves it — and when the corrected labels
+//! arrive, the post-deploy watch fails twice, rolls back to the previous version automatically
+//! and freezes the pipeline. The demo plays the human approver through the HTTP API, exactly
+//! as `retraind approve` does. Days are compressed into seconds, so the demo's guard budgets
+//! and watch window are in seconds too.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,6 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};
 use tokio_util::sync::CancellationToken;
 
-use crate::approval::ApprovalDecision;
 use crate::config::Config;
 use crate::cycle::{CycleState, TriggerKind};
 use crate::daemon;
@@ -36,6 +41,8 @@ pub struct Regime {
     pub segments: [f64; 3],
     /// Weight of `feature_c` in the true decision function (concept).
     pub c_weight: f64,
+    /// Labels swapped (a labelling bug), features unchanged.
+    pub inverted: bool,
 }
 
 impl Regime {
@@ -43,11 +50,18 @@ impl Regime {
         a_mean: 0.0,
         segments: [0.5, 0.3, 0.2],
         c_weight: 1.0,
+        inverted: false,
     };
     pub const DRIFTED: Regime = Regime {
         a_mean: 0.8,
         segments: [0.2, 0.3, 0.5],
         c_weight: -1.0,
+        inverted: false,
+    };
+    /// The drifted world, labelled by a broken job that swapped the classes.
+    pub const INVERTED: Regime = Regime {
+        inverted: true,
+        ..Regime::DRIFTED
     };
 }
 
@@ -76,7 +90,7 @@ pub fn generate(path: &Path, rows: usize, regime: Regime, seed: u64) -> std::io:
         };
         let offset = [0.0, 0.5, -0.5][seg];
         let score = 2.0 * a - 1.5 * b + regime.c_weight * c + 0.5 * v.ln_1p() - 1.5 + offset;
-        let y = u8::from(score + noise.sample(&mut rng) > 0.0);
+        let y = u8::from((score + noise.sample(&mut rng) > 0.0) != regime.inverted);
         let _ = writeln!(out, "{a:.5},{b:.5},{c:.5},{v:.3},{},{y}", SEGMENTS[seg]);
     }
     std::fs::write(path, out)
@@ -101,7 +115,8 @@ timezone = "UTC"
 
 [pipeline.data]
 reference = "data/reference.csv"
-current = "data/current/{{date}}.csv"
+# The live window: the newest labelled rows (the demo copies each day in).
+current = "data/live.csv"
 target = "target"
 categorical = ["segment"]
 min_rows = 200
@@ -119,6 +134,20 @@ min_accuracy = 0.9
 [pipeline.approval]
 mode = "manual"
 expires = "72h"
+approvers = ["demo-approver"]
+
+[pipeline.deploy]
+# Days last seconds here; a real pipeline watches for e.g. 48h, every hour.
+watch_for = "4s"
+watch_interval = "1s"
+failure_limit = 2
+on_failure = "rollback"
+
+[pipeline.guards]
+# Budgets scaled to the demo's seconds-long days (defaults: 1/24h and 3/7d, 24h cooldown).
+max_retrains = ["3/10m"]
+max_deploys = ["3/10m"]
+cooldown = "1s"
 "#
     )
 }
@@ -130,7 +159,7 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, Vec<(String
     std::fs::create_dir_all(&current)
         .with_context(|| format!("cannot create {}", current.display()))?;
     generate(&data.join("reference.csv"), 5000, Regime::NORMAL, 1)?;
-    let today = Utc::now().date_naive();
+    let today = Utc::now().date_naive() - chrono::Days::new(1);
     let days = [
         (
             today - chrono::Days::new(2),
@@ -143,9 +172,14 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, Vec<(String
             "quiet day: same distribution",
         ),
         (
-            today,
+            today - chrono::Days::new(0),
             Regime::DRIFTED,
             "drifted day: feature_a and segment shift, concept changes",
+        ),
+        (
+            today + chrono::Days::new(1),
+            Regime::INVERTED,
+            "bad labels: the labelling job swapped the classes",
         ),
     ];
     let mut plan = Vec::new();
@@ -157,6 +191,18 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, Vec<(String
             *regime,
             100 + i as u64,
         )?;
+        if regime.inverted {
+            // The same rows with the labels fixed: they "arrive" after the deploy.
+            generate(
+                &current.join(format!("{date}.corrected.csv")),
+                3000,
+                Regime {
+                    inverted: false,
+                    ..*regime
+                },
+                100 + i as u64,
+            )?;
+        }
         plan.push((date, *what));
     }
     let config = dir.join("retraind.toml");
@@ -197,16 +243,29 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     let engine = running.engine.clone();
     out!("daemon up: metrics at http://{}/metrics\n", running.addr);
 
+    let token = std::fs::read_to_string(dir.join("api-token"))?
+        .trim()
+        .to_string();
+    let api = Api {
+        base: format!("http://{}", running.addr),
+        token,
+        client: reqwest::Client::new(),
+    };
+    let data = dir.join("data");
     let mut summary = Vec::new();
     for (n, (date, what)) in plan.iter().enumerate() {
         out!("── day {} ({date}): {what}", n + 1);
+        let day_file = data.join("current").join(format!("{date}.csv"));
+        std::fs::copy(&day_file, data.join("live.csv"))
+            .with_context(|| format!("cannot copy {}", day_file.display()))?;
         let id = match engine
             .trigger("churn", TriggerKind::Manual, Some(date.clone()), None)
             .await?
         {
             CreateOutcome::Created(id) | CreateOutcome::AlreadyRunning(id) => id,
         };
-        let end = follow(&engine, id).await?;
+        let corrected = data.join("current").join(format!("{date}.corrected.csv"));
+        let end = follow(&engine, &api, id, corrected.is_file().then_some(corrected)).await?;
         summary.push((n + 1, date.clone(), end));
         out!();
     }
@@ -231,6 +290,23 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     }
     if let Some(prev) = store.alias("churn", "previous").await? {
         out!("  previous: v{}", prev.version);
+    }
+    for d in store.deployments("churn", 10).await?.iter().rev() {
+        out!(
+            "  {:<8} v{} by {} — {}",
+            d.kind.as_str(),
+            d.version,
+            d.actor,
+            d.reason
+        );
+    }
+    let holds = store.holds("churn").await?;
+    if let Some(h) = holds.frozen {
+        out!(
+            "  frozen by {}: automation stops until `retraind --config {} resume churn`",
+            h.by,
+            config_path.display()
+        );
     }
     let state_dir = &config.daemon.state_dir;
     out!("\nwhere to look:");
@@ -267,9 +343,42 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Print a cycle's transitions as they happen; approve it when it asks.
-async fn follow(engine: &Engine, id: i64) -> anyhow::Result<crate::store::CycleRow> {
+/// The daemon's HTTP API, as `retraind approve` uses it.
+struct Api {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn approve(&self, id: i64, reason: &str) -> anyhow::Result<()> {
+        let url = format!("{}/api/v1/cycles/{id}/approve", self.base);
+        let r = self
+            .client
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "approver": "demo-approver", "reason": reason }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let code = r.status();
+        if !code.is_success() {
+            anyhow::bail!("POST {url}: {code}: {}", r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// Print a cycle's transitions and watch checks as they happen; approve it through the API
+/// when it asks; when it is watching and `corrected` labels exist, let them "arrive".
+async fn follow(
+    engine: &Engine,
+    api: &Api,
+    id: i64,
+    mut corrected: Option<PathBuf>,
+) -> anyhow::Result<crate::store::CycleRow> {
     let mut seen = 0;
+    let mut seen_events = 0;
     let mut approved = false;
     loop {
         let transitions = engine.store().transitions(id).await?;
@@ -277,22 +386,35 @@ async fn follow(engine: &Engine, id: i64) -> anyhow::Result<crate::store::CycleR
             out!("   {:<18} {}", t.to.as_str(), t.reason);
         }
         seen = transitions.len();
+        let events = engine.store().events(id).await?;
+        for (_, kind, message) in events.iter().skip(seen_events) {
+            if kind.starts_with("watch") {
+                out!("   {:<18} {}", kind, message);
+            }
+        }
+        seen_events = events.len();
         let c = engine.store().cycle(id).await?.context("cycle vanished")?;
         if c.state.is_terminal() {
             return Ok(c);
         }
         if c.state == CycleState::AwaitingApproval && !approved && c.deadline_at.is_some() {
-            out!("   (the demo approves as `demo-approver`, as `retraind approve {id}` would)");
-            engine
-                .decide(
-                    id,
-                    "demo-approver",
-                    "cli",
-                    ApprovalDecision::Approve,
-                    "demo: gate passed, looks good",
-                )
-                .await?;
+            out!(
+                "   (the demo approves as `demo-approver` via POST /api/v1/cycles/{id}/approve, as `retraind approve {id}` does)"
+            );
+            api.approve(id, "demo: gate passed, looks good").await?;
             approved = true;
+        }
+        if c.state == CycleState::Watching
+            && let Some(path) = corrected.take()
+        {
+            let live = path
+                .parent()
+                .and_then(Path::parent)
+                .map(|d| d.join("live.csv"))
+                .context("corrected labels outside data/current")?;
+            std::fs::copy(&path, &live)
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+            out!("   (corrected labels for this day arrive in data/live.csv)");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

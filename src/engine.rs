@@ -21,21 +21,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::approval::{ApprovalChannel, ApprovalDecision, ApprovalRequest, LogChannel};
+use crate::approval::{
+    ApprovalChannel, ApprovalDecision, ApprovalRequest, LogChannel, MetricRow, Notice,
+};
 use crate::artifacts::{self, ArtifactError};
-use crate::config::{ApprovalMode, Config, PerformanceSource, Pipeline, ReferenceSource};
+use crate::config::{
+    ApprovalMode, Config, OnFailure, PerformanceSource, Pipeline, ReferenceSource,
+};
 use crate::cycle::{CycleState, Outcome, TriggerKind};
 use crate::data::{self, Roles, Table};
 use crate::decision::{self, Decision, Verdict};
-use crate::deploy::{CurrentSymlink, DeployError, DeployTarget};
+use crate::deploy::{CurrentSymlink, DeployError, DeployTarget, HttpHook};
 use crate::drift::{Detector, DriftReport, StatisticalDetector};
-use crate::gate::{self, GateResult};
+use crate::gate::{self, GateInput, GateResult};
+use crate::guards::{self, Block, Hold};
 use crate::metrics::Metrics;
 use crate::performance::{self, Assessment, Baseline};
 use crate::quality;
 use crate::source;
 use crate::store::{
-    ApprovalRow, CreateOutcome, CycleRow, CycleUpdate, NewVersion, Recorded, Store, StoreError,
+    ApprovalRow, ChampionMove, CreateOutcome, CycleRow, CycleUpdate, DeployKind, GLOBAL, HoldKind,
+    ModelVersion, NewVersion, Recorded, Store, StoreError,
 };
 use crate::train::burn::BurnTrainer;
 use crate::train::{self, CancelFlag, TrainError, TrainRequest, Trainer};
@@ -90,6 +96,18 @@ pub enum EngineError {
     Expired(i64),
     #[error("`{approver}` is not in approval.approvers of pipeline `{pipeline}`")]
     NotAnApprover { approver: String, pipeline: String },
+    #[error("pipeline `{0}` has no champion yet; there is nothing to roll back")]
+    NoChampion(String),
+    #[error(
+        "pipeline `{0}` has no `previous` version; name one with --to <version> (see `retraind models {0}`)"
+    )]
+    NoPrevious(String),
+    #[error("pipeline `{pipeline}` has no version {version} (see `retraind models {pipeline}`)")]
+    UnknownVersion { pipeline: String, version: i64 },
+    #[error("v{version} of `{pipeline}` is already the champion")]
+    AlreadyChampion { pipeline: String, version: i64 },
+    #[error("rollback failed, the champion is unchanged: {0}")]
+    Deploy(String),
     #[error("the daemon is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -116,7 +134,64 @@ impl Steps {
             targets: vec![Arc::new(CurrentSymlink)],
         }
     }
+
+    /// [`Steps::local`] plus the approval channels the configuration turns on (Slack, the
+    /// signed webhook), with their secrets read now.
+    pub fn from_config(config: &Config) -> Result<Steps, crate::secret::SecretError> {
+        use crate::secret::Secret;
+        let mut steps = Steps::local();
+        if let Some(s) = &config.slack {
+            let load = |src: &Option<crate::secret::SecretSource>| {
+                src.as_ref().map(Secret::load).transpose()
+            };
+            steps
+                .channels
+                .push(Arc::new(crate::approval::slack::Slack::new(
+                    s.api_url.clone(),
+                    s.channel.clone(),
+                    load(&s.bot_token)?,
+                    load(&s.incoming_webhook)?,
+                )));
+        }
+        if let Some(w) = &config.webhook
+            && let Some(url) = &w.url
+        {
+            steps
+                .channels
+                .push(Arc::new(crate::approval::webhook::Webhook::new(
+                    url.clone(),
+                    Secret::load(&w.secret)?,
+                    w.timeout,
+                )));
+        }
+        Ok(steps)
+    }
 }
+
+/// Why a rollback happened (the `reason` label of `retraind_rollbacks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackCause {
+    /// `retraind rollback` / the API.
+    Manual,
+    /// The post-deploy watch saw the live metric fail `failure_limit` times.
+    Watch,
+}
+
+impl RollbackCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackCause::Manual => "manual",
+            RollbackCause::Watch => "watch",
+        }
+    }
+}
+
+/// Event kinds the guards and the watch count.
+const RETRAIN_EVENT: &str = "retrain_started";
+const WATCH_CHECK_EVENT: &str = "watch_check";
+const WATCH_FAILED_EVENT: &str = "watch_failed";
+const WATCH_ESCALATED_EVENT: &str = "watch_escalated";
+const DELIVERED_EVENT: &str = "approval_delivered";
 
 /// The engine; cheap to clone.
 #[derive(Clone)]
@@ -192,8 +267,192 @@ impl Engine {
                     .with_label_values(&[&p.name])
                     .set(at.timestamp() as f64);
             }
+            if let Some(v) = self.inner.store.alias(&p.name, "champion").await? {
+                self.inner
+                    .metrics
+                    .champion_version
+                    .with_label_values(&[&p.name])
+                    .set(v.version);
+            }
+        }
+        self.refresh_holds().await
+    }
+
+    /// Export `retraind_pipeline_frozen` from the holds on record.
+    async fn refresh_holds(&self) -> Result<(), StoreError> {
+        let config = self.config().await;
+        for p in &config.pipelines {
+            let h = self.inner.store.holds(&p.name).await?;
+            let held = h.global.is_some() || h.frozen.is_some() || h.paused.is_some();
+            self.inner
+                .metrics
+                .pipeline_frozen
+                .with_label_values(&[&p.name])
+                .set(i64::from(held));
         }
         Ok(())
+    }
+
+    /// What the guards need to know about a pipeline.
+    async fn history(
+        &self,
+        pipeline: &str,
+        cfg: &guards::GuardConfig,
+    ) -> Result<guards::History, StoreError> {
+        let store = &self.inner.store;
+        let longest = cfg
+            .max_retrains
+            .iter()
+            .chain(&cfg.max_deploys)
+            .map(|b| b.window)
+            .chain([cfg.cooldown])
+            .max()
+            .unwrap_or_default();
+        let since = now() - chrono::Duration::from_std(longest).unwrap_or_default();
+        let deploys = store
+            .deployments(pipeline, 1000)
+            .await?
+            .into_iter()
+            .filter(|d| d.kind == DeployKind::Deploy && d.at >= since)
+            .map(|d| d.at)
+            .collect();
+        let holds = store.holds(pipeline).await?;
+        Ok(guards::History {
+            retrains: store.event_times(pipeline, RETRAIN_EVENT, since).await?,
+            deploys,
+            recent_outcomes: store
+                .recent_outcomes(pipeline, cfg.breaker_failures.max(1) as i64)
+                .await?,
+            global_freeze: holds.global,
+            freeze: holds.frozen,
+            paused: holds.paused,
+        })
+    }
+
+    /// Count and record a guard's block (event + metric).
+    async fn blocked(
+        &self,
+        pipeline: &str,
+        cycle: Option<i64>,
+        b: &Block,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .metrics
+            .guard_blocks
+            .with_label_values(&[pipeline, b.guard.as_str()])
+            .inc();
+        warn!(
+            pipeline,
+            cycle,
+            guard = b.guard.as_str(),
+            reason = b.reason,
+            "runaway guard blocked an action"
+        );
+        self.inner
+            .store
+            .event(pipeline, cycle, "guard_block", &b.to_string(), now())
+            .await
+    }
+
+    /// Tell every channel (best effort; failures are logged and stored as events).
+    async fn notify_all(&self, notice: Notice) {
+        for channel in &self.inner.steps.channels {
+            if let Err(e) = channel.notify(&notice).await {
+                warn!(pipeline = notice.pipeline, channel = channel.name(), error = %e, "notice not delivered");
+                let _ = self
+                    .inner
+                    .store
+                    .event(
+                        &notice.pipeline,
+                        notice.cycle,
+                        "notice_failed",
+                        &e.to_string(),
+                        now(),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// `retraind freeze [pipeline]`: stop retrains and deploys until `resume`.
+    pub async fn freeze(
+        &self,
+        pipeline: Option<&str>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        let config = self.config().await;
+        let target = match pipeline {
+            Some(name) => {
+                let p = config
+                    .pipeline(name)
+                    .ok_or_else(|| EngineError::UnknownPipeline(name.to_string()))?;
+                p.name.clone()
+            }
+            None => GLOBAL.to_string(),
+        };
+        let hold = Hold {
+            by: actor.to_string(),
+            reason: reason.to_string(),
+            at: now(),
+        };
+        let new = self
+            .inner
+            .store
+            .set_hold(&target, HoldKind::Frozen, &hold)
+            .await?;
+        if new {
+            self.inner
+                .store
+                .event(
+                    &target,
+                    None,
+                    "frozen",
+                    &format!("frozen by {actor}: {reason}"),
+                    now(),
+                )
+                .await?;
+            warn!(pipeline = target, actor, reason, "automation frozen");
+            self.notify_all(Notice {
+                pipeline: target.clone(),
+                cycle: None,
+                kind: "frozen",
+                text: format!("retraind: `{target}` frozen by {actor}: {reason}. Run `retraind resume{}` to lift.", pipeline.map(|p| format!(" {p}")).unwrap_or_default()),
+                at: now(),
+                slack_channel: config.pipeline(&target).and_then(|p| p.approval.slack_channel.clone()),
+            })
+            .await;
+        }
+        self.refresh_holds().await?;
+        Ok(new)
+    }
+
+    /// `retraind resume [pipeline]`: lift a freeze and the circuit breaker's pause.
+    pub async fn resume(&self, pipeline: Option<&str>, actor: &str) -> Result<u64, EngineError> {
+        let config = self.config().await;
+        let target = match pipeline {
+            Some(name) => config
+                .pipeline(name)
+                .map(|p| p.name.clone())
+                .ok_or_else(|| EngineError::UnknownPipeline(name.to_string()))?,
+            None => GLOBAL.to_string(),
+        };
+        let lifted = self.inner.store.clear_holds(&target).await?;
+        if lifted > 0 {
+            self.inner
+                .store
+                .event(
+                    &target,
+                    None,
+                    "resumed_automation",
+                    &format!("resumed by {actor}"),
+                    now(),
+                )
+                .await?;
+            info!(pipeline = target, actor, "automation resumed");
+        }
+        self.refresh_holds().await?;
+        Ok(lifted)
     }
 
     /// Start a cycle of `pipeline` now, unless one is in flight. `date` is the cycle's day
@@ -353,8 +612,21 @@ impl Engine {
             reason: reason.to_string(),
             at: now(),
         };
-        let recorded = store.record_approval(id, &row).await?;
+        let required = config
+            .pipeline(&c.pipeline)
+            .map(|p| p.approval.required)
+            .unwrap_or(1);
+        let recorded = store.record_approval(id, &row, required).await?;
         if recorded == Recorded::New {
+            self.inner
+                .metrics
+                .approval_decisions
+                .with_label_values(&[
+                    c.pipeline.as_str(),
+                    decision.as_str(),
+                    Metrics::channel_label(channel),
+                ])
+                .inc();
             store
                 .event(
                     &c.pipeline,
@@ -487,7 +759,64 @@ impl Engine {
         let seconds = (now() - c.created_at).num_milliseconds() as f64 / 1000.0;
         self.inner.metrics.finished(&c.pipeline, outcome, seconds);
         self.inner.metrics.set_state(&c.pipeline, to);
+        self.inner
+            .metrics
+            .approvals_pending
+            .with_label_values(&[&c.pipeline])
+            .set(0);
+        if to == CycleState::Failed && c.state == CycleState::Training {
+            self.inner
+                .metrics
+                .training_failures
+                .with_label_values(&[&c.pipeline])
+                .inc();
+        }
         info!(pipeline = c.pipeline, cycle = c.id, from = %c.state, to = %to, outcome = outcome.as_str(), reason, "cycle finished");
+        if outcome == Outcome::Failed {
+            self.maybe_trip_breaker(&c.pipeline, c.id).await?;
+        }
+        Ok(())
+    }
+
+    /// After a failed cycle: pause the pipeline if the failures are consecutive enough.
+    async fn maybe_trip_breaker(&self, pipeline: &str, cycle: i64) -> Result<(), StoreError> {
+        let config = self.config().await;
+        let Some(p) = config.pipeline(pipeline) else {
+            return Ok(());
+        };
+        let h = self.history(pipeline, &p.guards).await?;
+        if let Some(reason) = guards::breaker_trips(&h, &p.guards) {
+            let hold = Hold {
+                by: "circuit_breaker".into(),
+                reason: reason.clone(),
+                at: now(),
+            };
+            if self
+                .inner
+                .store
+                .set_hold(pipeline, HoldKind::Paused, &hold)
+                .await?
+            {
+                error!(
+                    pipeline,
+                    cycle, reason, "circuit breaker: pipeline paused until `retraind resume`"
+                );
+                self.inner
+                    .store
+                    .event(pipeline, Some(cycle), "paused", &reason, now())
+                    .await?;
+                self.notify_all(Notice {
+                    pipeline: pipeline.to_string(),
+                    cycle: Some(cycle),
+                    kind: "paused",
+                    text: format!("retraind: `{pipeline}` paused by the circuit breaker: {reason}. Fix the cause, then run `retraind resume {pipeline}`."),
+                    at: now(),
+                    slack_channel: p.approval.slack_channel.clone(),
+                })
+                .await;
+                self.refresh_holds().await?;
+            }
+        }
         Ok(())
     }
 
@@ -505,7 +834,7 @@ impl Engine {
             }
             CycleState::Loading => self.load(c, &p, &config).await,
             CycleState::Checking => self.check(c, &p, &config).await,
-            CycleState::Decided => self.after_decision(c).await,
+            CycleState::Decided => self.after_decision(c, &p).await,
             CycleState::Training => self.train(c, &p, &config).await,
             CycleState::Trained => {
                 self.advance(
@@ -516,10 +845,10 @@ impl Engine {
                 )
                 .await
             }
-            CycleState::Evaluating => self.evaluate(c, &p).await,
-            CycleState::AwaitingApproval => self.await_approval(c, &p).await,
+            CycleState::Evaluating => self.evaluate(c, &p, &config).await,
+            CycleState::AwaitingApproval => self.await_approval(c, &p, &config).await,
             CycleState::Deploying => self.deploy(c, &p, &config).await,
-            CycleState::Watching => self.watch(c).await,
+            CycleState::Watching => self.watch(c, &p, &config).await,
             terminal => Err(StepError::Invalid(format!("cycle is already {terminal}"))),
         }
     }
@@ -688,54 +1017,13 @@ impl Engine {
             );
             let report = detector.detect(&reference, &current, &drift_cfg, min_rows);
             let labelled = current.labelled().filter(|_| quality.passed);
-            let performance = match (perf.source, &champ, labelled) {
-                (_, _, None) | (PerformanceSource::Prometheus, _, _) => None,
-                (PerformanceSource::Model, None, _) => None,
-                (PerformanceSource::Model, Some(v), Some(l)) => {
-                    let model = train::load_predictor(Path::new(&v.path))?;
-                    let scored = train::score(&*model, &l, perf.positive_class.as_deref())?;
-                    Some(performance::assess(&perf.rule, &scored, baseline, seed))
-                }
-                (PerformanceSource::PredictionColumn, _, Some(l)) => {
-                    let predicted = l.prediction.clone().unwrap_or_default();
-                    let rows: Vec<usize> = (0..l.rows)
-                        .filter(|&i| predicted.get(i).is_some_and(|p| !p.is_empty()))
-                        .collect();
-                    let l = l.take(&rows);
-                    let labels = l.target.clone().unwrap_or_default();
-                    let predicted = l.prediction.clone().unwrap_or_default();
-                    let positive = performance::positive_class(
-                        perf.positive_class.as_deref(),
-                        &labels,
-                        &predicted,
-                    );
-                    let scored = performance::Scored {
-                        labels,
-                        predicted,
-                        positive_scores: None,
-                        positive,
-                    };
-                    Some(performance::assess(&perf.rule, &scored, baseline, seed))
-                }
-            };
+            let performance = score_performance(&perf, champ.as_ref(), labelled, baseline, seed)?;
             Ok((quality, report, performance))
         })
         .await?;
-        let performance = match (&p.performance.prometheus, performance) {
-            (Some(q), None) if p.performance.source == PerformanceSource::Prometheus => Some(
-                match crate::promql::query(&q.url, &q.query, q.timeout).await {
-                    Ok(v) => performance::assess_live(&p.performance.rule, v, baseline),
-                    Err(e) => {
-                        warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "live metric unavailable; performance unknown");
-                        Assessment::unknown(
-                            p.performance.rule.metric,
-                            0,
-                            format!("live metric unavailable: {e}"),
-                        )
-                    }
-                },
-            ),
-            (_, p) => p,
+        let performance = match performance {
+            None => self.live_performance(c, p, baseline).await,
+            some => some,
         };
         if let Some(a) = &performance {
             self.inner.metrics.record_performance(&c.pipeline, a);
@@ -792,6 +1080,33 @@ impl Engine {
         self.advance(c, CycleState::Decided, &reason, update).await
     }
 
+    /// The live metric from Prometheus, when that is the pipeline's source: never "healthy"
+    /// when Prometheus cannot answer.
+    async fn live_performance(
+        &self,
+        c: &CycleRow,
+        p: &Pipeline,
+        baseline: Option<Baseline>,
+    ) -> Option<Assessment> {
+        let q = p.performance.prometheus.as_ref()?;
+        if p.performance.source != PerformanceSource::Prometheus {
+            return None;
+        }
+        Some(
+            match crate::promql::query(&q.url, &q.query, q.timeout).await {
+                Ok(v) => performance::assess_live(&p.performance.rule, v, baseline),
+                Err(e) => {
+                    warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "live metric unavailable; performance unknown");
+                    Assessment::unknown(
+                        p.performance.rule.metric,
+                        0,
+                        format!("live metric unavailable: {e}"),
+                    )
+                }
+            },
+        )
+    }
+
     async fn write_report(
         &self,
         c: &CycleRow,
@@ -816,7 +1131,7 @@ impl Engine {
 
     // ---- deciding ------------------------------------------------------------------------
 
-    async fn after_decision(&self, c: &CycleRow) -> Result<(), StepError> {
+    async fn after_decision(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
         let decision: Decision = c
             .decision
             .clone()
@@ -825,6 +1140,28 @@ impl Engine {
         let reason = decision.reasons.join("; ");
         match decision.verdict {
             Verdict::Retrain => {
+                let has_champion = self
+                    .inner
+                    .store
+                    .alias(&c.pipeline, "champion")
+                    .await?
+                    .is_some();
+                let h = self.history(&c.pipeline, &p.guards).await?;
+                if let Err(b) = guards::retrain_allowed(&h, has_champion, now(), &p.guards) {
+                    self.blocked(&c.pipeline, Some(c.id), &b).await?;
+                    let update = CycleUpdate::outcome(Outcome::Blocked);
+                    let reason = format!("retrain called for ({reason}) but {b}");
+                    return self
+                        .advance(c, CycleState::Completed, &reason, update)
+                        .await;
+                }
+                if has_champion {
+                    // Counted before the transition: a crash in between over-counts (safe).
+                    self.inner
+                        .store
+                        .event(&c.pipeline, Some(c.id), RETRAIN_EVENT, &reason, now())
+                        .await?;
+                }
                 self.advance(
                     c,
                     CycleState::Training,
@@ -1112,7 +1449,7 @@ impl Engine {
 
     // ---- evaluating ----------------------------------------------------------------------
 
-    async fn evaluate(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
+    async fn evaluate(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
         let store = &self.inner.store;
         let candidate = match c.candidate_version {
             Some(id) => store.version(id).await?,
@@ -1129,30 +1466,74 @@ impl Engine {
         let cand_path = candidate.path.clone();
         let champ_path = champion.as_ref().map(|v| v.path.clone());
         let positive = p.performance.positive_class.clone();
-        let (cand_metrics, champ_metrics, rows) = Self::blocking(move || {
+        let gate_cfg = p.gate.clone();
+        let scored = Self::blocking(move || {
             let Some(labelled) = current.labelled() else {
-                return Ok((Default::default(), None, 0));
+                return Ok(None);
             };
             let (holdout_idx, _) = holdout_split(&labelled, share, cycle_id);
             let holdout = labelled.take(&holdout_idx);
-            let score = |path: &str| -> Result<std::collections::BTreeMap<String, f64>, StepError> {
+            let score = |path: &str| -> Result<(performance::Scored, f64), StepError> {
                 let m = train::load_predictor(Path::new(path))?;
+                let started = std::time::Instant::now();
                 let scored = train::score(&*m, &holdout, positive.as_deref())?;
-                Ok(performance::classification_metrics(&scored))
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                Ok((scored, ms * 1000.0 / holdout.rows.max(1) as f64))
             };
-            let challenger = score(&cand_path)?;
-            let champ = champ_path.as_deref().map(score).transpose()?;
-            Ok((challenger, champ, holdout.rows))
+            let (challenger, latency) = score(&cand_path)?;
+            let champ = champ_path
+                .as_deref()
+                .map(score)
+                .transpose()?
+                .map(|(s, _)| s);
+            let columns: Vec<(String, Vec<String>)> = gate_cfg
+                .slices
+                .iter()
+                .filter_map(|name| {
+                    holdout
+                        .categorical(name)
+                        .map(|v| (name.clone(), v.to_vec()))
+                })
+                .collect();
+            let slices = match &champ {
+                Some(ch) => gate::slice_scores(
+                    &columns,
+                    &challenger.labels,
+                    &challenger.predicted,
+                    &ch.predicted,
+                    gate_cfg.min_slice_rows,
+                ),
+                None => Vec::new(),
+            };
+            Ok(Some((
+                performance::classification_metrics(&challenger),
+                champ.as_ref().map(performance::classification_metrics),
+                holdout.rows,
+                slices,
+                latency,
+            )))
         })
         .await?;
+        let (cand_metrics, champ_metrics, rows, slices, latency) = match scored {
+            Some((a, b, r, s, l)) => (a, b, r, s, Some(l)),
+            None => (Default::default(), None, 0, Vec::new(), None),
+        };
         let accuracy =
             |m: &std::collections::BTreeMap<String, f64>| m.get("accuracy").copied().unwrap_or(0.0);
-        let result: GateResult = gate::evaluate(
-            accuracy(&cand_metrics),
-            champ_metrics.as_ref().map(accuracy),
-            rows,
-            &p.gate,
-        );
+        let input = GateInput {
+            challenger: accuracy(&cand_metrics),
+            champion: champ_metrics.as_ref().map(accuracy),
+            holdout_rows: rows,
+            slices,
+            model_size_mb: candidate.metrics["model_size_mb"].as_f64(),
+            latency_ms_per_1k: latency,
+        };
+        let mut result: GateResult = gate::evaluate(&input, &p.gate);
+        if let Some(ms) = latency {
+            store
+                .set_version_metric(candidate.id, "latency_ms_per_1k", ms)
+                .await?;
+        }
         for (name, value) in &cand_metrics {
             store
                 .set_version_metric(candidate.id, &format!("holdout_{name}"), *value)
@@ -1165,8 +1546,59 @@ impl Engine {
                     .set(*value);
             }
         }
+        // The monotonic-quality guard on the golden set, then the deploy guards: a candidate
+        // that could not be deployed is not put in front of a human.
+        if let Some(golden) = &p.guards.golden_set {
+            match self.golden_scores(c, p, config, golden, &candidate).await {
+                Ok((score, past)) => {
+                    let check = guards::monotonic_quality(score, &past, &p.guards);
+                    if let Err(b) = &check {
+                        self.blocked(&c.pipeline, Some(c.id), b).await?;
+                    }
+                    result.add(gate::Check {
+                        name: "monotonic_quality".into(),
+                        passed: check.is_ok(),
+                        detail: match check {
+                            Ok(()) => format!(
+                                "golden-set accuracy {score:.4} is not below the last {} champions",
+                                p.guards.monotonic_last
+                            ),
+                            Err(b) => b.reason,
+                        },
+                    });
+                }
+                Err(e) => result.add(gate::Check {
+                    name: "monotonic_quality".into(),
+                    passed: false,
+                    detail: format!("golden set could not be scored: {e}"),
+                }),
+            }
+        }
+        if result.blessed {
+            let h = self.history(&c.pipeline, &p.guards).await?;
+            if let Err(b) = guards::deploy_allowed(&h, now(), &p.guards) {
+                self.blocked(&c.pipeline, Some(c.id), &b).await?;
+                result.add(gate::Check {
+                    name: b.guard.as_str().into(),
+                    passed: false,
+                    detail: b.to_string(),
+                });
+            }
+        }
+        let metrics: Vec<MetricRow> = cand_metrics
+            .iter()
+            .filter(|(k, _)| !k.ends_with("_n"))
+            .map(|(k, v)| MetricRow {
+                metric: k.clone(),
+                champion: champ_metrics.as_ref().and_then(|m| m.get(k).copied()),
+                challenger: *v,
+            })
+            .collect();
+        // The gate document: the verdict with every check, and the metrics table.
+        let mut doc = serde_json::to_value(&result).unwrap_or_default();
+        doc["metrics"] = serde_json::to_value(&metrics).unwrap_or_default();
         let update = CycleUpdate {
-            gate: serde_json::to_value(&result).ok(),
+            gate: Some(doc),
             ..CycleUpdate::default()
         };
         if result.blessed {
@@ -1192,21 +1624,102 @@ impl Engine {
         }
     }
 
+    /// Accuracy on the golden set of the candidate and of the last K champions (newest
+    /// first), each stored on its version as `golden_accuracy` (keyed by the set's blake3,
+    /// so a changed golden set is scored afresh).
+    async fn golden_scores(
+        &self,
+        c: &CycleRow,
+        p: &Pipeline,
+        config: &Config,
+        golden: &source::Location,
+        candidate: &ModelVersion,
+    ) -> Result<(f64, Vec<(i64, f64)>), StepError> {
+        let store = &self.inner.store;
+        let mut past: Vec<ModelVersion> = Vec::new();
+        for d in store.deployments(&c.pipeline, 100).await? {
+            if d.kind == DeployKind::Deploy
+                && !past.iter().any(|v| v.id == d.version_id)
+                && let Some(v) = store.version(d.version_id).await?
+            {
+                past.push(v);
+            }
+            if past.len() >= p.guards.monotonic_last {
+                break;
+            }
+        }
+        let roles: Roles = c
+            .inputs
+            .as_ref()
+            .and_then(|i| serde_json::from_value(i["roles"].clone()).ok())
+            .ok_or_else(|| StepError::Invalid("cycle has no recorded roles".into()))?;
+        let cache = artifacts::inputs_dir(&config.daemon.state_dir);
+        let loc = golden.clone();
+        let s3 = p.data.s3.clone();
+        let positive = p.performance.positive_class.clone();
+        let mut models: Vec<ModelVersion> = vec![candidate.clone()];
+        models.extend(past.iter().cloned());
+        let scores = Self::blocking(move || {
+            let input = source::resolve(&loc, &cache, &s3)?;
+            let table = data::load(&input, &roles, true)?;
+            let labelled = table
+                .labelled()
+                .ok_or_else(|| StepError::Invalid("the golden set has no labelled rows".into()))?;
+            let mut out = Vec::new();
+            for v in &models {
+                let key = format!(
+                    "golden_accuracy_{}",
+                    &labelled.fingerprint.blake3[..12.min(labelled.fingerprint.blake3.len())]
+                );
+                let score = match v.metrics[&key].as_f64() {
+                    Some(s) => s,
+                    None => {
+                        let m = train::load_predictor(Path::new(&v.path))?;
+                        let scored = train::score(&*m, &labelled, positive.as_deref())?;
+                        performance::accuracy(&scored.labels, &scored.predicted)
+                    }
+                };
+                out.push((key, v.id, v.version, score));
+            }
+            Ok(out)
+        })
+        .await?;
+        let mut candidate_score = 0.0;
+        let mut past_scores = Vec::new();
+        for (i, (key, id, version, score)) in scores.into_iter().enumerate() {
+            store.set_version_metric(id, &key, score).await?;
+            if i == 0 {
+                candidate_score = score;
+            } else {
+                past_scores.push((version, score));
+            }
+        }
+        Ok((candidate_score, past_scores))
+    }
+
     // ---- approval ------------------------------------------------------------------------
 
-    async fn await_approval(&self, c: &CycleRow, p: &Pipeline) -> Result<(), StepError> {
+    async fn await_approval(
+        &self,
+        c: &CycleRow,
+        p: &Pipeline,
+        config: &Config,
+    ) -> Result<(), StepError> {
         let store = &self.inner.store;
+        self.inner
+            .metrics
+            .approvals_pending
+            .with_label_values(&[&c.pipeline])
+            .set(1);
         let c = if c.deadline_at.is_none() {
             // First entry: persist the expiry, then announce the request.
             let deadline =
                 now() + chrono::Duration::from_std(p.approval.expires).unwrap_or_default();
             store.set_deadline(c.id, deadline).await?;
-            let c = store
+            store
                 .cycle(c.id)
                 .await?
-                .ok_or_else(|| StepError::Invalid("cycle vanished".into()))?;
-            self.announce(&c, p, deadline).await?;
-            c
+                .ok_or_else(|| StepError::Invalid("cycle vanished".into()))?
         } else {
             c.clone()
         };
@@ -1218,7 +1731,12 @@ impl Engine {
                 reason: "approval.mode = \"auto\" (explicit opt-in for this pipeline)".into(),
                 at: now(),
             };
-            if store.record_approval(c.id, &row).await? == Recorded::New {
+            if store.record_approval(c.id, &row, 1).await? == Recorded::New {
+                self.inner
+                    .metrics
+                    .approval_decisions
+                    .with_label_values(&[c.pipeline.as_str(), "approve", "config"])
+                    .inc();
                 warn!(
                     pipeline = c.pipeline,
                     cycle = c.id,
@@ -1226,7 +1744,20 @@ impl Engine {
                 );
             }
         }
+        // Channels that failed are retried with backoff until the request expires; a
+        // channel that cannot deliver never counts as an approval.
+        let mut retry = Duration::from_secs(5);
+        let mut next_delivery = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_delivery {
+                let pending = self.announce(&c, p, config).await?;
+                if pending > 0 {
+                    next_delivery = tokio::time::Instant::now() + retry;
+                    retry = (retry * 2).min(Duration::from_secs(300));
+                } else {
+                    next_delivery = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+                }
+            }
             let approvals = store.approvals(c.id).await?;
             if let Some(r) = approvals
                 .iter()
@@ -1247,6 +1778,16 @@ impl Engine {
                     .iter()
                     .map(|a| format!("{} via {}", a.approver, a.channel))
                     .collect();
+                // The guards are asked again: time passed, and a freeze may have come.
+                let h = self.history(&c.pipeline, &p.guards).await?;
+                if let Err(b) = guards::deploy_allowed(&h, now(), &p.guards) {
+                    self.blocked(&c.pipeline, Some(c.id), &b).await?;
+                    let update = CycleUpdate::outcome(Outcome::Rejected);
+                    let reason = format!("approved by {}, but {b}", who.join(", "));
+                    return self
+                        .advance(&c, CycleState::Rejected, &reason, update)
+                        .await;
+                }
                 let reason = format!("approved by {}", who.join(", "));
                 return self
                     .advance(&c, CycleState::Deploying, &reason, CycleUpdate::default())
@@ -1261,7 +1802,8 @@ impl Engine {
             let until = (deadline - now())
                 .to_std()
                 .unwrap_or_default()
-                .min(Duration::from_secs(5));
+                .min(Duration::from_secs(5))
+                .min(next_delivery.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(until) => {}
@@ -1270,15 +1812,33 @@ impl Engine {
         }
     }
 
-    /// Send the approval request through every channel. A failing channel is logged and
-    /// recorded; it never approves anything.
+    /// Send the approval request through every channel that has not delivered it yet
+    /// (delivery is recorded per channel, so a restart does not post twice). A failing
+    /// channel is logged and recorded; it never approves anything. Returns how many channels
+    /// still have to deliver.
     async fn announce(
         &self,
         c: &CycleRow,
         p: &Pipeline,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StepError> {
+        config: &Config,
+    ) -> Result<usize, StepError> {
         let store = &self.inner.store;
+        let events = store.events(c.id).await?;
+        let delivered: HashSet<&str> = events
+            .iter()
+            .filter(|(_, kind, _)| kind == DELIVERED_EVENT)
+            .map(|(_, _, channel)| channel.as_str())
+            .collect();
+        let todo: Vec<&Arc<dyn ApprovalChannel>> = self
+            .inner
+            .steps
+            .channels
+            .iter()
+            .filter(|ch| !delivered.contains(ch.name()))
+            .collect();
+        if todo.is_empty() {
+            return Ok(0);
+        }
         let version = match c.candidate_version {
             Some(id) => store
                 .version(id)
@@ -1287,7 +1847,27 @@ impl Engine {
                 .unwrap_or_default(),
             None => 0,
         };
+        let champion_version = store
+            .alias(&c.pipeline, "champion")
+            .await?
+            .map(|v| v.version);
         let gate: Option<GateResult> = c.gate.clone().and_then(|g| serde_json::from_value(g).ok());
+        let metrics: Vec<MetricRow> = c
+            .gate
+            .as_ref()
+            .and_then(|g| g["metrics"].as_array())
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| {
+                        Some(MetricRow {
+                            metric: r["metric"].as_str()?.to_string(),
+                            champion: r["champion"].as_f64(),
+                            challenger: r["challenger"].as_f64()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let decision: Option<Decision> = c
             .decision
             .clone()
@@ -1296,41 +1876,122 @@ impl Engine {
             pipeline: c.pipeline.clone(),
             cycle: c.id,
             version,
+            champion_version,
             trigger: decision.map(|d| d.reasons.join("; ")).unwrap_or_default(),
-            gate: gate.map(|g| g.summary()).unwrap_or_default(),
-            expires_at,
+            gate: gate.as_ref().map(|g| g.summary()).unwrap_or_default(),
+            checks: gate.map(|g| g.checks).unwrap_or_default(),
+            metrics,
+            report_url: config
+                .server
+                .public_url
+                .as_ref()
+                .map(|u| format!("{u}/reports/{}", c.id)),
+            expires_at: c.deadline_at.unwrap_or_else(now),
+            slack_channel: p.approval.slack_channel.clone(),
         };
-        let mode = match p.approval.mode {
-            ApprovalMode::Auto => "auto (explicit opt-in)",
-            ApprovalMode::Manual => "manual",
-        };
-        store
-            .event(
-                &c.pipeline,
-                Some(c.id),
-                "approval_requested",
-                &format!("mode {mode}: {}", LogChannel::message(&request)),
-                now(),
-            )
-            .await?;
-        for channel in &self.inner.steps.channels {
-            if let Err(e) = channel.request(&request).await {
-                warn!(pipeline = c.pipeline, cycle = c.id, channel = channel.name(), error = %e, "approval request not delivered");
-                store
-                    .event(
-                        &c.pipeline,
-                        Some(c.id),
-                        "approval_channel_failed",
-                        &e.to_string(),
-                        now(),
-                    )
-                    .await?;
+        if delivered.is_empty() {
+            let mode = match p.approval.mode {
+                ApprovalMode::Auto => "auto (explicit opt-in)",
+                ApprovalMode::Manual => "manual",
+            };
+            store
+                .event(
+                    &c.pipeline,
+                    Some(c.id),
+                    "approval_requested",
+                    &format!("mode {mode}: {}", LogChannel::message(&request)),
+                    now(),
+                )
+                .await?;
+        }
+        let mut pending = 0;
+        for channel in todo {
+            match channel.request(&request).await {
+                Ok(()) => {
+                    store
+                        .event(
+                            &c.pipeline,
+                            Some(c.id),
+                            DELIVERED_EVENT,
+                            channel.name(),
+                            now(),
+                        )
+                        .await?;
+                }
+                Err(e) => {
+                    pending += 1;
+                    warn!(pipeline = c.pipeline, cycle = c.id, channel = channel.name(), error = %e, "approval request not delivered; will retry");
+                    store
+                        .event(
+                            &c.pipeline,
+                            Some(c.id),
+                            "approval_channel_failed",
+                            &e.to_string(),
+                            now(),
+                        )
+                        .await?;
+                }
             }
         }
-        Ok(())
+        Ok(pending)
     }
 
     // ---- deploying and watching ----------------------------------------------------------
+
+    /// The deploy targets of a pipeline: the engine's own (the `current` symlink) and the
+    /// pipeline's signed hook.
+    fn targets(&self, p: &Pipeline) -> Result<Vec<Arc<dyn DeployTarget>>, StepError> {
+        let mut targets = self.inner.steps.targets.clone();
+        if let Some(h) = &p.deploy.hook {
+            let secret = h
+                .secret
+                .as_ref()
+                .map(crate::secret::Secret::load)
+                .transpose()
+                .map_err(|e| StepError::Invalid(format!("deploy.hook_secret: {e}")))?;
+            targets.push(Arc::new(HttpHook {
+                url: h.url.clone(),
+                secret,
+                timeout: h.timeout,
+            }));
+        }
+        Ok(targets)
+    }
+
+    /// Put `version` in place through every target. When one fails, the targets that already
+    /// ran are pointed back at `fallback` (the champion in place), so nothing outside the
+    /// store names a version the store does not.
+    async fn put_in_place(
+        &self,
+        p: &Pipeline,
+        config: &Config,
+        version: &ModelVersion,
+        fallback: Option<ModelVersion>,
+    ) -> Result<(), StepError> {
+        let targets = self.targets(p)?;
+        let state_dir = config.daemon.state_dir.clone();
+        let v = version.clone();
+        Self::blocking(move || {
+            for (i, t) in targets.iter().enumerate() {
+                if let Err(e) = t.deploy(&state_dir, &v) {
+                    let kept = match &fallback {
+                        Some(f) => {
+                            for done in &targets[..i] {
+                                if let Err(r) = done.deploy(&state_dir, f) {
+                                    error!(pipeline = f.pipeline, target = done.name(), error = %r, "cannot put the champion back in place");
+                                }
+                            }
+                            format!("the champion stays v{}", f.version)
+                        }
+                        None => "there is no champion".to_string(),
+                    };
+                    return Err(StepError::Invalid(format!("{e}; {kept}")));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
 
     async fn deploy(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
         let store = &self.inner.store;
@@ -1340,21 +2001,61 @@ impl Engine {
         let version = store.version(version_id).await?.ok_or_else(|| {
             StepError::Invalid(format!("model version id {version_id} is missing"))
         })?;
+        let champion = store.alias(&c.pipeline, "champion").await?;
         // Targets first (idempotent), then the aliases: the store never names a champion that
-        // was not put in place.
-        let targets = self.inner.steps.targets.clone();
-        let state_dir = config.daemon.state_dir.clone();
-        let v = version.clone();
-        Self::blocking(move || {
-            for t in &targets {
-                t.deploy(&state_dir, &v)?;
-            }
-            Ok(())
-        })
-        .await?;
-        let moved = store.promote(&c.pipeline, version_id, now()).await?;
+        // was not put in place. After a crash past the alias move, nothing runs twice.
+        let already = champion.as_ref().is_some_and(|v| v.id == version_id);
+        if !already {
+            self.put_in_place(p, config, &version, champion.clone())
+                .await?;
+        }
+        let approvers: Vec<String> = store
+            .approvals(c.id)
+            .await?
+            .into_iter()
+            .filter(|a| a.decision == ApprovalDecision::Approve)
+            .map(|a| a.approver)
+            .collect();
+        let moved = store
+            .promote(
+                &ChampionMove {
+                    pipeline: &c.pipeline,
+                    version_id,
+                    kind: DeployKind::Deploy,
+                    cycle: Some(c.id),
+                    actor: &approvers.join(", "),
+                    reason: &format!("cycle {} approved", c.id),
+                },
+                now(),
+            )
+            .await?;
+        if moved {
+            self.inner
+                .metrics
+                .deploys_total
+                .with_label_values(&[&c.pipeline])
+                .inc();
+            store
+                .event(
+                    &c.pipeline,
+                    Some(c.id),
+                    "deployed",
+                    &format!(
+                        "v{} deployed (approved by {})",
+                        version.version,
+                        approvers.join(", ")
+                    ),
+                    now(),
+                )
+                .await?;
+        }
+        self.inner
+            .metrics
+            .champion_version
+            .with_label_values(&[&c.pipeline])
+            .set(version.version);
         if let Some(m) = &p.mlflow {
-            self.mlflow_aliases(c, m).await;
+            self.mlflow_aliases(&c.pipeline, Some(c.id), m).await;
         }
         let watch_until = now() + chrono::Duration::from_std(p.deploy.watch).unwrap_or_default();
         let update = CycleUpdate {
@@ -1368,6 +2069,110 @@ impl Engine {
             watch_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         self.advance(c, CycleState::Watching, &reason, update).await
+    }
+
+    /// Move the champion back: to version number `to`, or to `previous`. The targets are
+    /// pointed at it first; the alias moves only once they all succeeded.
+    pub async fn rollback(
+        &self,
+        pipeline: &str,
+        to: Option<i64>,
+        actor: &str,
+        reason: &str,
+        cause: RollbackCause,
+    ) -> Result<ModelVersion, EngineError> {
+        let config = self.config().await;
+        let p = config
+            .pipeline(pipeline)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownPipeline(pipeline.to_string()))?;
+        let store = &self.inner.store;
+        let champion = store
+            .alias(pipeline, "champion")
+            .await?
+            .ok_or_else(|| EngineError::NoChampion(pipeline.to_string()))?;
+        let target = match to {
+            Some(n) => store
+                .versions(pipeline)
+                .await?
+                .into_iter()
+                .find(|v| v.version == n)
+                .ok_or(EngineError::UnknownVersion {
+                    pipeline: pipeline.to_string(),
+                    version: n,
+                })?,
+            None => store
+                .alias(pipeline, "previous")
+                .await?
+                .ok_or_else(|| EngineError::NoPrevious(pipeline.to_string()))?,
+        };
+        if target.id == champion.id {
+            return Err(EngineError::AlreadyChampion {
+                pipeline: pipeline.to_string(),
+                version: target.version,
+            });
+        }
+        self.put_in_place(&p, &config, &target, Some(champion.clone()))
+            .await
+            .map_err(|e| EngineError::Deploy(e.to_string()))?;
+        let why = format!("v{} -> v{}: {reason}", champion.version, target.version);
+        let moved = store
+            .promote(
+                &ChampionMove {
+                    pipeline,
+                    version_id: target.id,
+                    kind: DeployKind::Rollback,
+                    cycle: None,
+                    actor,
+                    reason: &why,
+                },
+                now(),
+            )
+            .await?;
+        if moved {
+            self.inner
+                .metrics
+                .rollbacks_total
+                .with_label_values(&[pipeline, cause.as_str()])
+                .inc();
+            self.inner
+                .metrics
+                .champion_version
+                .with_label_values(&[pipeline])
+                .set(target.version);
+            store
+                .event(
+                    pipeline,
+                    None,
+                    "rollback",
+                    &format!("rolled back by {actor} ({}): {why}", cause.as_str()),
+                    now(),
+                )
+                .await?;
+            warn!(
+                pipeline,
+                actor,
+                cause = cause.as_str(),
+                from = champion.version,
+                to = target.version,
+                reason,
+                "rolled back"
+            );
+            self.notify_all(Notice {
+                pipeline: pipeline.to_string(),
+                cycle: None,
+                kind: "rollback",
+                text: format!("retraind: `{pipeline}` rolled back by {actor}, {why}"),
+                at: now(),
+                slack_channel: p.approval.slack_channel.clone(),
+            })
+            .await;
+        }
+        if let Some(m) = &p.mlflow {
+            self.mlflow_aliases(pipeline, None, m).await;
+        }
+        self.inner.wake.notify_waiters();
+        Ok(target)
     }
 
     // ---- MLflow mirror -------------------------------------------------------------------
@@ -1458,17 +2263,25 @@ impl Engine {
                     warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "cannot record the MLflow ids");
                 }
             }
-            Err(e) => self.mlflow_failed(c, "MLflow mirror", e.to_string()).await,
+            Err(e) => {
+                self.mlflow_failed(&c.pipeline, Some(c.id), "MLflow mirror", e.to_string())
+                    .await
+            }
         }
     }
 
     /// After a deploy: MLflow's `champion` and `previous` aliases follow ours. Best effort.
-    async fn mlflow_aliases(&self, c: &CycleRow, m: &crate::mlflow::MlflowConfig) {
+    async fn mlflow_aliases(
+        &self,
+        pipeline: &str,
+        cycle: Option<i64>,
+        m: &crate::mlflow::MlflowConfig,
+    ) {
         let result: Result<(), StepError> = async {
             let client =
                 crate::mlflow::Client::new(m).map_err(|e| StepError::Invalid(e.to_string()))?;
             for alias in ["champion", "previous"] {
-                let Some(v) = self.inner.store.alias(&c.pipeline, alias).await? else {
+                let Some(v) = self.inner.store.alias(pipeline, alias).await? else {
                     continue;
                 };
                 if let Some(version) = v.lineage["mlflow"]["version"].as_str() {
@@ -1482,20 +2295,20 @@ impl Engine {
         }
         .await;
         if let Err(e) = result {
-            self.mlflow_failed(c, "MLflow alias update", e.to_string())
+            self.mlflow_failed(pipeline, cycle, "MLflow alias update", e.to_string())
                 .await;
         }
     }
 
     /// A failed MLflow call: logged and kept as an event of the cycle; the cycle goes on.
-    async fn mlflow_failed(&self, c: &CycleRow, what: &str, e: String) {
-        warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "{what} failed; the cycle goes on");
+    async fn mlflow_failed(&self, pipeline: &str, cycle: Option<i64>, what: &str, e: String) {
+        warn!(pipeline, cycle, error = %e, "{what} failed; the cycle goes on");
         let _ = self
             .inner
             .store
             .event(
-                &c.pipeline,
-                Some(c.id),
+                pipeline,
+                cycle,
                 "mlflow",
                 &format!("{what} failed: {e}"),
                 now(),
@@ -1503,11 +2316,15 @@ impl Engine {
             .await;
     }
 
-    async fn watch(&self, c: &CycleRow) -> Result<(), StepError> {
+    async fn watch(&self, c: &CycleRow, p: &Pipeline, config: &Config) -> Result<(), StepError> {
         let store = &self.inner.store;
+        let until = c.deadline_at.unwrap_or_else(now);
+        let started = until - chrono::Duration::from_std(p.deploy.watch).unwrap_or_default();
+        let interval = chrono::Duration::from_std(p.deploy.watch_interval)
+            .unwrap_or_else(|_| chrono::Duration::hours(1));
         loop {
             let champion = store.alias(&c.pipeline, "champion").await?;
-            if champion.as_ref().map(|v| v.id) != c.candidate_version {
+            let Some(champion) = champion.filter(|v| Some(v.id) == c.candidate_version) else {
                 let update = CycleUpdate::outcome(Outcome::RolledBack);
                 return self
                     .advance(
@@ -1517,32 +2334,233 @@ impl Engine {
                         update,
                     )
                     .await;
-            }
-            let until = c.deadline_at.unwrap_or_else(now);
+            };
             if until <= now() {
                 let update = CycleUpdate::outcome(Outcome::Deployed);
-                let v = champion.map(|v| v.version).unwrap_or_default();
                 return self
                     .advance(
                         c,
                         CycleState::Completed,
-                        &format!("v{v} deployed and survived its watch window"),
+                        &format!(
+                            "v{} deployed and survived its watch window",
+                            champion.version
+                        ),
                         update,
                     )
                     .await;
             }
-            let wait = (until - now())
+            let done = store.count_events(c.id, WATCH_CHECK_EVENT).await?;
+            let next = started + interval * (done as i32 + 1);
+            if next <= now() && next < until {
+                if self.watch_check(c, p, config, &champion).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let wait = (next.min(until) - now())
                 .to_std()
                 .unwrap_or_default()
                 .min(Duration::from_secs(30));
-            if self.pause(wait).await {
-                return Err(StepError::Interrupted);
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.shutdown.cancelled() => return Err(StepError::Interrupted),
             }
         }
     }
+
+    /// One post-deploy check: the new champion's live metric (labelled feedback in the
+    /// pipeline's current window, or the PromQL signal) against the previous champion's
+    /// baseline. A window that cannot be read or has too few labels is "unknown": neither a
+    /// pass nor a failure. True when the cycle has moved on (rolled back).
+    async fn watch_check(
+        &self,
+        c: &CycleRow,
+        p: &Pipeline,
+        config: &Config,
+        champion: &ModelVersion,
+    ) -> Result<bool, StepError> {
+        let store = &self.inner.store;
+        let previous = store.alias(&c.pipeline, "previous").await?;
+        let metric = p.performance.rule.metric;
+        let baseline = p
+            .performance
+            .baseline
+            .map(|value| Baseline { value, n: None })
+            .or_else(|| {
+                previous
+                    .as_ref()
+                    .and_then(|v| stored_baseline(&v.metrics, metric))
+            })
+            .or_else(|| stored_baseline(&champion.metrics, metric));
+        let assessment = if p.performance.source == PerformanceSource::Prometheus {
+            self.live_performance(c, p, baseline).await
+        } else {
+            let roles: Option<Roles> = c
+                .inputs
+                .as_ref()
+                .and_then(|i| serde_json::from_value(i["roles"].clone()).ok());
+            let date = p.schedule.local_date(now());
+            let location = p.data.current_location(&date);
+            let cache = artifacts::inputs_dir(&config.daemon.state_dir);
+            let s3 = p.data.s3.clone();
+            let perf = p.performance.clone();
+            let champ = champion.clone();
+            let seed = c.id as u64 ^ now().timestamp() as u64;
+            let read = Self::blocking(move || {
+                let roles = roles
+                    .ok_or_else(|| StepError::Invalid("cycle has no recorded roles".into()))?;
+                let input = source::resolve(&location?, &cache, &s3)?;
+                let current = data::load(&input, &roles, false)?;
+                score_performance(&perf, Some(&champ), current.labelled(), baseline, seed)
+            })
+            .await;
+            Some(match read {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    Assessment::unknown(metric, 0, "no labelled rows in the current window yet")
+                }
+                Err(e) => {
+                    Assessment::unknown(metric, 0, format!("cannot read the current window: {e}"))
+                }
+            })
+        };
+        let a = assessment
+            .unwrap_or_else(|| Assessment::unknown(metric, 0, "no live metric configured"));
+        self.inner.metrics.record_performance(&c.pipeline, &a);
+        let line = format!("v{}: {}", champion.version, a.detail);
+        info!(pipeline = c.pipeline, cycle = c.id, "watch check: {line}");
+        store
+            .event(&c.pipeline, Some(c.id), WATCH_CHECK_EVENT, &line, now())
+            .await?;
+        if !a.degraded() {
+            return Ok(false);
+        }
+        store
+            .event(&c.pipeline, Some(c.id), WATCH_FAILED_EVENT, &line, now())
+            .await?;
+        let failures = store.count_events(c.id, WATCH_FAILED_EVENT).await? as usize;
+        if failures < p.deploy.failure_limit {
+            return Ok(false);
+        }
+        self.watch_failed(c, p, champion, failures, &line).await
+    }
+
+    /// `failure_limit` watch checks failed: freeze the pipeline first (so nothing retrains
+    /// on top of the bad model), then roll back (or ask a human to). True when the cycle has
+    /// moved on.
+    async fn watch_failed(
+        &self,
+        c: &CycleRow,
+        p: &Pipeline,
+        champion: &ModelVersion,
+        failures: usize,
+        last: &str,
+    ) -> Result<bool, StepError> {
+        let store = &self.inner.store;
+        let why = format!(
+            "v{} failed {failures} post-deploy checks (failure_limit {}); last: {last}",
+            champion.version, p.deploy.failure_limit
+        );
+        let hold = Hold {
+            by: "watch".into(),
+            reason: why.clone(),
+            at: now(),
+        };
+        store.set_hold(&c.pipeline, HoldKind::Frozen, &hold).await?;
+        self.refresh_holds().await?;
+        let can_roll_back = store.alias(&c.pipeline, "previous").await?.is_some();
+        if p.deploy.on_failure == OnFailure::Rollback && can_roll_back {
+            match self
+                .rollback(&c.pipeline, None, "watch", &why, RollbackCause::Watch)
+                .await
+            {
+                Ok(v) => {
+                    let update = CycleUpdate::outcome(Outcome::RolledBack);
+                    let reason = format!(
+                        "{why}; rolled back to v{} and froze the pipeline (run `retraind resume {}` after a look)",
+                        v.version, c.pipeline
+                    );
+                    self.advance(c, CycleState::RolledBack, &reason, update)
+                        .await?;
+                    return Ok(true);
+                }
+                Err(EngineError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    error!(pipeline = c.pipeline, cycle = c.id, error = %e, "automatic rollback failed; asking a human");
+                }
+            }
+        }
+        // Ask: once per cycle, with the command that rolls back.
+        if store.count_events(c.id, WATCH_ESCALATED_EVENT).await? == 0 {
+            let action = if can_roll_back {
+                format!(
+                    "run `retraind rollback {}` to restore the previous version",
+                    c.pipeline
+                )
+            } else {
+                "there is no previous version: investigate and deploy a fixed one".to_string()
+            };
+            let text = format!(
+                "retraind: `{}` {why}. The pipeline is frozen; {action}.",
+                c.pipeline
+            );
+            store
+                .event(&c.pipeline, Some(c.id), WATCH_ESCALATED_EVENT, &text, now())
+                .await?;
+            self.notify_all(Notice {
+                pipeline: c.pipeline.clone(),
+                cycle: Some(c.id),
+                kind: "watch_failed",
+                text,
+                at: now(),
+                slack_channel: p.approval.slack_channel.clone(),
+            })
+            .await;
+        }
+        Ok(false)
+    }
 }
 
-/// SHA-256 of the config file's bytes, for lineage.
+/// The champion's performance on labelled rows: scored by the champion itself (`model`) or
+/// read from the prediction column. `None` when there is nothing to score (no labels, no
+/// champion, or the source is Prometheus). Blocking.
+fn score_performance(
+    perf: &crate::config::PerformanceConfig,
+    champion: Option<&ModelVersion>,
+    labelled: Option<Table>,
+    baseline: Option<Baseline>,
+    seed: u64,
+) -> Result<Option<Assessment>, StepError> {
+    Ok(match (perf.source, champion, labelled) {
+        (_, _, None) | (PerformanceSource::Prometheus, _, _) => None,
+        (PerformanceSource::Model, None, _) => None,
+        (PerformanceSource::Model, Some(v), Some(l)) => {
+            let model = train::load_predictor(Path::new(&v.path))?;
+            let scored = train::score(&*model, &l, perf.positive_class.as_deref())?;
+            Some(performance::assess(&perf.rule, &scored, baseline, seed))
+        }
+        (PerformanceSource::PredictionColumn, _, Some(l)) => {
+            let predicted = l.prediction.clone().unwrap_or_default();
+            let rows: Vec<usize> = (0..l.rows)
+                .filter(|&i| predicted.get(i).is_some_and(|p| !p.is_empty()))
+                .collect();
+            let l = l.take(&rows);
+            let labels = l.target.clone().unwrap_or_default();
+            let predicted = l.prediction.clone().unwrap_or_default();
+            let positive =
+                performance::positive_class(perf.positive_class.as_deref(), &labels, &predicted);
+            let scored = performance::Scored {
+                labels,
+                predicted,
+                positive_scores: None,
+                positive,
+            };
+            Some(performance::assess(&perf.rule, &scored, baseline, seed))
+        }
+    })
+}
+
 /// A trainer config for the model card (and so the MLflow params): `env` values may be
 /// secrets, so only their names are kept.
 fn mask_env(mut config: serde_json::Value) -> serde_json::Value {
@@ -1566,6 +2584,7 @@ fn stored_baseline(metrics: &serde_json::Value, metric: performance::Metric) -> 
     Some(Baseline { value, n })
 }
 
+/// SHA-256 of the config file's bytes, for lineage.
 pub fn config_hash(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     std::fs::read(path)

@@ -28,6 +28,33 @@ pub struct Metrics {
     pub data_quality_failures: IntCounterVec,
     pub model_metric: GaugeVec,
     pub degradation_detected: IntGaugeVec,
+    pub approvals_pending: IntGaugeVec,
+    pub approval_decisions: IntCounterVec,
+    pub deploys_total: IntCounterVec,
+    pub rollbacks_total: IntCounterVec,
+    pub pipeline_frozen: IntGaugeVec,
+    pub champion_version: IntGaugeVec,
+    pub guard_blocks: IntCounterVec,
+    pub training_failures: IntCounterVec,
+}
+
+/// Approval channels, the `channel` label of `retraind_approval_decisions_total`.
+pub const CHANNELS: [&str; 5] = ["api", "cli", "slack", "webhook", "config"];
+/// Why a rollback happened, the `reason` label of `retraind_rollbacks_total`.
+pub const ROLLBACK_REASONS: [&str; 2] = ["manual", "watch"];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+    )
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -209,6 +236,14 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            approvals_pending: gauge(&registry, "retraind_approvals_pending", "Candidates waiting for a human decision.", &["pipeline"]),
+            approval_decisions: counter(&registry, "retraind_approval_decisions_total", "Recorded approval decisions, by decision and channel.", &["pipeline", "decision", "channel"]),
+            deploys_total: counter(&registry, "retraind_deploys_total", "Versions deployed (the champion alias moved forward).", &["pipeline"]),
+            rollbacks_total: counter(&registry, "retraind_rollbacks_total", "Rollbacks to an earlier version, by reason (manual, watch).", &["pipeline", "reason"]),
+            pipeline_frozen: gauge(&registry, "retraind_pipeline_frozen", "1 while the pipeline's automation is frozen or paused by the circuit breaker.", &["pipeline"]),
+            champion_version: gauge(&registry, "retraind_champion_version", "Version number the champion alias points at (0 = none).", &["pipeline"]),
+            guard_blocks: counter(&registry, "retraind_guard_blocks_total", "Actions a runaway guard blocked, by guard.", &["pipeline", "guard"]),
+            training_failures: counter(&registry, "retraind_training_failures_total", "Trainings that failed (error, timeout, failed-to-learn guard).", &["pipeline"]),
             registry,
         }
     }
@@ -281,6 +316,34 @@ impl Metrics {
             self.data_quality_failures
                 .with_label_values(&[pipeline, c.as_str()]);
         }
+        self.approvals_pending.with_label_values(&[pipeline]).set(0);
+        for d in [
+            crate::approval::ApprovalDecision::Approve,
+            crate::approval::ApprovalDecision::Reject,
+        ] {
+            for ch in CHANNELS {
+                self.approval_decisions
+                    .with_label_values(&[pipeline, d.as_str(), ch]);
+            }
+        }
+        self.deploys_total.with_label_values(&[pipeline]);
+        for r in ROLLBACK_REASONS {
+            self.rollbacks_total.with_label_values(&[pipeline, r]);
+        }
+        for g in crate::guards::Guard::ALL {
+            self.guard_blocks.with_label_values(&[pipeline, g.as_str()]);
+        }
+        self.training_failures.with_label_values(&[pipeline]);
+        self.pipeline_frozen.with_label_values(&[pipeline]).set(0);
+        self.champion_version.with_label_values(&[pipeline]).set(0);
+    }
+
+    /// The `channel` label for a decision's channel name (unknown names count as `api`).
+    pub fn channel_label(channel: &str) -> &'static str {
+        CHANNELS
+            .into_iter()
+            .find(|c| *c == channel)
+            .unwrap_or("api")
     }
 
     /// Record the state a pipeline's cycle is in (1 for it, 0 for the others).

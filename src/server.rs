@@ -34,6 +34,33 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct AppState {
     pub engine: Engine,
     pub api_token: Option<Arc<Secret>>,
+    /// Verifies `/slack/interactions` (none: the endpoint answers 404).
+    pub slack_signing_secret: Option<Arc<Secret>>,
+    /// Verifies `/hooks/approval` (none: the endpoint answers 404).
+    pub webhook_secret: Option<Arc<Secret>>,
+}
+
+impl AppState {
+    /// The state for a daemon: secrets read from the configured sources.
+    pub fn new(
+        engine: Engine,
+        config: &crate::config::Config,
+    ) -> Result<AppState, crate::secret::SecretError> {
+        let load = |s: Option<&crate::secret::SecretSource>| {
+            s.map(|s| Secret::load(s).map(Arc::new)).transpose()
+        };
+        Ok(AppState {
+            engine,
+            api_token: load(config.server.api_token.as_ref())?,
+            slack_signing_secret: load(
+                config
+                    .slack
+                    .as_ref()
+                    .and_then(|s| s.signing_secret.as_ref()),
+            )?,
+            webhook_secret: load(config.webhook.as_ref().map(|w| &w.secret))?,
+        })
+    }
 }
 
 /// A JSON error response.
@@ -49,9 +76,13 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match &e {
             EngineError::UnknownPipeline(_) | EngineError::UnknownCycle(_) => StatusCode::NOT_FOUND,
-            EngineError::NotAwaitingApproval { .. } | EngineError::Expired(_) => {
-                StatusCode::CONFLICT
-            }
+            EngineError::NotAwaitingApproval { .. }
+            | EngineError::Expired(_)
+            | EngineError::NoChampion(_)
+            | EngineError::NoPrevious(_)
+            | EngineError::AlreadyChampion { .. } => StatusCode::CONFLICT,
+            EngineError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+            EngineError::Deploy(_) => StatusCode::BAD_GATEWAY,
             EngineError::NotAnApprover { .. } => StatusCode::FORBIDDEN,
             EngineError::ShuttingDown | EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -78,6 +109,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cycles/{id}", get(cycle))
         .route("/api/v1/cycles/{id}/approve", post(approve))
         .route("/api/v1/cycles/{id}/reject", post(reject))
+        .route("/api/v1/pipelines/{pipeline}/rollback", post(rollback))
+        .route("/api/v1/freeze", post(freeze))
+        .route("/api/v1/resume", post(resume))
+        .route("/slack/interactions", post(slack_interaction))
+        .route("/hooks/approval", post(hook_approval))
         .route("/reports/{id}", get(report_html))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -263,15 +299,16 @@ async fn decide(
         .engine
         .decide(id, body.approver.trim(), "api", verdict, &body.reason)
         .await?;
-    let result = match recorded {
-        Recorded::New => "recorded",
-        Recorded::Duplicate => "duplicate",
+    Ok(decision_response(id, recorded))
+}
+
+fn decision_response(id: i64, recorded: Recorded) -> Response {
+    let (code, result) = match recorded {
+        Recorded::New => (StatusCode::OK, "recorded"),
+        Recorded::Duplicate => (StatusCode::OK, "duplicate"),
+        Recorded::Settled => (StatusCode::CONFLICT, "already_decided"),
     };
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "cycle": id, "result": result })),
-    )
-        .into_response())
+    (code, Json(json!({ "cycle": id, "result": result }))).into_response()
 }
 
 async fn approve(
@@ -290,4 +327,238 @@ async fn reject(
     Json(body): Json<DecisionBody>,
 ) -> Result<Response, ApiError> {
     decide(s, id, headers, body, ApprovalDecision::Reject).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// Version number to restore; `previous` when absent.
+    to: Option<i64>,
+    actor: String,
+    #[serde(default)]
+    reason: String,
+}
+
+fn check_actor(actor: &str) -> Result<(), ApiError> {
+    if actor.trim().is_empty() || actor.len() > 128 {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "actor must be 1-128 characters (who is doing this)".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn rollback(
+    State(s): State<AppState>,
+    Path(pipeline): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<RollbackBody>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers)?;
+    check_actor(&body.actor)?;
+    let v = s
+        .engine
+        .rollback(
+            &pipeline,
+            body.to,
+            body.actor.trim(),
+            &body.reason,
+            crate::engine::RollbackCause::Manual,
+        )
+        .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "pipeline": pipeline, "champion": v.version })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    /// One pipeline; all when absent.
+    pipeline: Option<String>,
+    actor: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn freeze(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<HoldBody>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers)?;
+    check_actor(&body.actor)?;
+    let new = s
+        .engine
+        .freeze(body.pipeline.as_deref(), body.actor.trim(), &body.reason)
+        .await?;
+    Ok(
+        Json(json!({ "frozen": body.pipeline.as_deref().unwrap_or("*"), "new": new }))
+            .into_response(),
+    )
+}
+
+async fn resume(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<HoldBody>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers)?;
+    check_actor(&body.actor)?;
+    let lifted = s
+        .engine
+        .resume(body.pipeline.as_deref(), body.actor.trim())
+        .await?;
+    Ok(
+        Json(json!({ "resumed": body.pipeline.as_deref().unwrap_or("*"), "lifted": lifted }))
+            .into_response(),
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Slack's Approve / Reject buttons. The v0 signature is checked on the raw body before
+/// anything is parsed; a replayed signature, a stale timestamp, a tampered body or a wrong
+/// secret is 401, a user outside the pipeline's allow-list 403; none of them changes
+/// anything.
+async fn slack_interaction(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::approval::slack;
+    let Some(secret) = &s.slack_signing_secret else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "Slack is not configured ([slack] signing_secret_file)".into(),
+        ));
+    };
+    let now = chrono::Utc::now();
+    let signature = header(&headers, "x-slack-signature");
+    crate::signing::verify_slack(
+        secret,
+        header(&headers, "x-slack-request-timestamp"),
+        signature,
+        &body,
+        now.timestamp(),
+    )
+    .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let store = s.engine.store();
+    if !store
+        .remember_request("slack", signature.unwrap_or_default(), now)
+        .await?
+    {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "replayed request (this signature was already used)".into(),
+        ));
+    }
+    let i = slack::parse_interaction(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let c = store.cycle(i.cycle).await?.ok_or(ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no cycle {}", i.cycle),
+    ))?;
+    let config = s.engine.config().await;
+    let approvers = config
+        .pipeline(&c.pipeline)
+        .map(|p| p.approval.approvers.clone())
+        .unwrap_or_default();
+    if !slack::allowed(&approvers, &i) {
+        tracing::warn!(
+            pipeline = c.pipeline,
+            cycle = c.id,
+            user = i.user_id,
+            "Slack decision refused: user not in approval.approvers"
+        );
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Slack user {} is not in approval.approvers of `{}`",
+                i.user_id, c.pipeline
+            ),
+        ));
+    }
+    let who = if i.username.is_empty() {
+        i.user_id.clone()
+    } else {
+        format!("@{}", i.username)
+    };
+    let recorded = s
+        .engine
+        .decide(i.cycle, &who, "slack", i.decision, "Slack button")
+        .await;
+    let text = match &recorded {
+        Ok(Recorded::New) => format!(
+            "{} by {who} at {}",
+            match i.decision {
+                ApprovalDecision::Approve => "Approved",
+                ApprovalDecision::Reject => "Rejected",
+            },
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        Ok(Recorded::Duplicate) => format!("{who} already decided cycle {}", i.cycle),
+        Ok(Recorded::Settled) => format!("cycle {} already has its decision", i.cycle),
+        Err(e) => e.to_string(),
+    };
+    if let Some(url) = i.response_url.clone() {
+        // Slack wants the 200 within 3 s: the message update goes out on its own.
+        tokio::spawn(async move {
+            if let Err(e) = slack::respond(&url, &text).await {
+                tracing::warn!(error = %e, "cannot update the Slack message");
+            }
+        });
+    }
+    match recorded {
+        Ok(r) => Ok(decision_response(i.cycle, r)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A decision over the signed webhook (Standard Webhooks headers, same secret as the
+/// outgoing requests). Replays of a message id are refused.
+async fn hook_approval(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(secret) = &s.webhook_secret else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "webhooks are not configured ([webhook] secret_file)".into(),
+        ));
+    };
+    let now = chrono::Utc::now();
+    let id = crate::signing::verify_webhook(
+        secret,
+        header(&headers, "webhook-id"),
+        header(&headers, "webhook-timestamp"),
+        header(&headers, "webhook-signature"),
+        &body,
+        now.timestamp(),
+    )
+    .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if !s
+        .engine
+        .store()
+        .remember_request("webhook", &id, now)
+        .await?
+    {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            format!("replayed webhook-id `{id}`"),
+        ));
+    }
+    let d = crate::approval::webhook::parse_decision(&body)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let recorded = s
+        .engine
+        .decide(d.cycle, d.approver.trim(), "webhook", d.decision, &d.reason)
+        .await?;
+    Ok(decision_response(d.cycle, recorded))
 }

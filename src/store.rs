@@ -20,6 +20,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::approval::ApprovalDecision;
 use crate::cycle::{CycleState, Outcome, TriggerKind, UnknownState};
+use crate::guards::Hold;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -139,6 +140,87 @@ pub struct ApprovalRow {
     pub at: DateTime<Utc>,
 }
 
+/// How a champion moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployKind {
+    Deploy,
+    Rollback,
+}
+
+impl DeployKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployKind::Deploy => "deploy",
+            DeployKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl FromStr for DeployKind {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "deploy" => Ok(DeployKind::Deploy),
+            "rollback" => Ok(DeployKind::Rollback),
+            other => Err(UnknownState(other.to_string())),
+        }
+    }
+}
+
+/// A champion move to record.
+#[derive(Debug, Clone)]
+pub struct ChampionMove<'a> {
+    pub pipeline: &'a str,
+    pub version_id: i64,
+    pub kind: DeployKind,
+    pub cycle: Option<i64>,
+    pub actor: &'a str,
+    pub reason: &'a str,
+}
+
+/// A recorded champion move.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub kind: DeployKind,
+    pub version_id: i64,
+    /// The version number (per pipeline) of `version_id`.
+    pub version: i64,
+    pub from_version_id: Option<i64>,
+    pub cycle_id: Option<i64>,
+    pub actor: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The `guard_state` pipeline name of holds that cover every pipeline.
+pub const GLOBAL: &str = "*";
+
+/// Which hold a `guard_state` row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldKind {
+    Frozen,
+    Paused,
+}
+
+impl HoldKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldKind::Frozen => "frozen",
+            HoldKind::Paused => "paused",
+        }
+    }
+}
+
+/// The holds on a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct Holds {
+    pub global: Option<Hold>,
+    pub frozen: Option<Hold>,
+    pub paused: Option<Hold>,
+}
+
 /// What a trigger produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", content = "cycle", rename_all = "snake_case")]
@@ -186,6 +268,9 @@ pub enum Recorded {
     New,
     /// The same approver already decided this cycle; the first decision stands.
     Duplicate,
+    /// The cycle already has its decision (a rejection or enough approvals), or no longer
+    /// awaits one; nothing was recorded.
+    Settled,
 }
 
 pub fn millis(t: DateTime<Utc>) -> i64 {
@@ -773,14 +858,17 @@ impl Store {
         row.as_ref().map(version_from_row).transpose()
     }
 
-    /// Point `champion` at `version_id` and `previous` at the old champion, in one
-    /// transaction. Idempotent: if `champion` already points there, nothing changes.
+    /// Move `champion` to `version_id`, in one transaction with the `previous` alias and the
+    /// deployment record. A deploy makes the old champion `previous`; a rollback makes
+    /// `previous` whatever preceded the restored version (so a second rollback never brings
+    /// back the model just removed). Idempotent: if `champion` already points there, nothing
+    /// changes and `false` is returned.
     pub async fn promote(
         &self,
-        pipeline: &str,
-        version_id: i64,
+        m: &ChampionMove<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let pipeline = m.pipeline;
         let mut tx = self.pool.begin().await?;
         let current: Option<i64> = sqlx::query_scalar(
             "SELECT version_id FROM aliases WHERE pipeline = $1 AND alias = 'champion'",
@@ -788,40 +876,265 @@ impl Store {
         .bind(pipeline)
         .fetch_optional(&mut *tx)
         .await?;
-        if current == Some(version_id) {
+        if current == Some(m.version_id) {
             return Ok(false);
         }
+        let previous = match m.kind {
+            DeployKind::Deploy => current,
+            DeployKind::Rollback => sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT from_version_id FROM deployments WHERE pipeline = $1 AND version_id = $2 AND kind = 'deploy' ORDER BY id DESC LIMIT 1",
+            )
+            .bind(pipeline)
+            .bind(m.version_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten()
+            .filter(|v| *v != m.version_id),
+        };
         let upsert = "INSERT INTO aliases (pipeline, alias, version_id, updated_at) VALUES ($1, $2, $3, $4) \
                       ON CONFLICT (pipeline, alias) DO UPDATE SET version_id = excluded.version_id, updated_at = excluded.updated_at";
-        if let Some(old) = current {
-            sqlx::query(upsert)
-                .bind(pipeline)
-                .bind("previous")
-                .bind(old)
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?;
+        match previous {
+            Some(old) => {
+                sqlx::query(upsert)
+                    .bind(pipeline)
+                    .bind("previous")
+                    .bind(old)
+                    .bind(millis(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM aliases WHERE pipeline = $1 AND alias = 'previous'")
+                    .bind(pipeline)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         sqlx::query(upsert)
             .bind(pipeline)
             .bind("champion")
-            .bind(version_id)
+            .bind(m.version_id)
             .bind(millis(now))
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO deployments (pipeline, kind, version_id, from_version_id, cycle_id, actor, reason, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(pipeline)
+        .bind(m.kind.as_str())
+        .bind(m.version_id)
+        .bind(current)
+        .bind(m.cycle)
+        .bind(m.actor)
+        .bind(m.reason)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    /// Record an approval decision; a second decision by the same approver is a no-op.
+    /// Champion moves of a pipeline, newest first.
+    pub async fn deployments(
+        &self,
+        pipeline: &str,
+        limit: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.kind, d.version_id, v.version, d.from_version_id, d.cycle_id, d.actor, d.reason, d.at \
+             FROM deployments d JOIN model_versions v ON v.id = d.version_id \
+             WHERE d.pipeline = $1 ORDER BY d.id DESC LIMIT $2",
+        )
+        .bind(pipeline)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Deployment {
+                    id: r.try_get("id")?,
+                    kind: DeployKind::from_str(&r.try_get::<String, _>("kind")?)?,
+                    version_id: r.try_get("version_id")?,
+                    version: r.try_get("version")?,
+                    from_version_id: r.try_get("from_version_id")?,
+                    cycle_id: r.try_get("cycle_id")?,
+                    actor: r.try_get("actor")?,
+                    reason: r.try_get("reason")?,
+                    at: from_millis(r.try_get("at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// When events of `kind` happened for a pipeline since `since` (guard budgets).
+    pub async fn event_times(
+        &self,
+        pipeline: &str,
+        kind: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT at FROM events WHERE pipeline = $1 AND kind = $2 AND at >= $3 ORDER BY id",
+        )
+        .bind(pipeline)
+        .bind(kind)
+        .bind(millis(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(from_millis).collect())
+    }
+
+    /// How many events of `kind` a cycle has (watch checks that failed, for example).
+    pub async fn count_events(&self, cycle: i64, kind: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE cycle_id = $1 AND kind = $2")
+                .bind(cycle)
+                .bind(kind)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Outcomes of a pipeline's newest finished cycles, newest first.
+    pub async fn recent_outcomes(
+        &self,
+        pipeline: &str,
+        limit: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT outcome FROM cycles WHERE pipeline = $1 AND active = 0 AND outcome IS NOT NULL ORDER BY id DESC LIMIT $2",
+        )
+        .bind(pipeline)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|o| Outcome::from_str(o).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Put a hold (freeze or breaker pause) on a pipeline, or on all (`GLOBAL`). Keeps the
+    /// first hold if one is already on record.
+    pub async fn set_hold(
+        &self,
+        pipeline: &str,
+        kind: HoldKind,
+        hold: &Hold,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO guard_state (pipeline, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (pipeline, key) DO NOTHING",
+        )
+        .bind(pipeline)
+        .bind(kind.as_str())
+        .bind(serde_json::to_string(hold).unwrap_or_default())
+        .bind(millis(hold.at))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Lift the holds on a pipeline (or on all, `GLOBAL`); how many were lifted.
+    pub async fn clear_holds(&self, pipeline: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM guard_state WHERE pipeline = $1 AND key IN ('frozen', 'paused')",
+        )
+        .bind(pipeline)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The holds on record for a pipeline (its own, and the global one).
+    pub async fn holds(&self, pipeline: &str) -> Result<Holds, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pipeline, key, value FROM guard_state WHERE pipeline IN ($1, $2) AND key IN ('frozen', 'paused')",
+        )
+        .bind(pipeline)
+        .bind(GLOBAL)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut holds = Holds::default();
+        for r in &rows {
+            let who: String = r.try_get("pipeline")?;
+            let key: String = r.try_get("key")?;
+            let value: String = r.try_get("value")?;
+            let hold: Option<Hold> = serde_json::from_str(&value).ok();
+            match (who == GLOBAL, key.as_str()) {
+                (true, _) => holds.global = hold,
+                (false, "frozen") => holds.frozen = hold,
+                (false, _) => holds.paused = hold,
+            }
+        }
+        Ok(holds)
+    }
+
+    /// Remember the id of an accepted signed request; false if it was seen before (a replay).
+    pub async fn remember_request(
+        &self,
+        channel: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        // Ids older than a day are past every timestamp window: forget them.
+        sqlx::query("DELETE FROM seen_requests WHERE at < $1")
+            .bind(millis(now) - 86_400_000)
+            .execute(&self.pool)
+            .await?;
+        let r = sqlx::query(
+            "INSERT INTO seen_requests (channel, id, at) VALUES ($1, $2, $3) ON CONFLICT (channel, id) DO NOTHING",
+        )
+        .bind(channel)
+        .bind(id)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Record an approval decision, atomically with the cycle's other decisions: a second
+    /// decision by the same approver is a no-op (`Duplicate`), and once the cycle is settled
+    /// (a rejection, or `required` approvals) no further decision is recorded (`Settled`).
+    /// The cycle row is locked first, so two concurrent decisions are serialized on both
+    /// backends.
     pub async fn record_approval(
         &self,
         cycle: i64,
         approval: &ApprovalRow,
+        required: usize,
     ) -> Result<Recorded, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO approvals (cycle_id, approver, channel, decision, reason, at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (cycle_id, approver) DO NOTHING",
+        let mut tx = self.pool.begin().await?;
+        let locked = sqlx::query(
+            "UPDATE cycles SET updated_at = updated_at WHERE id = $1 AND state = 'awaiting_approval'",
+        )
+        .bind(cycle)
+        .execute(&mut *tx)
+        .await?;
+        if locked.rows_affected() != 1 {
+            return Ok(Recorded::Settled);
+        }
+        let rows = sqlx::query("SELECT approver, decision FROM approvals WHERE cycle_id = $1")
+            .bind(cycle)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut approvals = 0;
+        for r in &rows {
+            let approver: String = r.try_get("approver")?;
+            let decision: String = r.try_get("decision")?;
+            if approver == approval.approver {
+                return Ok(Recorded::Duplicate);
+            }
+            match decision.as_str() {
+                "reject" => return Ok(Recorded::Settled),
+                _ => approvals += 1,
+            }
+        }
+        if approvals >= required {
+            return Ok(Recorded::Settled);
+        }
+        sqlx::query(
+            "INSERT INTO approvals (cycle_id, approver, channel, decision, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(cycle)
         .bind(&approval.approver)
@@ -829,13 +1142,10 @@ impl Store {
         .bind(approval.decision.as_str())
         .bind(&approval.reason)
         .bind(millis(approval.at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(if r.rows_affected() == 1 {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        tx.commit().await?;
+        Ok(Recorded::New)
     }
 
     pub async fn approvals(&self, cycle: i64) -> Result<Vec<ApprovalRow>, StoreError> {

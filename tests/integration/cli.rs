@@ -175,7 +175,7 @@ fn standalone_check_reports_drift_as_json_and_exit_status() {
 /// The README's first command: the demo retrains on the drifted, degraded day only, and the
 /// model it deploys learned from the window it was trained on (its rows are the next reference).
 #[test]
-fn the_demo_retrains_on_the_drifted_day_only() {
+fn the_demo_retrains_on_the_drifted_day_only_and_rolls_back_a_bad_model() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let (code, out, err) = retraind(&["demo", "--dir", demo.to_str().unwrap()]);
@@ -189,7 +189,15 @@ fn the_demo_retrains_on_the_drifted_day_only() {
     assert!(line("day 1").contains("deployed"), "{out}");
     assert!(line("day 2").contains("no_retrain"), "{out}");
     assert!(line("day 3").contains("deployed"), "{out}");
+    // Day 4: inverted labels fool the gate; the corrected labels make the watch roll back.
+    assert!(line("day 4").contains("rolled_back"), "{out}");
     assert!(out.contains("champion: v2"), "{out}");
+    assert!(out.contains("approved by demo-approver via api"), "{out}");
+    assert!(
+        out.contains("rollback v2 by watch — v3 -> v2: v3 failed 2 post-deploy checks"),
+        "{out}"
+    );
+    assert!(out.contains("frozen by watch"), "{out}");
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(demo.join("state/reports/churn/cycle-3.json")).unwrap(),
     )
@@ -219,15 +227,17 @@ fn the_demo_retrains_on_the_drifted_day_only() {
     let (code, out, err) = retraind(&["--config", config, "models", "--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let models: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(models[0]["version"], 2);
-    assert_eq!(models[0]["aliases"], serde_json::json!(["champion"]));
-    assert_eq!(models[1]["aliases"], serde_json::json!(["previous"]));
-    assert_eq!(models[0]["lineage"]["parent_version"], 1);
-    assert_eq!(models[0]["lineage"]["backend"], "burn");
-    assert_eq!(models[0]["lineage"]["training_data"]["source"], "current");
-    assert_eq!(models[0]["gate"]["blessed"], true);
+    assert_eq!(models[0]["version"], 3);
+    assert_eq!(models[0]["aliases"], serde_json::json!([]));
+    assert_eq!(models[1]["version"], 2);
+    assert_eq!(models[1]["aliases"], serde_json::json!(["champion"]));
+    assert_eq!(models[2]["aliases"], serde_json::json!(["previous"]));
+    assert_eq!(models[1]["lineage"]["parent_version"], 1);
+    assert_eq!(models[1]["lineage"]["backend"], "burn");
+    assert_eq!(models[1]["lineage"]["training_data"]["source"], "current");
+    assert_eq!(models[1]["gate"]["blessed"], true);
     assert!(
-        models[0]["metrics"]["holdout_f1_weighted"]
+        models[1]["metrics"]["holdout_f1_weighted"]
             .as_f64()
             .unwrap()
             > 0.9
@@ -245,12 +255,13 @@ fn the_demo_retrains_on_the_drifted_day_only() {
     let (code, _, err) = retraind(&["--config", config, "lineage", "7"]);
     assert_eq!(code, 1);
     assert!(err.contains("no version 7"), "{err}");
-    let day3 = demo.join("data/current/2026-11-27.csv");
-    let day3 = std::fs::read_dir(demo.join("data/current"))
+    let mut days: Vec<_> = std::fs::read_dir(demo.join("data/current"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .max()
-        .unwrap_or(day3);
+        .filter(|p| !p.to_string_lossy().contains("corrected"))
+        .collect();
+    days.sort();
+    let day3 = days[2].clone();
     let (code, out, err) = retraind(&[
         "--config",
         config,

@@ -2,8 +2,10 @@
 
 use chrono::Utc;
 use retraind::cycle::{CycleState, TriggerKind};
+use retraind::guards::Hold;
 use retraind::store::{
-    ApprovalRow, CreateOutcome, CycleUpdate, NewVersion, Recorded, Store, StoreError,
+    ApprovalRow, ChampionMove, CreateOutcome, CycleUpdate, DeployKind, GLOBAL, HoldKind,
+    NewVersion, Recorded, Store, StoreError,
 };
 use serde_json::json;
 
@@ -208,10 +210,18 @@ both_stores!(
             ids.iter().map(|v| v.version).collect::<Vec<_>>(),
             vec![1, 2]
         );
-        assert!(store.promote("p", ids[0].id, Utc::now()).await.unwrap());
-        assert!(store.promote("p", ids[1].id, Utc::now()).await.unwrap());
+        let deploy = |id: i64| ChampionMove {
+            pipeline: "p",
+            version_id: id,
+            kind: DeployKind::Deploy,
+            cycle: None,
+            actor: "test",
+            reason: "deploy",
+        };
+        assert!(store.promote(&deploy(ids[0].id), Utc::now()).await.unwrap());
+        assert!(store.promote(&deploy(ids[1].id), Utc::now()).await.unwrap());
         assert!(
-            !store.promote("p", ids[1].id, Utc::now()).await.unwrap(),
+            !store.promote(&deploy(ids[1].id), Utc::now()).await.unwrap(),
             "idempotent"
         );
         assert_eq!(
@@ -222,6 +232,71 @@ both_stores!(
             store.alias("p", "previous").await.unwrap().unwrap().version,
             1
         );
+        // A rollback restores v1; `previous` becomes what preceded v1 (nothing), never v2.
+        let back = ChampionMove {
+            kind: DeployKind::Rollback,
+            actor: "alice",
+            reason: "bad model",
+            ..deploy(ids[0].id)
+        };
+        assert!(store.promote(&back, Utc::now()).await.unwrap());
+        assert_eq!(
+            store.alias("p", "champion").await.unwrap().unwrap().version,
+            1
+        );
+        assert!(store.alias("p", "previous").await.unwrap().is_none());
+        let moves = store.deployments("p", 10).await.unwrap();
+        assert_eq!(
+            moves
+                .iter()
+                .map(|d| (d.kind, d.version, d.actor.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                (DeployKind::Rollback, 1, "alice"),
+                (DeployKind::Deploy, 2, "test"),
+                (DeployKind::Deploy, 1, "test")
+            ]
+        );
+        assert_eq!(moves[0].from_version_id, Some(ids[1].id));
+        // Back to v2 for the rest of the test.
+        assert!(store.promote(&deploy(ids[1].id), Utc::now()).await.unwrap());
+        // Holds: per pipeline and global, lifted by clear_holds; replayed request ids refused.
+        let hold = Hold {
+            by: "alice".into(),
+            reason: "incident".into(),
+            at: Utc::now(),
+        };
+        assert!(store.set_hold("p", HoldKind::Frozen, &hold).await.unwrap());
+        assert!(!store.set_hold("p", HoldKind::Frozen, &hold).await.unwrap());
+        assert!(
+            store
+                .set_hold(GLOBAL, HoldKind::Frozen, &hold)
+                .await
+                .unwrap()
+        );
+        let h = store.holds("p").await.unwrap();
+        assert!(h.frozen.is_some() && h.global.is_some() && h.paused.is_none());
+        assert_eq!(store.clear_holds("p").await.unwrap(), 1);
+        assert_eq!(store.clear_holds(GLOBAL).await.unwrap(), 1);
+        assert!(store.holds("p").await.unwrap().global.is_none());
+        assert!(
+            store
+                .remember_request("slack", "abc", Utc::now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remember_request("slack", "abc", Utc::now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .remember_request("webhook", "abc", Utc::now())
+                .await
+                .unwrap()
+        );
         store
             .set_version_metric(ids[1].id, "holdout_accuracy", 0.93)
             .await
@@ -231,16 +306,40 @@ both_stores!(
     }
 );
 
-both_stores!(
-    approvals_are_idempotent_per_approver,
-    |store: Store| async move {
-        let CreateOutcome::Created(id) = store
-            .create_cycle("p", TriggerKind::Manual, "d", None, Utc::now())
+/// A cycle walked to `awaiting_approval` along the legal path.
+async fn awaiting_cycle(store: &Store, pipeline: &str) -> i64 {
+    use CycleState::*;
+    let CreateOutcome::Created(id) = store
+        .create_cycle(pipeline, TriggerKind::Manual, "d", None, Utc::now())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let path = [
+        Scheduled,
+        Loading,
+        Checking,
+        Decided,
+        Training,
+        Trained,
+        Evaluating,
+        AwaitingApproval,
+    ];
+    for w in path.windows(2) {
+        store
+            .transition(id, w[0], w[1], "walk", CycleUpdate::default(), Utc::now())
             .await
-            .unwrap()
-        else {
-            panic!()
-        };
+            .unwrap();
+    }
+    id
+}
+
+both_stores!(
+    approvals_are_idempotent_per_approver_and_stop_once_settled,
+    |store: Store| async move {
+        store.ensure_pipeline("q", Utc::now()).await.unwrap();
+        let id = awaiting_cycle(&store, "p").await;
         let row = |who: &str, decision: &str| ApprovalRow {
             approver: who.into(),
             channel: "api".into(),
@@ -248,27 +347,16 @@ both_stores!(
             reason: "r".into(),
             at: Utc::now(),
         };
-        assert_eq!(
-            store
-                .record_approval(id, &row("ann", "approve"))
-                .await
-                .unwrap(),
-            Recorded::New
-        );
-        assert_eq!(
-            store
-                .record_approval(id, &row("ann", "reject"))
-                .await
-                .unwrap(),
-            Recorded::Duplicate
-        );
-        assert_eq!(
-            store
-                .record_approval(id, &row("bob", "approve"))
-                .await
-                .unwrap(),
-            Recorded::New
-        );
+        let record = |who: &'static str, d: &'static str| {
+            let store = store.clone();
+            let r = row(who, d);
+            async move { store.record_approval(id, &r, 2).await.unwrap() }
+        };
+        assert_eq!(record("ann", "approve").await, Recorded::New);
+        assert_eq!(record("ann", "reject").await, Recorded::Duplicate);
+        assert_eq!(record("bob", "approve").await, Recorded::New);
+        // Two approvals were required and given: a third decision records nothing.
+        assert_eq!(record("cat", "reject").await, Recorded::Settled);
         let a = store.approvals(id).await.unwrap();
         assert_eq!(
             a.iter()
@@ -276,6 +364,26 @@ both_stores!(
                 .collect::<Vec<_>>(),
             vec![("ann", "approve"), ("bob", "approve")]
         );
+        // Two people approving the same cycle at the same moment: one decision.
+        let id = awaiting_cycle(&store, "q").await;
+        let tasks: Vec<_> = ["dan", "eve", "fay", "gus"]
+            .into_iter()
+            .map(|who| {
+                let store = store.clone();
+                let r = row(who, "approve");
+                tokio::spawn(async move { store.record_approval(id, &r, 1).await.unwrap() })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        assert_eq!(
+            results.iter().filter(|r| **r == Recorded::New).count(),
+            1,
+            "{results:?}"
+        );
+        assert_eq!(store.approvals(id).await.unwrap().len(), 1);
         store.ready().await.unwrap();
     }
 );
