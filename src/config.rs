@@ -334,6 +334,7 @@ pub mod raw {
         pub watch_for: Option<String>,
         pub watch_interval: Option<String>,
         pub failure_limit: Option<i64>,
+        pub watch_relative_threshold: Option<f64>,
         pub on_failure: Option<String>,
         pub hook_url: Option<String>,
         pub hook_secret_file: Option<String>,
@@ -707,6 +708,9 @@ pub struct DeployConfig {
     pub watch_interval: Duration,
     /// Failed watch checks that trigger `on_failure`.
     pub failure_limit: usize,
+    /// A watch check fails when the live metric is past this share of the previous
+    /// champion's baseline (errors: baseline / share) and the drop is significant.
+    pub watch_relative_threshold: f64,
     pub on_failure: OnFailure,
     pub hook: Option<HookConfig>,
 }
@@ -1981,6 +1985,12 @@ fn validate(
             ),
             watch_interval,
             failure_limit: c.positive(&at("deploy.failure_limit"), p.deploy.failure_limit, 2, 1000),
+            watch_relative_threshold: c.fraction(
+                &at("deploy.watch_relative_threshold"),
+                p.deploy.watch_relative_threshold,
+                0.98,
+                true,
+            ),
             on_failure,
             hook,
         };

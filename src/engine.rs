@@ -25,9 +25,7 @@ use crate::approval::{
     ApprovalChannel, ApprovalDecision, ApprovalRequest, LogChannel, MetricRow, Notice,
 };
 use crate::artifacts::{self, ArtifactError};
-use crate::config::{
-    ApprovalMode, Config, OnFailure, PerformanceSource, Pipeline, ReferenceSource,
-};
+use crate::config::{ApprovalMode, Config, PerformanceSource, Pipeline, ReferenceSource};
 use crate::cycle::{CycleState, Outcome, TriggerKind};
 use crate::data::{self, Roles, Table};
 use crate::decision::{self, Decision, Verdict};
@@ -1022,7 +1020,7 @@ impl Engine {
         })
         .await?;
         let performance = match performance {
-            None => self.live_performance(c, p, baseline).await,
+            None => self.live_performance(c, &p.performance, baseline).await,
             some => some,
         };
         if let Some(a) = &performance {
@@ -1085,20 +1083,20 @@ impl Engine {
     async fn live_performance(
         &self,
         c: &CycleRow,
-        p: &Pipeline,
+        perf: &crate::config::PerformanceConfig,
         baseline: Option<Baseline>,
     ) -> Option<Assessment> {
-        let q = p.performance.prometheus.as_ref()?;
-        if p.performance.source != PerformanceSource::Prometheus {
+        let q = perf.prometheus.as_ref()?;
+        if perf.source != PerformanceSource::Prometheus {
             return None;
         }
         Some(
             match crate::promql::query(&q.url, &q.query, q.timeout).await {
-                Ok(v) => performance::assess_live(&p.performance.rule, v, baseline),
+                Ok(v) => performance::assess_live(&perf.rule, v, baseline),
                 Err(e) => {
                     warn!(pipeline = c.pipeline, cycle = c.id, error = %e, "live metric unavailable; performance unknown");
                     Assessment::unknown(
-                        p.performance.rule.metric,
+                        perf.rule.metric,
                         0,
                         format!("live metric unavailable: {e}"),
                     )
@@ -2393,8 +2391,12 @@ impl Engine {
                     .and_then(|v| stored_baseline(&v.metrics, metric))
             })
             .or_else(|| stored_baseline(&champion.metrics, metric));
-        let assessment = if p.performance.source == PerformanceSource::Prometheus {
-            self.live_performance(c, p, baseline).await
+        // The watch holds the new champion to the previous one more tightly than the daily
+        // check does: `deploy.watch_relative_threshold`.
+        let mut perf = p.performance.clone();
+        perf.rule.relative_threshold = p.deploy.watch_relative_threshold;
+        let assessment = if perf.source == PerformanceSource::Prometheus {
+            self.live_performance(c, &perf, baseline).await
         } else {
             let roles: Option<Roles> = c
                 .inputs
@@ -2404,7 +2406,6 @@ impl Engine {
             let location = p.data.current_location(&date);
             let cache = artifacts::inputs_dir(&config.daemon.state_dir);
             let s3 = p.data.s3.clone();
-            let perf = p.performance.clone();
             let champ = champion.clone();
             let seed = c.id as u64 ^ now().timestamp() as u64;
             let read = Self::blocking(move || {
@@ -2440,10 +2441,16 @@ impl Engine {
             .event(&c.pipeline, Some(c.id), WATCH_FAILED_EVENT, &line, now())
             .await?;
         let failures = store.count_events(c.id, WATCH_FAILED_EVENT).await? as usize;
-        if failures < p.deploy.failure_limit {
-            return Ok(false);
+        let has_previous = previous.is_some();
+        match guards::watch_action(
+            failures,
+            p.deploy.failure_limit,
+            p.deploy.on_failure,
+            has_previous,
+        ) {
+            guards::WatchAction::Continue => Ok(false),
+            _ => self.watch_failed(c, p, champion, failures, &line).await,
         }
-        self.watch_failed(c, p, champion, failures, &line).await
     }
 
     /// `failure_limit` watch checks failed: freeze the pipeline first (so nothing retrains
@@ -2470,7 +2477,13 @@ impl Engine {
         store.set_hold(&c.pipeline, HoldKind::Frozen, &hold).await?;
         self.refresh_holds().await?;
         let can_roll_back = store.alias(&c.pipeline, "previous").await?.is_some();
-        if p.deploy.on_failure == OnFailure::Rollback && can_roll_back {
+        let action = guards::watch_action(
+            failures,
+            p.deploy.failure_limit,
+            p.deploy.on_failure,
+            can_roll_back,
+        );
+        if action == guards::WatchAction::RollBack {
             match self
                 .rollback(&c.pipeline, None, "watch", &why, RollbackCause::Watch)
                 .await

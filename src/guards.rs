@@ -340,6 +340,33 @@ pub fn monotonic_quality(
     Ok(())
 }
 
+/// What the post-deploy watch does after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchAction {
+    /// Keep watching.
+    Continue,
+    /// Roll back to `previous` now, and freeze.
+    RollBack,
+    /// Freeze and ask a human (policy `ask`, or nothing to roll back to).
+    Ask,
+}
+
+/// The rollback policy: `failures` failed checks so far against `failure_limit`.
+pub fn watch_action(
+    failures: usize,
+    failure_limit: usize,
+    on_failure: crate::config::OnFailure,
+    has_previous: bool,
+) -> WatchAction {
+    if failures < failure_limit.max(1) {
+        WatchAction::Continue
+    } else if on_failure == crate::config::OnFailure::Rollback && has_previous {
+        WatchAction::RollBack
+    } else {
+        WatchAction::Ask
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +468,24 @@ mod tests {
             retrain_allowed(&h, true, t(0), &cfg).unwrap_err().guard,
             Guard::CircuitBreaker
         );
+    }
+
+    #[test]
+    fn the_watch_rolls_back_at_the_limit_and_asks_without_a_previous_version() {
+        use crate::config::OnFailure;
+        assert_eq!(
+            watch_action(1, 2, OnFailure::Rollback, true),
+            WatchAction::Continue
+        );
+        assert_eq!(
+            watch_action(2, 2, OnFailure::Rollback, true),
+            WatchAction::RollBack
+        );
+        assert_eq!(
+            watch_action(2, 2, OnFailure::Rollback, false),
+            WatchAction::Ask
+        );
+        assert_eq!(watch_action(3, 2, OnFailure::Ask, true), WatchAction::Ask);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub mod performance;
 pub mod promql;
 pub mod quality;
 pub mod report;
+#[cfg(test)]
+mod runaway;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
