@@ -424,3 +424,99 @@ pub async fn prometheus(dir: &Path, target: &str, job: &str) -> Option<(Server, 
     .await;
     Some((server, url))
 }
+
+/// One request a [`Recorder`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A real HTTP server on 127.0.0.1 that records every POST and answers with a settable
+/// status. On `/api/chat.postMessage` it behaves as Slack's Web API does: `not_authed`
+/// without a bearer token, `channel_not_found` without a channel, else `{"ok": true, ...}`
+/// (HTTP 200 in every case, as Slack answers). Used as the fake Slack API, the Slack
+/// `response_url`, a webhook receiver and a deploy hook.
+pub struct Recorder {
+    pub url: String,
+    pub requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        let requests: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (reqs, st) = (requests.clone(), status.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let (reqs, st) = (reqs.clone(), st.clone());
+                async move {
+                    let path = uri.path().to_string();
+                    reqs.lock().unwrap().push(Recorded {
+                        path: path.clone(),
+                        headers: headers.clone(),
+                        body: body.to_vec(),
+                    });
+                    let code = StatusCode::from_u16(st.load(Ordering::SeqCst)).unwrap();
+                    if path.ends_with("/chat.postMessage") {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let authed = headers
+                            .get("authorization")
+                            .and_then(|h| h.to_str().ok())
+                            .is_some_and(|h| h.starts_with("Bearer xoxb-"));
+                        let answer = if !authed {
+                            serde_json::json!({"ok": false, "error": "not_authed"})
+                        } else if !v["channel"].is_string() {
+                            serde_json::json!({"ok": false, "error": "channel_not_found"})
+                        } else {
+                            serde_json::json!({"ok": true, "channel": "C0123", "ts": "1700000000.000100", "message": {"text": v["text"]}})
+                        };
+                        return (code, axum::Json(answer));
+                    }
+                    (code, axum::Json(serde_json::json!({})))
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Recorder {
+            url,
+            requests,
+            status,
+            _task: task,
+        }
+    }
+
+    /// Requests to `path` so far.
+    pub fn to(&self, path: &str) -> Vec<Recorded> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+}

@@ -6,6 +6,7 @@ mod kfp;
 
 mod cli;
 mod faults;
+mod guardrails;
 mod lifecycle;
 mod mlflow;
 mod ops;
