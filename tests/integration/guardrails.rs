@@ -511,3 +511,129 @@ cooldown = "0s"
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn an_expired_request_is_rejected_and_a_late_approval_refused() {
+    let opts = Opts {
+        approval: "manual",
+        extra: "expires = \"2s\"\n".into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let base = format!("http://{}", running.addr);
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    let rejected = wait_state(&store, id, CycleState::Rejected, Duration::from_secs(120)).await;
+    assert!(rejected.reason.unwrap().contains("expired = rejected"));
+    let (code, body) = api(
+        &base,
+        &format!("/api/v1/cycles/{id}/approve"),
+        json!({"approver": "ann"}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    assert!(store.approvals(id).await.unwrap().is_empty());
+    assert!(store.alias("p1", "champion").await.unwrap().is_none());
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_gate_checks_size_and_slices_and_the_golden_set_guards_quality() {
+    // The golden set guards quality across versions; slices are judged per segment.
+    let opts = Opts {
+        gate_extra: "slices = [\"segment\"]\nmin_slice_rows = 20\n".into(),
+        extra: r#"
+[pipeline.guards]
+golden_set = "data/reference.csv"
+max_retrains = ["10/1h"]
+max_deploys = ["10/1h"]
+cooldown = "0s"
+"#
+        .into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+    let v1 = store.alias("p1", "champion").await.unwrap().unwrap();
+    let golden_v1 = v1
+        .metrics
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("golden_accuracy_"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .expect("v1 scored on the golden set");
+    assert!(golden_v1 > 0.9, "{golden_v1}");
+    // The concept changes: the retrained model fits the new world and falls below v1 on the
+    // golden set (the old world) — the monotonic-quality guard refuses it.
+    drift_today(&env);
+    let id = start_cycle(&running.engine, "p1").await;
+    let r = wait_state(&store, id, CycleState::Rejected, Duration::from_secs(120)).await;
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("golden-set score") && reason.contains("v1's"),
+        "{reason}"
+    );
+    let gate = r.gate.unwrap();
+    let names: Vec<&str> = gate["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"monotonic_quality"), "{gate}");
+    // The drifted window has all three segments, each with enough holdout rows.
+    assert_eq!(names.iter().filter(|n| **n == "slice").count(), 3, "{gate}");
+    assert!(gate.to_string().contains("slice segment=online"), "{gate}");
+    assert_eq!(gate["metrics"][0]["metric"], "accuracy", "{gate}");
+    let m = metrics(&format!("http://{}", running.addr)).await;
+    assert!(
+        m.contains(r#"retraind_guard_blocks_total{guard="monotonic_quality",pipeline="p1"} 1"#)
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+
+    // A size limit no model meets: rejected with the numbers; latency measured and kept.
+    let opts = Opts {
+        gate_extra: r#"
+slices = ["segment"]
+min_slice_rows = 20
+max_model_size_mb = 0.000001
+max_latency_ms_per_1k = 60000
+"#
+        .into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    let r = wait_state(&store, id, CycleState::Rejected, Duration::from_secs(120)).await;
+    let reason = r.reason.unwrap();
+    assert!(reason.contains("MB vs limit 0.000 MB"), "{reason}");
+    let gate = r.gate.unwrap();
+    let latency = gate["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "max_latency")
+        .unwrap();
+    assert_eq!(latency["passed"], true, "{gate}");
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}

@@ -102,6 +102,8 @@ pub struct Opts {
     pub extra: String,
     /// Keys added to `[pipeline.data]`.
     pub data_extra: String,
+    /// Keys added to `[pipeline.gate]`.
+    pub gate_extra: String,
 }
 
 impl Default for Opts {
@@ -119,6 +121,7 @@ impl Default for Opts {
             current: "data/current/{date}.csv".into(),
             extra: String::new(),
             data_extra: String::new(),
+            gate_extra: String::new(),
         }
     }
 }
@@ -188,6 +191,7 @@ patience = {epochs}
 
 [pipeline.gate]
 min_accuracy = 0.8
+{gate_extra}
 
 [pipeline.approval]
 mode = "{approval}"
@@ -197,6 +201,7 @@ mode = "{approval}"
             current = opts.current,
             extra = opts.extra,
             data_extra = opts.data_extra,
+            gate_extra = opts.gate_extra,
             grace = opts.grace,
             listen = opts.listen,
             schedule = opts.schedule,
