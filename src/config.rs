@@ -2177,4 +2177,58 @@ filters = [{ column = "v", op = "=>", value = 1 }]
             assert!(paths.contains(&want), "{want} not in {paths:?}");
         }
     }
+
+    #[test]
+    fn guardrail_settings_are_checked_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ref.csv"), "a,target\n1,0\n").unwrap();
+        let text = r##"
+[slack]
+api_url = "ftp://slack"
+[webhook]
+url = "https://hooks.example.com"
+[[pipeline]]
+name = "p"
+[pipeline.data]
+reference = "ref.csv"
+current = "{date}.csv"
+categorical = ["segment"]
+[pipeline.gate]
+slices = ["region"]
+max_drop_relative = 1.5
+[pipeline.approval]
+slack_channel = "#x"
+[pipeline.deploy]
+watch = "1h"
+watch_for = "2h"
+on_failure = "panic"
+hook_url = "hook.example.com"
+watch_interval = "0s"
+[pipeline.guards]
+max_retrains = ["1/24h", "lots"]
+cooldown = "forever"
+"##;
+        let got = match Config::parse(text, &dir.path().join("t.toml"), &[]) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected invalid config, got {other:?}"),
+        };
+        let paths: Vec<&str> = got.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "slack",
+            "slack.api_url",
+            "webhook.secret_file",
+            "pipeline[0].gate.slices",
+            "pipeline[0].gate.max_drop_relative",
+            "pipeline[0].deploy.watch",
+            "pipeline[0].deploy.on_failure",
+            "pipeline[0].deploy.hook_url",
+            "pipeline[0].deploy.watch_interval",
+            "pipeline[0].guards.max_retrains",
+            "pipeline[0].guards.cooldown",
+        ] {
+            assert!(paths.contains(&want), "{want} not in {got:#?}");
+        }
+        let budget = got.iter().find(|p| p.path.ends_with("max_retrains")).unwrap();
+        assert!(budget.message.contains("COUNT/WINDOW"), "{budget}");
+    }
 }
