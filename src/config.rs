@@ -1569,18 +1569,13 @@ fn validate(
                         format!("`{endpoint}` is not an http(s):// URL of the KFP API server"),
                     );
                 }
-                let token = match (&k.token_file, &k.token_env) {
-                    (Some(f), None) => Some(crate::secret::SecretSource::File(resolve(base, f))),
-                    (None, Some(v)) => Some(crate::secret::SecretSource::Env(v.clone())),
-                    (Some(_), Some(_)) => {
-                        c.problem(
-                            &at("train.kfp.token_file"),
-                            "set either token_file or token_env, not both",
-                        );
-                        None
-                    }
-                    (None, None) => None,
-                };
+                let token = c.secret(
+                    &at("train.kfp.token"),
+                    &k.token_file,
+                    &k.token_env,
+                    base,
+                    Some((env, "kfp-token")),
+                );
                 let predict = match &k.predict {
                     Some(a) if !a.is_empty() => a.clone(),
                     _ => {
@@ -1902,27 +1897,13 @@ fn validate(
                     ),
                 );
             }
-            let token = match (&m.token_file, &m.token_env) {
-                (Some(f), None) => {
-                    let path = resolve(base, f);
-                    if !path.is_file() {
-                        c.problem(
-                            &at("mlflow.token_file"),
-                            format!("file {} does not exist", path.display()),
-                        );
-                    }
-                    Some(crate::secret::SecretSource::File(path))
-                }
-                (None, Some(v)) => Some(crate::secret::SecretSource::Env(v.clone())),
-                (Some(_), Some(_)) => {
-                    c.problem(
-                        &at("mlflow.token_file"),
-                        "set either token_file or token_env, not both",
-                    );
-                    None
-                }
-                (None, None) => None,
-            };
+            let token = c.secret(
+                &at("mlflow.token"),
+                &m.token_file,
+                &m.token_env,
+                base,
+                Some((env, "mlflow-token")),
+            );
             crate::mlflow::MlflowConfig {
                 tracking_uri,
                 experiment: m.experiment.clone().unwrap_or_else(|| "retraind".into()),
@@ -2228,7 +2209,10 @@ cooldown = "forever"
         ] {
             assert!(paths.contains(&want), "{want} not in {got:#?}");
         }
-        let budget = got.iter().find(|p| p.path.ends_with("max_retrains")).unwrap();
+        let budget = got
+            .iter()
+            .find(|p| p.path.ends_with("max_retrains"))
+            .unwrap();
         assert!(budget.message.contains("COUNT/WINDOW"), "{budget}");
     }
 }

@@ -518,7 +518,9 @@ impl Engine {
                 )
                 .await?;
             info!(pipeline = c.pipeline, cycle = c.id, state = %c.state, "resuming cycle");
-            self.inner.metrics.set_state(&c.pipeline, c.state);
+            self.inner
+                .metrics
+                .set_state_since(&c.pipeline, c.state, c.updated_at);
             self.spawn_drive(c.id);
         }
         Ok(active.len())

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub cycles_total: IntCounterVec,
     pub cycle_duration: HistogramVec,
     pub cycle_state: IntGaugeVec,
+    pub cycle_state_entered: GaugeVec,
     pub last_successful_check: GaugeVec,
     pub next_scheduled_check: GaugeVec,
     pub training_epoch: IntGaugeVec,
@@ -110,6 +111,17 @@ impl Metrics {
                         "1 for the state the pipeline's current cycle is in.",
                     ),
                     &["pipeline", "state"],
+                )
+                .expect("static metric definition"),
+            ),
+            cycle_state_entered: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_cycle_state_entered_timestamp_seconds",
+                        "Unix time the pipeline's current cycle entered its state (or the last cycle its terminal state).",
+                    ),
+                    &["pipeline"],
                 )
                 .expect("static metric definition"),
             ),
@@ -306,6 +318,9 @@ impl Metrics {
                 .with_label_values(&[pipeline, s.as_str()])
                 .set(0);
         }
+        self.cycle_state_entered
+            .with_label_values(&[pipeline])
+            .set(chrono::Utc::now().timestamp() as f64);
         // Unknown until the first performance check.
         self.degradation_detected
             .with_label_values(&[pipeline])
@@ -346,8 +361,21 @@ impl Metrics {
             .unwrap_or("api")
     }
 
-    /// Record the state a pipeline's cycle is in (1 for it, 0 for the others).
+    /// Record the state a pipeline's cycle is in (1 for it, 0 for the others), entered now.
     pub fn set_state(&self, pipeline: &str, state: CycleState) {
+        self.set_state_since(pipeline, state, chrono::Utc::now());
+    }
+
+    /// Record the state a pipeline's cycle is in and when it entered it.
+    pub fn set_state_since(
+        &self,
+        pipeline: &str,
+        state: CycleState,
+        since: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.cycle_state_entered
+            .with_label_values(&[pipeline])
+            .set(since.timestamp_millis() as f64 / 1000.0);
         for s in CycleState::ALL {
             self.cycle_state
                 .with_label_values(&[pipeline, s.as_str()])

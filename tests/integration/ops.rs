@@ -87,26 +87,86 @@ async fn every_dashboard_and_alert_expression_returns_data() {
 
     use crate::helpers::{Db, Env, Opts, start_cycle, start_daemon, wait_state};
 
-    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+    let opts = Opts {
+        approval: "manual",
+        extra: r#"
+[pipeline.guards]
+max_retrains = ["10/1h"]
+max_deploys = ["10/1h"]
+cooldown = "0s"
+"#
+        .into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
         return;
     };
     // With the scheduler (the next-run gauge is its), which will not fire during the test.
     let (running, shutdown) = start_daemon(&env, true).await;
-    let id = start_cycle(&running.engine, "p1").await;
     let store = running.engine.store().clone();
-    let done = wait_state(
-        &store,
-        id,
-        retraind::cycle::CycleState::Completed,
-        Duration::from_secs(120),
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(crate::helpers::TOKEN)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(
+                r.status().is_success(),
+                "{path}: {}",
+                r.text().await.unwrap()
+            );
+        }
+    };
+    // Two cycles, each approved over the API as a human would (the second one on drifted
+    // data, so a retrain), then a rollback by hand.
+    for day in 0..2 {
+        if day == 1 {
+            retraind::demo::generate(
+                &env.dir
+                    .path()
+                    .join("data/current")
+                    .join(format!("{}.csv", env.date)),
+                1500,
+                retraind::demo::Regime::DRIFTED,
+                5,
+            )
+            .unwrap();
+        }
+        let id = start_cycle(&running.engine, "p1").await;
+        wait_state(
+            &store,
+            id,
+            retraind::cycle::CycleState::AwaitingApproval,
+            Duration::from_secs(120),
+        )
+        .await;
+        post(
+            format!("/api/v1/cycles/{id}/approve"),
+            serde_json::json!({"approver": "ann"}),
+        )
+        .await;
+        let done = wait_state(
+            &store,
+            id,
+            retraind::cycle::CycleState::Completed,
+            Duration::from_secs(120),
+        )
+        .await;
+        assert_eq!(
+            done.outcome,
+            Some(retraind::cycle::Outcome::Deployed),
+            "{:?}",
+            done.reason
+        );
+    }
+    post(
+        "/api/v1/pipelines/p1/rollback".into(),
+        serde_json::json!({"actor": "ops", "reason": "e2e"}),
     )
     .await;
-    assert_eq!(
-        done.state,
-        retraind::cycle::CycleState::Completed,
-        "{:?}",
-        done.reason
-    );
     let prom_dir = tempfile::tempdir().unwrap();
     let Some((_prom, url)) =
         crate::helpers::prometheus(prom_dir.path(), &running.addr.to_string(), "retraind").await
