@@ -246,22 +246,48 @@ pub fn retrain_allowed(
     now: DateTime<Utc>,
     cfg: &GuardConfig,
 ) -> Result<(), Block> {
+    let first_model = !has_champion;
+    allowed(h, now, cfg, first_model, Action::Retrain)
+}
+
+/// May the pipeline deploy a new version now?
+pub fn deploy_allowed(h: &History, now: DateTime<Utc>, cfg: &GuardConfig) -> Result<(), Block> {
+    allowed(h, now, cfg, false, Action::Deploy)
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Retrain,
+    Deploy,
+}
+
+/// The holds, then (unless the guards are off or the action is exempt) the action's budget,
+/// then the cooldown after the last deploy.
+fn allowed(
+    h: &History,
+    now: DateTime<Utc>,
+    cfg: &GuardConfig,
+    exempt: bool,
+    action: Action,
+) -> Result<(), Block> {
     if let Some(b) = h.hold() {
         return Err(b);
     }
-    if !cfg.enabled || !has_champion {
+    if !cfg.enabled || exempt {
         return Ok(());
     }
-    if let Some(reason) = over_budget(&h.retrains, &cfg.max_retrains, now, "retrains") {
-        return Err(Block {
-            guard: Guard::RetrainBudget,
-            reason,
-        });
+    let (times, budgets, what, guard) = match action {
+        Action::Retrain => (
+            &h.retrains,
+            &cfg.max_retrains,
+            "retrains",
+            Guard::RetrainBudget,
+        ),
+        Action::Deploy => (&h.deploys, &cfg.max_deploys, "deploys", Guard::DeployBudget),
+    };
+    if let Some(reason) = over_budget(times, budgets, now, what) {
+        return Err(Block { guard, reason });
     }
-    cooldown(h, now, cfg)
-}
-
-fn cooldown(h: &History, now: DateTime<Utc>, cfg: &GuardConfig) -> Result<(), Block> {
     if let Some(last) = h.deploys.iter().max() {
         let until = *last + chrono::Duration::from_std(cfg.cooldown).unwrap_or_default();
         if now < until {
@@ -277,23 +303,6 @@ fn cooldown(h: &History, now: DateTime<Utc>, cfg: &GuardConfig) -> Result<(), Bl
         }
     }
     Ok(())
-}
-
-/// May the pipeline deploy a new version now?
-pub fn deploy_allowed(h: &History, now: DateTime<Utc>, cfg: &GuardConfig) -> Result<(), Block> {
-    if let Some(b) = h.hold() {
-        return Err(b);
-    }
-    if !cfg.enabled {
-        return Ok(());
-    }
-    if let Some(reason) = over_budget(&h.deploys, &cfg.max_deploys, now, "deploys") {
-        return Err(Block {
-            guard: Guard::DeployBudget,
-            reason,
-        });
-    }
-    cooldown(h, now, cfg)
 }
 
 /// Should the circuit breaker pause the pipeline (after a cycle finished)?

@@ -418,6 +418,13 @@ async fn resume(
     )
 }
 
+/// The verifying secret of a signed endpoint, or 404 when the channel is not configured.
+fn configured<'a>(secret: &'a Option<Arc<Secret>>, what: &str) -> Result<&'a Secret, ApiError> {
+    secret
+        .as_deref()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{what} is not configured")))
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -432,12 +439,10 @@ async fn slack_interaction(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     use crate::approval::slack;
-    let Some(secret) = &s.slack_signing_secret else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "Slack is not configured ([slack] signing_secret_file)".into(),
-        ));
-    };
+    let secret = configured(
+        &s.slack_signing_secret,
+        "Slack ([slack] signing_secret_file)",
+    )?;
     let now = chrono::Utc::now();
     let signature = header(&headers, "x-slack-signature");
     crate::signing::verify_slack(
@@ -527,12 +532,7 @@ async fn hook_approval(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(secret) = &s.webhook_secret else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "webhooks are not configured ([webhook] secret_file)".into(),
-        ));
-    };
+    let secret = configured(&s.webhook_secret, "webhooks ([webhook] secret_file)")?;
     let now = chrono::Utc::now();
     let id = crate::signing::verify_webhook(
         secret,

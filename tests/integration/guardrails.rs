@@ -10,7 +10,9 @@ use retraind::secret::Secret;
 use retraind::signing;
 use serde_json::json;
 
-use crate::helpers::{Db, Env, Opts, Recorder, TOKEN, start_cycle, start_daemon, wait_state};
+use crate::helpers::{
+    Db, Env, Opts, Recorder, TOKEN, champion_version, start_cycle, start_daemon, wait_state,
+};
 
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -312,19 +314,6 @@ async fn api(base: &str, path: &str, body: serde_json::Value) -> (u16, serde_jso
     (r.status().as_u16(), r.json().await.unwrap_or_default())
 }
 
-fn drift_today(env: &Env) {
-    retraind::demo::generate(
-        &env.dir
-            .path()
-            .join("data/current")
-            .join(format!("{}.csv", env.date)),
-        1500,
-        retraind::demo::Regime::DRIFTED,
-        7,
-    )
-    .unwrap();
-}
-
 #[tokio::test]
 async fn a_failing_deploy_hook_keeps_the_champion_then_rollback_and_freeze() {
     let hook = Recorder::start().await;
@@ -387,7 +376,7 @@ cooldown = "0s"
     // The hook fails: the cycle fails with the reason, v1 stays champion, the link points
     // back at v1.
     hook.set_status(500);
-    drift_today(&env);
+    env.drift_today();
     let id = start_cycle(&running.engine, "p1").await;
     let failed = wait_state(&store, id, CycleState::Failed, Duration::from_secs(120)).await;
     let reason = failed.reason.unwrap();
@@ -396,15 +385,7 @@ cooldown = "0s"
         "{reason}"
     );
     assert!(reason.contains("the champion stays v1"), "{reason}");
-    assert_eq!(
-        store
-            .alias("p1", "champion")
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        1
-    );
+    assert_eq!(champion_version(&store).await, 1);
     assert_eq!(
         std::fs::read_link(&link).unwrap(),
         std::path::PathBuf::from(&v1.path)
@@ -414,15 +395,7 @@ cooldown = "0s"
     hook.set_status(200);
     let id = start_cycle(&running.engine, "p1").await;
     wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
-    assert_eq!(
-        store
-            .alias("p1", "champion")
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        3
-    );
+    assert_eq!(champion_version(&store).await, 3);
 
     // A rollback by hand, over the API: back to v1 through the targets.
     let (code, body) = api(
@@ -433,15 +406,7 @@ cooldown = "0s"
     .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["champion"], 1);
-    assert_eq!(
-        store
-            .alias("p1", "champion")
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        1
-    );
+    assert_eq!(champion_version(&store).await, 1);
     assert_eq!(
         std::fs::read_link(&link).unwrap(),
         std::path::PathBuf::from(&v1.path)
@@ -579,7 +544,7 @@ cooldown = "0s"
     assert!(golden_v1 > 0.9, "{golden_v1}");
     // The concept changes: the retrained model fits the new world and falls below v1 on the
     // golden set (the old world) — the monotonic-quality guard refuses it.
-    drift_today(&env);
+    env.drift_today();
     let id = start_cycle(&running.engine, "p1").await;
     let r = wait_state(&store, id, CycleState::Rejected, Duration::from_secs(120)).await;
     let reason = r.reason.unwrap();

@@ -256,6 +256,21 @@ mode = "{approval}"
         std::fs::write(&self.config_path, config).unwrap();
     }
 
+    /// Replace today's current window with drifted data (covariate and concept drift).
+    pub fn drift_today(&self) {
+        retraind::demo::generate(
+            &self
+                .dir
+                .path()
+                .join("data/current")
+                .join(format!("{}.csv", self.date)),
+            1500,
+            retraind::demo::Regime::DRIFTED,
+            7,
+        )
+        .unwrap();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
@@ -524,4 +539,14 @@ impl Recorder {
     pub fn set_status(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
     }
+}
+
+/// The version number the champion alias points at (0 = none).
+pub async fn champion_version(store: &Store) -> i64 {
+    store
+        .alias("p1", "champion")
+        .await
+        .unwrap()
+        .map(|v| v.version)
+        .unwrap_or(0)
 }

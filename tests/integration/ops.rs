@@ -124,16 +124,7 @@ cooldown = "0s"
     // data, so a retrain), then a rollback by hand.
     for day in 0..2 {
         if day == 1 {
-            retraind::demo::generate(
-                &env.dir
-                    .path()
-                    .join("data/current")
-                    .join(format!("{}.csv", env.date)),
-                1500,
-                retraind::demo::Regime::DRIFTED,
-                5,
-            )
-            .unwrap();
+            env.drift_today();
         }
         let id = start_cycle(&running.engine, "p1").await;
         wait_state(
