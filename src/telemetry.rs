@@ -156,7 +156,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
-            self.rest.push((field_name(field.name()), value.to_string()));
+            self.rest
+                .push((field_name(field.name()), value.to_string()));
         }
     }
 
@@ -205,7 +206,11 @@ mod tests {
         let layer = Journald::new(path).unwrap();
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(pipeline = "churn", cycle = 42i64, "step failed:\nsecond line");
+            tracing::warn!(
+                pipeline = "churn",
+                cycle = 42i64,
+                "step failed:\nsecond line"
+            );
         });
         let mut buf = vec![0u8; 4096];
         let n = server.recv(&mut buf).unwrap();
