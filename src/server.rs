@@ -96,22 +96,29 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// Build the router.
+/// Build the router. The token check of the mutating API runs as a layer, before any body is
+/// read or parsed: an unauthenticated request learns nothing about the body it should send.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/pipelines", get(pipelines))
+    let mutations = Router::new()
         .route("/api/v1/pipelines/{pipeline}/trigger", post(trigger))
-        .route("/api/v1/pipelines/{pipeline}/models", get(models))
-        .route("/api/v1/cycles", get(cycles))
-        .route("/api/v1/cycles/{id}", get(cycle))
         .route("/api/v1/cycles/{id}/approve", post(approve))
         .route("/api/v1/cycles/{id}/reject", post(reject))
         .route("/api/v1/pipelines/{pipeline}/rollback", post(rollback))
         .route("/api/v1/freeze", post(freeze))
         .route("/api/v1/resume", post(resume))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/pipelines", get(pipelines))
+        .route("/api/v1/pipelines/{pipeline}/models", get(models))
+        .route("/api/v1/cycles", get(cycles))
+        .route("/api/v1/cycles/{id}", get(cycle))
+        .merge(mutations)
         .route("/slack/interactions", post(slack_interaction))
         .route("/hooks/approval", post(hook_approval))
         .route("/reports/{id}", get(report_html))
@@ -216,6 +223,17 @@ async fn report_html(State(s): State<AppState>, Path(id): Path<i64>) -> Result<R
         .into_response())
 }
 
+/// The layer in front of every mutating endpoint.
+async fn require_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers)?;
+    Ok(next.run(request).await)
+}
+
 /// Check the bearer token of a mutating request.
 fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &s.api_token else {
@@ -249,10 +267,8 @@ struct TriggerBody {
 async fn trigger(
     State(s): State<AppState>,
     Path(pipeline): Path<String>,
-    headers: HeaderMap,
     body: Option<Json<TriggerBody>>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     if let Some(d) = &body.date
         && chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err()
@@ -284,11 +300,9 @@ struct DecisionBody {
 async fn decide(
     s: AppState,
     id: i64,
-    headers: HeaderMap,
     body: DecisionBody,
     verdict: ApprovalDecision,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
     if body.approver.trim().is_empty() || body.approver.len() > 128 {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -314,19 +328,17 @@ fn decision_response(id: i64, recorded: Recorded) -> Response {
 async fn approve(
     State(s): State<AppState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
     Json(body): Json<DecisionBody>,
 ) -> Result<Response, ApiError> {
-    decide(s, id, headers, body, ApprovalDecision::Approve).await
+    decide(s, id, body, ApprovalDecision::Approve).await
 }
 
 async fn reject(
     State(s): State<AppState>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
     Json(body): Json<DecisionBody>,
 ) -> Result<Response, ApiError> {
-    decide(s, id, headers, body, ApprovalDecision::Reject).await
+    decide(s, id, body, ApprovalDecision::Reject).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -352,10 +364,8 @@ fn check_actor(actor: &str) -> Result<(), ApiError> {
 async fn rollback(
     State(s): State<AppState>,
     Path(pipeline): Path<String>,
-    headers: HeaderMap,
     Json(body): Json<RollbackBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
     check_actor(&body.actor)?;
     let v = s
         .engine
@@ -386,10 +396,8 @@ struct HoldBody {
 
 async fn freeze(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Json(body): Json<HoldBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
     check_actor(&body.actor)?;
     let new = s
         .engine
@@ -403,10 +411,8 @@ async fn freeze(
 
 async fn resume(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Json(body): Json<HoldBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
     check_actor(&body.actor)?;
     let lifted = s
         .engine

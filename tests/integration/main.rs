@@ -10,6 +10,7 @@ mod guardrails;
 mod lifecycle;
 mod mlflow;
 mod ops;
+mod security;
 mod server;
 mod sources;
 mod store;
