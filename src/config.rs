@@ -105,6 +105,8 @@ pub mod raw {
     pub struct RawDaemon {
         pub state_dir: Option<String>,
         pub shutdown_grace: Option<String>,
+        pub instance: Option<String>,
+        pub lease_ttl: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -398,6 +400,10 @@ pub enum OnFailure {
 pub struct Daemon {
     pub state_dir: PathBuf,
     pub shutdown_grace: Duration,
+    /// This daemon's name in the leader lease and `retraind_leader{instance}`.
+    pub instance: String,
+    /// How long a leader's lease lasts without renewal (renewed every third of it).
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1031,6 +1037,20 @@ fn validate(
         .or_else(|| env("STATE_DIRECTORY").map(PathBuf::from))
         .unwrap_or_else(|| base.join("state"));
     let shutdown_grace = c.duration("daemon.shutdown_grace", &raw.daemon.shutdown_grace, "30s");
+    let lease_ttl = c.duration("daemon.lease_ttl", &raw.daemon.lease_ttl, "15s");
+    if lease_ttl < Duration::from_secs(1) {
+        c.problem("daemon.lease_ttl", "must be at least 1s (default 15s: a standby takes over within about 20s)");
+    }
+    // The host name by default: stable across restarts, so a daemon restarted after a crash
+    // takes its own lease back at once. Two daemons on one host need distinct names.
+    let instance = raw.daemon.instance.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    });
 
     let listen_text = raw
         .server
@@ -2010,6 +2030,8 @@ fn validate(
         daemon: Daemon {
             state_dir,
             shutdown_grace,
+            instance,
+            lease_ttl,
         },
         server: Server {
             listen,

@@ -27,6 +27,67 @@ pub struct Running {
     pub addr: std::net::SocketAddr,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     scheduler: tokio::task::JoinHandle<()>,
+    lease: tokio::task::JoinHandle<()>,
+}
+
+/// Become the leader if the lease is free: fence the store's writes on the token, resume the
+/// cycles in flight, catch up a missed schedule. False when another daemon leads.
+async fn try_lead(engine: &Engine, config: &Config, schedule: bool) -> Result<bool, crate::store::StoreError> {
+    let me = &config.daemon.instance;
+    let store = engine.store();
+    match store.acquire_lease(me, config.daemon.lease_ttl, chrono::Utc::now()).await? {
+        Some(token) => {
+            if !engine.is_leader() {
+                store.set_fence(Some((me.clone(), token)));
+                engine.set_leader(true);
+                info!(instance = me, token, "holding the leader lease: running cycles");
+                let resumed = engine.resume_all().await?;
+                if resumed > 0 {
+                    info!(resumed, "resumed in-flight cycles");
+                }
+                if schedule {
+                    scheduler::catch_up(engine, chrono::Utc::now()).await;
+                }
+            }
+            Ok(true)
+        }
+        None => {
+            if engine.is_leader() {
+                warn!(instance = me, "the leader lease is held by another daemon: standing by");
+            }
+            engine.set_leader(false);
+            Ok(false)
+        }
+    }
+}
+
+/// Renew the lease every third of its TTL; take over when the leader's lapses; step down when
+/// it cannot be renewed in time. Releases the lease on shutdown after the drain.
+async fn lease_loop(engine: Engine, config: Arc<Config>, schedule: bool, shutdown: CancellationToken) {
+    let me = config.daemon.instance.clone();
+    let ttl = config.daemon.lease_ttl;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        engine
+            .metrics()
+            .leader
+            .with_label_values(&[&me])
+            .set(i64::from(engine.is_leader()));
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match try_lead(&engine, &config, schedule).await {
+            Ok(_) => renewed = tokio::time::Instant::now(),
+            Err(e) => {
+                warn!(error = %e, "cannot reach the store to renew the leader lease");
+                if engine.is_leader() && renewed.elapsed() >= ttl {
+                    error!(instance = me, "the lease lapsed unrenewed: stepping down");
+                    engine.set_leader(false);
+                }
+            }
+        }
+    }
 }
 
 /// Open everything and start serving; returns once the daemon is ready.
@@ -56,13 +117,19 @@ pub async fn start(
         shutdown.clone(),
     );
     engine.register_pipelines().await?;
-    let resumed = engine.resume_all().await?;
-    if resumed > 0 {
-        info!(resumed, "resumed in-flight cycles");
-    }
-    if schedule {
-        scheduler::catch_up(&engine, chrono::Utc::now()).await;
-    }
+    engine.set_leader(false);
+    try_lead(&engine, &config, schedule).await?;
+    engine
+        .metrics()
+        .leader
+        .with_label_values(&[&config.daemon.instance])
+        .set(i64::from(engine.is_leader()));
+    let lease = tokio::spawn(lease_loop(
+        engine.clone(),
+        config.clone(),
+        schedule,
+        shutdown.clone(),
+    ));
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| {
@@ -88,6 +155,7 @@ pub async fn start(
         addr,
         server,
         scheduler,
+        lease,
     })
 }
 
@@ -99,9 +167,17 @@ impl Running {
             engine.wait_stopped().await;
             let _ = self.scheduler.await;
             let _ = self.server.await;
+            let _ = self.lease.await;
         })
         .await
         .is_ok();
+        // Every step has reached its checkpoint: hand the lease over at once.
+        if self.engine.is_leader() {
+            let me = self.engine.config().await.daemon.instance.clone();
+            if let Err(e) = self.engine.store().release_lease(&me).await {
+                warn!(error = %e, "cannot release the leader lease; a standby takes over when it lapses");
+            }
+        }
         self.engine.store().close().await;
         drained
     }

@@ -106,6 +106,8 @@ pub enum EngineError {
     AlreadyChampion { pipeline: String, version: i64 },
     #[error("rollback failed, the champion is unchanged: {0}")]
     Deploy(String),
+    #[error("this daemon is a standby; send this to the leader ({0})")]
+    NotLeader(String),
     #[error("the daemon is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -206,6 +208,8 @@ struct Inner {
     tasks: TaskTracker,
     wake: Notify,
     driving: Mutex<HashSet<i64>>,
+    /// Whether this daemon holds the leader lease: only the leader starts and drives cycles.
+    leader: std::sync::atomic::AtomicBool,
 }
 
 fn now() -> DateTime<Utc> {
@@ -230,12 +234,35 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 wake: Notify::new(),
                 driving: Mutex::new(HashSet::new()),
+                leader: std::sync::atomic::AtomicBool::new(true),
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Whether this daemon leads (drives cycles). True unless the lease loop says otherwise.
+    pub fn is_leader(&self) -> bool {
+        self.inner.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Set by the lease loop; losing the lead stops every drive loop at its next step.
+    pub fn set_leader(&self, leader: bool) {
+        self.inner
+            .leader
+            .store(leader, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake.notify_waiters();
+    }
+
+    /// The leader's name, for a standby's refusals.
+    async fn not_leader(&self) -> EngineError {
+        let who = match self.inner.store.lease().await {
+            Ok(Some(l)) => l.holder,
+            _ => "unknown".to_string(),
+        };
+        EngineError::NotLeader(who)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -465,6 +492,9 @@ impl Engine {
         if self.inner.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
+        if !self.is_leader() {
+            return Err(self.not_leader().await);
+        }
         let config = self.config().await;
         let p = config
             .pipeline(pipeline)
@@ -652,7 +682,7 @@ impl Engine {
     async fn drive(&self, id: i64) {
         let mut backoff = Duration::from_secs(1);
         loop {
-            if self.inner.shutdown.is_cancelled() {
+            if self.inner.shutdown.is_cancelled() || !self.is_leader() {
                 return;
             }
             let cycle = match self.inner.store.cycle(id).await {
@@ -673,6 +703,12 @@ impl Engine {
             match self.step(&cycle).await {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(StepError::Interrupted) => return,
+                Err(StepError::Store(e @ StoreError::Fenced { .. })) => {
+                    // Another daemon leads now: it resumes this cycle; nothing more here.
+                    warn!(pipeline = cycle.pipeline, cycle = id, error = %e, "lost the leader lease; leaving the cycle to the new leader");
+                    self.set_leader(false);
+                    return;
+                }
                 Err(StepError::Store(e)) => {
                     // The store is unreachable or busy: the step is idempotent, retry it.
                     warn!(pipeline = cycle.pipeline, cycle = id, state = %cycle.state, error = %e, "store error; retrying step");
@@ -1749,6 +1785,9 @@ impl Engine {
         let mut retry = Duration::from_secs(5);
         let mut next_delivery = tokio::time::Instant::now();
         loop {
+            if !self.is_leader() {
+                return Err(StepError::Interrupted);
+            }
             if tokio::time::Instant::now() >= next_delivery {
                 let pending = self.announce(&c, p, config).await?;
                 if pending > 0 {
@@ -2081,6 +2120,9 @@ impl Engine {
         reason: &str,
         cause: RollbackCause,
     ) -> Result<ModelVersion, EngineError> {
+        if !self.is_leader() {
+            return Err(self.not_leader().await);
+        }
         let config = self.config().await;
         let p = config
             .pipeline(pipeline)
@@ -2323,6 +2365,9 @@ impl Engine {
         let interval = chrono::Duration::from_std(p.deploy.watch_interval)
             .unwrap_or_else(|_| chrono::Duration::hours(1));
         loop {
+            if !self.is_leader() {
+                return Err(StepError::Interrupted);
+            }
             let champion = store.alias(&c.pipeline, "champion").await?;
             let Some(champion) = champion.filter(|v| Some(v.id) == c.candidate_version) else {
                 let update = CycleUpdate::outcome(Outcome::RolledBack);

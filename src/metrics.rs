@@ -37,6 +37,7 @@ pub struct Metrics {
     pub champion_version: IntGaugeVec,
     pub guard_blocks: IntCounterVec,
     pub training_failures: IntCounterVec,
+    pub leader: IntGaugeVec,
 }
 
 /// Approval channels, the `channel` label of `retraind_approval_decisions_total`.
@@ -255,6 +256,7 @@ impl Metrics {
             pipeline_frozen: gauge(&registry, "retraind_pipeline_frozen", "1 while the pipeline's automation is frozen or paused by the circuit breaker.", &["pipeline"]),
             champion_version: gauge(&registry, "retraind_champion_version", "Version number the champion alias points at (0 = none).", &["pipeline"]),
             guard_blocks: counter(&registry, "retraind_guard_blocks_total", "Actions a runaway guard blocked, by guard.", &["pipeline", "guard"]),
+            leader: gauge(&registry, "retraind_leader", "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.", &["instance"]),
             training_failures: counter(&registry, "retraind_training_failures_total", "Trainings that failed (error, timeout, failed-to-learn guard).", &["pipeline"]),
             registry,
         }

@@ -83,6 +83,7 @@ impl From<EngineError> for ApiError {
             | EngineError::AlreadyChampion { .. } => StatusCode::CONFLICT,
             EngineError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             EngineError::Deploy(_) => StatusCode::BAD_GATEWAY,
+            EngineError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::NotAnApprover { .. } => StatusCode::FORBIDDEN,
             EngineError::ShuttingDown | EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -53,6 +53,10 @@ pub enum StoreError {
     Corrupt(#[from] UnknownState),
     #[error("no {what} `{name}` in the store")]
     NotFound { what: &'static str, name: String },
+    #[error(
+        "fenced: this instance ({holder}) no longer holds the leader lease (token {token}); another daemon leads now"
+    )]
+    Fenced { holder: String, token: i64 },
 }
 
 /// Which database the store runs on.
@@ -67,6 +71,18 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Set while this process holds the leader lease: (holder, token). Every state
+    /// transition and champion move checks it inside its transaction, so a leader that lost
+    /// the lease cannot write.
+    fence: std::sync::Arc<std::sync::RwLock<Option<(String, i64)>>>,
+}
+
+/// The current holder of the leader lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub holder: String,
+    pub token: i64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A pipeline row.
@@ -389,7 +405,11 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            fence: Default::default(),
+        };
         store.migrator().run(&store.pool).await?;
         Ok(store)
     }
@@ -597,6 +617,7 @@ impl Store {
         if !from.can_go_to(to) {
             return Err(StoreError::IllegalTransition { cycle, from, to });
         }
+        self.check_fence(tx, now).await?;
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
         let (set_deadline, deadline) = match update.deadline_at {
             Some(d) => (1i64, d.map(millis)),
@@ -870,6 +891,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let pipeline = m.pipeline;
         let mut tx = self.pool.begin().await?;
+        self.check_fence(&mut tx, now).await?;
         let current: Option<i64> = sqlx::query_scalar(
             "SELECT version_id FROM aliases WHERE pipeline = $1 AND alias = 'champion'",
         )
@@ -1091,6 +1113,106 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Fence this store's writes on a lease (`None`: no fencing, a single daemon).
+    pub fn set_fence(&self, fence: Option<(String, i64)>) {
+        if let Ok(mut f) = self.fence.write() {
+            *f = fence;
+        }
+    }
+
+    /// Inside a write transaction: fail unless the fence (if set) still holds the lease.
+    async fn check_fence(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let fence = self.fence.read().ok().and_then(|f| f.clone());
+        let Some((holder, token)) = fence else {
+            return Ok(());
+        };
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leader_lease WHERE name = 'leader' AND holder = $1 AND token = $2 AND expires_at > $3",
+        )
+        .bind(&holder)
+        .bind(token)
+        .bind(millis(now))
+        .fetch_one(&mut **tx)
+        .await?;
+        if held == 0 {
+            return Err(StoreError::Fenced { holder, token });
+        }
+        Ok(())
+    }
+
+    /// Take or renew the leader lease for `me` until `now + ttl`. Returns the fencing token
+    /// while `me` holds it; `None` while another holder's lease is live. The token grows by
+    /// one with every change of holder (compare-and-set on the old token, so two takers
+    /// cannot both win).
+    pub async fn acquire_lease(
+        &self,
+        me: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let until = millis(now) + ttl.as_millis() as i64;
+        let current = self.lease().await?;
+        let taken = match current {
+            None => sqlx::query(
+                "INSERT INTO leader_lease (name, holder, token, expires_at) VALUES ('leader', $1, 1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(me)
+            .bind(until)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1,
+            Some(l) if l.holder == me || l.expires_at <= now => {
+                let next = if l.holder == me { l.token } else { l.token + 1 };
+                sqlx::query(
+                    "UPDATE leader_lease SET holder = $1, token = $2, expires_at = $3 WHERE name = 'leader' AND token = $4 AND holder = $5",
+                )
+                .bind(me)
+                .bind(next)
+                .bind(until)
+                .bind(l.token)
+                .bind(&l.holder)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            Some(_) => false,
+        };
+        if !taken {
+            return Ok(None);
+        }
+        Ok(self.lease().await?.filter(|l| l.holder == me).map(|l| l.token))
+    }
+
+    /// Give the lease up (clean shutdown), so a standby takes over at once.
+    pub async fn release_lease(&self, me: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leader_lease SET expires_at = 0 WHERE name = 'leader' AND holder = $1")
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Who holds the lease (possibly expired).
+    pub async fn lease(&self) -> Result<Option<Lease>, StoreError> {
+        let row = sqlx::query("SELECT holder, token, expires_at FROM leader_lease WHERE name = 'leader'")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Lease {
+                holder: r.try_get("holder")?,
+                token: r.try_get("token")?,
+                expires_at: from_millis(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
     }
 
     /// Record an approval decision, atomically with the cycle's other decisions: a second
