@@ -1039,7 +1039,10 @@ fn validate(
     let shutdown_grace = c.duration("daemon.shutdown_grace", &raw.daemon.shutdown_grace, "30s");
     let lease_ttl = c.duration("daemon.lease_ttl", &raw.daemon.lease_ttl, "15s");
     if lease_ttl < Duration::from_secs(1) {
-        c.problem("daemon.lease_ttl", "must be at least 1s (default 15s: a standby takes over within about 20s)");
+        c.problem(
+            "daemon.lease_ttl",
+            "must be at least 1s (default 15s: a standby takes over within about 20s)",
+        );
     }
     // The host name by default: stable across restarts, so a daemon restarted after a crash
     // takes its own lease back at once. Two daemons on one host need distinct names.

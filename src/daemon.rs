@@ -32,15 +32,25 @@ pub struct Running {
 
 /// Become the leader if the lease is free: fence the store's writes on the token, resume the
 /// cycles in flight, catch up a missed schedule. False when another daemon leads.
-async fn try_lead(engine: &Engine, config: &Config, schedule: bool) -> Result<bool, crate::store::StoreError> {
+async fn try_lead(
+    engine: &Engine,
+    config: &Config,
+    schedule: bool,
+) -> Result<bool, crate::store::StoreError> {
     let me = &config.daemon.instance;
     let store = engine.store();
-    match store.acquire_lease(me, config.daemon.lease_ttl, chrono::Utc::now()).await? {
+    match store
+        .acquire_lease(me, config.daemon.lease_ttl, chrono::Utc::now())
+        .await?
+    {
         Some(token) => {
             if !engine.is_leader() {
                 store.set_fence(Some((me.clone(), token)));
                 engine.set_leader(true);
-                info!(instance = me, token, "holding the leader lease: running cycles");
+                info!(
+                    instance = me,
+                    token, "holding the leader lease: running cycles"
+                );
                 let resumed = engine.resume_all().await?;
                 if resumed > 0 {
                     info!(resumed, "resumed in-flight cycles");
@@ -53,7 +63,10 @@ async fn try_lead(engine: &Engine, config: &Config, schedule: bool) -> Result<bo
         }
         None => {
             if engine.is_leader() {
-                warn!(instance = me, "the leader lease is held by another daemon: standing by");
+                warn!(
+                    instance = me,
+                    "the leader lease is held by another daemon: standing by"
+                );
             }
             engine.set_leader(false);
             Ok(false)
@@ -63,7 +76,12 @@ async fn try_lead(engine: &Engine, config: &Config, schedule: bool) -> Result<bo
 
 /// Renew the lease every third of its TTL; take over when the leader's lapses; step down when
 /// it cannot be renewed in time. Releases the lease on shutdown after the drain.
-async fn lease_loop(engine: Engine, config: Arc<Config>, schedule: bool, shutdown: CancellationToken) {
+async fn lease_loop(
+    engine: Engine,
+    config: Arc<Config>,
+    schedule: bool,
+    shutdown: CancellationToken,
+) {
     let me = config.daemon.instance.clone();
     let ttl = config.daemon.lease_ttl;
     let mut renewed = tokio::time::Instant::now();

@@ -1188,7 +1188,11 @@ impl Store {
         if !taken {
             return Ok(None);
         }
-        Ok(self.lease().await?.filter(|l| l.holder == me).map(|l| l.token))
+        Ok(self
+            .lease()
+            .await?
+            .filter(|l| l.holder == me)
+            .map(|l| l.token))
     }
 
     /// Give the lease up (clean shutdown), so a standby takes over at once.
@@ -1202,9 +1206,10 @@ impl Store {
 
     /// Who holds the lease (possibly expired).
     pub async fn lease(&self) -> Result<Option<Lease>, StoreError> {
-        let row = sqlx::query("SELECT holder, token, expires_at FROM leader_lease WHERE name = 'leader'")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT holder, token, expires_at FROM leader_lease WHERE name = 'leader'")
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(Lease {
                 holder: r.try_get("holder")?,

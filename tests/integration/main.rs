@@ -7,6 +7,7 @@ mod kfp;
 mod cli;
 mod faults;
 mod guardrails;
+mod ha;
 mod hostile;
 mod lifecycle;
 mod mlflow;

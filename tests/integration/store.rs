@@ -441,3 +441,89 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    a_leader_that_lost_its_lease_cannot_write,
+    |store: Store| async move {
+        use std::time::Duration;
+        let url_store = store.clone();
+        let ttl = Duration::from_millis(800);
+        let a = url_store.acquire_lease("a", ttl, Utc::now()).await.unwrap();
+        assert_eq!(a, Some(1));
+        store.set_fence(Some(("a".into(), 1)));
+        // While a's lease is live, b cannot take it; a renews with the same token.
+        assert_eq!(
+            store.acquire_lease("b", ttl, Utc::now()).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.acquire_lease("a", ttl, Utc::now()).await.unwrap(),
+            Some(1)
+        );
+        let CreateOutcome::Created(id) = store
+            .create_cycle("p", TriggerKind::Manual, "d", None, Utc::now())
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        store
+            .transition(
+                id,
+                CycleState::Scheduled,
+                CycleState::Loading,
+                "a leads",
+                CycleUpdate::default(),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        // a stalls past its lease; b takes over with a higher token.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            store.acquire_lease("b", ttl, Utc::now()).await.unwrap(),
+            Some(2)
+        );
+        let err = store
+            .transition(
+                id,
+                CycleState::Loading,
+                CycleState::Checking,
+                "stale a",
+                CycleUpdate::default(),
+                Utc::now(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { token: 1, .. }), "{err}");
+        assert!(err.to_string().contains("no longer holds the leader lease"));
+        let c = store.cycle(id).await.unwrap().unwrap();
+        assert_eq!(
+            c.state,
+            CycleState::Loading,
+            "the stale write changed nothing"
+        );
+        // a cannot take the lease back while b holds it; b writes under its own fence.
+        assert_eq!(
+            store.acquire_lease("a", ttl, Utc::now()).await.unwrap(),
+            None
+        );
+        store.set_fence(Some(("b".into(), 2)));
+        store
+            .transition(
+                id,
+                CycleState::Loading,
+                CycleState::Checking,
+                "b leads",
+                CycleUpdate::default(),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        store.release_lease("b").await.unwrap();
+        assert_eq!(
+            store.acquire_lease("a", ttl, Utc::now()).await.unwrap(),
+            Some(3)
+        );
+    }
+);
