@@ -9,6 +9,7 @@ mod faults;
 mod guardrails;
 mod ha;
 mod hostile;
+mod killpoints;
 mod lifecycle;
 mod mlflow;
 mod ops;

@@ -1,0 +1,270 @@
+//! The kill harness: the real binary is SIGKILLed at 50 seeded points of a cycle per store —
+//! while loading, checking, training, evaluating, awaiting approval, deploying, watching —
+//! restarted, and the store is checked after each: the cycle ends exactly once, at most one
+//! model version and one deploy per cycle, the champion is the version a deployed cycle made,
+//! no cycle is left active, the staging area is empty, and every registered version has its
+//! model files. Cycles alternate between normal and drifted data so that every one retrains.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use retraind::cycle::{CycleState, Outcome};
+use retraind::store::DeployKind;
+
+use crate::helpers::{Db, Env, Opts, Server, TOKEN, eventually, free_port, kill9, wait_http};
+
+const KILL_POINTS: usize = 50;
+
+async fn trigger(addr: &str) -> Option<i64> {
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/pipelines/p1/trigger"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?;
+    let body: serde_json::Value = r.json().await.ok()?;
+    body["cycle"].as_i64()
+}
+
+/// The states a kill point aims at.
+const TARGETS: [CycleState; 8] = [
+    CycleState::Loading,
+    CycleState::Checking,
+    CycleState::Decided,
+    CycleState::Training,
+    CycleState::Evaluating,
+    CycleState::AwaitingApproval,
+    CycleState::Deploying,
+    CycleState::Watching,
+];
+
+/// Approve as a human would (idempotent: a second call is a duplicate or refused).
+async fn approve(addr: &str, id: i64) {
+    let _ = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/cycles/{id}/approve"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"approver": "harness"}))
+        .send()
+        .await;
+}
+
+async fn kill_points(db: Db, seed: u64) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let opts = Opts {
+        listen: addr.clone(),
+        approval: "manual",
+        epochs: 400,
+        rows: 1500,
+        extra: r#"
+[pipeline.deploy]
+watch_for = "1s"
+watch_interval = "300ms"
+
+[pipeline.guards]
+max_retrains = ["1000/1h"]
+max_deploys = ["1000/1h"]
+cooldown = "0s"
+breaker_failures = 0
+"#
+        .into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(db, opts).await else {
+        return;
+    };
+    let store = env.store().await;
+    let state_dir = env.dir.path().join("state");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut killed_in: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut report = Vec::new();
+    let mut drifted: std::collections::HashMap<i64, bool> = Default::default();
+    for point in 0..KILL_POINTS {
+        // Data the champion was not trained on, so that the cycle retrains; and no freeze
+        // left by an automatic rollback of the previous round.
+        let champion_drifted = match store.alias("p1", "champion").await.unwrap() {
+            Some(v) => drifted.get(&v.cycle_id).copied().unwrap_or(false),
+            None => true,
+        };
+        let regime = if champion_drifted {
+            retraind::demo::Regime::NORMAL
+        } else {
+            retraind::demo::Regime::DRIFTED
+        };
+        retraind::demo::generate(
+            &env.dir
+                .path()
+                .join("data/current")
+                .join(format!("{}.csv", env.date)),
+            1500,
+            regime,
+            point as u64,
+        )
+        .unwrap();
+        store.clear_holds("p1").await.unwrap();
+        let mut daemon = Server(env.spawn());
+        wait_http(&addr).await;
+        let id = eventually(Duration::from_secs(10), "a trigger", || trigger(&addr)).await;
+        drifted.insert(id, !champion_drifted);
+        // A seeded kill point: a target state, then a seeded moment inside it (states
+        // shorter than the poll are killed just after; the state actually hit is recorded).
+        let target = TARGETS[rng.random_range(0..TARGETS.len())];
+        let extra = Duration::from_millis(rng.random_range(0..15));
+        let order = |s: CycleState| CycleState::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        let started = Instant::now();
+        loop {
+            let state = store.cycle(id).await.unwrap().unwrap().state;
+            if state == target {
+                tokio::time::sleep(extra).await;
+                break;
+            }
+            if order(state) > order(target)
+                || state.is_terminal()
+                || started.elapsed() > Duration::from_secs(60)
+            {
+                break;
+            }
+            if state == CycleState::AwaitingApproval {
+                approve(&addr, id).await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let delay = started.elapsed();
+        kill9(&mut daemon.0);
+        let at_kill = store.cycle(id).await.unwrap().unwrap().state;
+        *killed_in.entry(at_kill.to_string()).or_default() += 1;
+        // Restart; the cycle resumes (or was already over) and ends.
+        let daemon = Server(env.spawn());
+        wait_http(&addr).await;
+        let started = Instant::now();
+        let c = eventually(Duration::from_secs(120), "the cycle to end", || {
+            let (store, addr) = (store.clone(), addr.clone());
+            async move {
+                let c = store.cycle(id).await.ok()??;
+                if c.state == CycleState::AwaitingApproval {
+                    approve(&addr, id).await;
+                }
+                c.state.is_terminal().then_some(c)
+            }
+        })
+        .await;
+        drop(daemon);
+        report.push(format!(
+            "point {point}: killed after {delay:?} in {at_kill}, ended {} ({:?}) {:?} after restart",
+            c.state,
+            c.outcome,
+            started.elapsed()
+        ));
+        let fail =
+            |what: String| -> String { format!("{what}\n{}\n{}", report.join("\n"), env.log()) };
+        // Exactly once: terminal, no other active cycle, the transition log ends once.
+        assert!(
+            store.active_cycles().await.unwrap().is_empty(),
+            "{}",
+            fail("an active cycle is left".into())
+        );
+        let transitions = store.transitions(id).await.unwrap();
+        let terminal = transitions.iter().filter(|t| t.to.is_terminal()).count();
+        assert_eq!(
+            terminal,
+            1,
+            "{}",
+            fail(format!("{terminal} terminal transitions"))
+        );
+        if !at_kill.is_terminal() && at_kill != CycleState::Scheduled {
+            assert!(c.resumes >= 1, "{}", fail("not resumed".into()));
+        }
+        // Nothing half-registered: at most one version for the cycle, with its files.
+        if let Some(v) = store.version_for_cycle(id).await.unwrap() {
+            assert!(
+                std::path::Path::new(&v.path).join("card.json").is_file(),
+                "{}",
+                fail(format!("v{} has no card.json", v.version))
+            );
+        }
+        let staging = state_dir.join("staging");
+        let left: Vec<_> = std::fs::read_dir(&staging)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{}",
+            fail(format!("staging not empty: {left:?}"))
+        );
+        // No double deploy.
+        let deploys: Vec<_> = store
+            .deployments("p1", 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.kind == DeployKind::Deploy && d.cycle_id == Some(id))
+            .collect();
+        assert!(
+            deploys.len() <= 1,
+            "{}",
+            fail(format!("{} deploys", deploys.len()))
+        );
+        if c.outcome == Some(Outcome::Deployed) {
+            assert_eq!(
+                deploys.len(),
+                1,
+                "{}",
+                fail("deployed without a deploy record".into())
+            );
+            let champion = store.alias("p1", "champion").await.unwrap().unwrap();
+            assert_eq!(
+                Some(champion.cycle_id),
+                Some(id),
+                "{}",
+                fail("champion is not this cycle's".into())
+            );
+        }
+        if c.outcome == Some(Outcome::Failed) {
+            panic!("{}", fail(format!("cycle failed: {:?}", c.reason)));
+        }
+    }
+    // Every version number is used once (monotonic, no gaps from half-registrations).
+    let versions: Vec<i64> = store
+        .versions("p1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    let mut sorted = versions.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), versions.len());
+    eprintln!(
+        "{db:?}: kills by state {killed_in:?}\n{}",
+        report.join("\n")
+    );
+    // The seeded points covered the cycle, not just its start.
+    let working = killed_in
+        .iter()
+        .filter(|(s, _)| {
+            !matches!(
+                s.as_str(),
+                "completed" | "rejected" | "skipped" | "scheduled"
+            )
+        })
+        .count();
+    assert!(working >= 5, "kill points only hit {killed_in:?}");
+    let retrained = report
+        .iter()
+        .filter(|l| !l.contains("NoRetrain") && !l.contains("Blocked"))
+        .count();
+    assert!(
+        retrained >= KILL_POINTS * 3 / 4,
+        "only {retrained} rounds retrained"
+    );
+}
+
+#[tokio::test]
+async fn fifty_kill_points_on_sqlite() {
+    kill_points(Db::Sqlite, 7).await;
+}
+
+#[tokio::test]
+async fn fifty_kill_points_on_postgres() {
+    kill_points(Db::Postgres, 11).await;
+}
