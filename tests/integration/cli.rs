@@ -1,18 +1,6 @@
 //! The command line as a user runs it: `config check`, `status` and `history` as JSON.
 
-use std::process::Command;
-
-fn retraind(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_retraind"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::helpers::retraind;
 
 #[test]
 fn the_shipped_config_checks_clean() {

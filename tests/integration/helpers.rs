@@ -550,3 +550,31 @@ pub async fn champion_version(store: &Store) -> i64 {
         .map(|v| v.version)
         .unwrap_or(0)
 }
+
+/// Run the binary with `args`: (exit status, stdout, stderr).
+pub fn retraind(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_retraind"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Trigger `p1` over the API of the daemon at `addr`; the new cycle's id (None if refused).
+pub async fn trigger_api(addr: &str) -> Option<i64> {
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/pipelines/p1/trigger"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 202 {
+        return None;
+    }
+    let body: serde_json::Value = r.json().await.ok()?;
+    body["cycle"].as_i64()
+}

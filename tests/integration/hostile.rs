@@ -5,25 +5,12 @@
 //! `retraind config check`; HTTP bodies through a running daemon.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use retraind::secret::Secret;
 use retraind::signing;
 
-use crate::helpers::{Db, Env, Opts, TOKEN, start_cycle, start_daemon};
-
-fn retraind(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_retraind"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::helpers::{Db, Env, Opts, TOKEN, retraind, start_cycle, start_daemon};
 
 const HEADER: &str = "feature_a,feature_b,segment,target\n";
 

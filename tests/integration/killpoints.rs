@@ -15,17 +15,6 @@ use crate::helpers::{Db, Env, Opts, Server, TOKEN, eventually, free_port, kill9,
 
 const KILL_POINTS: usize = 50;
 
-async fn trigger(addr: &str) -> Option<i64> {
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/pipelines/p1/trigger"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .ok()?;
-    let body: serde_json::Value = r.json().await.ok()?;
-    body["cycle"].as_i64()
-}
-
 /// The states a kill point aims at.
 const TARGETS: [CycleState; 8] = [
     CycleState::Loading,
@@ -103,7 +92,10 @@ breaker_failures = 0
         store.clear_holds("p1").await.unwrap();
         let mut daemon = Server(env.spawn());
         wait_http(&addr).await;
-        let id = eventually(Duration::from_secs(10), "a trigger", || trigger(&addr)).await;
+        let id = eventually(Duration::from_secs(10), "a trigger", || {
+            crate::helpers::trigger_api(&addr)
+        })
+        .await;
         drifted.insert(id, !champion_drifted);
         // A seeded kill point: a target state, then a seeded moment inside it (states
         // shorter than the poll are killed just after; the state actually hit is recorded).

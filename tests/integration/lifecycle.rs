@@ -98,15 +98,9 @@ async fn scheduled_cycle_runs_end_to_end_postgres() {
 }
 
 async fn trigger(addr: &str) -> i64 {
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/pipelines/p1/trigger"))
-        .bearer_auth(TOKEN)
-        .send()
+    crate::helpers::trigger_api(addr)
         .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let body: serde_json::Value = r.json().await.unwrap();
-    body["cycle"].as_i64().unwrap()
+        .expect("the trigger is accepted (202)")
 }
 
 /// Kill the process (SIGKILL) while the cycle is in `kill_at`, restart, and check the cycle
