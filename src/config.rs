@@ -768,7 +768,14 @@ impl Config {
             }
         };
         problems.extend(unknown.iter().map(|p| unknown_key(p)));
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Relative paths resolve against the config file's folder, made absolute now: with
+        // `--config retraind.toml` the folder is "" and the daemon must not depend on its
+        // working directory (templated data paths are resolved later, per cycle).
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let env_lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let config = validate(raw, path, &base, &env_lookup, &mut problems);
         if problems.is_empty() {
@@ -2239,5 +2246,19 @@ cooldown = "forever"
             .find(|p| p.path.ends_with("max_retrains"))
             .unwrap();
         assert!(budget.message.contains("COUNT/WINDOW"), "{budget}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder_even_from_a_bare_file_name() {
+        let text = "[[pipeline]]\nname = \"p\"\n[pipeline.data]\nreference = \"Cargo.toml\"\ncurrent = \"live.csv\"\n";
+        // A bare file name (as `--config retraind.toml` gives) has an empty folder.
+        let c =
+            Config::parse(text, Path::new("retraind.toml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+        let cwd = std::env::current_dir().unwrap();
+        let current = c.pipelines[0].data.current_location("2026-01-01").unwrap();
+        assert_eq!(
+            current.describe(),
+            cwd.join("live.csv").display().to_string()
+        );
     }
 }

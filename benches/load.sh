@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Load: /metrics and the read API under wrk while a training runs, and the idle RSS.
+#
+#   benches/load.sh [SECONDS]
+#
+# Starts `retraind run` on generated data with a training that lasts minutes, waits until
+# the cycle is `training`, then runs wrk (Debian's `wrk` package; 1 thread, 4 connections,
+# SECONDS each, default 10) against /metrics, /api/v1/cycles and /api/v1/pipelines and
+# prints requests/s and the p99 latency. Then starts a fresh daemon, leaves it idle for 5 s
+# and prints its RSS. Uses the binary of the `dev` profile the tests build (deps at
+# opt-level 2, our crate at 1); set RETRAIND_BIN for another build. Not run by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
+target="${CARGO_TARGET_DIR:-target}"
+bin="${RETRAIND_BIN:-$target/debug/retraind}"
+[ -x "$bin" ] || cargo build -q
+bin="$(realpath "$bin")"
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$((20000 + RANDOM % 20000))
+
+# Data: the demo's generator (its four days), then a config whose training runs for minutes.
+"$bin" demo --dir "$work/demo" >/dev/null 2>&1
+cat >"$work/retraind.toml" <<TOML
+[daemon]
+state_dir = "state"
+[server]
+listen = "127.0.0.1:$port"
+api_token_file = "token"
+[[pipeline]]
+name = "load"
+[pipeline.data]
+reference = "demo/data/reference.csv"
+current = "demo/data/live.csv"
+categorical = ["segment"]
+[pipeline.train.burn]
+epochs = 100000
+patience = 100000
+hidden = [256, 256]
+batch_size = 32
+TOML
+echo -n "secret-token-for-the-load-bench" >"$work/token"
+cd "$work"
+ready() {
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.1; done
+  echo "the daemon did not become ready:" >&2; tail -5 "$1" >&2; exit 1
+}
+"$bin" --config retraind.toml --log-format json run 2>daemon.log &
+daemon=$!
+ready daemon.log
+curl -sf -X POST -H "Authorization: Bearer secret-token-for-the-load-bench" \
+  "http://127.0.0.1:$port/api/v1/pipelines/load/trigger" >/dev/null
+for _ in $(seq 300); do
+  curl -sf "http://127.0.0.1:$port/metrics" | grep -q 'retraind_cycle_state{pipeline="load",state="training"} 1' && break
+  sleep 0.1
+done
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+echo "a training is running (retraind_training_epoch: $(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^retraind_training_epoch/ {print $2}'))"
+printf '%-22s %12s %10s %10s\n' endpoint "requests/s" "p50" "p99"
+for path in /metrics /api/v1/cycles /api/v1/pipelines; do
+  out="$(wrk -t1 -c4 -d"${secs}s" --latency "http://127.0.0.1:$port$path")"
+  rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+  p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
+  p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
+  printf '%-22s %12s %10s %10s\n' "$path" "$rps" "$p50" "$p99"
+done
+echo "still training: $(curl -sf "http://127.0.0.1:$port/metrics" | grep -c 'state="training"} 1') (1 = yes), epoch $(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^retraind_training_epoch/ {print $2}')"
+kill "$daemon"; wait "$daemon" 2>/dev/null || true
+
+# Idle RSS: a fresh daemon with the same config, no cycle.
+rm -rf state
+"$bin" --config retraind.toml --log-format json run 2>idle.log &
+idle=$!
+ready idle.log
+sleep 5
+echo "idle RSS: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$idle/status)"
+kill "$idle"; wait "$idle" 2>/dev/null || true
