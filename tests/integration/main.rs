@@ -6,6 +6,7 @@ mod kfp;
 
 mod cli;
 mod faults;
+mod fuzz;
 mod guardrails;
 mod ha;
 mod hostile;
