@@ -1470,6 +1470,11 @@ impl Engine {
             output.duration_seconds, output.epochs_run, output.valid_accuracy
         );
         let version = store.register_trained(new, &reason, now()).await?;
+        self.inner
+            .metrics
+            .training_duration
+            .with_label_values(&[&c.pipeline])
+            .set(output.duration_seconds);
         info!(
             pipeline = c.pipeline,
             cycle = c.id,

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub guard_blocks: IntCounterVec,
     pub training_failures: IntCounterVec,
     pub leader: IntGaugeVec,
+    pub training_duration: GaugeVec,
 }
 
 /// Approval channels, the `channel` label of `retraind_approval_decisions_total`.
@@ -256,6 +257,17 @@ impl Metrics {
             pipeline_frozen: gauge(&registry, "retraind_pipeline_frozen", "1 while the pipeline's automation is frozen or paused by the circuit breaker.", &["pipeline"]),
             champion_version: gauge(&registry, "retraind_champion_version", "Version number the champion alias points at (0 = none).", &["pipeline"]),
             guard_blocks: counter(&registry, "retraind_guard_blocks_total", "Actions a runaway guard blocked, by guard.", &["pipeline", "guard"]),
+            training_duration: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "retraind_training_duration_seconds",
+                        "Wall time of the pipeline's last finished training.",
+                    ),
+                    &["pipeline"],
+                )
+                .expect("static metric definition"),
+            ),
             leader: gauge(&registry, "retraind_leader", "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.", &["instance"]),
             training_failures: counter(&registry, "retraind_training_failures_total", "Trainings that failed (error, timeout, failed-to-learn guard).", &["pipeline"]),
             registry,
@@ -351,6 +363,7 @@ impl Metrics {
             self.guard_blocks.with_label_values(&[pipeline, g.as_str()]);
         }
         self.training_failures.with_label_values(&[pipeline]);
+        self.training_duration.with_label_values(&[pipeline]).set(0.0);
         self.pipeline_frozen.with_label_values(&[pipeline]).set(0);
         self.champion_version.with_label_values(&[pipeline]).set(0);
     }
