@@ -363,7 +363,9 @@ impl Metrics {
             self.guard_blocks.with_label_values(&[pipeline, g.as_str()]);
         }
         self.training_failures.with_label_values(&[pipeline]);
-        self.training_duration.with_label_values(&[pipeline]).set(0.0);
+        self.training_duration
+            .with_label_values(&[pipeline])
+            .set(0.0);
         self.pipeline_frozen.with_label_values(&[pipeline]).set(0);
         self.champion_version.with_label_values(&[pipeline]).set(0);
     }

@@ -27,6 +27,10 @@ enum Behaviour {
     Succeed,
     Fail,
     Hang,
+    /// Polls answer 503, then drop the connection, then behave as `Succeed`.
+    Flaky,
+    /// Creating a run answers 503 (the API server's upstream is down).
+    CreateUnavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,13 @@ async fn create(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     authorized(&h)?;
+    if *f.behaviour.lock().unwrap() == Behaviour::CreateUnavailable {
+        return Err(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            14,
+            "upstream connect error or disconnect/reset before headers",
+        ));
+    }
     let name = body["display_name"].as_str().unwrap_or_default();
     let reference = &body["pipeline_version_reference"];
     if name.is_empty()
@@ -149,6 +160,29 @@ async fn get_run(
         .find(|r| r.id == id)
         .ok_or_else(|| status(StatusCode::NOT_FOUND, 5, &format!("run {id} not found")))?;
     run.polls += 1;
+    if behaviour == Behaviour::Flaky {
+        match run.polls {
+            1 | 2 => {
+                return Err(status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    14,
+                    "the API server is restarting",
+                ));
+            }
+            // The handler dies mid-request (after releasing the lock, so the fake lives on):
+            // hyper closes the connection without an answer, which the client sees as a
+            // reset.
+            3 => {
+                drop(runs);
+                panic!("simulated connection reset");
+            }
+            _ => {}
+        }
+    }
+    let behaviour = match behaviour {
+        Behaviour::Flaky => Behaviour::Succeed,
+        b => b,
+    };
     run.state = match (run.state, behaviour) {
         ("PENDING", _) => "RUNNING",
         ("CANCELING", _) => "CANCELED",
@@ -432,6 +466,44 @@ async fn a_restart_resumes_polling_the_stored_run() {
         f.creates.load(Ordering::SeqCst),
         1,
         "exactly one remote run"
+    );
+    stop(running, shutdown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kfp_5xx_and_a_reset_while_polling_are_retried_not_fatal() {
+    let (f, _out, env) = setup(Behaviour::Flaky, "120s").await;
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
+    assert_eq!(
+        f.creates.load(Ordering::SeqCst),
+        1,
+        "retries never create a second run"
+    );
+    assert!(f.runs.lock().unwrap()[0].polls > 3);
+    stop(running, shutdown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kfp_unavailable_at_create_fails_the_cycle_with_its_message() {
+    let (f, _out, env) = setup(Behaviour::CreateUnavailable, "120s").await;
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.state, CycleState::Failed);
+    let reason = row.reason.unwrap_or_default();
+    assert!(
+        reason.contains("503") && reason.contains("upstream connect error"),
+        "{reason}"
+    );
+    assert!(!reason.contains(TOKEN), "{reason}");
+    assert_eq!(f.creates.load(Ordering::SeqCst), 0);
+    assert!(
+        running
+            .engine
+            .store()
+            .versions("p1")
+            .await
+            .unwrap()
+            .is_empty()
     );
     stop(running, shutdown).await;
 }
