@@ -251,3 +251,53 @@ fn bad_data_files_give_clear_errors_never_panics() {
         }
     }
 }
+
+/// Another process holds SQLite's write lock for longer than the busy timeout (10 s): the
+/// step's write fails as "database is locked", the step is retried with backoff, the daemon
+/// keeps serving, and the cycle completes once the lock is gone — nothing failed, nothing
+/// doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_store_delays_the_cycle_and_nothing_breaks() {
+    use retraind::cycle::{CycleState, Outcome};
+    use sqlx::Connection;
+
+    use crate::helpers::{Db, Env, Opts, start_cycle, start_daemon, wait_state};
+
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let base = format!("http://{}", running.addr);
+    let store = running.engine.store().clone();
+    // A second writer (as `sqlite3 retraind.db` with an open transaction would be).
+    sqlx::any::install_default_drivers();
+    let mut other = sqlx::AnyConnection::connect(&env.store_url).await.unwrap();
+    let id = start_cycle(&running.engine, "p1").await;
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+    // Blocked, not failed: unlocked, the cycle takes about a second.
+    let held = store.cycle(id).await.unwrap().unwrap();
+    assert!(!held.state.is_terminal(), "{held:?}");
+    // Still serving while the store is locked.
+    let health = reqwest::get(format!("{base}/healthz"))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(health, 200);
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    let c = wait_state(
+        &store,
+        id,
+        CycleState::Completed,
+        std::time::Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(c.outcome, Some(Outcome::Deployed), "{:?}", c.reason);
+    assert_eq!(store.versions("p1").await.unwrap().len(), 1);
+    shutdown.cancel();
+    running.drain(std::time::Duration::from_secs(10)).await;
+}
