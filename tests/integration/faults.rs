@@ -301,3 +301,88 @@ async fn a_locked_sqlite_store_delays_the_cycle_and_nothing_breaks() {
     shutdown.cancel();
     running.drain(std::time::Duration::from_secs(10)).await;
 }
+
+/// The state directory's disk is full: the step that writes fails with the OS's reason,
+/// nothing is half-registered (no version, empty staging), the daemon goes on, and once
+/// space is back the next cycle deploys. The disk is a 4 MB tmpfs (mounting needs root, as
+/// CI has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_step_with_its_reason_and_registers_nothing() {
+    use retraind::cycle::{CycleState, Outcome};
+
+    use crate::helpers::{Db, Env, Opts, start_cycle, start_daemon, unavailable, wait_state};
+
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
+    // The store lives elsewhere; the state directory (models, staging, reports) is the tiny
+    // disk.
+    let db_dir = env.dir.path().join("db");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let config = std::fs::read_to_string(&env.config_path).unwrap();
+    let config = config.replace(
+        &env.store_url,
+        &format!("sqlite://{}", db_dir.join("retraind.db").display()),
+    );
+    std::fs::write(&env.config_path, config).unwrap();
+    let state = env.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        unavailable("mounting a tmpfs (root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    // Fill it, leaving 8 KB.
+    let filler = state.join("filler");
+    let free = 4 * 1024 * 1024 - 8 * 1024;
+    std::fs::write(&filler, vec![0u8; free]).ok();
+
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    let failed = wait_state(
+        &store,
+        id,
+        CycleState::Failed,
+        std::time::Duration::from_secs(120),
+    )
+    .await;
+    let reason = failed.reason.unwrap_or_default();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(store.versions("p1").await.unwrap().is_empty());
+    let staging: Vec<_> = std::fs::read_dir(state.join("staging"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(staging.is_empty(), "{staging:?}");
+    assert_eq!(
+        reqwest::get(format!("http://{}/healthz", running.addr))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Space is back: the next cycle deploys.
+    std::fs::remove_file(&filler).unwrap();
+    let id = start_cycle(&running.engine, "p1").await;
+    let done = wait_state(
+        &store,
+        id,
+        CycleState::Completed,
+        std::time::Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done.outcome, Some(Outcome::Deployed), "{:?}", done.reason);
+    shutdown.cancel();
+    running.drain(std::time::Duration::from_secs(10)).await;
+}
