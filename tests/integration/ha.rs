@@ -77,16 +77,9 @@ async fn one_leader_a_standby_and_a_failover_that_resumes_the_cycle() {
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("leader (a)"));
 
-    let r = client
-        .post(format!("http://127.0.0.1:{pa}/api/v1/pipelines/p1/trigger"))
-        .bearer_auth(TOKEN)
-        .send()
+    let id = crate::helpers::trigger_api(&format!("127.0.0.1:{pa}"))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["cycle"]
-        .as_i64()
-        .unwrap();
+        .expect("the leader accepts the trigger");
     let store = env.store().await;
     wait_state(
         &store,

@@ -110,16 +110,9 @@ secret_file = "webhook-secret"
         }
     }
 
-    let r = client
-        .post(format!("{base}/api/v1/pipelines/p1/trigger"))
-        .bearer_auth(TOKEN)
-        .send()
+    let id = crate::helpers::trigger_api(&format!("127.0.0.1:{port}"))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["cycle"]
-        .as_i64()
-        .unwrap();
+        .expect("the leader accepts the trigger");
     let cycle_url = format!("{base}/api/v1/cycles/{id}");
     eventually(Duration::from_secs(120), "awaiting approval", || {
         let url = cycle_url.clone();
