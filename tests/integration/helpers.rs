@@ -472,6 +472,8 @@ pub struct Recorder {
     pub url: String,
     pub requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
     pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// Milliseconds to wait before answering (a slow server).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -480,11 +482,16 @@ impl Recorder {
         use axum::http::{HeaderMap, StatusCode, Uri};
         let requests: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
         let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
-        let (reqs, st) = (requests.clone(), status.clone());
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (reqs, st, delay) = (requests.clone(), status.clone(), delay_ms.clone());
         let app = axum::Router::new().fallback(
             move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
-                let (reqs, st) = (reqs.clone(), st.clone());
+                let (reqs, st, delay) = (reqs.clone(), st.clone(), delay.clone());
                 async move {
+                    let wait = delay.load(Ordering::SeqCst);
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
                     let path = uri.path().to_string();
                     reqs.lock().unwrap().push(Recorded {
                         path: path.clone(),
@@ -521,6 +528,7 @@ impl Recorder {
             url,
             requests,
             status,
+            delay_ms,
             _task: task,
         }
     }

@@ -249,12 +249,16 @@ async fn list(
 }
 
 async fn fake(behaviour: Behaviour) -> (Shared, String) {
+    fake_with(behaviour, 2).await
+}
+
+async fn fake_with(behaviour: Behaviour, polls_to_finish: usize) -> (Shared, String) {
     let f = Arc::new(Fake {
         runs: Mutex::new(Vec::new()),
         creates: AtomicUsize::new(0),
         terminates: AtomicUsize::new(0),
         behaviour: Mutex::new(behaviour),
-        polls_to_finish: 2,
+        polls_to_finish,
     });
     let app = axum::Router::new()
         .route("/apis/v2beta1/runs", axum::routing::post(create).get(list))
@@ -506,4 +510,99 @@ async fn kfp_unavailable_at_create_fails_the_cycle_with_its_message() {
             .is_empty()
     );
     stop(running, shutdown).await;
+}
+
+/// SIGKILL of the real binary while its Kubeflow run is being created or polled, at seeded
+/// moments, then a restart: every cycle ends deployed with exactly one run created for it
+/// (the fake counts creations); the stored run id is polled again, never replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_the_kfp_poll_never_duplicates_the_run() {
+    use rand::{Rng, SeedableRng};
+
+    use crate::helpers::{Server, free_port, kill9, trigger_api, wait_http};
+
+    let (f, endpoint) = fake_with(Behaviour::Succeed, 25).await;
+    let out = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut o = opts(&endpoint, out.path(), "120s");
+    o.listen = addr.clone();
+    o.extra.push_str(
+        "\n[pipeline.guards]\nmax_retrains = [\"100/1h\"]\nmax_deploys = [\"100/1h\"]\ncooldown = \"0s\"\n",
+    );
+    let env = Env::new(Db::Sqlite, o)
+        .await
+        .expect("SQLite needs no external service");
+    std::fs::write(env.dir.path().join("kfp-token"), TOKEN).unwrap();
+    let store = env.store().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut kills_while_training = 0;
+    for point in 0..10u64 {
+        // Data the champion was not trained on, so each cycle trains remotely.
+        let regime = if point % 2 == 0 {
+            retraind::demo::Regime::DRIFTED
+        } else {
+            retraind::demo::Regime::NORMAL
+        };
+        retraind::demo::generate(
+            &env.dir
+                .path()
+                .join("data/current")
+                .join(format!("{}.csv", env.date)),
+            1500,
+            regime,
+            100 + point,
+        )
+        .unwrap();
+        let mut daemon = Server(env.spawn());
+        wait_http(&addr).await;
+        let id = trigger_api(&addr).await.expect("the trigger is accepted");
+        // Into training (the run is being created or polled), then a seeded moment.
+        eventually(Duration::from_secs(60), "training", || {
+            let store = store.clone();
+            async move {
+                let c = store.cycle(id).await.ok()??;
+                (c.state == CycleState::Training || c.state.is_terminal()).then_some(())
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+        kill9(&mut daemon.0);
+        if store.cycle(id).await.unwrap().unwrap().state == CycleState::Training {
+            kills_while_training += 1;
+        }
+        let daemon = Server(env.spawn());
+        wait_http(&addr).await;
+        let c = eventually(Duration::from_secs(120), "the cycle to end", || {
+            let store = store.clone();
+            async move {
+                let c = store.cycle(id).await.ok()??;
+                c.state.is_terminal().then_some(c)
+            }
+        })
+        .await;
+        drop(daemon);
+        assert_eq!(
+            c.outcome,
+            Some(Outcome::Deployed),
+            "point {point}: {:?}\n{}",
+            c.reason,
+            env.log()
+        );
+        let runs: Vec<String> = f
+            .runs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.display_name == format!("retraind-p1-cycle-{id}"))
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(runs.len(), 1, "point {point}: runs {runs:?}");
+        let v = store.version_for_cycle(id).await.unwrap().unwrap();
+        assert_eq!(v.lineage["remote_run_id"], runs[0].as_str());
+    }
+    assert_eq!(f.creates.load(Ordering::SeqCst), 10, "one run per cycle");
+    assert!(
+        kills_while_training >= 6,
+        "only {kills_while_training} kills hit the poll"
+    );
 }

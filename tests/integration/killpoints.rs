@@ -39,23 +39,30 @@ async fn approve(addr: &str, id: i64) {
 
 async fn kill_points(db: Db, seed: u64) {
     let addr = format!("127.0.0.1:{}", free_port());
+    // A deploy hook that takes its time, so that `deploying` lasts long enough to be hit.
+    let hook = crate::helpers::Recorder::start().await;
+    hook.delay_ms
+        .store(700, std::sync::atomic::Ordering::SeqCst);
     let opts = Opts {
         listen: addr.clone(),
         approval: "manual",
         epochs: 400,
         rows: 1500,
-        extra: r#"
+        extra: format!(
+            r#"
 [pipeline.deploy]
 watch_for = "1s"
 watch_interval = "300ms"
+hook_url = "{}/reload"
 
 [pipeline.guards]
 max_retrains = ["1000/1h"]
 max_deploys = ["1000/1h"]
 cooldown = "0s"
 breaker_failures = 0
-"#
-        .into(),
+"#,
+            hook.url
+        ),
         ..Opts::default()
     };
     let Some(env) = Env::new(db, opts).await else {
