@@ -53,6 +53,13 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     )
 }
 
+fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        registry,
+        GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+    )
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(
         registry,
@@ -70,26 +77,19 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let build = register(
+        let build = gauge(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "retraind_build_info",
-                    "Build information; the value is always 1.",
-                ),
-                &["version"],
-            )
-            .expect("static metric definition"),
+            "retraind_build_info",
+            "Build information; the value is always 1.",
+            &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
-            cycles_total: register(
+            cycles_total: counter(
                 &registry,
-                IntCounterVec::new(
-                    Opts::new("retraind_cycles_total", "Finished cycles by outcome."),
-                    &["pipeline", "outcome"],
-                )
-                .expect("static metric definition"),
+                "retraind_cycles_total",
+                "Finished cycles by outcome.",
+                &["pipeline", "outcome"],
             ),
             cycle_duration: register(
                 &registry,
@@ -105,171 +105,150 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
-            cycle_state: register(
+            cycle_state: gauge(
                 &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "retraind_cycle_state",
-                        "1 for the state the pipeline's current cycle is in.",
-                    ),
-                    &["pipeline", "state"],
-                )
-                .expect("static metric definition"),
+                "retraind_cycle_state",
+                "1 for the state the pipeline's current cycle is in.",
+                &["pipeline", "state"],
             ),
-            cycle_state_entered: register(
+            cycle_state_entered: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_cycle_state_entered_timestamp_seconds",
-                        "Unix time the pipeline's current cycle entered its state (or the last cycle its terminal state).",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_cycle_state_entered_timestamp_seconds",
+                "Unix time the pipeline's current cycle entered its state (or the last cycle its terminal state).",
+                &["pipeline"],
             ),
-            last_successful_check: register(
+            last_successful_check: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_last_successful_check_timestamp_seconds",
-                        "Unix time of the last completed drift/performance check.",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_last_successful_check_timestamp_seconds",
+                "Unix time of the last completed drift/performance check.",
+                &["pipeline"],
             ),
-            next_scheduled_check: register(
+            next_scheduled_check: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_next_scheduled_check_timestamp_seconds",
-                        "Unix time the schedule fires next.",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_next_scheduled_check_timestamp_seconds",
+                "Unix time the schedule fires next.",
+                &["pipeline"],
             ),
-            training_epoch: register(
+            training_epoch: gauge(
                 &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "retraind_training_epoch",
-                        "Last finished epoch of the running or last training.",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_training_epoch",
+                "Last finished epoch of the running or last training.",
+                &["pipeline"],
             ),
-            training_loss: register(
+            training_loss: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new("retraind_training_loss", "Loss of the last finished epoch."),
-                    &["pipeline", "split"],
-                )
-                .expect("static metric definition"),
+                "retraind_training_loss",
+                "Loss of the last finished epoch.",
+                &["pipeline", "split"],
             ),
-            drifted_features: register(
+            drifted_features: gauge(
                 &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "retraind_drifted_features",
-                        "Features found drifted by the last check.",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_drifted_features",
+                "Features found drifted by the last check.",
+                &["pipeline"],
             ),
-            feature_drift_score: register(
+            feature_drift_score: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_feature_drift_score",
-                        "Drift of a feature at the last check: the effect size of a test, or the distance.",
-                    ),
-                    &["pipeline", "feature", "method"],
-                )
-                .expect("static metric definition"),
+                "retraind_feature_drift_score",
+                "Drift of a feature at the last check: the effect size of a test, or the distance.",
+                &["pipeline", "feature", "method"],
             ),
-            feature_drift_p_value: register(
+            feature_drift_p_value: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_feature_drift_p_value",
-                        "Corrected p-value of a feature's drift test at the last check.",
-                    ),
-                    &["pipeline", "feature"],
-                )
-                .expect("static metric definition"),
+                "retraind_feature_drift_p_value",
+                "Corrected p-value of a feature's drift test at the last check.",
+                &["pipeline", "feature"],
             ),
-            dataset_drift_share: register(
+            dataset_drift_share: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new("retraind_dataset_drift_share", "Share of features drifted at the last check."),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_dataset_drift_share",
+                "Share of features drifted at the last check.",
+                &["pipeline"],
             ),
-            drift_detected: register(
+            drift_detected: gauge(
                 &registry,
-                IntGaugeVec::new(
-                    Opts::new("retraind_drift_detected", "1 if the last check found dataset drift."),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_drift_detected",
+                "1 if the last check found dataset drift.",
+                &["pipeline"],
             ),
-            data_quality_failures: register(
+            data_quality_failures: counter(
                 &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "retraind_data_quality_failures_total",
-                        "Failed data quality checks, by check.",
-                    ),
-                    &["pipeline", "check"],
-                )
-                .expect("static metric definition"),
+                "retraind_data_quality_failures_total",
+                "Failed data quality checks, by check.",
+                &["pipeline", "check"],
             ),
-            model_metric: register(
+            model_metric: float_gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_model_metric",
-                        "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout.",
-                    ),
-                    &["pipeline", "alias", "metric"],
-                )
-                .expect("static metric definition"),
+                "retraind_model_metric",
+                "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout.",
+                &["pipeline", "alias", "metric"],
             ),
-            degradation_detected: register(
+            degradation_detected: gauge(
                 &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "retraind_degradation_detected",
-                        "1 if the last check found the champion degraded, 0 if healthy, -1 if unknown or too few labels.",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_degradation_detected",
+                "1 if the last check found the champion degraded, 0 if healthy, -1 if unknown or too few labels.",
+                &["pipeline"],
             ),
-            approvals_pending: gauge(&registry, "retraind_approvals_pending", "Candidates waiting for a human decision.", &["pipeline"]),
-            approval_decisions: counter(&registry, "retraind_approval_decisions_total", "Recorded approval decisions, by decision and channel.", &["pipeline", "decision", "channel"]),
-            deploys_total: counter(&registry, "retraind_deploys_total", "Versions deployed (the champion alias moved forward).", &["pipeline"]),
-            rollbacks_total: counter(&registry, "retraind_rollbacks_total", "Rollbacks to an earlier version, by reason (manual, watch).", &["pipeline", "reason"]),
-            pipeline_frozen: gauge(&registry, "retraind_pipeline_frozen", "1 while the pipeline's automation is frozen or paused by the circuit breaker.", &["pipeline"]),
-            champion_version: gauge(&registry, "retraind_champion_version", "Version number the champion alias points at (0 = none).", &["pipeline"]),
-            guard_blocks: counter(&registry, "retraind_guard_blocks_total", "Actions a runaway guard blocked, by guard.", &["pipeline", "guard"]),
-            training_duration: register(
+            approvals_pending: gauge(
                 &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "retraind_training_duration_seconds",
-                        "Wall time of the pipeline's last finished training.",
-                    ),
-                    &["pipeline"],
-                )
-                .expect("static metric definition"),
+                "retraind_approvals_pending",
+                "Candidates waiting for a human decision.",
+                &["pipeline"],
             ),
-            leader: gauge(&registry, "retraind_leader", "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.", &["instance"]),
-            training_failures: counter(&registry, "retraind_training_failures_total", "Trainings that failed (error, timeout, failed-to-learn guard).", &["pipeline"]),
+            approval_decisions: counter(
+                &registry,
+                "retraind_approval_decisions_total",
+                "Recorded approval decisions, by decision and channel.",
+                &["pipeline", "decision", "channel"],
+            ),
+            deploys_total: counter(
+                &registry,
+                "retraind_deploys_total",
+                "Versions deployed (the champion alias moved forward).",
+                &["pipeline"],
+            ),
+            rollbacks_total: counter(
+                &registry,
+                "retraind_rollbacks_total",
+                "Rollbacks to an earlier version, by reason (manual, watch).",
+                &["pipeline", "reason"],
+            ),
+            pipeline_frozen: gauge(
+                &registry,
+                "retraind_pipeline_frozen",
+                "1 while the pipeline's automation is frozen or paused by the circuit breaker.",
+                &["pipeline"],
+            ),
+            champion_version: gauge(
+                &registry,
+                "retraind_champion_version",
+                "Version number the champion alias points at (0 = none).",
+                &["pipeline"],
+            ),
+            guard_blocks: counter(
+                &registry,
+                "retraind_guard_blocks_total",
+                "Actions a runaway guard blocked, by guard.",
+                &["pipeline", "guard"],
+            ),
+            training_duration: float_gauge(
+                &registry,
+                "retraind_training_duration_seconds",
+                "Wall time of the pipeline's last finished training.",
+                &["pipeline"],
+            ),
+            leader: gauge(
+                &registry,
+                "retraind_leader",
+                "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.",
+                &["instance"],
+            ),
+            training_failures: counter(
+                &registry,
+                "retraind_training_failures_total",
+                "Trainings that failed (error, timeout, failed-to-learn guard).",
+                &["pipeline"],
+            ),
             registry,
         }
     }
