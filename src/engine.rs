@@ -1706,29 +1706,34 @@ impl Engine {
             let labelled = table
                 .labelled()
                 .ok_or_else(|| StepError::Invalid("the golden set has no labelled rows".into()))?;
+            let digest = &labelled.fingerprint.blake3;
+            let key = format!("golden_accuracy_{}", &digest[..12.min(digest.len())]);
             let mut out = Vec::new();
             for v in &models {
-                let key = format!(
-                    "golden_accuracy_{}",
-                    &labelled.fingerprint.blake3[..12.min(labelled.fingerprint.blake3.len())]
-                );
+                // Stored scores are reused; only new ones are computed (and stored below).
                 let score = match v.metrics[&key].as_f64() {
-                    Some(s) => s,
+                    Some(s) => (s, false),
                     None => {
                         let m = train::load_predictor(Path::new(&v.path))?;
                         let scored = train::score(&*m, &labelled, positive.as_deref())?;
-                        performance::accuracy(&scored.labels, &scored.predicted)
+                        (
+                            performance::accuracy(&scored.labels, &scored.predicted),
+                            true,
+                        )
                     }
                 };
-                out.push((key, v.id, v.version, score));
+                out.push((v.id, v.version, score));
             }
-            Ok(out)
+            Ok((key, out))
         })
         .await?;
+        let (key, scores) = scores;
         let mut candidate_score = 0.0;
         let mut past_scores = Vec::new();
-        for (i, (key, id, version, score)) in scores.into_iter().enumerate() {
-            store.set_version_metric(id, &key, score).await?;
+        for (i, (id, version, (score, fresh))) in scores.into_iter().enumerate() {
+            if fresh {
+                store.set_version_metric(id, &key, score).await?;
+            }
             if i == 0 {
                 candidate_score = score;
             } else {
