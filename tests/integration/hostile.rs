@@ -607,13 +607,12 @@ async fn a_truncated_window_fails_its_cycle_with_the_file_named() {
     let (running, shutdown) = start_daemon(&env, false).await;
     let id = start_cycle(&running.engine, "p1").await;
     let store = running.engine.store().clone();
-    let c = crate::helpers::eventually(Duration::from_secs(60), "a terminal state", || {
-        let store = store.clone();
-        async move {
-            let c = store.cycle(id).await.ok()??;
-            c.state.is_terminal().then_some(c)
-        }
-    })
+    let c = crate::helpers::wait_state(
+        &store,
+        id,
+        retraind::cycle::CycleState::Completed,
+        Duration::from_secs(60),
+    )
     .await;
     let reason = c.reason.clone().unwrap_or_default();
     assert!(

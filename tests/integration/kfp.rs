@@ -572,14 +572,9 @@ async fn sigkill_during_the_kfp_poll_never_duplicates_the_run() {
         }
         let daemon = Server(env.spawn());
         wait_http(&addr).await;
-        let c = eventually(Duration::from_secs(120), "the cycle to end", || {
-            let store = store.clone();
-            async move {
-                let c = store.cycle(id).await.ok()??;
-                c.state.is_terminal().then_some(c)
-            }
-        })
-        .await;
+        let c =
+            crate::helpers::wait_state(&store, id, CycleState::Completed, Duration::from_secs(120))
+                .await;
         drop(daemon);
         assert_eq!(
             c.outcome,
