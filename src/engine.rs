@@ -2498,21 +2498,25 @@ impl Engine {
             .event(&c.pipeline, Some(c.id), WATCH_FAILED_EVENT, &line, now())
             .await?;
         let failures = store.count_events(c.id, WATCH_FAILED_EVENT).await? as usize;
-        let has_previous = previous.is_some();
+        let can_roll_back = previous.is_some();
         match guards::watch_action(
             failures,
             p.deploy.failure_limit,
             p.deploy.on_failure,
-            has_previous,
+            can_roll_back,
         ) {
             guards::WatchAction::Continue => Ok(false),
-            _ => self.watch_failed(c, p, champion, failures, &line).await,
+            action => {
+                self.watch_failed(c, p, champion, failures, &line, action, can_roll_back)
+                    .await
+            }
         }
     }
 
     /// `failure_limit` watch checks failed: freeze the pipeline first (so nothing retrains
     /// on top of the bad model), then roll back (or ask a human to). True when the cycle has
     /// moved on.
+    #[allow(clippy::too_many_arguments)]
     async fn watch_failed(
         &self,
         c: &CycleRow,
@@ -2520,6 +2524,8 @@ impl Engine {
         champion: &ModelVersion,
         failures: usize,
         last: &str,
+        action: guards::WatchAction,
+        can_roll_back: bool,
     ) -> Result<bool, StepError> {
         let store = &self.inner.store;
         let why = format!(
@@ -2533,13 +2539,6 @@ impl Engine {
         };
         store.set_hold(&c.pipeline, HoldKind::Frozen, &hold).await?;
         self.refresh_holds().await?;
-        let can_roll_back = store.alias(&c.pipeline, "previous").await?.is_some();
-        let action = guards::watch_action(
-            failures,
-            p.deploy.failure_limit,
-            p.deploy.on_failure,
-            can_roll_back,
-        );
         if action == guards::WatchAction::RollBack {
             match self
                 .rollback(&c.pipeline, None, "watch", &why, RollbackCause::Watch)
