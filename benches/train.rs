@@ -6,6 +6,7 @@
 //!
 //! ```sh
 //! cargo bench --bench train -- DATA.csv EPOCHS BATCH HIDDEN
+//! RETRAIND_BENCH_DEVICE=cuda cargo bench --features cuda --bench train -- …   # on a GPU
 //! ```
 
 use std::path::PathBuf;
@@ -32,6 +33,12 @@ fn main() {
         })
     };
     let (epochs, batch, hidden) = (parse(epochs), parse(batch), parse(hidden));
+    // `train.burn.device`: cpu (default), cuda, cuda:N or wgpu, as the build allows.
+    let device_name = std::env::var("RETRAIND_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = device_name.parse().unwrap_or_else(|e: String| {
+        eprintln!("RETRAIND_BENCH_DEVICE: {e}");
+        std::process::exit(2)
+    });
     let spec = RoleSpec {
         target: "target",
         categorical: Some(&[]),
@@ -50,6 +57,9 @@ fn main() {
         cycle_id: 0,
         data: table,
         config: BurnConfig {
+            task: Default::default(),
+            fail_below_r2: None,
+            device,
             hidden: vec![hidden, hidden],
             dropout: 0.0,
             learning_rate: 0.001,
@@ -82,9 +92,9 @@ fn main() {
     let train_s = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     println!(
-        "{{\"tool\":\"burn\",\"rows\":{},\"epochs\":{},\"load_s\":{loaded:.3},\"train_s\":{train_s:.3},\"valid_accuracy\":{:.4}}}",
+        "{{\"tool\":\"burn\",\"device\":\"{device_name}\",\"rows\":{},\"epochs\":{},\"load_s\":{loaded:.3},\"train_s\":{train_s:.3},\"valid_accuracy\":{:.4}}}",
         output.train_rows + output.valid_rows,
         output.epochs_run,
-        output.valid_accuracy
+        output.valid_accuracy.unwrap_or(f64::NAN)
     );
 }

@@ -3,6 +3,8 @@
 # cores), on the same CSV, timed in the same run. Prints the ratio.
 #
 #   benches/train_vs_pytorch.sh [ROWS] [EPOCHS] [BATCH] [HIDDEN]
+#   DEVICE=cuda benches/train_vs_pytorch.sh            # both on the GPU (burn built with --features cuda)
+#   BENCH_BIN=path/to/train-bench DEVICE=cuda …        # a bench binary built elsewhere (no cargo here)
 #
 # Defaults: 200,000 rows x 20 features, 10 epochs, batch 256, 20-64-64-2. Both sides: Adam
 # (lr 0.001), cross-entropy, a 90/10 train/validation split with validation loss and
@@ -15,6 +17,7 @@ epochs="${2:-10}"
 batch="${3:-256}"
 hidden="${4:-64}"
 threads="$(nproc)"
+device="${DEVICE:-cpu}"
 
 work="${BENCH_DIR:-/tmp/retraind-bench}"
 venv="${TORCH_VENV:-$work/torch-venv}"
@@ -39,11 +42,20 @@ np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments
 PY
 fi
 
-cargo bench --bench train --quiet -- "$data" "$epochs" "$batch" "$hidden" > "$work/burn.json"
-"$venv/bin/python" - "$data" "$epochs" "$batch" "$hidden" "$threads" > "$work/torch.json" <<'PY'
+if [ -n "${BENCH_BIN:-}" ]; then
+  RETRAIND_BENCH_DEVICE="$device" "$BENCH_BIN" "$data" "$epochs" "$batch" "$hidden" > "$work/burn.json"
+else
+  features=()
+  case "$device" in cuda*) features=(--features cuda) ;; wgpu) features=(--features wgpu) ;; esac
+  RETRAIND_BENCH_DEVICE="$device" cargo bench "${features[@]}" --bench train --quiet -- \
+    "$data" "$epochs" "$batch" "$hidden" > "$work/burn.json"
+fi
+"$venv/bin/python" - "$data" "$epochs" "$batch" "$hidden" "$threads" "$device" > "$work/torch.json" <<'PY'
 import json, sys, time
 import numpy as np, torch
 path, epochs, batch, hidden, threads = sys.argv[1], *map(int, sys.argv[2:6])
+dev = torch.device("cuda" if sys.argv[6].startswith("cuda") else "cpu")
+sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 torch.set_num_threads(threads)
 torch.manual_seed(42)
 t0 = time.perf_counter()
@@ -55,18 +67,19 @@ nv = round(len(y) * 0.1)
 vi, ti = idx[:nv], idx[nv:]
 mean, std = x[ti].mean(0), x[ti].std(0) + 1e-12
 x = (x - mean) / std
-xt, yt = torch.from_numpy(x[ti]), torch.from_numpy(y[ti])
-xv, yv = torch.from_numpy(x[vi]), torch.from_numpy(y[vi])
+xt, yt = torch.from_numpy(x[ti]).to(dev), torch.from_numpy(y[ti]).to(dev)
+xv, yv = torch.from_numpy(x[vi]).to(dev), torch.from_numpy(y[vi]).to(dev)
 load_s = time.perf_counter() - t0
 model = torch.nn.Sequential(torch.nn.Linear(20, hidden), torch.nn.ReLU(),
                             torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-                            torch.nn.Linear(hidden, 2))
+                            torch.nn.Linear(hidden, 2)).to(dev)
 opt = torch.optim.Adam(model.parameters(), lr=0.001)
 loss_fn = torch.nn.CrossEntropyLoss()
+sync()
 t1 = time.perf_counter()
 for epoch in range(epochs):
     model.train()
-    perm = torch.randperm(len(yt))
+    perm = torch.randperm(len(yt), device=dev)
     for i in range(0, len(yt), batch):
         b = perm[i:i + batch]
         opt.zero_grad()
@@ -78,8 +91,10 @@ for epoch in range(epochs):
         logits = model(xv)
         vloss = loss_fn(logits, yv).item()
         acc = (logits.argmax(1) == yv).float().mean().item()
+sync()
 train_s = time.perf_counter() - t1
 print(json.dumps({"tool": "pytorch", "version": torch.__version__, "threads": threads,
+                  "device": dev.type,
                   "load_s": load_s, "train_s": train_s, "valid_accuracy": acc}))
 PY
 
@@ -89,7 +104,7 @@ work = sys.argv[1]
 b = json.load(open(os.path.join(work, "burn.json")))
 t = json.load(open(os.path.join(work, "torch.json")))
 print(f"rows {b['rows']}, {b['epochs']} epochs")
-print(f"burn     train {b['train_s']:7.2f} s  valid accuracy {b['valid_accuracy']:.4f}")
-print(f"pytorch  train {t['train_s']:7.2f} s  valid accuracy {t['valid_accuracy']:.4f}  ({t['version']}, {t['threads']} threads)")
+print(f"burn     train {b['train_s']:7.2f} s  valid accuracy {b['valid_accuracy']:.4f}  (device {b['device']})")
+print(f"pytorch  train {t['train_s']:7.2f} s  valid accuracy {t['valid_accuracy']:.4f}  ({t['version']}, {t['device']}, {t['threads']} threads)")
 print(f"ratio    burn / pytorch = {b['train_s'] / t['train_s']:.2f}x (goal <= 1.0x)")
 PY

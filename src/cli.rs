@@ -447,15 +447,19 @@ fn metric_text(m: &serde_json::Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The chosen pipeline's name and its model versions, newest first.
+/// The chosen pipeline's name, its gate metric and its model versions, newest first.
 async fn pipeline_models(
     config_path: &Path,
     pipeline: Option<&str>,
-) -> anyhow::Result<(String, Vec<status::ModelEntry>)> {
+) -> anyhow::Result<(String, crate::performance::Metric, Vec<status::ModelEntry>)> {
     let config = Config::load(config_path)?;
     let p = pick_pipeline(&config, pipeline)?;
     let store = open_store(&config).await?;
-    Ok((p.name.clone(), status::models(&store, &p.name).await?))
+    Ok((
+        p.name.clone(),
+        p.gate.metric,
+        status::models(&store, &p.name).await?,
+    ))
 }
 
 async fn models_cmd(
@@ -463,7 +467,11 @@ async fn models_cmd(
     pipeline: Option<&str>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let (_, rows) = pipeline_models(config_path, pipeline).await?;
+    let (_, metric, rows) = pipeline_models(config_path, pipeline).await?;
+    let (holdout, valid) = (
+        format!("holdout_{}", metric.name()),
+        format!("valid_{}", metric.name()),
+    );
     match format {
         Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
@@ -472,7 +480,8 @@ async fn models_cmd(
                 "version",
                 "aliases",
                 "cycle",
-                "holdout",
+                // The gate metric, on the holdout and on the validation split.
+                format!("{}/hold", metric.name()),
                 "valid",
                 "parent",
                 "gate"
@@ -488,8 +497,8 @@ async fn models_cmd(
                     format!("v{}", m.version),
                     m.aliases.join(","),
                     m.cycle,
-                    metric_text(&m.metrics, "holdout_accuracy"),
-                    metric_text(&m.metrics, "valid_accuracy"),
+                    metric_text(&m.metrics, &holdout),
+                    metric_text(&m.metrics, &valid),
                     m.lineage["parent_version"]
                         .as_i64()
                         .map(|v| format!("v{v}"))
@@ -509,7 +518,7 @@ async fn lineage_cmd(
     pipeline: Option<&str>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let (name, models) = pipeline_models(config_path, pipeline).await?;
+    let (name, metric, models) = pipeline_models(config_path, pipeline).await?;
     let chain = status::lineage(&models, version);
     anyhow::ensure!(
         !chain.is_empty(),
@@ -571,9 +580,10 @@ async fn lineage_cmd(
                     l["config_hash"].as_str().unwrap_or("-")
                 );
                 out!(
-                    "  metrics        holdout accuracy {}, validation accuracy {}",
-                    metric_text(&m.metrics, "holdout_accuracy"),
-                    metric_text(&m.metrics, "valid_accuracy")
+                    "  metrics        holdout {m_} {}, validation {m_} {}",
+                    metric_text(&m.metrics, &format!("holdout_{}", metric.name())),
+                    metric_text(&m.metrics, &format!("valid_{}", metric.name())),
+                    m_ = metric.name()
                 );
                 match l["parent_version"].as_i64() {
                     Some(v) => out!("  parent         v{v}"),
@@ -621,33 +631,38 @@ async fn predict_cmd(
             &roles,
             false,
         )?;
+        let task = pre.task;
         let out = crate::train::Predictor::predict_scored(&model, &table)?;
-        let mut text = format!(
-            "row,prediction,{}\n",
-            out.classes
-                .iter()
-                .map(|c| format!("p_{c}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        // row, prediction, then a classifier's probability per class.
+        let mut header = vec!["row".to_string(), "prediction".to_string()];
+        header.extend(out.classes.iter().map(|c| format!("p_{c}")));
+        let mut text = header.join(",") + "\n";
         let k = out.classes.len();
         for (i, label) in out.labels.iter().enumerate() {
-            let probs: Vec<String> = out.probabilities[i * k..(i + 1) * k]
-                .iter()
-                .map(|p| format!("{p:.6}"))
-                .collect();
-            let _ = writeln!(text, "{i},{label},{}", probs.join(","));
+            let mut row = vec![i.to_string(), label.clone()];
+            row.extend(
+                out.probabilities[i * k..(i + 1) * k]
+                    .iter()
+                    .map(|p| format!("{p:.6}")),
+            );
+            let _ = writeln!(text, "{}", row.join(","));
         }
         if let Some(labels) = &table.target {
             let idx = table.labelled_rows();
             if !idx.is_empty() {
-                let l: Vec<String> = idx.iter().map(|&i| labels[i].clone()).collect();
-                let pr: Vec<String> = idx.iter().map(|&i| out.labels[i].clone()).collect();
-                eprintln!(
-                    "accuracy {:.4} on {} labelled rows",
-                    crate::performance::accuracy(&l, &pr),
-                    idx.len()
-                );
+                let scored = crate::performance::Scored {
+                    labels: idx.iter().map(|&i| labels[i].clone()).collect(),
+                    predicted: idx.iter().map(|&i| out.labels[i].clone()).collect(),
+                    ..Default::default()
+                };
+                // Accuracy and weighted F1, or RMSE, MAE and R², on the labelled rows.
+                let metrics: Vec<String> = task
+                    .metrics(&scored)
+                    .iter()
+                    .filter(|(k, _)| !k.ends_with("_n"))
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect();
+                eprintln!("{} on {} labelled rows", metrics.join(", "), idx.len());
             }
         }
         Ok(text)

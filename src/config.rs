@@ -126,6 +126,7 @@ pub mod raw {
     #[derive(Debug, Default, Deserialize)]
     pub struct RawPipeline {
         pub name: Option<String>,
+        pub task: Option<String>,
         pub schedule: Option<String>,
         pub timezone: Option<String>,
         pub catch_up: Option<bool>,
@@ -275,7 +276,9 @@ pub mod raw {
         pub validation_share: Option<f64>,
         pub seed: Option<i64>,
         pub fail_below_accuracy: Option<f64>,
+        pub fail_below_r2: Option<f64>,
         pub fail_check_epoch: Option<i64>,
+        pub device: Option<String>,
         pub activation: Option<String>,
         pub derived: Option<Vec<RawDerived>>,
         pub filters: Option<Vec<RawFilter>>,
@@ -298,12 +301,15 @@ pub mod raw {
 
     #[derive(Debug, Default, Deserialize)]
     pub struct RawGate {
+        pub metric: Option<String>,
         pub min_accuracy: Option<f64>,
+        pub max_error: Option<f64>,
         pub max_drop: Option<f64>,
         pub max_drop_relative: Option<f64>,
         pub holdout_share: Option<f64>,
         pub slices: Option<Vec<String>>,
         pub slice_max_drop: Option<f64>,
+        pub slice_max_drop_relative: Option<f64>,
         pub min_slice_rows: Option<i64>,
         pub max_model_size_mb: Option<f64>,
         pub max_latency_ms_per_1k: Option<f64>,
@@ -452,6 +458,8 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub name: String,
+    /// What the model predicts: a class (default) or a number.
+    pub task: crate::performance::Task,
     pub schedule: Schedule,
     pub catch_up: bool,
     pub data: DataConfig,
@@ -631,6 +639,10 @@ pub enum Backend {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BurnConfig {
+    /// Classifier (cross-entropy, class probabilities) or regressor (mean squared error on
+    /// the standardised target, one output): the pipeline's `task`.
+    #[serde(default)]
+    pub task: crate::performance::Task,
     pub hidden: Vec<usize>,
     pub dropout: f64,
     pub learning_rate: f64,
@@ -645,6 +657,13 @@ pub struct BurnConfig {
     pub fail_below_accuracy: f64,
     #[serde(default)]
     pub fail_check_epoch: usize,
+    /// The same guard for regressors: a validation R² below this after `fail_check_epoch`
+    /// epochs aborts training (default 0: worse than predicting the mean).
+    #[serde(default)]
+    pub fail_below_r2: Option<f64>,
+    /// Where training runs: the CPU (default) or a GPU of a build with `cuda`/`wgpu`.
+    #[serde(default)]
+    pub device: crate::train::burn::ComputeDevice,
     #[serde(default)]
     pub activation: crate::train::burn::Activation,
     /// Features computed from others (saved with the model, applied when scoring).
@@ -661,15 +680,22 @@ pub struct BurnConfig {
 
 #[derive(Debug, Clone)]
 pub struct GateConfig {
+    /// What the gate compares: accuracy for classifiers, RMSE for regressors by default.
+    pub metric: crate::performance::Metric,
+    /// Floor of the gate metric when higher is better (accuracy, F1, R² …).
     pub min_accuracy: f64,
-    /// Largest allowed absolute accuracy drop against the champion.
+    /// Ceiling of the gate metric when lower is better (RMSE, MAE), when set.
+    pub max_error: Option<f64>,
+    /// Largest allowed worsening of the gate metric against the champion, in its units.
     pub max_drop: f64,
-    /// Largest allowed relative drop (0.01 = 1 %), when set.
+    /// Largest allowed relative worsening (0.01 = 1 %), when set.
     pub max_drop_relative: Option<f64>,
     pub holdout_share: f64,
     /// Categorical columns whose every value is a slice that must not regress.
     pub slices: Vec<String>,
-    pub slice_max_drop: f64,
+    /// Largest allowed worsening per slice, in the metric's units / relative, when set.
+    pub slice_max_drop: Option<f64>,
+    pub slice_max_drop_relative: Option<f64>,
     pub min_slice_rows: usize,
     pub max_model_size_mb: Option<f64>,
     pub max_latency_ms_per_1k: Option<f64>,
@@ -678,12 +704,15 @@ pub struct GateConfig {
 impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
+            metric: crate::performance::Metric::Accuracy,
             min_accuracy: 0.9,
+            max_error: None,
             max_drop: 0.0,
             max_drop_relative: None,
             holdout_share: 0.3,
             slices: Vec::new(),
-            slice_max_drop: 0.05,
+            slice_max_drop: Some(0.05),
+            slice_max_drop_relative: None,
             min_slice_rows: 30,
             max_model_size_mb: None,
             max_latency_ms_per_1k: None,
@@ -948,6 +977,18 @@ impl Checker<'_> {
                     .map(SecretSource::File)
             }),
         }
+    }
+
+    fn non_negative(&mut self, path: &str, raw: Option<f64>, default: f64) -> f64 {
+        let v = raw.unwrap_or(default);
+        if !(v.is_finite() && v >= 0.0) {
+            self.problem(
+                path,
+                format!("{v} is out of range; use a number >= 0 (default {default})"),
+            );
+            return default;
+        }
+        v
     }
 
     fn positive_number(&mut self, path: &str, raw: Option<f64>, default: f64) -> f64 {
@@ -1428,6 +1469,48 @@ fn validate(
                 false,
             ),
         };
+        let task = match p
+            .task
+            .as_deref()
+            .map(str::parse::<crate::performance::Task>)
+        {
+            None => crate::performance::Task::Classification,
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                c.problem(&at("task"), e);
+                crate::performance::Task::Classification
+            }
+        };
+        // A metric named for this pipeline must fit its task.
+        let metric_of = |c: &mut Checker, key: &str, raw: &Option<String>| match raw
+            .as_deref()
+            .map(str::parse::<crate::performance::Metric>)
+        {
+            None => task.default_metric(),
+            Some(Ok(m)) if task.fits(m) || key == "performance.metric" => m,
+            Some(Ok(m)) => {
+                c.problem(
+                    &at(key),
+                    format!(
+                        "{} is not a {} metric; task = \"{}\" (set at the pipeline's top) takes {}",
+                        m.name(),
+                        task.name(),
+                        task.name(),
+                        crate::performance::Metric::ALL
+                            .into_iter()
+                            .filter(|m| task.fits(*m))
+                            .map(|m| m.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                task.default_metric()
+            }
+            Some(Err(e)) => {
+                c.problem(&at(key), e);
+                task.default_metric()
+            }
+        };
         let performance = {
             let rp = &p.performance;
             let source = match rp.source.as_deref() {
@@ -1439,20 +1522,11 @@ fn validate(
                     PerformanceSource::Model
                 }
             };
-            let metric = match rp
-                .metric
-                .as_deref()
-                .map(str::parse::<crate::performance::Metric>)
-            {
-                None => crate::performance::Metric::Accuracy,
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    c.problem(&at("performance.metric"), e);
-                    crate::performance::Metric::Accuracy
-                }
-            };
-            if metric.is_regression() && source == PerformanceSource::Model {
-                c.problem(&at("performance.metric"), format!("{} needs source = \"prediction_column\" or \"prometheus\" (the burn trainer builds classifiers)", metric.name()));
+            let metric = metric_of(&mut c, "performance.metric", &rp.metric);
+            // The served predictions (a column, a PromQL value) may be judged by any metric;
+            // scoring the champion gives what its task's models give.
+            if !task.fits(metric) && source == PerformanceSource::Model {
+                c.problem(&at("performance.metric"), format!("{} does not fit task = \"{}\" with source = \"model\"; set the pipeline's task, pick a {} metric, or use source = \"prediction_column\" or \"prometheus\"", metric.name(), task.name(), task.name()));
             }
             if metric == crate::performance::Metric::RocAuc
                 && source == PerformanceSource::PredictionColumn
@@ -1494,9 +1568,17 @@ fn validate(
             };
             if source == PerformanceSource::Prometheus
                 && rp.baseline.is_none()
-                && metric.is_regression()
+                && !task.fits(metric)
             {
-                c.problem(&at("performance.baseline"), "a live error metric needs a fixed baseline (the champion stores classification metrics only)");
+                c.problem(
+                    &at("performance.baseline"),
+                    format!(
+                        "a live {} needs a fixed baseline: a {} champion stores only {} metrics",
+                        metric.name(),
+                        task.name(),
+                        task.name()
+                    ),
+                );
             }
             let baseline = rp
                 .baseline
@@ -1782,6 +1864,26 @@ fn validate(
                 0.1,
                 false,
             ),
+            fail_below_r2: match p.train.burn.fail_below_r2 {
+                Some(v) if !(v.is_finite() && v <= 1.0) => {
+                    c.problem(
+                        &at("train.burn.fail_below_r2"),
+                        format!("{v} is out of range; use a number <= 1 (default 0)"),
+                    );
+                    None
+                }
+                Some(v) => Some(v),
+                None => (task == crate::performance::Task::Regression).then_some(0.0),
+            },
+            task,
+            device: match p.train.burn.device.as_deref().map(str::parse) {
+                None => crate::train::burn::ComputeDevice::Cpu,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    c.problem(&at("train.burn.device"), e);
+                    crate::train::burn::ComputeDevice::Cpu
+                }
+            },
             fail_check_epoch: c.positive(
                 &at("train.burn.fail_check_epoch"),
                 p.train.burn.fail_check_epoch,
@@ -1807,20 +1909,74 @@ fn validate(
             command,
             kfp,
         };
+        let gate_metric = metric_of(&mut c, "gate.metric", &p.gate.metric);
+        // Errors (RMSE, MAE) are in the target's units: their tolerances are any number >= 0,
+        // and with no scale known the defaults are relative (1 % overall, 10 % per slice).
+        let error = !gate_metric.higher_is_better();
+        let tolerance = |c: &mut Checker, key: &str, raw: Option<f64>, default: f64| {
+            if error {
+                c.non_negative(&at(key), raw, default)
+            } else {
+                c.fraction(&at(key), raw, default, false)
+            }
+        };
+        let relative = |c: &mut Checker, key: &str, raw: Option<f64>, default: Option<f64>| {
+            raw.or(default)
+                .map(|v| c.fraction(&at(key), Some(v), 0.0, false))
+        };
+        if !error && p.gate.max_error.is_some() {
+            c.problem(&at("gate.max_error"), format!("applies to error metrics (rmse, mae); the gate metric {} is bounded by gate.min_accuracy", gate_metric.name()));
+        }
+        if error && p.gate.min_accuracy.is_some() {
+            c.problem(
+                &at("gate.min_accuracy"),
+                format!(
+                    "applies to metrics where higher is better; bound {} with gate.max_error",
+                    gate_metric.name()
+                ),
+            );
+        }
         let gate = GateConfig {
-            min_accuracy: c.fraction(&at("gate.min_accuracy"), p.gate.min_accuracy, 0.9, false),
-            max_drop: c.fraction(&at("gate.max_drop"), p.gate.max_drop, 0.0, false),
-            holdout_share: c.fraction(&at("gate.holdout_share"), p.gate.holdout_share, 0.3, true),
-            max_drop_relative: p
+            metric: gate_metric,
+            min_accuracy: if gate_metric == crate::performance::Metric::R2 {
+                let v = p.gate.min_accuracy.unwrap_or(0.0);
+                if !(v.is_finite() && v <= 1.0) {
+                    c.problem(
+                        &at("gate.min_accuracy"),
+                        format!("{v} is out of range for r2; use a number <= 1 (default 0)"),
+                    );
+                }
+                v
+            } else {
+                c.fraction(
+                    &at("gate.min_accuracy"),
+                    p.gate.min_accuracy,
+                    if error { 0.0 } else { 0.9 },
+                    false,
+                )
+            },
+            max_error: p
                 .gate
-                .max_drop_relative
-                .map(|v| c.fraction(&at("gate.max_drop_relative"), Some(v), 0.0, false)),
+                .max_error
+                .map(|v| c.positive_number(&at("gate.max_error"), Some(v), 1.0)),
+            max_drop: tolerance(&mut c, "gate.max_drop", p.gate.max_drop, 0.0),
+            holdout_share: c.fraction(&at("gate.holdout_share"), p.gate.holdout_share, 0.3, true),
+            max_drop_relative: relative(
+                &mut c,
+                "gate.max_drop_relative",
+                p.gate.max_drop_relative,
+                (error && p.gate.max_drop.is_none()).then_some(0.01),
+            ),
             slices: p.gate.slices.clone().unwrap_or_default(),
-            slice_max_drop: c.fraction(
-                &at("gate.slice_max_drop"),
-                p.gate.slice_max_drop,
-                0.05,
-                false,
+            slice_max_drop: match (p.gate.slice_max_drop, error) {
+                (None, true) => None,
+                (raw, _) => Some(tolerance(&mut c, "gate.slice_max_drop", raw, 0.05)),
+            },
+            slice_max_drop_relative: relative(
+                &mut c,
+                "gate.slice_max_drop_relative",
+                p.gate.slice_max_drop_relative,
+                (error && p.gate.slice_max_drop.is_none()).then_some(0.10),
             ),
             min_slice_rows: c.positive(
                 &at("gate.min_slice_rows"),
@@ -2007,6 +2163,7 @@ fn validate(
         };
         pipelines.push(Pipeline {
             name,
+            task,
             schedule,
             catch_up: p.catch_up.unwrap_or(true),
             data: DataConfig {
@@ -2189,6 +2346,78 @@ filters = [{ column = "v", op = "=>", value = 1 }]
         ] {
             assert!(paths.contains(&want), "{want} not in {paths:?}");
         }
+    }
+
+    /// `task` picks the metric family: a regressor is gated on RMSE with relative margins
+    /// by default; metrics and bounds of the other family are refused by key.
+    #[test]
+    fn the_task_sets_metrics_and_their_bounds() {
+        use crate::performance::{Metric, Task};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ref.csv"), "a,target\n1,0.5\n").unwrap();
+        let base = "[[pipeline]]\nname = \"p\"\ntask = \"regression\"\n[pipeline.data]\nreference = \"ref.csv\"\ncurrent = \"{date}.csv\"\n";
+        let c = Config::parse(base, &dir.path().join("t.toml"), &[]).unwrap();
+        let p = &c.pipelines[0];
+        assert_eq!(p.task, Task::Regression);
+        assert_eq!(p.train.burn.task, Task::Regression);
+        assert_eq!(p.train.burn.fail_below_r2, Some(0.0));
+        assert_eq!(p.gate.metric, Metric::Rmse);
+        assert_eq!(p.performance.rule.metric, Metric::Rmse);
+        assert_eq!(
+            (p.gate.max_drop, p.gate.max_drop_relative),
+            (0.0, Some(0.01))
+        );
+        assert_eq!(
+            (p.gate.slice_max_drop, p.gate.slice_max_drop_relative),
+            (None, Some(0.10))
+        );
+        // Absolute margins in the target's units are any number >= 0.
+        let units =
+            format!("{base}[pipeline.gate]\nmetric = \"mae\"\nmax_error = 12.5\nmax_drop = 3.0\n");
+        let c = Config::parse(&units, &dir.path().join("t.toml"), &[]).unwrap();
+        let g = &c.pipelines[0].gate;
+        assert_eq!(
+            (g.metric, g.max_error, g.max_drop, g.max_drop_relative),
+            (Metric::Mae, Some(12.5), 3.0, None)
+        );
+        let wrong = format!(
+            "{base}[pipeline.gate]\nmetric = \"accuracy\"\nmin_accuracy = 0.9\n[pipeline.performance]\nmetric = \"roc_auc\"\n"
+        );
+        let got = match Config::parse(&wrong, &dir.path().join("t.toml"), &[]) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected invalid config, got {other:?}"),
+        };
+        let paths: Vec<&str> = got.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"pipeline[0].gate.metric"), "{got:?}");
+        assert!(paths.contains(&"pipeline[0].gate.min_accuracy"), "{got:?}");
+        assert!(paths.contains(&"pipeline[0].performance.metric"), "{got:?}");
+        let unknown = base.replace("\"regression\"", "\"ranking\"");
+        match Config::parse(&unknown, &dir.path().join("t.toml"), &[]) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.path == "pipeline[0].task"
+                            && p.message.contains("\"regression\"")),
+                    "{problems:?}"
+                )
+            }
+            other => panic!("expected invalid config, got {other:?}"),
+        }
+        // A classifier keeps accuracy, its 0.9 floor and absolute margins.
+        let classifier = base.replace("task = \"regression\"\n", "");
+        let c = Config::parse(&classifier, &dir.path().join("t.toml"), &[]).unwrap();
+        let g = &c.pipelines[0].gate;
+        assert_eq!(
+            (
+                g.metric,
+                g.min_accuracy,
+                g.max_drop_relative,
+                g.slice_max_drop
+            ),
+            (Metric::Accuracy, 0.9, None, Some(0.05))
+        );
+        assert_eq!(c.pipelines[0].train.burn.fail_below_r2, None);
     }
 
     #[test]

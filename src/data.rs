@@ -505,10 +505,16 @@ pub fn write_table(
         // The type the column had when read; "007" read as text stays text.
         let was = dtype(name);
         let integer = was.is_some_and(|t| t.starts_with('i') || t.starts_with('u'));
+        let float = was.is_some_and(|t| t.starts_with('f'));
         let boolean = was == Some("bool");
         if integer && filled().all(|s| s.parse::<i64>().is_ok()) {
             let ints: Vec<Option<i64>> = v.iter().map(|s| s.parse().ok()).collect();
             return Column::new(name.into(), ints);
+        }
+        // A regressor's numeric target (text in the table) goes back to a float.
+        if float && filled().all(|s| s.parse::<f64>().is_ok()) {
+            let floats: Vec<Option<f64>> = v.iter().map(|s| s.parse().ok()).collect();
+            return Column::new(name.into(), floats);
         }
         if boolean && filled().all(|s| s == "true" || s == "false") {
             let bools: Vec<Option<bool>> = v.iter().map(|s| s.parse().ok()).collect();
@@ -764,6 +770,36 @@ mod tests {
             t.target.as_deref().unwrap(),
             &["0".to_string(), "1".to_string()]
         );
+    }
+
+    /// Rows written back (a model's training rows) read back with their text columns' types:
+    /// a float target stays a float (a regressor's), integer codes integers. (Numerical
+    /// features come back as f64, the same type class for the quality check.)
+    #[test]
+    fn written_rows_keep_their_column_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "d.csv", "a,code,target\n1,7,12.5\n2,11,-0.25\n");
+        let spec = RoleSpec {
+            target: "target",
+            categorical: Some(&["code".to_string()]),
+            ..RoleSpec::default()
+        };
+        let (roles, t) = load_inferred(&Input::file(&p), &spec, true).unwrap();
+        let out = dir.path().join("rows.parquet");
+        write_parquet(&t, &roles, &out).unwrap();
+        let back = load(&Input::file(&out), &roles, true).unwrap();
+        let type_of = |t: &Table, c: &str| {
+            t.fingerprint
+                .schema
+                .iter()
+                .find(|(n, _)| n == c)
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(type_of(&back, "target"), "f64");
+        assert_eq!(type_of(&back, "code"), "i64");
+        assert_eq!(back.target, t.target);
     }
 
     #[test]

@@ -67,8 +67,27 @@ impl Regime {
 
 const SEGMENTS: [&str; 3] = ["retail", "wholesale", "online"];
 
-/// Write `rows` rows of synthetic data as CSV.
+/// Write `rows` rows of synthetic data as CSV (a 0/1 target).
 pub fn generate(path: &Path, rows: usize, regime: Regime, seed: u64) -> std::io::Result<()> {
+    generate_for(
+        path,
+        rows,
+        regime,
+        seed,
+        crate::performance::Task::Classification,
+    )
+}
+
+/// Write `rows` rows of synthetic data as CSV: the same features and decision function, with
+/// a 0/1 target for classification or, for regression, the function itself plus noise on a
+/// scale of its own (≈ 100 ± 40), so the target's standardisation matters.
+pub fn generate_for(
+    path: &Path,
+    rows: usize,
+    regime: Regime,
+    seed: u64,
+    task: crate::performance::Task,
+) -> std::io::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let std = Normal::new(0.0, 1.0).map_err(std::io::Error::other)?;
     let noise = Normal::new(0.0, 0.3).map_err(std::io::Error::other)?;
@@ -90,8 +109,17 @@ pub fn generate(path: &Path, rows: usize, regime: Regime, seed: u64) -> std::io:
         };
         let offset = [0.0, 0.5, -0.5][seg];
         let score = 2.0 * a - 1.5 * b + regime.c_weight * c + 0.5 * v.ln_1p() - 1.5 + offset;
-        let y = u8::from((score + noise.sample(&mut rng) > 0.0) != regime.inverted);
-        let _ = writeln!(out, "{a:.5},{b:.5},{c:.5},{v:.3},{},{y}", SEGMENTS[seg]);
+        let noisy = score + noise.sample(&mut rng);
+        let _ = write!(out, "{a:.5},{b:.5},{c:.5},{v:.3},{},", SEGMENTS[seg]);
+        let _ = match task {
+            crate::performance::Task::Classification => {
+                writeln!(out, "{}", u8::from((noisy > 0.0) != regime.inverted))
+            }
+            crate::performance::Task::Regression => {
+                let sign = if regime.inverted { -1.0 } else { 1.0 };
+                writeln!(out, "{:.4}", 100.0 + 15.0 * sign * noisy)
+            }
+        };
     }
     std::fs::write(path, out)
 }

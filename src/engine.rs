@@ -1236,7 +1236,7 @@ impl Engine {
         let current_labelled = current.target.is_some() && !current.labelled_rows().is_empty();
         let data = match current.labelled() {
             Some(labelled) => {
-                let (_, train_part) = holdout_split(&labelled, p.gate.holdout_share, c.id);
+                let (_, train_part) = holdout_split(&labelled, p.gate.holdout_share, c.id, p.task);
                 labelled.take(&train_part)
             }
             None => reference
@@ -1341,6 +1341,8 @@ impl Engine {
                     valid_loss = e.valid_loss,
                     valid_accuracy = e.valid_accuracy,
                     valid_f1 = e.valid_f1,
+                    valid_rmse = e.valid_rmse,
+                    valid_r2 = e.valid_r2,
                     "epoch finished"
                 );
             };
@@ -1422,7 +1424,6 @@ impl Engine {
             "config_hash": config_hash(&config.source),
         });
         let mut metrics = json!({
-            "valid_accuracy": output.valid_accuracy,
             "valid_loss": output.valid_loss,
             "epochs_run": output.epochs_run,
             "best_epoch": output.best_epoch,
@@ -1430,6 +1431,9 @@ impl Engine {
             "duration_seconds": output.duration_seconds,
             "model_size_mb": size_bytes as f64 / 1e6,
         });
+        if let Some(a) = output.valid_accuracy {
+            metrics["valid_accuracy"] = json!(a);
+        }
         for (k, v) in &output.extra_metrics {
             metrics[k.as_str()] = json!(v);
         }
@@ -1437,6 +1441,7 @@ impl Engine {
         // store. Holdout metrics are added by the evaluate step (in the store).
         let card = json!({
             "format": output.format,
+            "task": p.task,
             "backend": backend,
             "pipeline": c.pipeline,
             "cycle": c.id,
@@ -1466,8 +1471,10 @@ impl Engine {
             lineage,
         };
         let reason = format!(
-            "trained in {:.1}s, {} epochs, validation accuracy {:.3}",
-            output.duration_seconds, output.epochs_run, output.valid_accuracy
+            "trained in {:.1}s, {} epochs, {}",
+            output.duration_seconds,
+            output.epochs_run,
+            output.headline()
         );
         let version = store.register_trained(new, &reason, now()).await?;
         self.inner
@@ -1508,11 +1515,12 @@ impl Engine {
         let champ_path = champion.as_ref().map(|v| v.path.clone());
         let positive = p.performance.positive_class.clone();
         let gate_cfg = p.gate.clone();
+        let task = p.task;
         let scored = Self::blocking(move || {
             let Some(labelled) = current.labelled() else {
                 return Ok(None);
             };
-            let (holdout_idx, _) = holdout_split(&labelled, share, cycle_id);
+            let (holdout_idx, _) = holdout_split(&labelled, share, cycle_id, task);
             let holdout = labelled.take(&holdout_idx);
             let score = |path: &str| -> Result<(performance::Scored, f64), StepError> {
                 let m = train::load_predictor(Path::new(path))?;
@@ -1538,17 +1546,17 @@ impl Engine {
                 .collect();
             let slices = match &champ {
                 Some(ch) => gate::slice_scores(
+                    gate_cfg.metric,
                     &columns,
-                    &challenger.labels,
-                    &challenger.predicted,
-                    &ch.predicted,
+                    &challenger,
+                    ch,
                     gate_cfg.min_slice_rows,
                 ),
                 None => Vec::new(),
             };
             Ok(Some((
-                performance::classification_metrics(&challenger),
-                champ.as_ref().map(performance::classification_metrics),
+                task.metrics(&challenger),
+                champ.as_ref().map(|s| task.metrics(s)),
                 holdout.rows,
                 slices,
                 latency,
@@ -1559,11 +1567,16 @@ impl Engine {
             Some((a, b, r, s, l)) => (a, b, r, s, Some(l)),
             None => (Default::default(), None, 0, Vec::new(), None),
         };
-        let accuracy =
-            |m: &std::collections::BTreeMap<String, f64>| m.get("accuracy").copied().unwrap_or(0.0);
+        let metric = p.gate.metric;
+        // A metric the holdout cannot give (one class only for ROC AUC) is NaN: the gate
+        // fails it, or, for the champion, compares with nothing.
+        let value = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get(metric.name()).copied().unwrap_or(f64::NAN)
+        };
         let input = GateInput {
-            challenger: accuracy(&cand_metrics),
-            champion: champ_metrics.as_ref().map(accuracy),
+            metric,
+            challenger: if rows == 0 { 0.0 } else { value(&cand_metrics) },
+            champion: champ_metrics.as_ref().map(value).filter(|v| v.is_finite()),
             holdout_rows: rows,
             slices,
             model_size_mb: candidate.metrics["model_size_mb"].as_f64(),
@@ -1592,7 +1605,7 @@ impl Engine {
         if let Some(golden) = &p.guards.golden_set {
             match self.golden_scores(c, p, config, golden, &candidate).await {
                 Ok((score, past)) => {
-                    let check = guards::monotonic_quality(score, &past, &p.guards);
+                    let check = guards::monotonic_quality(p.gate.metric, score, &past, &p.guards);
                     if let Err(b) = &check {
                         self.blocked(&c.pipeline, Some(c.id), b).await?;
                     }
@@ -1601,7 +1614,8 @@ impl Engine {
                         passed: check.is_ok(),
                         detail: match check {
                             Ok(()) => format!(
-                                "golden-set accuracy {score:.4} is not below the last {} champions",
+                                "golden-set {} {score:.4} is not worse than the last {} champions",
+                                p.gate.metric.name(),
                                 p.guards.monotonic_last
                             ),
                             Err(b) => b.reason,
@@ -1665,9 +1679,9 @@ impl Engine {
         }
     }
 
-    /// Accuracy on the golden set of the candidate and of the last K champions (newest
-    /// first), each stored on its version as `golden_accuracy` (keyed by the set's blake3,
-    /// so a changed golden set is scored afresh).
+    /// The gate metric on the golden set of the candidate and of the last K champions (newest
+    /// first), each stored on its version as `golden_<metric>_<blake3 prefix>` (keyed by the
+    /// set's hash, so a changed golden set is scored afresh).
     async fn golden_scores(
         &self,
         c: &CycleRow,
@@ -1698,6 +1712,7 @@ impl Engine {
         let loc = golden.clone();
         let s3 = p.data.s3.clone();
         let positive = p.performance.positive_class.clone();
+        let metric = p.gate.metric;
         let mut models: Vec<ModelVersion> = vec![candidate.clone()];
         models.extend(past.iter().cloned());
         let scores = Self::blocking(move || {
@@ -1707,7 +1722,11 @@ impl Engine {
                 .labelled()
                 .ok_or_else(|| StepError::Invalid("the golden set has no labelled rows".into()))?;
             let digest = &labelled.fingerprint.blake3;
-            let key = format!("golden_accuracy_{}", &digest[..12.min(digest.len())]);
+            let key = format!(
+                "golden_{}_{}",
+                metric.name(),
+                &digest[..12.min(digest.len())]
+            );
             let mut out = Vec::new();
             for v in &models {
                 // Stored scores are reused; only new ones are computed (and stored below).
@@ -1716,10 +1735,9 @@ impl Engine {
                     None => {
                         let m = train::load_predictor(Path::new(&v.path))?;
                         let scored = train::score(&*m, &labelled, positive.as_deref())?;
-                        (
-                            performance::accuracy(&scored.labels, &scored.predicted),
-                            true,
-                        )
+                        let value = performance::compute(metric, &scored, None)
+                            .map_err(|e| StepError::Invalid(format!("golden set: {e}")))?;
+                        (value.value, true)
                     }
                 };
                 out.push((v.id, v.version, score));
@@ -2279,16 +2297,15 @@ impl Engine {
             let mut points = Vec::new();
             for e in card["training"]["history"].as_array().into_iter().flatten() {
                 let step = e["epoch"].as_i64().unwrap_or(0);
-                for key in ["train_loss", "valid_loss", "valid_accuracy"] {
+                for key in PER_EPOCH {
                     if let Some(value) = e[key].as_f64() {
                         points.push(crate::mlflow::Point { key: key.into(), value, step });
                     }
                 }
             }
             // Summary metrics at step 0; the per-epoch series keep their own keys.
-            let per_epoch = ["train_loss", "valid_loss", "valid_accuracy"];
             if let Some(metrics) = v.metrics.as_object() {
-                for (key, value) in metrics.iter().filter(|(k, _)| !per_epoch.contains(&k.as_str())) {
+                for (key, value) in metrics.iter().filter(|(k, _)| !PER_EPOCH.contains(&k.as_str())) {
                     if let Some(value) = value.as_f64() {
                         points.push(crate::mlflow::Point { key: key.clone(), value, step: 0 });
                     }
@@ -2641,6 +2658,16 @@ fn mask_env(mut config: serde_json::Value) -> serde_json::Value {
     config
 }
 
+/// The per-epoch series of a model card's training history, as MLflow metric keys.
+const PER_EPOCH: [&str; 6] = [
+    "train_loss",
+    "valid_loss",
+    "valid_accuracy",
+    "valid_f1",
+    "valid_rmse",
+    "valid_r2",
+];
+
 /// Event kind under which a remote training run's id is stored before it is polled.
 const REMOTE_RUN_EVENT: &str = "remote_run";
 
@@ -2661,15 +2688,52 @@ pub fn config_hash(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Split the current window into (holdout, rest), seeded by the cycle id so every step of a
-/// cycle (and every retry) sees the same split.
-pub fn holdout_split(table: &Table, share: f64, cycle: i64) -> (Vec<usize>, Vec<usize>) {
+/// Split the labelled current window into (holdout, rest), stratified by class (or by the
+/// target's decile for a regressor) so the gate sees every class in its share, and seeded by
+/// the cycle id so every step of a cycle (and every retry) sees the same split.
+pub fn holdout_split(
+    table: &Table,
+    share: f64,
+    cycle: i64,
+    task: performance::Task,
+) -> (Vec<usize>, Vec<usize>) {
     use rand::SeedableRng;
-    use rand::seq::SliceRandom;
-    let mut idx: Vec<usize> = (0..table.rows).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(cycle as u64 ^ 0x5eed_5eed);
-    idx.shuffle(&mut rng);
-    let n = ((table.rows as f64) * share).round() as usize;
-    let rest = idx.split_off(n.min(table.rows));
-    (idx, rest)
+    let strata = match &table.target {
+        Some(target) => train::burn::strata(target, task),
+        None => vec![String::new(); table.rows],
+    };
+    train::burn::stratified_split(&strata, share, &mut rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gate's holdout keeps each class's share (a 5 % class gets 5 % of the holdout) and
+    /// is the same split for every step of a cycle; another cycle draws another one.
+    #[test]
+    fn the_holdout_is_stratified_and_seeded_by_the_cycle() {
+        let target: Vec<String> = (0..2000)
+            .map(|i| if i % 20 == 0 { "rare" } else { "common" }.to_string())
+            .collect();
+        let mut table = Table::from_columns(vec![("x".into(), vec![0.0; 2000])], vec![]);
+        table.target = Some(target.clone());
+        let task = performance::Task::Classification;
+        let (holdout, rest) = holdout_split(&table, 0.3, 7, task);
+        assert_eq!((holdout.len(), rest.len()), (600, 1400));
+        let rare = holdout.iter().filter(|&&i| target[i] == "rare").count();
+        assert_eq!(rare, 30);
+        assert_eq!(holdout_split(&table, 0.3, 7, task).0, holdout);
+        assert_ne!(holdout_split(&table, 0.3, 8, task).0, holdout);
+        // A regressor's holdout spans the target's range: 10 % of it from each decile.
+        let numbers: Vec<String> = (0..2000).map(|i| format!("{}", (i * 7) % 2000)).collect();
+        table.target = Some(numbers.clone());
+        let (holdout, _) = holdout_split(&table, 0.3, 7, performance::Task::Regression);
+        let top = holdout
+            .iter()
+            .filter(|&&i| numbers[i].parse::<f64>().unwrap() >= 1800.0)
+            .count();
+        assert_eq!(top, 60);
+    }
 }

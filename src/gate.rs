@@ -1,10 +1,13 @@
-//! The evaluation gate: a challenger is blessed only if it clears the absolute accuracy floor
-//! and is not worse than the champion (scored on the same fresh holdout) beyond the allowed
-//! drop. Pure; the engine scores the models and stores the result.
+//! The evaluation gate: a challenger is blessed only if its gate metric (accuracy for
+//! classifiers, RMSE for regressors, or `gate.metric`) clears the absolute bound and is not
+//! worse than the champion's on the same fresh holdout beyond the allowed margin, overall and
+//! per slice. Direction-aware: "worse" is lower accuracy or higher error. Pure; the engine
+//! scores the models and stores the result.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::GateConfig;
+use crate::performance::{self, Metric, Scored};
 
 /// One gate check with its numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,10 +21,19 @@ pub struct Check {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
     pub blessed: bool,
-    pub challenger_accuracy: f64,
-    pub champion_accuracy: Option<f64>,
+    /// The metric judged (gate documents stored before it was configurable: accuracy).
+    #[serde(default = "accuracy")]
+    pub metric: Metric,
+    #[serde(alias = "challenger_accuracy")]
+    pub challenger: f64,
+    #[serde(alias = "champion_accuracy")]
+    pub champion: Option<f64>,
     pub holdout_rows: usize,
     pub checks: Vec<Check>,
+}
+
+fn accuracy() -> Metric {
+    Metric::Accuracy
 }
 
 impl GateResult {
@@ -29,8 +41,10 @@ impl GateResult {
     pub fn summary(&self) -> String {
         if self.blessed {
             return format!(
-                "blessed (accuracy {:.3} on {} holdout rows)",
-                self.challenger_accuracy, self.holdout_rows
+                "blessed ({} {:.3} on {} holdout rows)",
+                self.metric.name(),
+                self.challenger,
+                self.holdout_rows
             );
         }
         let failed: Vec<&str> = self
@@ -41,9 +55,15 @@ impl GateResult {
             .collect();
         format!("rejected: {}", failed.join("; "))
     }
+
+    /// Add a check decided elsewhere (a guard) and update the verdict.
+    pub fn add(&mut self, check: Check) {
+        self.blessed &= check.passed;
+        self.checks.push(check);
+    }
 }
 
-/// One slice's accuracy for both models on the holdout.
+/// One slice's gate metric for both models on the holdout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SliceScore {
     pub column: String,
@@ -53,9 +73,10 @@ pub struct SliceScore {
     pub champion: f64,
 }
 
-/// What the gate judges: the challenger's numbers, and the champion's on the same holdout.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the gate judges: the challenger's gate metric, and the champion's on the same holdout.
+#[derive(Debug, Clone, PartialEq)]
 pub struct GateInput {
+    pub metric: Metric,
     pub challenger: f64,
     pub champion: Option<f64>,
     pub holdout_rows: usize,
@@ -64,13 +85,28 @@ pub struct GateInput {
     pub latency_ms_per_1k: Option<f64>,
 }
 
-/// Per-slice accuracy of both models: for each `columns` value with at least `min_rows`
-/// holdout rows. `column_values[i]` holds the column's value per holdout row.
+impl Default for GateInput {
+    fn default() -> Self {
+        GateInput {
+            metric: Metric::Accuracy,
+            challenger: 0.0,
+            champion: None,
+            holdout_rows: 0,
+            slices: Vec::new(),
+            model_size_mb: None,
+            latency_ms_per_1k: None,
+        }
+    }
+}
+
+/// `metric` of both models per slice: for each value of each `columns` entry with at least
+/// `min_rows` holdout rows (`values[i]` is the column's value on holdout row i). Slices where
+/// the metric is undefined (ROC AUC on one class) are left out.
 pub fn slice_scores(
+    metric: Metric,
     columns: &[(String, Vec<String>)],
-    labels: &[String],
-    challenger: &[String],
-    champion: &[String],
+    challenger: &Scored,
+    champion: &Scored,
     min_rows: usize,
 ) -> Vec<SliceScore> {
     let mut out = Vec::new();
@@ -83,72 +119,116 @@ pub fn slice_scores(
             if rows.len() < min_rows.max(1) {
                 continue;
             }
-            let acc = |pred: &[String]| {
-                rows.iter()
-                    .filter(|&&i| pred.get(i).is_some_and(|p| Some(p) == labels.get(i)))
-                    .count() as f64
-                    / rows.len() as f64
+            let of = |s: &Scored| {
+                performance::compute(metric, s, Some(&rows))
+                    .ok()
+                    .map(|v| v.value)
+                    .filter(|v| v.is_finite())
             };
-            out.push(SliceScore {
-                column: column.clone(),
-                value: value.to_string(),
-                rows: rows.len(),
-                challenger: acc(challenger),
-                champion: acc(champion),
-            });
+            if let (Some(challenger), Some(champion)) = (of(challenger), of(champion)) {
+                out.push(SliceScore {
+                    column: column.clone(),
+                    value: value.to_string(),
+                    rows: rows.len(),
+                    challenger,
+                    champion,
+                });
+            }
         }
     }
     out
 }
 
-impl GateResult {
-    /// Add a check decided elsewhere (a guard) and update the verdict.
-    pub fn add(&mut self, check: Check) {
-        self.blessed &= check.passed;
-        self.checks.push(check);
+/// Whether `value` is within `absolute` and `relative` (each when set) of `reference`, in
+/// `metric`'s direction.
+fn within(
+    metric: Metric,
+    value: f64,
+    reference: f64,
+    absolute: Option<f64>,
+    relative: Option<f64>,
+) -> bool {
+    let worse = metric.worse_by(value, reference);
+    absolute.is_none_or(|a| worse <= a + 1e-12)
+        && relative.is_none_or(|r| worse <= r * reference.abs() + 1e-12)
+}
+
+/// "allowed drop 0.0100" / "allowed increase 1.00%": a margin in the metric's direction.
+fn margin(metric: Metric, absolute: Option<f64>, relative: Option<f64>) -> String {
+    let word = if metric.higher_is_better() {
+        "drop"
+    } else {
+        "increase"
+    };
+    let mut parts = Vec::new();
+    if let Some(a) = absolute {
+        parts.push(format!("allowed {word} {a:.4}"));
     }
+    if let Some(r) = relative {
+        parts.push(format!("allowed relative {word} {:.2}%", r * 100.0));
+    }
+    parts.join(", ")
 }
 
 /// Apply the gate.
 pub fn evaluate(input: &GateInput, config: &GateConfig) -> GateResult {
+    let metric = input.metric;
+    let name = metric.name();
     let challenger = input.challenger;
-    let mut checks = vec![Check {
-        name: "min_accuracy".into(),
-        passed: challenger >= config.min_accuracy,
-        detail: format!(
-            "accuracy {challenger:.4} vs floor {:.4}",
-            config.min_accuracy
-        ),
-    }];
+    let mut checks = Vec::new();
+    if metric.higher_is_better() {
+        checks.push(Check {
+            name: "min_accuracy".into(),
+            passed: challenger >= config.min_accuracy,
+            detail: format!("{name} {challenger:.4} vs floor {:.4}", config.min_accuracy),
+        });
+    } else if let Some(max) = config.max_error {
+        checks.push(Check {
+            name: "max_error".into(),
+            passed: challenger <= max,
+            detail: format!("{name} {challenger:.4} vs ceiling {max:.4}"),
+        });
+    }
+    if !challenger.is_finite() && input.holdout_rows > 0 {
+        checks.push(Check {
+            name: "metric".into(),
+            passed: false,
+            detail: format!("{name} could not be computed on the holdout"),
+        });
+    }
     if let Some(champ) = input.champion {
-        let floor = champ - config.max_drop;
         checks.push(Check {
             name: "not_worse_than_champion".into(),
-            passed: challenger >= floor,
+            passed: within(metric, challenger, champ, Some(config.max_drop), None),
             detail: format!(
-                "accuracy {challenger:.4} vs champion {champ:.4} (allowed drop {:.4})",
-                config.max_drop
+                "{name} {challenger:.4} vs champion {champ:.4} ({})",
+                margin(metric, Some(config.max_drop), None)
             ),
         });
         if let Some(rel) = config.max_drop_relative {
             checks.push(Check {
                 name: "not_worse_than_champion_relative".into(),
-                passed: challenger >= champ * (1.0 - rel),
+                passed: within(metric, challenger, champ, None, Some(rel)),
                 detail: format!(
-                    "accuracy {challenger:.4} vs champion {champ:.4} (allowed relative drop {:.2}%)",
-                    rel * 100.0
+                    "{name} {challenger:.4} vs champion {champ:.4} ({})",
+                    margin(metric, None, Some(rel))
                 ),
             });
         }
     }
     for s in &input.slices {
-        let passed = s.challenger >= s.champion - config.slice_max_drop;
+        let (abs, rel) = (config.slice_max_drop, config.slice_max_drop_relative);
         checks.push(Check {
             name: "slice".into(),
-            passed,
+            passed: within(metric, s.challenger, s.champion, abs, rel),
             detail: format!(
-                "slice {}={} ({} rows): accuracy {:.4} vs champion {:.4} (allowed drop {:.4})",
-                s.column, s.value, s.rows, s.challenger, s.champion, config.slice_max_drop
+                "slice {}={} ({} rows): {name} {:.4} vs champion {:.4} ({})",
+                s.column,
+                s.value,
+                s.rows,
+                s.challenger,
+                s.champion,
+                margin(metric, abs, rel)
             ),
         });
     }
@@ -182,8 +262,9 @@ pub fn evaluate(input: &GateInput, config: &GateConfig) -> GateResult {
     }
     GateResult {
         blessed: checks.iter().all(|c| c.passed),
-        challenger_accuracy: challenger,
-        champion_accuracy: input.champion,
+        metric,
+        challenger,
+        champion: input.champion,
         holdout_rows: input.holdout_rows,
         checks,
     }
@@ -232,16 +313,28 @@ mod tests {
     fn relative_margin_slices_size_and_latency() {
         let labels: Vec<String> = ["a", "a", "b", "b", "b", "a"].map(String::from).to_vec();
         let seg: Vec<String> = ["x", "x", "x", "y", "y", "y"].map(String::from).to_vec();
-        let champ = labels.clone();
-        let mut chall = labels.clone();
-        chall[3] = "a".into(); // one miss in segment y
-        let slices = slice_scores(&[("segment".into(), seg)], &labels, &chall, &champ, 3);
+        let scored = |predicted: Vec<String>| Scored {
+            labels: labels.clone(),
+            predicted,
+            ..Scored::default()
+        };
+        let champ = scored(labels.clone());
+        let mut miss = labels.clone();
+        miss[3] = "a".into(); // one miss in segment y
+        let chall = scored(miss);
+        let slices = slice_scores(
+            Metric::Accuracy,
+            &[("segment".into(), seg)],
+            &chall,
+            &champ,
+            3,
+        );
         assert_eq!(slices.len(), 2);
         assert_eq!((slices[1].value.as_str(), slices[1].rows), ("y", 3));
         assert!((slices[1].challenger - 2.0 / 3.0).abs() < 1e-12);
         let config = GateConfig {
             max_drop_relative: Some(0.01),
-            slice_max_drop: 0.05,
+            slice_max_drop: Some(0.05),
             max_model_size_mb: Some(1.0),
             max_latency_ms_per_1k: Some(10.0),
             ..cfg()
@@ -253,6 +346,7 @@ mod tests {
             slices,
             model_size_mb: Some(2.5),
             latency_ms_per_1k: Some(12.0),
+            ..GateInput::default()
         };
         let r = evaluate(&input, &config);
         let failed: Vec<&str> = r
@@ -305,5 +399,110 @@ mod tests {
             )
             .blessed
         );
+    }
+
+    /// For an error metric "worse" is higher: the ceiling, the champion margin (absolute and
+    /// relative, on RMSE) and per-slice RMSE from numeric predictions.
+    #[test]
+    fn error_metrics_are_judged_upwards() {
+        let config = GateConfig {
+            metric: Metric::Rmse,
+            max_error: Some(2.0),
+            max_drop: 0.0,
+            max_drop_relative: Some(0.01),
+            slice_max_drop: None,
+            slice_max_drop_relative: Some(0.10),
+            ..cfg()
+        };
+        let run = |challenger: f64, champion: Option<f64>| {
+            evaluate(
+                &GateInput {
+                    metric: Metric::Rmse,
+                    challenger,
+                    champion,
+                    holdout_rows: 100,
+                    ..GateInput::default()
+                },
+                &config,
+            )
+        };
+        // Lower error than the champion: blessed, whatever min_accuracy says.
+        assert!(run(1.0, Some(1.2)).blessed);
+        // Above the ceiling.
+        let r = run(2.5, None);
+        assert!(!r.blessed && r.summary().contains("rmse 2.5000 vs ceiling 2.0000"));
+        // 0.5 % worse passes the 1 % relative margin but not the zero absolute one…
+        let r = run(1.005, Some(1.0));
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(failed, vec!["not_worse_than_champion"], "{}", r.summary());
+        assert!(
+            r.summary().contains("allowed increase 0.0000"),
+            "{}",
+            r.summary()
+        );
+        // …which a configured absolute margin in the target's units allows.
+        let loose = GateConfig {
+            max_drop: 0.01,
+            ..config.clone()
+        };
+        let input = GateInput {
+            metric: Metric::Rmse,
+            challenger: 1.005,
+            champion: Some(1.0),
+            holdout_rows: 100,
+            ..GateInput::default()
+        };
+        assert!(evaluate(&input, &loose).blessed);
+        // 2 % worse fails the relative margin.
+        assert!(
+            !evaluate(
+                &GateInput {
+                    challenger: 1.02,
+                    ..input.clone()
+                },
+                &loose
+            )
+            .blessed
+        );
+
+        // Per-slice RMSE: segment y gets 50 % worse for the challenger.
+        let labels: Vec<String> = ["1", "2", "3", "4", "5", "6"].map(String::from).to_vec();
+        let seg: Vec<String> = ["x", "x", "x", "y", "y", "y"].map(String::from).to_vec();
+        let scored = |p: [&str; 6]| Scored {
+            labels: labels.clone(),
+            predicted: p.map(String::from).to_vec(),
+            ..Scored::default()
+        };
+        let champ = scored(["1.5", "2.5", "3.5", "4.5", "5.5", "6.5"]);
+        let chall = scored(["1.5", "2.5", "3.5", "4.75", "5.75", "6.75"]);
+        let slices = slice_scores(Metric::Rmse, &[("segment".into(), seg)], &chall, &champ, 3);
+        assert_eq!(slices.len(), 2);
+        assert!((slices[0].challenger - 0.5).abs() < 1e-12);
+        assert!(
+            (slices[1].challenger - 0.75).abs() < 1e-12 && (slices[1].champion - 0.5).abs() < 1e-12
+        );
+        let r = evaluate(&GateInput { slices, ..input }, &config);
+        assert!(r.summary().contains("slice segment=y (3 rows): rmse 0.7500 vs champion 0.5000 (allowed relative increase 10.00%)"), "{}", r.summary());
+        assert!(
+            r.checks
+                .iter()
+                .filter(|c| c.name == "slice")
+                .filter(|c| c.passed)
+                .count()
+                == 1
+        );
+    }
+
+    /// Gate documents stored before the metric was configurable still load.
+    #[test]
+    fn old_gate_documents_load() {
+        let old = serde_json::json!({"blessed": true, "challenger_accuracy": 0.95, "champion_accuracy": null, "holdout_rows": 10, "checks": []});
+        let r: GateResult = serde_json::from_value(old).unwrap();
+        assert_eq!((r.metric, r.challenger), (Metric::Accuracy, 0.95));
     }
 }

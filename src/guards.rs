@@ -319,9 +319,10 @@ pub fn breaker_trips(h: &History, cfg: &GuardConfig) -> Option<String> {
     (failed >= n).then(|| format!("{failed} consecutive failed cycles (breaker_failures = {n})"))
 }
 
-/// The monotonic-quality guard: `candidate` (higher is better) on the golden set against the
-/// scores of the last K champions on the same set.
+/// The monotonic-quality guard: `candidate`'s `metric` on the golden set against the scores
+/// of the last K champions on the same set (worse = lower, or higher for an error metric).
 pub fn monotonic_quality(
+    metric: crate::performance::Metric,
     candidate: f64,
     past_champions: &[(i64, f64)],
     cfg: &GuardConfig,
@@ -333,16 +334,18 @@ pub fn monotonic_quality(
         .iter()
         .take(cfg.monotonic_last)
         .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .min_by(|a, b| metric.worse_by(a.1, b.1).total_cmp(&0.0))
     else {
         return Ok(());
     };
-    if candidate + cfg.monotonic_tolerance < best {
+    if metric.worse_by(candidate, best) > cfg.monotonic_tolerance {
         return Err(Block {
             guard: Guard::MonotonicQuality,
             reason: format!(
-                "golden-set score {candidate:.4} is below v{version}'s {best:.4}, the best of the last {} champions (tolerance {})",
-                cfg.monotonic_last, cfg.monotonic_tolerance
+                "golden-set {} {candidate:.4} is worse than v{version}'s {best:.4}, the best of the last {} champions (tolerance {})",
+                metric.name(),
+                cfg.monotonic_last,
+                cfg.monotonic_tolerance
             ),
         });
     }
@@ -499,13 +502,23 @@ mod tests {
 
     #[test]
     fn monotonic_quality_compares_with_the_best_recent_champion() {
+        use crate::performance::Metric;
         let cfg = GuardConfig::default();
         let past = [(5, 0.90), (4, 0.95), (3, 0.93), (2, 0.99)];
-        assert!(monotonic_quality(0.95, &past, &cfg).is_ok());
-        let b = monotonic_quality(0.94, &past, &cfg).unwrap_err();
+        let acc = Metric::Accuracy;
+        assert!(monotonic_quality(acc, 0.95, &past, &cfg).is_ok());
+        let b = monotonic_quality(acc, 0.94, &past, &cfg).unwrap_err();
         assert!(b.reason.contains("v4's 0.9500"), "{}", b.reason);
         // v2 is older than the last 3 champions.
-        assert!(monotonic_quality(0.96, &past, &cfg).is_ok());
-        assert!(monotonic_quality(0.5, &[], &cfg).is_ok());
+        assert!(monotonic_quality(acc, 0.96, &past, &cfg).is_ok());
+        assert!(monotonic_quality(acc, 0.5, &[], &cfg).is_ok());
+        // For an error the best is the lowest: v5's 0.90.
+        let b = monotonic_quality(Metric::Rmse, 0.91, &past, &cfg).unwrap_err();
+        assert!(
+            b.reason.contains("rmse 0.9100 is worse than v5's 0.9000"),
+            "{}",
+            b.reason
+        );
+        assert!(monotonic_quality(Metric::Rmse, 0.90, &past, &cfg).is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! Model performance and the degradation verdict: metrics computed from labelled rows
-//! (accuracy, weighted F1, precision, recall, ROC AUC, RMSE, MAE, each matching scikit-learn),
+//! (accuracy, weighted F1, precision, recall, ROC AUC, RMSE, MAE, R², each matching
+//! scikit-learn) for the two kinds of model a pipeline can have ([`Task`]),
 //! and the rule that turns a current value and the champion's baseline into `degraded`.
 //!
 //! Degraded means two things at once, so a small label sample cannot cry wolf:
@@ -31,10 +32,72 @@ pub enum Metric {
     RocAuc,
     Rmse,
     Mae,
+    R2,
+}
+
+/// What a pipeline's model predicts: a class, or a number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    Classification,
+    Regression,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        }
+    }
+
+    /// The metric the gate and the daily check use unless configured: accuracy, or RMSE.
+    pub fn default_metric(self) -> Metric {
+        match self {
+            Task::Classification => Metric::Accuracy,
+            Task::Regression => Metric::Rmse,
+        }
+    }
+
+    /// Whether `metric` applies to this task's models.
+    pub fn fits(self, metric: Metric) -> bool {
+        metric.is_regression() == (self == Task::Regression)
+    }
+
+    /// Every metric of this task that `s` allows, keyed by name, with `<name>_n` for the
+    /// counts of proportions: what an evaluation stores as a model's baselines.
+    pub fn metrics(self, s: &Scored) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for m in Metric::ALL.into_iter().filter(|m| self.fits(*m)) {
+            if let Ok(v) = compute(m, s, None)
+                && v.value.is_finite()
+            {
+                out.insert(m.name().to_string(), v.value);
+                if let Some(n) = v.n {
+                    out.insert(format!("{}_n", m.name()), n as f64);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Task, String> {
+        match s {
+            "classification" => Ok(Task::Classification),
+            "regression" => Ok(Task::Regression),
+            _ => Err(format!(
+                "`{s}` is not a task; use \"classification\" or \"regression\""
+            )),
+        }
+    }
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::Accuracy,
         Metric::F1Weighted,
         Metric::Precision,
@@ -42,6 +105,7 @@ impl Metric {
         Metric::RocAuc,
         Metric::Rmse,
         Metric::Mae,
+        Metric::R2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +117,7 @@ impl Metric {
             Metric::RocAuc => "roc_auc",
             Metric::Rmse => "rmse",
             Metric::Mae => "mae",
+            Metric::R2 => "r2",
         }
     }
 
@@ -62,7 +127,17 @@ impl Metric {
 
     /// Regression metrics need numeric labels and predictions.
     pub fn is_regression(self) -> bool {
-        matches!(self, Metric::Rmse | Metric::Mae)
+        matches!(self, Metric::Rmse | Metric::Mae | Metric::R2)
+    }
+
+    /// How much worse `value` is than `reference` in this metric's direction (negative when
+    /// better): `reference − value` where higher is better, `value − reference` for errors.
+    pub fn worse_by(self, value: f64, reference: f64) -> f64 {
+        if self.higher_is_better() {
+            reference - value
+        } else {
+            value - reference
+        }
     }
 }
 
@@ -248,6 +323,21 @@ pub fn rmse(y: &[f64], pred: &[f64]) -> f64 {
         .sqrt()
 }
 
+/// Coefficient of determination (scikit-learn `r2_score`): 1 − SS_res / SS_tot; with a
+/// constant truth, 1 for a perfect prediction and 0 otherwise.
+pub fn r2(y: &[f64], pred: &[f64]) -> f64 {
+    if y.is_empty() {
+        return f64::NAN;
+    }
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    let ss_tot: f64 = y.iter().map(|a| (a - mean).powi(2)).sum();
+    let ss_res: f64 = y.iter().zip(pred).map(|(a, b)| (a - b).powi(2)).sum();
+    if ss_tot == 0.0 {
+        return if ss_res == 0.0 { 1.0 } else { 0.0 };
+    }
+    1.0 - ss_res / ss_tot
+}
+
 /// Mean absolute error.
 pub fn mae(y: &[f64], pred: &[f64]) -> f64 {
     if y.is_empty() {
@@ -323,33 +413,16 @@ pub fn compute(
                 n: None,
             }
         }
-        Metric::Rmse | Metric::Mae => {
+        Metric::Rmse | Metric::Mae | Metric::R2 => {
             let (y, p) = (numbers(metric, &labels)?, numbers(metric, &predicted)?);
-            let value = if metric == Metric::Rmse {
-                rmse(&y, &p)
-            } else {
-                mae(&y, &p)
+            let value = match metric {
+                Metric::Rmse => rmse(&y, &p),
+                Metric::Mae => mae(&y, &p),
+                _ => r2(&y, &p),
             };
             Value { value, n: None }
         }
     })
-}
-
-/// Every classification metric that applies, keyed by name, with `<name>_n` for the counts of
-/// proportions: what an evaluation stores as a model's baselines.
-pub fn classification_metrics(s: &Scored) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for m in Metric::ALL.into_iter().filter(|m| !m.is_regression()) {
-        if let Ok(v) = compute(m, s, None)
-            && v.value.is_finite()
-        {
-            out.insert(m.name().to_string(), v.value);
-            if let Some(n) = v.n {
-                out.insert(format!("{}_n", m.name()), n as f64);
-            }
-        }
-    }
-    out
 }
 
 /// How a check's performance turned out.
@@ -708,6 +781,7 @@ mod tests {
                 let p: Vec<f64> = serde_json::from_value(c["y_pred"].clone()).unwrap();
                 close(rmse(&y, &p), c["rmse"].as_f64().unwrap(), name);
                 close(mae(&y, &p), c["mae"].as_f64().unwrap(), name);
+                close(r2(&y, &p), c["r2"].as_f64().unwrap(), name);
             }
         }
     }

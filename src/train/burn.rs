@@ -1,17 +1,20 @@
-//! The local trainer: a tabular MLP classifier in burn on the CPU (Flex backend), trained
-//! with Adam and cross-entropy, early-stopped on validation loss, and stored as a burnpack
+//! The local trainer: a tabular MLP in burn on the CPU (Flex backend) — a classifier trained
+//! with cross-entropy, or a regressor trained with mean squared error on the standardised
+//! target — optimised with Adam, early-stopped on validation loss, and stored as a burnpack
 //! record next to its preprocessing parameters.
 //!
 //! Preprocessing is fitted on the training split only: numerical features are standardised
 //! (missing values imputed with the training mean), categorical features one-hot encoded
-//! over the categories seen in training (unseen ones encode as all zeros). The split is
-//! stratified-free but seeded, so a retry of the same cycle trains the same model.
+//! over the categories seen in training (unseen ones encode as all zeros), a regressor's
+//! target standardised too (and scaled back when scoring). The validation split is
+//! stratified (by class, or by the target's decile) and seeded, so a retry of the same cycle
+//! trains the same model.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
@@ -27,11 +30,92 @@ use super::{
 };
 use crate::config::BurnConfig;
 use crate::data::Table;
+use crate::performance::Task;
 
 /// Model card format of burn-trained models.
 pub const FORMAT: &str = "burn-mlp-v1";
 const WEIGHTS_FILE: &str = "model.bpk";
 const PREPROCESS_FILE: &str = "preprocess.json";
+
+/// Where a burn model trains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeDevice {
+    /// burn's Flex backend on the CPU (default; the same seed gives the same model).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by index (a retraind built with `--features cuda`).
+    Cuda(usize),
+    /// The best GPU wgpu finds: Vulkan, Metal or DX12 (a retraind built with `--features wgpu`).
+    Wgpu,
+}
+
+impl std::str::FromStr for ComputeDevice {
+    type Err = String;
+    /// `cpu`, `cuda`, `cuda:N` or `wgpu`; a GPU this build cannot drive is refused with the
+    /// rebuild command.
+    fn from_str(s: &str) -> Result<ComputeDevice, String> {
+        let needs = |feature: &str| {
+            format!(
+                "`{s}` needs a retraind built with the `{feature}` feature (cargo build --release --features {feature}); this one has {}",
+                ComputeDevice::compiled().join(", ")
+            )
+        };
+        let device = match s {
+            "cpu" => return Ok(ComputeDevice::Cpu),
+            "wgpu" => ComputeDevice::Wgpu,
+            "cuda" => ComputeDevice::Cuda(0),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => ComputeDevice::Cuda(i),
+                _ => {
+                    return Err(format!(
+                        "`{s}` is not a device; use \"cpu\" (default), \"cuda\", \"cuda:N\" or \"wgpu\""
+                    ));
+                }
+            },
+        };
+        let feature = match device {
+            ComputeDevice::Wgpu => "wgpu",
+            _ => "cuda",
+        };
+        if ComputeDevice::compiled().contains(&feature) {
+            Ok(device)
+        } else {
+            Err(needs(feature))
+        }
+    }
+}
+
+impl ComputeDevice {
+    /// The devices this build can train on.
+    pub fn compiled() -> Vec<&'static str> {
+        let mut out = vec!["cpu"];
+        if cfg!(feature = "cuda") {
+            out.push("cuda");
+        }
+        if cfg!(feature = "wgpu") {
+            out.push("wgpu");
+        }
+        out
+    }
+
+    /// The burn device. A GPU this build cannot drive (a model card from another build) is an
+    /// error, not a silent fallback.
+    pub fn device(self) -> Result<Device, TrainError> {
+        match self {
+            ComputeDevice::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "cuda")]
+            ComputeDevice::Cuda(i) => Ok(Device::cuda(i)),
+            #[cfg(feature = "wgpu")]
+            ComputeDevice::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[allow(unreachable_patterns)]
+            other => Err(TrainError::Command(format!(
+                "train.burn.device {other:?} is not available in this build (it has {})",
+                ComputeDevice::compiled().join(", ")
+            ))),
+        }
+    }
+}
 
 /// Hidden-layer activation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,8 +269,14 @@ pub struct Preprocess {
     /// (feature, mean, std) for each derived feature.
     #[serde(default)]
     pub derived: Vec<(Derived, f64, f64)>,
-    /// Class labels; the model's output index i is `classes[i]`.
+    /// Classifier or regressor (older models: classifiers).
+    #[serde(default)]
+    pub task: Task,
+    /// Class labels; the model's output index i is `classes[i]` (empty for a regressor).
     pub classes: Vec<String>,
+    /// A regressor's target (mean, std) on the training split: output × std + mean.
+    #[serde(default)]
+    pub target_scale: Option<(f64, f64)>,
     pub hidden: Vec<usize>,
     pub dropout: f64,
     #[serde(default)]
@@ -252,7 +342,9 @@ impl Preprocess {
             numerical,
             categorical,
             derived,
+            task: config.task,
             classes,
+            target_scale: None,
             hidden: config.hidden.clone(),
             dropout: config.dropout,
             activation: config.activation,
@@ -320,7 +412,8 @@ impl Preprocess {
     }
 }
 
-/// The network: hidden Linear+activation+Dropout blocks, then a Linear to class logits.
+/// The network: hidden Linear+activation+Dropout blocks, then a Linear to class logits (or
+/// to the one standardised value of a regressor).
 #[derive(Module, Debug)]
 pub struct Mlp {
     hidden: Vec<Linear>,
@@ -334,7 +427,7 @@ impl Mlp {
     pub fn new(
         input: usize,
         hidden: &[usize],
-        classes: usize,
+        outputs: usize,
         dropout: f64,
         activation: Activation,
         device: &Device,
@@ -347,7 +440,7 @@ impl Mlp {
         }
         Mlp {
             hidden: layers,
-            output: LinearConfig::new(width, classes).init(device),
+            output: LinearConfig::new(width, outputs).init(device),
             dropout: DropoutConfig::new(dropout).init(),
             activation,
         }
@@ -391,38 +484,142 @@ fn to_f32(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec_as::<f32>().unwrap_or_default()
 }
 
-/// Loss and predicted class indices of `model` (in validation mode) on encoded rows.
-fn evaluate(
-    model: &Mlp,
-    x: &[f32],
-    y: &[i64],
-    width: usize,
-    classes: usize,
-    device: &Device,
-) -> (f64, Vec<usize>) {
-    let n = y.len();
-    if n == 0 {
-        return (f64::NAN, Vec::new());
-    }
-    let logits = model.forward(matrix(x.to_vec(), n, width, device));
-    let loss = CrossEntropyLossConfig::new()
-        .init(device)
-        .forward(logits.clone(), labels(y.to_vec(), device));
-    let loss = f64::from(loss.into_scalar::<f32>());
-    (loss, argmax_rows(&to_f32(logits), classes))
+/// What the network learns to predict, encoded: class indices (cross-entropy) or the
+/// standardised target (mean squared error).
+enum Targets {
+    Classes(Vec<i64>),
+    Values(Vec<f32>),
 }
 
-/// Split row indices into (validation, training) with each class's share of the validation
-/// split equal to its share of the data (at least one row per class that has two), seeded.
+impl Targets {
+    fn len(&self) -> usize {
+        match self {
+            Targets::Classes(v) => v.len(),
+            Targets::Values(v) => v.len(),
+        }
+    }
+
+    /// The loss of `outputs` against the targets at `rows` (all when `None`).
+    fn loss(&self, outputs: Tensor<2>, rows: Option<&[usize]>, device: &Device) -> Tensor<1> {
+        fn pick<T: Copy>(v: &[T], rows: Option<&[usize]>) -> Vec<T> {
+            match rows {
+                Some(r) => r.iter().map(|&i| v[i]).collect(),
+                None => v.to_vec(),
+            }
+        }
+        match self {
+            Targets::Classes(y) => CrossEntropyLossConfig::new()
+                .init(device)
+                .forward(outputs, labels(pick(y, rows), device)),
+            Targets::Values(y) => {
+                let y = pick(y, rows);
+                let n = y.len();
+                MseLoss::new().forward(outputs, matrix(y, n, 1, device), Reduction::Mean)
+            }
+        }
+    }
+}
+
+/// A model's validation answers, decoded: class names, or numbers in the target's units.
+enum Answers {
+    Classes(Vec<String>),
+    Values(Vec<f64>),
+}
+
+impl Preprocess {
+    /// Output width of the network: one logit per class, or one value.
+    fn outputs(&self) -> usize {
+        match self.task {
+            Task::Classification => self.classes.len(),
+            Task::Regression => 1,
+        }
+    }
+
+    /// The network's raw outputs for rows, decoded.
+    fn decode(&self, outputs: &[f32]) -> Answers {
+        match (self.task, self.target_scale) {
+            (Task::Regression, scale) => {
+                let (mean, std) = scale.unwrap_or((0.0, 1.0));
+                Answers::Values(outputs.iter().map(|&v| f64::from(v) * std + mean).collect())
+            }
+            (Task::Classification, _) => Answers::Classes(
+                argmax_rows(outputs, self.classes.len())
+                    .into_iter()
+                    .map(|i| self.classes[i].clone())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Loss and decoded answers of `model` (in validation mode) on encoded rows.
+fn evaluate(
+    model: &Mlp,
+    pre: &Preprocess,
+    x: &[f32],
+    y: &Targets,
+    device: &Device,
+) -> (f64, Answers) {
+    let n = y.len();
+    let outputs = model.forward(matrix(x.to_vec(), n, pre.width(), device));
+    let loss = y.loss(outputs.clone(), None, device);
+    let loss = f64::from(loss.into_scalar::<f32>());
+    (loss, pre.decode(&to_f32(outputs)))
+}
+
+/// The numeric target of a regressor, row by row; an empty or non-numeric value is refused
+/// with its row (1-based, of the training rows) and value.
+fn numeric_target(target: &[String]) -> Result<Vec<f64>, TrainError> {
+    target
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| TrainError::NotNumeric {
+                    row: i + 1,
+                    value: v.clone(),
+                })
+        })
+        .collect()
+}
+
+/// What a split is stratified by, per row: the class, or for a regressor the target's
+/// decile (a target that is not all numbers, which a regressor refuses, by its values).
+pub fn strata(target: &[String], task: Task) -> Vec<String> {
+    match (task, numeric_target(target)) {
+        (Task::Regression, Ok(values)) => deciles(&values),
+        _ => target.to_vec(),
+    }
+}
+
+/// Strata for a numeric target: its decile (by rank), so the validation split covers the
+/// whole range as a stratified split covers every class.
+fn deciles(values: &[f64]) -> Vec<String> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut bins = vec![String::new(); values.len()];
+    for (rank, &i) in order.iter().enumerate() {
+        bins[i] = format!("{}", rank * 10 / values.len().max(1));
+    }
+    bins
+}
+
+/// Split row indices into (held out, rest) with each stratum's share of the held-out part
+/// equal to its share of the data (at least one row of each stratum that has two), seeded.
 pub fn stratified_split(
-    target: &[String],
-    classes: &[String],
+    strata: &[String],
     share: f64,
     rng: &mut rand::rngs::StdRng,
 ) -> (Vec<usize>, Vec<usize>) {
+    let mut names: Vec<&String> = strata.iter().collect();
+    names.sort();
+    names.dedup();
     let (mut valid, mut train) = (Vec::new(), Vec::new());
-    for class in classes {
-        let mut rows: Vec<usize> = (0..target.len()).filter(|&i| &target[i] == class).collect();
+    for name in names {
+        let mut rows: Vec<usize> = (0..strata.len()).filter(|&i| &strata[i] == name).collect();
         rows.shuffle(rng);
         let mut k = (rows.len() as f64 * share).round() as usize;
         if k == 0 && rows.len() >= 2 {
@@ -442,6 +639,28 @@ static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The burn trainer (default backend).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BurnTrainer;
+
+/// A finished epoch's validation metrics, by task.
+fn epoch_metrics(
+    truth: &Answers,
+    answers: &Answers,
+) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>) {
+    match (truth, answers) {
+        (Answers::Classes(t), Answers::Classes(p)) => (
+            Some(crate::performance::accuracy(t, p)),
+            Some(crate::performance::f1_weighted(t, p)),
+            None,
+            None,
+        ),
+        (Answers::Values(t), Answers::Values(p)) => (
+            None,
+            None,
+            Some(crate::performance::rmse(t, p)),
+            Some(crate::performance::r2(t, p)),
+        ),
+        _ => (None, None, None, None),
+    }
+}
 
 impl Trainer for BurnTrainer {
     fn name(&self) -> &'static str {
@@ -480,14 +699,22 @@ impl Trainer for BurnTrainer {
             .target
             .as_ref()
             .ok_or_else(|| TrainError::NoLabels("target".into()))?;
-        let mut classes: Vec<String> = target.clone();
-        classes.sort();
-        classes.dedup();
-        if classes.len() < 2 {
-            return Err(TrainError::OneClass(
-                classes.first().cloned().unwrap_or_default(),
-            ));
-        }
+        // Classes (or, for a regressor, the target's deciles) stratify the split.
+        let (classes, values) = match cfg.task {
+            Task::Classification => {
+                let mut classes: Vec<String> = target.clone();
+                classes.sort();
+                classes.dedup();
+                if classes.len() < 2 {
+                    return Err(TrainError::OneClass(
+                        classes.first().cloned().unwrap_or_default(),
+                    ));
+                }
+                (classes, Vec::new())
+            }
+            Task::Regression => (Vec::new(), numeric_target(target)?),
+        };
+        let strata = strata(target, cfg.task);
         let n_valid = ((table.rows as f64) * cfg.validation_share).round() as usize;
         if n_valid < 1 || table.rows - n_valid < 2 {
             return Err(TrainError::TooFewRows {
@@ -496,8 +723,7 @@ impl Trainer for BurnTrainer {
             });
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-        let (valid_rows, train_rows) =
-            stratified_split(target, &classes, cfg.validation_share, &mut rng);
+        let (valid_rows, train_rows) = stratified_split(&strata, cfg.validation_share, &mut rng);
         if valid_rows.is_empty() || train_rows.len() < 2 {
             return Err(TrainError::TooFewRows {
                 rows: table.rows,
@@ -505,18 +731,41 @@ impl Trainer for BurnTrainer {
             });
         }
         let (valid_rows, train_rows) = (valid_rows.as_slice(), train_rows.as_slice());
-        let pre = Preprocess::fit(table, train_rows, classes.clone(), cfg);
+        let mut pre = Preprocess::fit(table, train_rows, classes.clone(), cfg);
         let width = pre.width();
-        let class_of = |r: usize| {
-            classes
-                .binary_search(&target[r])
-                .map(|i| i as i64)
-                .unwrap_or(0)
+        let (y_train, y_valid, truth) = match cfg.task {
+            Task::Classification => {
+                let class_of = |r: &usize| {
+                    classes
+                        .binary_search(&target[*r])
+                        .map(|i| i as i64)
+                        .unwrap_or(0)
+                };
+                (
+                    Targets::Classes(train_rows.iter().map(class_of).collect()),
+                    Targets::Classes(valid_rows.iter().map(class_of).collect()),
+                    Answers::Classes(valid_rows.iter().map(|&r| target[r].clone()).collect()),
+                )
+            }
+            Task::Regression => {
+                // The target is standardised with the training split's mean and deviation
+                // (saved with the model), so one learning rate suits any unit.
+                let (mean, std) = standardise(&values, train_rows);
+                pre.target_scale = Some((mean, std));
+                let scaled = |rows: &[usize]| {
+                    rows.iter()
+                        .map(|&r| ((values[r] - mean) / std) as f32)
+                        .collect()
+                };
+                (
+                    Targets::Values(scaled(train_rows)),
+                    Targets::Values(scaled(valid_rows)),
+                    Answers::Values(valid_rows.iter().map(|&r| values[r]).collect()),
+                )
+            }
         };
         let x_train = pre.encode(table, train_rows, &request.out_dir)?;
-        let y_train: Vec<i64> = train_rows.iter().map(|&r| class_of(r)).collect();
         let x_valid = pre.encode(table, valid_rows, &request.out_dir)?;
-        let y_valid: Vec<i64> = valid_rows.iter().map(|&r| class_of(r)).collect();
 
         // burn's CPU backend draws initial weights and dropout masks from one process-wide
         // generator: two trainings at once would interleave their draws and neither would be
@@ -536,20 +785,19 @@ impl Trainer for BurnTrainer {
                 }
             }
         };
-        let device = Device::default().autodiff();
+        let device = cfg.device.device()?.autodiff();
         device.seed(cfg.seed);
         let mut model = Mlp::new(
             width,
             &cfg.hidden,
-            classes.len(),
+            pre.outputs(),
             cfg.dropout,
             cfg.activation,
             &device,
         );
         let mut optim = AdamConfig::new().init();
-        let loss_fn = CrossEntropyLossConfig::new().init(&device);
 
-        let mut best: Option<(f64, usize, Mlp, f64)> = None;
+        let mut best: Option<(f64, usize, Mlp, EpochReport)> = None;
         let mut history = Vec::new();
         let mut idx: Vec<usize> = (0..train_rows.len()).collect();
         for epoch in 1..=cfg.epochs {
@@ -563,9 +811,8 @@ impl Trainer for BurnTrainer {
                 for &i in batch {
                     xb.extend_from_slice(&x_train[i * width..(i + 1) * width]);
                 }
-                let yb: Vec<i64> = batch.iter().map(|&i| y_train[i]).collect();
-                let logits = model.forward(matrix(xb, batch.len(), width, &device));
-                let loss = loss_fn.forward(logits, labels(yb, &device));
+                let outputs = model.forward(matrix(xb, batch.len(), width, &device));
+                let loss = y_train.loss(outputs, Some(batch), &device);
                 let value = f64::from(loss.clone().into_scalar::<f32>());
                 if !value.is_finite() {
                     return Err(TrainError::NanLoss(epoch));
@@ -575,41 +822,56 @@ impl Trainer for BurnTrainer {
                 model = optim.step(cfg.learning_rate, model, grads);
             }
             let valid_model = model.valid();
-            let (valid_loss, predicted) = evaluate(
+            let (valid_loss, answers) = evaluate(
                 &valid_model,
+                &pre,
                 &x_valid,
                 &y_valid,
-                width,
-                classes.len(),
                 &valid_model_device(&device),
             );
-            let names =
-                |v: &[usize]| -> Vec<String> { v.iter().map(|&i| classes[i].clone()).collect() };
-            let truth: Vec<usize> = y_valid.iter().map(|&y| y as usize).collect();
-            let (truth, predicted) = (names(&truth), names(&predicted));
-            let valid_accuracy = crate::performance::accuracy(&truth, &predicted);
+            if !valid_loss.is_finite() {
+                return Err(TrainError::NanLoss(epoch));
+            }
+            let (valid_accuracy, valid_f1, valid_rmse, valid_r2) = epoch_metrics(&truth, &answers);
             let report = EpochReport {
                 epoch,
                 train_loss: total / train_rows.len() as f64,
                 valid_loss,
                 valid_accuracy,
-                valid_f1: Some(crate::performance::f1_weighted(&truth, &predicted)),
+                valid_f1,
+                valid_rmse,
+                valid_r2,
             };
             progress(&report);
             history.push(report);
-            if cfg.fail_below_accuracy > 0.0
-                && epoch == cfg.fail_check_epoch
-                && valid_accuracy < cfg.fail_below_accuracy
-            {
-                return Err(TrainError::FailedToLearn {
-                    epoch,
-                    accuracy: valid_accuracy,
-                    floor: cfg.fail_below_accuracy,
-                });
+            if epoch == cfg.fail_check_epoch {
+                if let Some(accuracy) = valid_accuracy
+                    && cfg.fail_below_accuracy > 0.0
+                    && accuracy < cfg.fail_below_accuracy
+                {
+                    return Err(TrainError::FailedToLearn {
+                        epoch,
+                        metric: "accuracy",
+                        value: accuracy,
+                        floor: cfg.fail_below_accuracy,
+                        key: "fail_below_accuracy",
+                    });
+                }
+                if let (Some(r2), Some(floor)) = (valid_r2, cfg.fail_below_r2)
+                    && r2 < floor
+                {
+                    return Err(TrainError::FailedToLearn {
+                        epoch,
+                        metric: "R²",
+                        value: r2,
+                        floor,
+                        key: "fail_below_r2",
+                    });
+                }
             }
             let improved = best.as_ref().is_none_or(|(l, ..)| valid_loss < *l);
             if improved {
-                best = Some((valid_loss, epoch, valid_model, valid_accuracy));
+                best = Some((valid_loss, epoch, valid_model, report));
             } else if best
                 .as_ref()
                 .is_some_and(|(_, e, ..)| epoch - e >= cfg.patience)
@@ -617,20 +879,30 @@ impl Trainer for BurnTrainer {
                 break;
             }
         }
-        let Some((valid_loss, best_epoch, best_model, valid_accuracy)) = best else {
+        let Some((valid_loss, best_epoch, best_model, best_report)) = best else {
             return Err(TrainError::TooFewRows {
                 rows: table.rows,
                 needed: 3,
             });
         };
         save(&request.out_dir, best_model, &pre)?;
+        let mut extra_metrics = std::collections::BTreeMap::new();
+        for (key, value) in [
+            ("valid_f1", best_report.valid_f1),
+            ("valid_rmse", best_report.valid_rmse),
+            ("valid_r2", best_report.valid_r2),
+        ] {
+            if let Some(v) = value {
+                extra_metrics.insert(key.to_string(), v);
+            }
+        }
         Ok(TrainOutput {
             format: FORMAT.to_string(),
-            extra_metrics: Default::default(),
+            extra_metrics,
             remote_run: None,
             epochs_run: history.len(),
             best_epoch,
-            valid_accuracy,
+            valid_accuracy: best_report.valid_accuracy,
             valid_loss,
             train_rows: train_rows.len(),
             valid_rows: valid_rows.len(),
@@ -678,11 +950,13 @@ impl BurnModel {
         };
         let text = std::fs::read(dir.join(PREPROCESS_FILE)).map_err(|e| load_err(e.to_string()))?;
         let pre: Preprocess = serde_json::from_slice(&text).map_err(|e| load_err(e.to_string()))?;
-        let device = Device::default();
+        // Scoring runs on the CPU whatever trained the model: batches are small, and the
+        // daemon's scoring must not depend on a GPU being free.
+        let device = Device::flex();
         let model = Mlp::new(
             pre.width(),
             &pre.hidden,
-            pre.classes.len(),
+            pre.outputs(),
             pre.dropout,
             pre.activation,
             &device,
@@ -712,21 +986,23 @@ impl Predictor for BurnModel {
         let width = self.pre.width();
         for chunk in rows.chunks(4096) {
             let x = self.pre.encode(table, chunk, &self.dir)?;
-            let logits = to_f32(
+            let outputs = to_f32(
                 self.model
                     .forward(matrix(x, chunk.len(), width, &self.device)),
             );
-            labels.extend(
-                argmax_rows(&logits, classes)
-                    .into_iter()
-                    .map(|i| self.pre.classes[i].clone()),
-            );
-            for row in logits.chunks(classes) {
-                // Softmax, shifted by the row's maximum for stability.
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exp: Vec<f64> = row.iter().map(|&v| f64::from(v - max).exp()).collect();
-                let sum: f64 = exp.iter().sum();
-                probabilities.extend(exp.iter().map(|e| e / sum));
+            match self.pre.decode(&outputs) {
+                // A regressor's prediction is its number, written so it reads back exactly.
+                Answers::Values(v) => labels.extend(v.iter().map(|x| x.to_string())),
+                Answers::Classes(c) => {
+                    labels.extend(c);
+                    for row in outputs.chunks(classes) {
+                        // Softmax, shifted by the row's maximum for stability.
+                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let exp: Vec<f64> = row.iter().map(|&v| f64::from(v - max).exp()).collect();
+                        let sum: f64 = exp.iter().sum();
+                        probabilities.extend(exp.iter().map(|e| e / sum));
+                    }
+                }
             }
         }
         Ok(Predictions {
@@ -744,6 +1020,9 @@ mod tests {
 
     fn config() -> BurnConfig {
         BurnConfig {
+            task: Task::Classification,
+            fail_below_r2: None,
+            device: ComputeDevice::Cpu,
             hidden: vec![32, 16],
             dropout: 0.1,
             learning_rate: 0.01,
@@ -762,8 +1041,12 @@ mod tests {
     }
 
     fn demo_table(dir: &Path) -> Table {
-        let path = dir.join("d.csv");
-        crate::demo::generate(&path, 3000, crate::demo::Regime::NORMAL, 7).unwrap();
+        demo_table_for(dir, Task::Classification)
+    }
+
+    fn demo_table_for(dir: &Path, task: Task) -> Table {
+        let path = dir.join(format!("{}.csv", task.name()));
+        crate::demo::generate_for(&path, 3000, crate::demo::Regime::NORMAL, 7, task).unwrap();
         let categorical = vec!["segment".to_string()];
         let spec = RoleSpec {
             target: "target",
@@ -810,7 +1093,7 @@ mod tests {
         };
         let (a, sa) = run("a");
         let (b, sb) = run("b");
-        assert!(a.valid_accuracy >= 0.9, "{}", a.valid_accuracy);
+        assert!(a.valid_accuracy.unwrap() >= 0.9, "{:?}", a.valid_accuracy);
         assert!(a.history.iter().all(|e| e.valid_f1.is_some()));
         assert_eq!(a.history, b.history);
         // The weight files differ in burn's random parameter ids, not in the weights.
@@ -911,14 +1194,163 @@ mod tests {
         let target: Vec<String> = (0..1000)
             .map(|i| if i % 10 == 0 { "rare" } else { "common" }.to_string())
             .collect();
-        let classes = vec!["common".to_string(), "rare".to_string()];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let (valid, train) = stratified_split(&target, &classes, 0.2, &mut rng);
+        let (valid, train) = stratified_split(&target, 0.2, &mut rng);
         assert_eq!(valid.len() + train.len(), 1000);
         let rare = valid.iter().filter(|&&i| target[i] == "rare").count();
         assert_eq!((valid.len(), rare), (200, 20));
         let mut all: Vec<usize> = valid.iter().chain(&train).copied().collect();
         all.sort();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+
+    /// A regressor on the demo features (target ≈ 100 ± 40): R² past 0.9 on the data,
+    /// deterministically, predictions in the target's units, the split stratified by decile.
+    #[test]
+    fn a_regressor_learns_the_target_in_its_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = demo_table_for(dir.path(), Task::Regression);
+        let cfg = BurnConfig {
+            task: Task::Regression,
+            fail_below_r2: Some(0.0),
+            ..config()
+        };
+        let run = |name: &str| {
+            let out = dir.path().join(name);
+            let mut epochs = Vec::new();
+            let seen = std::sync::Mutex::new(&mut epochs);
+            let o = BurnTrainer
+                .train(
+                    &request(&table, &out, cfg.clone()),
+                    &CancelFlag::default(),
+                    &|e| seen.lock().unwrap().push(*e),
+                )
+                .unwrap();
+            let p = BurnModel::load(&out)
+                .unwrap()
+                .predict_scored(&table)
+                .unwrap();
+            (o, p, epochs)
+        };
+        let (a, pa, epochs) = run("a");
+        let (b, pb, _) = run("b");
+        assert_eq!(a.history, b.history);
+        assert_eq!(pa, pb, "same seed, same model");
+        assert!(pa.classes.is_empty() && pa.probabilities.is_empty());
+        assert_eq!(a.valid_accuracy, None);
+        assert!(a.extra_metrics["valid_r2"] > 0.9, "{:?}", a.extra_metrics);
+        assert!(
+            epochs.iter().all(|e| e.valid_rmse.is_some()
+                && e.valid_r2.is_some()
+                && e.valid_accuracy.is_none())
+        );
+        let truth: Vec<f64> = table
+            .target
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let predicted: Vec<f64> = pa.labels.iter().map(|v| v.parse().unwrap()).collect();
+        let r2 = crate::performance::r2(&truth, &predicted);
+        assert!(r2 > 0.9, "{r2}");
+        // In the target's units: the mean prediction is near the target's mean (≈ 100), not
+        // near the standardised 0.
+        let mean = predicted.iter().sum::<f64>() / predicted.len() as f64;
+        let truth_mean = truth.iter().sum::<f64>() / truth.len() as f64;
+        assert!((mean - truth_mean).abs() < 2.0, "{mean} vs {truth_mean}");
+        let pre = BurnModel::load(&dir.path().join("a"))
+            .unwrap()
+            .preprocess()
+            .clone();
+        assert_eq!(pre.task, Task::Regression);
+        let (m, sd) = pre.target_scale.unwrap();
+        assert!((m - truth_mean).abs() < 2.0 && sd > 10.0, "{m} {sd}");
+        // The validation rows cover every decile of the target.
+        assert_eq!(a.valid_rows, 600);
+    }
+
+    #[test]
+    fn a_regressor_refuses_a_text_target_and_aborts_when_it_cannot_learn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = demo_table_for(dir.path(), Task::Regression);
+        let cfg = BurnConfig {
+            task: Task::Regression,
+            fail_below_r2: Some(0.0),
+            ..config()
+        };
+        // Noise for a target: R² stays below 0 on validation, aborted at the check epoch.
+        let mut noise = table.clone();
+        let n = noise.rows;
+        noise.target = Some(
+            (0..n)
+                .map(|i| format!("{}", (i * 7919 % 1000) as f64 / 10.0))
+                .collect(),
+        );
+        let strict = BurnConfig {
+            fail_below_r2: Some(0.5),
+            fail_check_epoch: 3,
+            ..cfg.clone()
+        };
+        let e = BurnTrainer
+            .train(
+                &request(&noise, &dir.path().join("n"), strict),
+                &CancelFlag::default(),
+                &|_| {},
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TrainError::FailedToLearn {
+                    epoch: 3,
+                    key: "fail_below_r2",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("train.burn.fail_below_r2 = 0.5"),
+            "{e}"
+        );
+        table.target.as_mut().unwrap()[41] = "n/a".into();
+        let e = BurnTrainer
+            .train(
+                &request(&table, &dir.path().join("t"), cfg),
+                &CancelFlag::default(),
+                &|_| {},
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("training row 42 has `n/a`"), "{e}");
+        assert!(!dir.path().join("t").join(WEIGHTS_FILE).exists());
+    }
+
+    #[test]
+    fn deciles_rank_the_target() {
+        let v: Vec<f64> = (0..100).map(|i| ((i * 37) % 100) as f64).collect();
+        let d = deciles(&v);
+        for (x, bin) in v.iter().zip(&d) {
+            assert_eq!(bin, &format!("{}", (*x as usize) / 10));
+        }
+    }
+
+    /// A GPU this build cannot drive is refused with the rebuild command, at config time.
+    #[test]
+    fn devices_are_checked_against_the_build() {
+        assert_eq!("cpu".parse(), Ok(ComputeDevice::Cpu));
+        assert!(
+            "tpu"
+                .parse::<ComputeDevice>()
+                .unwrap_err()
+                .contains("\"cuda:N\"")
+        );
+        match "cuda:1".parse::<ComputeDevice>() {
+            Ok(d) => assert!(cfg!(feature = "cuda") && d == ComputeDevice::Cuda(1)),
+            Err(e) => assert!(
+                !cfg!(feature = "cuda") && e.contains("cargo build --release --features cuda"),
+                "{e}"
+            ),
+        }
     }
 }

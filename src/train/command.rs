@@ -303,7 +303,7 @@ pub fn external_output(
         format: FORMAT.to_string(),
         epochs_run: history.len(),
         best_epoch: history.len(),
-        valid_accuracy: metrics.get("valid_accuracy").copied().unwrap_or(f64::NAN),
+        valid_accuracy: metrics.get("valid_accuracy").copied(),
         valid_loss: metrics.get("valid_loss").copied().unwrap_or(f64::NAN),
         train_rows: request.data.rows,
         valid_rows: 0,

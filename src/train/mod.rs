@@ -38,13 +38,19 @@ pub enum TrainError {
     )]
     NanLoss(usize),
     #[error(
-        "failed to learn: validation accuracy {accuracy:.3} after epoch {epoch} is below train.burn.fail_below_accuracy = {floor}; check the labels and features"
+        "failed to learn: validation {metric} {value:.3} after epoch {epoch} is below train.burn.{key} = {floor}; check the labels and features"
     )]
     FailedToLearn {
         epoch: usize,
-        accuracy: f64,
+        metric: &'static str,
+        value: f64,
         floor: f64,
+        key: &'static str,
     },
+    #[error(
+        "task = \"regression\" needs a numeric target: training row {row} has `{value}`; fix the data or set task = \"classification\""
+    )]
+    NotNumeric { row: usize, value: String },
     #[error("cannot write model artifacts to {path}: {source}")]
     Io {
         path: PathBuf,
@@ -120,16 +126,22 @@ impl RemoteRunRecorder {
     }
 }
 
-/// Metrics of one finished epoch.
+/// Metrics of one finished epoch: accuracy and weighted F1 for a classifier, RMSE and R²
+/// for a regressor (each absent where it does not apply, and from older cards and external
+/// trainers that do not report it).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
     pub epoch: usize,
     pub train_loss: f64,
     pub valid_loss: f64,
-    pub valid_accuracy: f64,
-    /// Weighted F1 on the validation split (absent from older cards and external trainers).
+    #[serde(default)]
+    pub valid_accuracy: Option<f64>,
     #[serde(default)]
     pub valid_f1: Option<f64>,
+    #[serde(default)]
+    pub valid_rmse: Option<f64>,
+    #[serde(default)]
+    pub valid_r2: Option<f64>,
 }
 
 /// What a trainer needs.
@@ -157,7 +169,10 @@ pub struct TrainOutput {
     pub format: String,
     pub epochs_run: usize,
     pub best_epoch: usize,
-    pub valid_accuracy: f64,
+    /// A classifier's validation accuracy (a regressor reports `valid_rmse`/`valid_r2` in
+    /// `extra_metrics`).
+    #[serde(default)]
+    pub valid_accuracy: Option<f64>,
     pub valid_loss: f64,
     pub train_rows: usize,
     pub valid_rows: usize,
@@ -169,6 +184,17 @@ pub struct TrainOutput {
     /// Id of the remote run that trained the model (Kubeflow).
     #[serde(default)]
     pub remote_run: Option<String>,
+}
+
+impl TrainOutput {
+    /// The validation result in words, for logs and cycle reasons.
+    pub fn headline(&self) -> String {
+        match (self.valid_accuracy, self.extra_metrics.get("valid_rmse")) {
+            (Some(a), _) if a.is_finite() => format!("validation accuracy {a:.3}"),
+            (_, Some(r)) => format!("validation RMSE {r:.4}"),
+            _ => format!("validation loss {:.4}", self.valid_loss),
+        }
+    }
 }
 
 /// A training backend.
@@ -188,11 +214,11 @@ pub trait Trainer: Send + Sync {
 /// A model's answer for every row of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predictions {
-    /// Class names, in the model's order.
+    /// Class names, in the model's order (empty for a regressor).
     pub classes: Vec<String>,
-    /// Predicted class per row.
+    /// Predicted class per row (a regressor's number, as text).
     pub labels: Vec<String>,
-    /// Class probabilities, row-major (`rows × classes`).
+    /// Class probabilities, row-major (`rows × classes`; empty for a regressor).
     pub probabilities: Vec<f64>,
 }
 

@@ -549,7 +549,7 @@ cooldown = "0s"
     let r = wait_state(&store, id, CycleState::Rejected, Duration::from_secs(120)).await;
     let reason = r.reason.unwrap();
     assert!(
-        reason.contains("golden-set score") && reason.contains("v1's"),
+        reason.contains("golden-set accuracy") && reason.contains("worse than v1's"),
         "{reason}"
     );
     let gate = r.gate.unwrap();

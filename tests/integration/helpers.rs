@@ -19,6 +19,7 @@ use retraind::config::Config;
 use retraind::cycle::CycleState;
 use retraind::daemon::Running;
 use retraind::engine::Engine;
+pub use retraind::performance::Task;
 use retraind::store::{CreateOutcome, CycleRow, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +105,9 @@ pub struct Opts {
     pub data_extra: String,
     /// Keys added to `[pipeline.gate]`.
     pub gate_extra: String,
+    /// The pipeline's task: the demo data gets a 0/1 or a numeric target, and the gate a
+    /// floor on accuracy or a ceiling on RMSE.
+    pub task: Task,
 }
 
 impl Default for Opts {
@@ -122,6 +126,7 @@ impl Default for Opts {
             extra: String::new(),
             data_extra: String::new(),
             gate_extra: String::new(),
+            task: Task::Classification,
         }
     }
 }
@@ -140,21 +145,27 @@ impl Env {
         let url = store_url(db, dir.path()).await?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("current")).unwrap();
-        retraind::demo::generate(
+        retraind::demo::generate_for(
             &data.join("reference.csv"),
             opts.rows,
             retraind::demo::Regime::NORMAL,
             1,
+            opts.task,
         )
         .unwrap();
         let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        retraind::demo::generate(
+        retraind::demo::generate_for(
             &data.join("current").join(format!("{date}.csv")),
             opts.rows,
             retraind::demo::Regime::NORMAL,
             2,
+            opts.task,
         )
         .unwrap();
+        let gate_line = match opts.task {
+            Task::Classification => "min_accuracy = 0.8",
+            Task::Regression => "max_error = 30.0",
+        };
         std::fs::write(dir.path().join("api-token"), TOKEN).unwrap();
         let token_line = if opts.token {
             "api_token_file = \"api-token\""
@@ -176,6 +187,7 @@ url = "{url}"
 
 [[pipeline]]
 name = "p1"
+task = "{task}"
 schedule = "{schedule}"
 catch_up = {catch_up}
 
@@ -190,7 +202,7 @@ epochs = {epochs}
 patience = {epochs}
 
 [pipeline.gate]
-min_accuracy = 0.8
+{gate_line}
 {gate_extra}
 
 [pipeline.approval]
@@ -208,6 +220,7 @@ mode = "{approval}"
             epochs = opts.epochs,
             approval = opts.approval,
             catch_up = opts.catch_up,
+            task = opts.task.name(),
         );
         let config_path = dir.path().join("retraind.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -269,6 +282,15 @@ mode = "{approval}"
             7,
         )
         .unwrap();
+    }
+
+    /// The JSON report of one of p1's cycles.
+    pub fn report(&self, cycle: i64) -> serde_json::Value {
+        let path = self
+            .dir
+            .path()
+            .join(format!("state/reports/p1/cycle-{cycle}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     pub fn log(&self) -> String {

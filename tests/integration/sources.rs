@@ -270,7 +270,7 @@ async fn a_live_metric_from_prometheus_drives_the_performance_check() {
     };
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.state, CycleState::Completed, "{:?}", row.reason);
-    let body = report(&env, row.id);
+    let body = env.report(row.id);
     let p = &body["performance"];
     assert_eq!(p["status"], "degraded", "{p}");
     assert_eq!(p["current"], 0.81);
@@ -296,19 +296,11 @@ async fn a_live_metric_from_prometheus_drives_the_performance_check() {
     };
     let env = Env::new(Db::Sqlite, opts).await.unwrap();
     let (row, running, shutdown) = run_cycle(&env).await;
-    let p = &report(&env, row.id)["performance"];
+    let p = &env.report(row.id)["performance"];
     assert_eq!(p["status"], "unknown", "{p}");
     assert!(p["detail"].as_str().unwrap().contains("unreachable"), "{p}");
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
-}
-
-fn report(env: &Env, cycle: i64) -> serde_json::Value {
-    let path = env
-        .dir
-        .path()
-        .join(format!("state/reports/p1/cycle-{cycle}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The serving system's own predictions, in a column of the current window, against the
@@ -356,7 +348,7 @@ async fn a_prediction_column_is_scored_against_the_labels() {
     std::fs::write(&path, out).unwrap();
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.state, CycleState::Completed, "{:?}", row.reason);
-    let body = report(&env, row.id);
+    let body = env.report(row.id);
     let p = &body["performance"];
     assert_eq!(p["status"], "degraded", "{p}");
     assert_eq!(p["metric"], "f1_weighted");

@@ -1,13 +1,14 @@
-//! Training backends through whole cycles: the command backend running a real Python
-//! trainer and scorer (examples/command-trainer, standard library only), and its failure
-//! modes — non-zero exit, malformed metrics, a hang past the timeout — each failing the
-//! cycle with the reason and registering nothing.
+//! Training backends through whole cycles: a burn regressor judged on RMSE from its first
+//! model through a drift retrain; the command backend running a real Python trainer and
+//! scorer (examples/command-trainer, standard library only), and its failure modes —
+//! non-zero exit, malformed metrics, a hang past the timeout — each failing the cycle with
+//! the reason and registering nothing.
 
 use std::time::Duration;
 
 use retraind::cycle::{CycleState, Outcome};
 
-use crate::helpers::{Db, Env, Opts, run_cycle};
+use crate::helpers::{Db, Env, Opts, Task, retraind, run_cycle, start_cycle, wait_state};
 
 fn command_config(env: &str, timeout: &str) -> String {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/command-trainer");
@@ -24,6 +25,124 @@ data_format = "csv"
 env = {{ {env} }}
 "#
     )
+}
+
+/// `task = "regression"`: the burn regressor trains on the numeric target, the gate judges
+/// RMSE (a ceiling, then the champion on the same holdout), the daily check scores the
+/// champion's RMSE, and `retraind predict` writes numbers and reports RMSE/MAE/R².
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
+    let opts = Opts {
+        task: Task::Regression,
+        epochs: 30,
+        // Two deploys in a row: the budgets and cooldown are for the guard tests.
+        extra: "[pipeline.guards]\nenabled = false\n".into(),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let (first, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(first.outcome, Some(Outcome::Deployed), "{:?}", first.reason);
+    let store = running.engine.store().clone();
+    let v1 = store.alias("p1", "champion").await.unwrap().unwrap();
+    let m = &v1.metrics;
+    assert!(m["holdout_r2"].as_f64().unwrap() > 0.9, "{m}");
+    assert!(m["holdout_rmse"].as_f64().unwrap() < 10.0, "{m}");
+    assert!(
+        m["holdout_mae"].as_f64().unwrap() < m["holdout_rmse"].as_f64().unwrap(),
+        "{m}"
+    );
+    assert!(m["valid_r2"].as_f64().unwrap() > 0.9, "{m}");
+    assert!(
+        m.get("holdout_accuracy").is_none() && m.get("valid_accuracy").is_none(),
+        "{m}"
+    );
+    let gate = first.gate.clone().unwrap();
+    assert_eq!(gate["metric"], "rmse", "{gate}");
+    assert_eq!(gate["checks"][0]["name"], "max_error", "{gate}");
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(&v1.path).join("card.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["task"], "regression");
+    assert!(
+        card["training"]["history"][0]["valid_rmse"]
+            .as_f64()
+            .is_some(),
+        "{card}"
+    );
+
+    // The world drifts (the concept too): the check scores the champion's RMSE on the new
+    // labels, the retrained model is compared with it on the same holdout and wins.
+    retraind::demo::generate_for(
+        &env.dir
+            .path()
+            .join("data/current")
+            .join(format!("{}.csv", env.date)),
+        1500,
+        retraind::demo::Regime::DRIFTED,
+        7,
+        Task::Regression,
+    )
+    .unwrap();
+    let id = start_cycle(&running.engine, "p1").await;
+    let second = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+    assert_eq!(
+        second.outcome,
+        Some(Outcome::Deployed),
+        "{:?}",
+        second.reason
+    );
+    let perf = env.report(id)["performance"].clone();
+    assert_eq!(perf["metric"], "rmse", "{perf}");
+    assert_eq!(perf["status"], "degraded", "{perf}");
+    let gate = second.gate.clone().unwrap();
+    let champion_check = gate["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "not_worse_than_champion")
+        .cloned()
+        .unwrap_or_else(|| panic!("{gate}"));
+    assert_eq!(champion_check["passed"], true, "{gate}");
+    assert!(
+        gate["challenger"].as_f64().unwrap() < gate["champion"].as_f64().unwrap(),
+        "{gate}"
+    );
+    assert_eq!(
+        champion_check["detail"].as_str().unwrap().split(' ').next(),
+        Some("rmse")
+    );
+    let v2 = store.alias("p1", "champion").await.unwrap().unwrap();
+    assert_eq!(v2.version, 2);
+
+    // Scoring by hand: numbers, and the error on the labelled rows.
+    let config = env.config_path.to_str().unwrap();
+    let input = env.dir.path().join("data/reference.csv");
+    let (code, out, err) = retraind(&[
+        "--config",
+        config,
+        "predict",
+        "--model",
+        "v1",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("row,prediction"));
+    let first_row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert!(first_row[1].parse::<f64>().unwrap() > 0.0, "{first_row:?}");
+    assert!(
+        err.contains("r2 0.9") && err.contains("rmse ") && err.contains("mae "),
+        "{err}"
+    );
+    let (code, out, _) = retraind(&["--config", config, "models"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("rmse/hold"), "{out}");
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
