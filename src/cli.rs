@@ -383,9 +383,10 @@ async fn status_cmd(config_path: &Path, format: Format) -> anyhow::Result<ExitCo
                     .as_ref()
                     .map(|v| {
                         format!(
-                            "v{} (acc {:.3})",
+                            "v{} ({} {:.3})",
                             v.version,
-                            v.holdout_accuracy.unwrap_or(f64::NAN)
+                            v.metric.name(),
+                            v.holdout.unwrap_or(f64::NAN)
                         )
                     })
                     .unwrap_or_else(|| "none".into());

@@ -47,13 +47,13 @@ impl GateResult {
                 self.holdout_rows
             );
         }
-        let failed: Vec<&str> = self
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.detail.as_str())
-            .collect();
+        let failed: Vec<&str> = self.failed().map(|c| c.detail.as_str()).collect();
         format!("rejected: {}", failed.join("; "))
+    }
+
+    /// The checks that did not pass.
+    pub fn failed(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
     }
 
     /// Add a check decided elsewhere (a guard) and update the verdict.
@@ -349,12 +349,7 @@ mod tests {
             ..GateInput::default()
         };
         let r = evaluate(&input, &config);
-        let failed: Vec<&str> = r
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed: Vec<&str> = r.failed().map(|c| c.name.as_str()).collect();
         assert_eq!(failed, vec!["slice", "max_model_size", "max_latency"]);
         assert!(
             r.summary()
@@ -433,12 +428,7 @@ mod tests {
         assert!(!r.blessed && r.summary().contains("rmse 2.5000 vs ceiling 2.0000"));
         // 0.5 % worse passes the 1 % relative margin but not the zero absolute one…
         let r = run(1.005, Some(1.0));
-        let failed: Vec<&str> = r
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed: Vec<&str> = r.failed().map(|c| c.name.as_str()).collect();
         assert_eq!(failed, vec!["not_worse_than_champion"], "{}", r.summary());
         assert!(
             r.summary().contains("allowed increase 0.0000"),

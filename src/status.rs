@@ -30,16 +30,21 @@ pub struct VersionSummary {
     pub cycle: i64,
     pub path: String,
     pub holdout_accuracy: Option<f64>,
+    /// The pipeline's gate metric and its value on the version's evaluation holdout.
+    pub metric: crate::performance::Metric,
+    pub holdout: Option<f64>,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<&ModelVersion> for VersionSummary {
-    fn from(v: &ModelVersion) -> Self {
+impl VersionSummary {
+    fn new(v: &ModelVersion, metric: crate::performance::Metric) -> Self {
         VersionSummary {
             version: v.version,
             cycle: v.cycle_id,
             path: v.path.clone(),
             holdout_accuracy: v.metrics["holdout_accuracy"].as_f64(),
+            metric,
+            holdout: v.metrics[format!("holdout_{}", metric.name())].as_f64(),
             created_at: v.created_at,
         }
     }
@@ -109,8 +114,12 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
             schedule: p.schedule.expression().to_string(),
             timezone: p.schedule.timezone().to_string(),
             next_scheduled_at: p.schedule.next_after(Utc::now()),
-            champion: champion.as_ref().map(VersionSummary::from),
-            previous: previous.as_ref().map(VersionSummary::from),
+            champion: champion
+                .as_ref()
+                .map(|v| VersionSummary::new(v, p.gate.metric)),
+            previous: previous
+                .as_ref()
+                .map(|v| VersionSummary::new(v, p.gate.metric)),
             active_cycle: recent
                 .iter()
                 .find(|c| !c.state.is_terminal())

@@ -112,6 +112,26 @@ fn err(message: impl Into<String>) -> TrainError {
     TrainError::Command(format!("Kubeflow: {}", message.into()))
 }
 
+/// A request error with its causes ("error sending request: … invalid peer certificate:
+/// UnknownIssuer"), and what to do about an untrusted certificate.
+fn why(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (if the server's certificate is signed by a private CA, set train.kfp.ca_file to that CA's PEM)",
+        );
+    }
+    text
+}
+
 impl Client {
     pub fn new(config: &KfpConfig) -> Result<Client, TrainError> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
@@ -148,7 +168,10 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| err(format!("{url}: {e}")))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| err(format!("{url}: {}", why(&e))))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| err(format!("{url}: {e}")))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -253,6 +253,129 @@ async fn fake(behaviour: Behaviour) -> (Shared, String) {
 }
 
 async fn fake_with(behaviour: Behaviour, polls_to_finish: usize) -> (Shared, String) {
+    let (f, app) = fake_app(behaviour, polls_to_finish);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (f, format!("http://{addr}"))
+}
+
+/// The same fake behind TLS, with a certificate for 127.0.0.1 signed by a private CA made
+/// for the test (openssl): the endpoint and the CA's PEM.
+async fn fake_tls(behaviour: Behaviour, dir: &std::path::Path) -> (Shared, String, PathBuf) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (apt install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=retraind test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (f, app) = fake_app(behaviour, 2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (
+        f,
+        format!("https://127.0.0.1:{}", addr.port()),
+        dir.join("ca.pem"),
+    )
+}
+
+/// The fake's state and its routes.
+fn fake_app(behaviour: Behaviour, polls_to_finish: usize) -> (Shared, axum::Router) {
     let f = Arc::new(Fake {
         runs: Mutex::new(Vec::new()),
         creates: AtomicUsize::new(0),
@@ -267,10 +390,7 @@ async fn fake_with(behaviour: Behaviour, polls_to_finish: usize) -> (Shared, Str
             axum::routing::get(get_run).post(terminate),
         )
         .with_state(f.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (f, format!("http://{addr}"))
+    (f, app)
 }
 
 fn opts(endpoint: &str, out: &std::path::Path, timeout: &str) -> Opts {
@@ -305,11 +425,20 @@ data_format = "csv"
 async fn setup(behaviour: Behaviour, timeout: &str) -> (Shared, tempfile::TempDir, Env) {
     let (f, endpoint) = fake(behaviour).await;
     let out = tempfile::tempdir().unwrap();
-    let env = Env::new(Db::Sqlite, opts(&endpoint, out.path(), timeout))
+    let env = kfp_env(&endpoint, out.path(), timeout, "").await;
+    (f, out, env)
+}
+
+/// A pipeline training on the KFP server at `endpoint`, with `kfp_extra` appended to its
+/// `[pipeline.train.kfp]` table, and the token file.
+async fn kfp_env(endpoint: &str, out: &std::path::Path, timeout: &str, kfp_extra: &str) -> Env {
+    let mut o = opts(endpoint, out, timeout);
+    o.extra.push_str(kfp_extra);
+    let env = Env::new(Db::Sqlite, o)
         .await
         .expect("SQLite needs no external service");
     std::fs::write(env.dir.path().join("kfp-token"), TOKEN).unwrap();
-    (f, out, env)
+    env
 }
 
 async fn stop(running: retraind::daemon::Running, shutdown: tokio_util::sync::CancellationToken) {
@@ -356,6 +485,34 @@ async fn a_kfp_run_trains_the_candidate() {
         "{}",
         v.metrics
     );
+    stop(running, shutdown).await;
+}
+
+/// KFP over TLS: with `ca_file` naming the private CA the run is created, polled and
+/// deployed; without it the certificate is refused, the cycle fails saying so (and what to
+/// set), and no run is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kfp_over_tls_trusts_the_configured_ca_only() {
+    let certs = tempfile::tempdir().unwrap();
+    let (f, endpoint, ca) = fake_tls(Behaviour::Succeed, certs.path()).await;
+    let out = tempfile::tempdir().unwrap();
+    let ca_line = format!("ca_file = \"{}\"\n", ca.display());
+    let env = kfp_env(&endpoint, out.path(), "120s", &ca_line).await;
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
+    assert_eq!(f.creates.load(Ordering::SeqCst), 1);
+    stop(running, shutdown).await;
+
+    let (f, endpoint, _) = fake_tls(Behaviour::Succeed, certs.path()).await;
+    let env = kfp_env(&endpoint, out.path(), "120s", "").await;
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.state, CycleState::Failed);
+    let reason = row.reason.unwrap_or_default();
+    assert!(
+        reason.contains("certificate") && reason.contains("train.kfp.ca_file"),
+        "{reason}"
+    );
+    assert_eq!(f.creates.load(Ordering::SeqCst), 0);
     stop(running, shutdown).await;
 }
 

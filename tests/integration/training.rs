@@ -141,6 +141,15 @@ async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
     let (code, out, _) = retraind(&["--config", config, "models"]);
     assert_eq!(code, 0);
     assert!(out.contains("rmse/hold"), "{out}");
+    let (code, out, _) = retraind(&["--config", config, "status", "--format", "json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let champion = &status[0]["champion"];
+    assert_eq!(
+        (champion["version"].as_i64(), champion["metric"].as_str()),
+        (Some(2), Some("rmse"))
+    );
+    assert!(champion["holdout"].as_f64().unwrap() < 10.0, "{champion}");
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }
