@@ -1902,6 +1902,16 @@ fn validate(
                 None => 42,
             },
         };
+        // Each failed-to-learn floor belongs to one kind of model; the other is never read.
+        match task {
+            crate::performance::Task::Classification if p.train.burn.fail_below_r2.is_some() => {
+                c.problem(&at("train.burn.fail_below_r2"), "applies to task = \"regression\"; a classifier's floor is train.burn.fail_below_accuracy");
+            }
+            crate::performance::Task::Regression if p.train.burn.fail_below_accuracy.is_some() => {
+                c.problem(&at("train.burn.fail_below_accuracy"), "applies to classifiers; a regressor's floor is train.burn.fail_below_r2 (validation R²)");
+            }
+            _ => {}
+        }
         let train = TrainConfig {
             backend,
             timeout: c.duration(&at("train.timeout"), &p.train.timeout, "1h"),
@@ -2381,7 +2391,7 @@ filters = [{ column = "v", op = "=>", value = 1 }]
             (Metric::Mae, Some(12.5), 3.0, None)
         );
         let wrong = format!(
-            "{base}[pipeline.gate]\nmetric = \"accuracy\"\nmin_accuracy = 0.9\n[pipeline.performance]\nmetric = \"roc_auc\"\n"
+            "{base}[pipeline.gate]\nmetric = \"accuracy\"\nmin_accuracy = 0.9\n[pipeline.performance]\nmetric = \"roc_auc\"\n[pipeline.train.burn]\nfail_below_accuracy = 0.2\n"
         );
         let got = match Config::parse(&wrong, &dir.path().join("t.toml"), &[]) {
             Err(ConfigError::Invalid { problems, .. }) => problems,
@@ -2391,6 +2401,10 @@ filters = [{ column = "v", op = "=>", value = 1 }]
         assert!(paths.contains(&"pipeline[0].gate.metric"), "{got:?}");
         assert!(paths.contains(&"pipeline[0].gate.min_accuracy"), "{got:?}");
         assert!(paths.contains(&"pipeline[0].performance.metric"), "{got:?}");
+        assert!(
+            paths.contains(&"pipeline[0].train.burn.fail_below_accuracy"),
+            "{got:?}"
+        );
         let unknown = base.replace("\"regression\"", "\"ranking\"");
         match Config::parse(&unknown, &dir.path().join("t.toml"), &[]) {
             Err(ConfigError::Invalid { problems, .. }) => {
