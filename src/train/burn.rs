@@ -1353,4 +1353,26 @@ mod tests {
             ),
         }
     }
+
+    /// A GPU build trains on the GPU device and the model scores on the CPU. Without a GPU,
+    /// wgpu takes a software Vulkan (Mesa's lavapipe): the code path, not the speed.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn the_wgpu_device_trains_a_model_the_cpu_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = demo_table(dir.path());
+        let cfg = BurnConfig {
+            device: ComputeDevice::Wgpu,
+            epochs: 8,
+            ..config()
+        };
+        let out = dir.path().join("gpu");
+        let o = BurnTrainer
+            .train(&request(&table, &out, cfg), &CancelFlag::default(), &|_| {})
+            .unwrap();
+        assert!(o.valid_accuracy.unwrap() >= 0.9, "{:?}", o.valid_accuracy);
+        let scores = BurnModel::load(&out).unwrap().predict(&table).unwrap();
+        let acc = crate::performance::accuracy(table.target.as_ref().unwrap(), &scores);
+        assert!(acc >= 0.9, "{acc}");
+    }
 }
