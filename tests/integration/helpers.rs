@@ -137,6 +137,7 @@ pub struct Env {
     pub config_path: PathBuf,
     pub store_url: String,
     pub date: String,
+    pub task: Task,
 }
 
 impl Env {
@@ -229,6 +230,7 @@ mode = "{approval}"
             config_path,
             store_url: url,
             date,
+            task: opts.task,
         })
     }
 
@@ -271,7 +273,7 @@ mode = "{approval}"
 
     /// Replace today's current window with drifted data (covariate and concept drift).
     pub fn drift_today(&self) {
-        retraind::demo::generate(
+        retraind::demo::generate_for(
             &self
                 .dir
                 .path()
@@ -280,6 +282,7 @@ mode = "{approval}"
             1500,
             retraind::demo::Regime::DRIFTED,
             7,
+            self.task,
         )
         .unwrap();
     }

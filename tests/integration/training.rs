@@ -75,17 +75,7 @@ async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
 
     // The world drifts (the concept too): the check scores the champion's RMSE on the new
     // labels, the retrained model is compared with it on the same holdout and wins.
-    retraind::demo::generate_for(
-        &env.dir
-            .path()
-            .join("data/current")
-            .join(format!("{}.csv", env.date)),
-        1500,
-        retraind::demo::Regime::DRIFTED,
-        7,
-        Task::Regression,
-    )
-    .unwrap();
+    env.drift_today();
     let id = start_cycle(&running.engine, "p1").await;
     let second = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
     assert_eq!(
