@@ -612,28 +612,41 @@ async fn predict_cmd(
         Err(_) => store.alias(&p.name, model).await?,
     }
     .ok_or_else(|| anyhow::anyhow!("pipeline `{}` has no model `{model}`; use a version number or champion/previous (`retraind models` lists them)", p.name))?;
-    let target = p.data.target.clone();
+    let data_cfg = p.data.clone();
     let (dir, input) = (PathBuf::from(&version.path), input.to_string());
     let cache = config.daemon.state_dir.join("inputs");
-    let s3 = p.data.s3.clone();
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let model = crate::train::burn::BurnModel::load(&dir)?;
-        let pre = model.preprocess();
-        let roles = crate::data::Roles {
-            numerical: pre.numerical.iter().map(|(n, _, _)| n.clone()).collect(),
-            categorical: pre.categorical.iter().map(|(n, _)| n.clone()).collect(),
-            target,
-            prediction: None,
-            timestamp: None,
-        };
         let location = crate::source::Location::parse(&input, &std::env::current_dir()?)?;
-        let table = crate::data::load(
-            &crate::source::resolve(&location, &cache, &s3)?,
-            &roles,
-            false,
-        )?;
-        let task = pre.task;
-        let out = crate::train::Predictor::predict_scored(&model, &table)?;
+        let input = crate::source::resolve(&location, &cache, &data_cfg.s3)?;
+        let card: serde_json::Value = std::fs::read(dir.join("card.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        // A burn model names the columns it reads; a command or Kubeflow model reads the
+        // pipeline's columns, taken from the file as a cycle takes them.
+        let (model, table, task): (
+            Box<dyn crate::train::Predictor>,
+            crate::data::Table,
+            crate::performance::Task,
+        ) = if card["format"] == crate::train::command::FORMAT {
+            let (_, table) = crate::data::load_inferred(&input, &data_cfg.role_spec(), false)?;
+            let task = serde_json::from_value(card["task"].clone()).unwrap_or_default();
+            (crate::train::load_predictor(&dir)?, table, task)
+        } else {
+            let model = crate::train::burn::BurnModel::load(&dir)?;
+            let pre = model.preprocess();
+            let roles = crate::data::Roles {
+                numerical: pre.numerical.iter().map(|(n, _, _)| n.clone()).collect(),
+                categorical: pre.categorical.iter().map(|(n, _)| n.clone()).collect(),
+                target: data_cfg.target.clone(),
+                prediction: None,
+                timestamp: None,
+            };
+            let table = crate::data::load(&input, &roles, false)?;
+            let task = pre.task;
+            (Box::new(model), table, task)
+        };
+        let out = model.predict_scored(&table)?;
         // row, prediction, then a classifier's probability per class.
         let mut header = vec!["row".to_string(), "prediction".to_string()];
         header.extend(out.classes.iter().map(|c| format!("p_{c}")));

@@ -185,6 +185,28 @@ async fn a_command_trainer_trains_scores_and_deploys() {
     assert!(card["metrics"]["model_size_mb"].as_f64().unwrap() > 0.0);
     assert!(dir.join("model/model.json").is_file());
     assert!(!dir.join("work").exists(), "scratch files are removed");
+    // `retraind predict` scores with the trainer's own predict command.
+    let input = env.dir.path().join("data/reference.csv");
+    let (code, out, err) = retraind(&[
+        "--config",
+        env.config_path.to_str().unwrap(),
+        "predict",
+        "--model",
+        "champion",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("row,prediction,p_0,p_1\n"),
+        "{}",
+        &out[..80.min(out.len())]
+    );
+    assert_eq!(out.lines().count(), 1 + 1500);
+    assert!(
+        err.contains("accuracy 0.") && err.contains("on 1500 labelled rows"),
+        "{err}"
+    );
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }
