@@ -158,6 +158,7 @@ pub mod raw {
         pub registered_model: Option<String>,
         pub token_file: Option<String>,
         pub token_env: Option<String>,
+        pub ca_file: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1715,7 +1716,7 @@ fn validate(
                     output_uri: required(&mut c, "output_uri", &k.output_uri),
                     endpoint,
                     token,
-                    ca_file: k.ca_file.as_deref().map(|f| resolve(base, f)),
+                    ca_file: file(&mut c, "train.kfp.ca_file", &k.ca_file),
                     parameters: k.parameters.clone().unwrap_or_default(),
                     poll_interval: c.duration(
                         &at("train.kfp.poll_interval"),
@@ -2105,6 +2106,7 @@ fn validate(
                 experiment: m.experiment.clone().unwrap_or_else(|| "retraind".into()),
                 registered_model: m.registered_model.clone().unwrap_or_else(|| name.clone()),
                 token,
+                ca_file: file(&mut c, "mlflow.ca_file", &m.ca_file),
             }
         });
         if p.deploy.watch.is_some() && p.deploy.watch_for.is_some() {

@@ -64,4 +64,5 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod train;

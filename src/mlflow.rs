@@ -25,6 +25,8 @@ pub struct MlflowConfig {
     pub registered_model: String,
     /// Bearer token for a server behind auth (file, env or credential).
     pub token: Option<SecretSource>,
+    /// PEM of a private CA that signed the server's certificate (besides the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Errors talking to MLflow.
@@ -66,13 +68,12 @@ impl Client {
             ),
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| MlflowError::Http {
+        let http = crate::tls::client(Duration::from_secs(30), config.ca_file.as_deref()).map_err(
+            |message| MlflowError::Http {
                 url: config.tracking_uri.clone(),
-                message: e.to_string(),
-            })?;
+                message,
+            },
+        )?;
         Ok(Client {
             base: config.tracking_uri.trim_end_matches('/').to_string(),
             http,
@@ -97,7 +98,7 @@ impl Client {
         }
         let http = |e: reqwest::Error| MlflowError::Http {
             url: url.clone(),
-            message: e.to_string(),
+            message: crate::tls::describe(&e, "mlflow.ca_file"),
         };
         let resp = req.send().await.map_err(http)?;
         let status = resp.status();
@@ -260,7 +261,7 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| MlflowError::Http {
             url: url.clone(),
-            message: e.to_string(),
+            message: crate::tls::describe(&e, "mlflow.ca_file"),
         })?;
         if !resp.status().is_success() {
             return Err(MlflowError::Status {

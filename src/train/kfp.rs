@@ -112,43 +112,17 @@ fn err(message: impl Into<String>) -> TrainError {
     TrainError::Command(format!("Kubeflow: {}", message.into()))
 }
 
-/// A request error with its causes ("error sending request: … invalid peer certificate:
-/// UnknownIssuer"), and what to do about an untrusted certificate.
-fn why(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        source = s.source();
-    }
-    if text.contains("certificate") {
-        text.push_str(
-            " (if the server's certificate is signed by a private CA, set train.kfp.ca_file to that CA's PEM)",
-        );
-    }
-    text
-}
-
 impl Client {
     pub fn new(config: &KfpConfig) -> Result<Client, TrainError> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-        if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| err(format!("cannot read CA file {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| err(format!("CA file {} is not PEM: {e}", ca.display())))?;
-            builder = builder.add_root_certificate(cert);
-        }
+        let http =
+            crate::tls::client(Duration::from_secs(30), config.ca_file.as_deref()).map_err(err)?;
         let token = match &config.token {
             Some(s) => Some(crate::secret::Secret::load(s).map_err(|e| err(e.to_string()))?),
             None => None,
         };
         Ok(Client {
             base: config.endpoint.trim_end_matches('/').to_string(),
-            http: builder.build().map_err(|e| err(e.to_string()))?,
+            http,
             token,
         })
     }
@@ -168,10 +142,12 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| err(format!("{url}: {}", why(&e))))?;
+        let resp = req.send().await.map_err(|e| {
+            err(format!(
+                "{url}: {}",
+                crate::tls::describe(&e, "train.kfp.ca_file")
+            ))
+        })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| err(format!("{url}: {e}")))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -611,3 +611,145 @@ pub async fn trigger_api(addr: &str) -> Option<i64> {
     let body: serde_json::Value = r.json().await.ok()?;
     body["cycle"].as_i64()
 }
+
+/// A private CA and a certificate for 127.0.0.1 it signs (made with openssl in `dir`): the
+/// server's TLS settings and the CA's PEM, for a client's `ca_file`.
+pub fn private_ca(dir: &Path) -> (Arc<tokio_rustls::rustls::ServerConfig>, PathBuf) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (apt install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let subject = |cn: &str| format!("/CN={cn}");
+    let ca_subject = subject("retraind test CA");
+    let server_subject = subject("127.0.0.1");
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                &ca_subject,
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                &server_subject,
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    (Arc::new(config), dir.join("ca.pem"))
+}
+
+/// Accept TLS connections on a free port and hand each to `serve` (a client that does not
+/// trust the certificate ends at the handshake). Returns the port.
+async fn tls_listener<F, Fut>(tls: Arc<tokio_rustls::rustls::ServerConfig>, serve: F) -> u16
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(tcp).await {
+                    serve(stream).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An axum app served over TLS. Returns the port.
+pub async fn serve_tls(app: axum::Router, tls: Arc<tokio_rustls::rustls::ServerConfig>) -> u16 {
+    tls_listener(tls, move |stream| {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        }
+    })
+    .await
+}
+
+/// A TLS-terminating proxy in front of a plain server on 127.0.0.1:`upstream` (a real server
+/// that speaks only HTTP, put behind a private CA). Returns the port.
+pub async fn tls_proxy(upstream: u16, tls: Arc<tokio_rustls::rustls::ServerConfig>) -> u16 {
+    tls_listener(tls, move |mut stream| async move {
+        if let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut plain).await;
+        }
+    })
+    .await
+}

@@ -17,7 +17,10 @@ use axum::http::{HeaderMap, StatusCode};
 use retraind::cycle::{CycleState, Outcome};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, Env, Opts, eventually, run_cycle, start_cycle, start_daemon, wait_state};
+use crate::helpers::{
+    Db, Env, Opts, eventually, private_ca, run_cycle, serve_tls, start_cycle, start_daemon,
+    wait_state,
+};
 
 const TOKEN: &str = "kfp-token-abc";
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/command-trainer");
@@ -261,117 +264,12 @@ async fn fake_with(behaviour: Behaviour, polls_to_finish: usize) -> (Shared, Str
 }
 
 /// The same fake behind TLS, with a certificate for 127.0.0.1 signed by a private CA made
-/// for the test (openssl): the endpoint and the CA's PEM.
+/// for the test: the endpoint and the CA's PEM.
 async fn fake_tls(behaviour: Behaviour, dir: &std::path::Path) -> (Shared, String, PathBuf) {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (apt install openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=retraind test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tls, ca) = private_ca(dir);
     let (f, app) = fake_app(behaviour, 2);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                // A client that does not trust the certificate ends the handshake here.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    (
-        f,
-        format!("https://127.0.0.1:{}", addr.port()),
-        dir.join("ca.pem"),
-    )
+    let port = serve_tls(app, tls).await;
+    (f, format!("https://127.0.0.1:{port}"), ca)
 }
 
 /// The fake's state and its routes.

@@ -1,6 +1,7 @@
 //! The MLflow mirror against a real `mlflow server` (pip; `$RETRAIND_TEST_MLFLOW` or `mlflow`
 //! on PATH): a deployed cycle shows up as a finished run with its params and per-epoch
-//! metrics, a registered model version, and the `champion` alias on it.
+//! metrics, a registered model version, and the `champion` alias on it — reached through TLS
+//! signed by a private CA (a TLS-terminating proxy in front of the server).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -9,7 +10,8 @@ use retraind::cycle::Outcome;
 use serde_json::Value;
 
 use crate::helpers::{
-    Db, Env, Opts, Server, eventually, free_port, program, run_cycle, unavailable,
+    Db, Env, Opts, Server, eventually, free_port, private_ca, program, run_cycle, tls_proxy,
+    unavailable,
 };
 
 async fn get(base: &str, path: &str, query: &[(&str, &str)]) -> Value {
@@ -67,10 +69,16 @@ async fn a_deployed_version_is_mirrored_to_a_real_mlflow_server() {
         }
     })
     .await;
+    // retraind reaches the server through TLS signed by a private CA (`mlflow.ca_file`);
+    // the test reads it back over plain HTTP.
+    let certs = tempfile::tempdir().unwrap();
+    let (tls, ca) = private_ca(certs.path());
+    let tls_port = tls_proxy(port, tls).await;
     let opts = Opts {
         epochs: 8,
         extra: format!(
-            "[pipeline.mlflow]\ntracking_uri = \"{base}\"\nexperiment = \"retraind-test\"\nregistered_model = \"churn-model\"\n"
+            "[pipeline.mlflow]\ntracking_uri = \"https://127.0.0.1:{tls_port}\"\nca_file = \"{}\"\nexperiment = \"retraind-test\"\nregistered_model = \"churn-model\"\n",
+            ca.display()
         ),
         ..Opts::default()
     };
