@@ -448,6 +448,15 @@ fn metric_text(m: &serde_json::Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The key of `metric` on the validation split in a model's metrics (burn stores weighted F1
+/// as `valid_f1`).
+fn valid_key(metric: crate::performance::Metric) -> String {
+    match metric {
+        crate::performance::Metric::F1Weighted => "valid_f1".to_string(),
+        m => format!("valid_{}", m.name()),
+    }
+}
+
 /// The chosen pipeline's name, its gate metric and its model versions, newest first.
 async fn pipeline_models(
     config_path: &Path,
@@ -469,10 +478,7 @@ async fn models_cmd(
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let (_, metric, rows) = pipeline_models(config_path, pipeline).await?;
-    let (holdout, valid) = (
-        format!("holdout_{}", metric.name()),
-        format!("valid_{}", metric.name()),
-    );
+    let (holdout, valid) = (format!("holdout_{}", metric.name()), valid_key(metric));
     match format {
         Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
@@ -583,7 +589,7 @@ async fn lineage_cmd(
                 out!(
                     "  metrics        holdout {m_} {}, validation {m_} {}",
                     metric_text(&m.metrics, &format!("holdout_{}", metric.name())),
-                    metric_text(&m.metrics, &format!("valid_{}", metric.name())),
+                    metric_text(&m.metrics, &valid_key(metric)),
                     m_ = metric.name()
                 );
                 match l["parent_version"].as_i64() {

@@ -305,6 +305,7 @@ pub mod raw {
         pub metric: Option<String>,
         pub min_accuracy: Option<f64>,
         pub max_error: Option<f64>,
+        pub min_r2: Option<f64>,
         pub max_drop: Option<f64>,
         pub max_drop_relative: Option<f64>,
         pub holdout_share: Option<f64>,
@@ -687,8 +688,11 @@ pub struct GateConfig {
     pub min_accuracy: f64,
     /// Ceiling of the gate metric when lower is better (RMSE, MAE), when set.
     pub max_error: Option<f64>,
-    /// Largest allowed worsening of the gate metric against the champion, in its units.
-    pub max_drop: f64,
+    /// A regressor's floor on holdout R² (default 0: better than predicting the mean).
+    pub min_r2: Option<f64>,
+    /// Largest allowed worsening of the gate metric against the champion, in its units
+    /// (unset when only a relative margin applies).
+    pub max_drop: Option<f64>,
     /// Largest allowed relative worsening (0.01 = 1 %), when set.
     pub max_drop_relative: Option<f64>,
     pub holdout_share: f64,
@@ -708,7 +712,8 @@ impl Default for GateConfig {
             metric: crate::performance::Metric::Accuracy,
             min_accuracy: 0.9,
             max_error: None,
-            max_drop: 0.0,
+            min_r2: None,
+            max_drop: Some(0.0),
             max_drop_relative: None,
             holdout_share: 0.3,
             slices: Vec::new(),
@@ -1970,7 +1975,30 @@ fn validate(
                 .gate
                 .max_error
                 .map(|v| c.positive_number(&at("gate.max_error"), Some(v), 1.0)),
-            max_drop: tolerance(&mut c, "gate.max_drop", p.gate.max_drop, 0.0),
+            // An absolute margin when set, or by default when no relative one applies.
+            max_drop: match (p.gate.max_drop, p.gate.max_drop_relative, error) {
+                (Some(v), _, _) => Some(tolerance(&mut c, "gate.max_drop", Some(v), 0.0)),
+                (None, None, false) => Some(0.0),
+                _ => None,
+            },
+            min_r2: match (p.gate.min_r2, task) {
+                (Some(v), crate::performance::Task::Regression) => {
+                    if !(v.is_finite() && v <= 1.0) {
+                        c.problem(
+                            &at("gate.min_r2"),
+                            format!("{v} is out of range; use a number <= 1 (default 0)"),
+                        );
+                    }
+                    Some(v)
+                }
+                (Some(_), crate::performance::Task::Classification) => {
+                    c.problem(&at("gate.min_r2"), "applies to task = \"regression\"");
+                    None
+                }
+                (None, task) => (task == crate::performance::Task::Regression
+                    && gate_metric != crate::performance::Metric::R2)
+                    .then_some(0.0),
+            },
             holdout_share: c.fraction(&at("gate.holdout_share"), p.gate.holdout_share, 0.3, true),
             max_drop_relative: relative(
                 &mut c,
@@ -2071,12 +2099,22 @@ fn validate(
                 3,
                 100,
             ),
-            monotonic_tolerance: c.fraction(
-                &at("guards.monotonic_tolerance"),
-                p.guards.monotonic_tolerance,
-                0.0,
-                false,
-            ),
+            // In the gate metric's units: a fraction of accuracy, or the target's units for an
+            // error metric.
+            monotonic_tolerance: if gate.metric.higher_is_better() {
+                c.fraction(
+                    &at("guards.monotonic_tolerance"),
+                    p.guards.monotonic_tolerance,
+                    0.0,
+                    false,
+                )
+            } else {
+                c.non_negative(
+                    &at("guards.monotonic_tolerance"),
+                    p.guards.monotonic_tolerance,
+                    0.0,
+                )
+            },
         };
         if p.approval.slack_channel.is_some() && raw_slack_missing {
             c.problem(
@@ -2376,8 +2414,8 @@ filters = [{ column = "v", op = "=>", value = 1 }]
         assert_eq!(p.gate.metric, Metric::Rmse);
         assert_eq!(p.performance.rule.metric, Metric::Rmse);
         assert_eq!(
-            (p.gate.max_drop, p.gate.max_drop_relative),
-            (0.0, Some(0.01))
+            (p.gate.max_drop, p.gate.max_drop_relative, p.gate.min_r2),
+            (None, Some(0.01), Some(0.0))
         );
         assert_eq!(
             (p.gate.slice_max_drop, p.gate.slice_max_drop_relative),
@@ -2390,7 +2428,7 @@ filters = [{ column = "v", op = "=>", value = 1 }]
         let g = &c.pipelines[0].gate;
         assert_eq!(
             (g.metric, g.max_error, g.max_drop, g.max_drop_relative),
-            (Metric::Mae, Some(12.5), 3.0, None)
+            (Metric::Mae, Some(12.5), Some(3.0), None)
         );
         let wrong = format!(
             "{base}[pipeline.gate]\nmetric = \"accuracy\"\nmin_accuracy = 0.9\n[pipeline.performance]\nmetric = \"roc_auc\"\n[pipeline.train.burn]\nfail_below_accuracy = 0.2\n"
@@ -2428,10 +2466,19 @@ filters = [{ column = "v", op = "=>", value = 1 }]
             (
                 g.metric,
                 g.min_accuracy,
+                g.max_drop,
                 g.max_drop_relative,
                 g.slice_max_drop
             ),
-            (Metric::Accuracy, 0.9, None, Some(0.05))
+            (Metric::Accuracy, 0.9, Some(0.0), None, Some(0.05))
+        );
+        // A relative margin alone is not undercut by the absolute default.
+        let relative = format!("{classifier}[pipeline.gate]\nmax_drop_relative = 0.02\n");
+        let c = Config::parse(&relative, &dir.path().join("t.toml"), &[]).unwrap();
+        let g = &c.pipelines[0].gate;
+        assert_eq!(
+            (g.max_drop, g.max_drop_relative, g.min_r2),
+            (None, Some(0.02), None)
         );
         assert_eq!(c.pipelines[0].train.burn.fail_below_r2, None);
     }

@@ -1575,6 +1575,7 @@ impl Engine {
         };
         let input = GateInput {
             metric,
+            r2: cand_metrics.get("r2").copied(),
             challenger: if rows == 0 { 0.0 } else { value(&cand_metrics) },
             champion: champ_metrics.as_ref().map(value).filter(|v| v.is_finite()),
             holdout_rows: rows,
@@ -2303,9 +2304,12 @@ impl Engine {
                     }
                 }
             }
-            // Summary metrics at step 0; the per-epoch series keep their own keys.
+            // Summary metrics at step 0; a metric logged per epoch keeps its series (a trainer
+            // without a history still gets its summary values logged).
+            let series: std::collections::BTreeSet<String> =
+                points.iter().map(|p| p.key.clone()).collect();
             if let Some(metrics) = v.metrics.as_object() {
-                for (key, value) in metrics.iter().filter(|(k, _)| !PER_EPOCH.contains(&k.as_str())) {
+                for (key, value) in metrics.iter().filter(|(k, _)| !series.contains(k.as_str())) {
                     if let Some(value) = value.as_f64() {
                         points.push(crate::mlflow::Point { key: key.clone(), value, step: 0 });
                     }
@@ -2658,7 +2662,7 @@ fn mask_env(mut config: serde_json::Value) -> serde_json::Value {
     config
 }
 
-/// The per-epoch series of a model card's training history, as MLflow metric keys.
+/// The per-epoch series a model card's training history may carry, as MLflow metric keys.
 const PER_EPOCH: [&str; 6] = [
     "train_loss",
     "valid_loss",

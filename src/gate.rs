@@ -79,6 +79,8 @@ pub struct GateInput {
     pub metric: Metric,
     pub challenger: f64,
     pub champion: Option<f64>,
+    /// A regressor's R² on the holdout (for `gate.min_r2`).
+    pub r2: Option<f64>,
     pub holdout_rows: usize,
     pub slices: Vec<SliceScore>,
     pub model_size_mb: Option<f64>,
@@ -91,6 +93,7 @@ impl Default for GateInput {
             metric: Metric::Accuracy,
             challenger: 0.0,
             champion: None,
+            r2: None,
             holdout_rows: 0,
             slices: Vec::new(),
             model_size_mb: None,
@@ -193,18 +196,31 @@ pub fn evaluate(input: &GateInput, config: &GateConfig) -> GateResult {
         checks.push(Check {
             name: "metric".into(),
             passed: false,
-            detail: format!("{name} could not be computed on the holdout"),
+            detail: format!(
+                "{name} could not be computed on the holdout (precision, recall and roc_auc need two classes or performance.positive_class)"
+            ),
+        });
+    }
+    if let (Some(min), Some(r2)) = (config.min_r2, input.r2)
+        && input.holdout_rows > 0
+    {
+        checks.push(Check {
+            name: "min_r2".into(),
+            passed: r2 >= min,
+            detail: format!("R² {r2:.4} vs floor {min:.4} (0 = no better than the mean)"),
         });
     }
     if let Some(champ) = input.champion {
-        checks.push(Check {
-            name: "not_worse_than_champion".into(),
-            passed: within(metric, challenger, champ, Some(config.max_drop), None),
-            detail: format!(
-                "{name} {challenger:.4} vs champion {champ:.4} ({})",
-                margin(metric, Some(config.max_drop), None)
-            ),
-        });
+        if let Some(abs) = config.max_drop {
+            checks.push(Check {
+                name: "not_worse_than_champion".into(),
+                passed: within(metric, challenger, champ, Some(abs), None),
+                detail: format!(
+                    "{name} {challenger:.4} vs champion {champ:.4} ({})",
+                    margin(metric, Some(abs), None)
+                ),
+            });
+        }
         if let Some(rel) = config.max_drop_relative {
             checks.push(Check {
                 name: "not_worse_than_champion_relative".into(),
@@ -277,7 +293,7 @@ mod tests {
     fn cfg() -> GateConfig {
         GateConfig {
             min_accuracy: 0.9,
-            max_drop: 0.01,
+            max_drop: Some(0.01),
             holdout_share: 0.3,
             ..GateConfig::default()
         }
@@ -403,7 +419,8 @@ mod tests {
         let config = GateConfig {
             metric: Metric::Rmse,
             max_error: Some(2.0),
-            max_drop: 0.0,
+            min_r2: Some(0.0),
+            max_drop: None,
             max_drop_relative: Some(0.01),
             slice_max_drop: None,
             slice_max_drop_relative: Some(0.10),
@@ -426,20 +443,8 @@ mod tests {
         // Above the ceiling.
         let r = run(2.5, None);
         assert!(!r.blessed && r.summary().contains("rmse 2.5000 vs ceiling 2.0000"));
-        // 0.5 % worse passes the 1 % relative margin but not the zero absolute one…
-        let r = run(1.005, Some(1.0));
-        let failed: Vec<&str> = r.failed().map(|c| c.name.as_str()).collect();
-        assert_eq!(failed, vec!["not_worse_than_champion"], "{}", r.summary());
-        assert!(
-            r.summary().contains("allowed increase 0.0000"),
-            "{}",
-            r.summary()
-        );
-        // …which a configured absolute margin in the target's units allows.
-        let loose = GateConfig {
-            max_drop: 0.01,
-            ..config.clone()
-        };
+        // By default the margin is relative (the target's scale is unknown): 0.5 % worse
+        // passes the 1 %…
         let input = GateInput {
             metric: Metric::Rmse,
             challenger: 1.005,
@@ -447,7 +452,47 @@ mod tests {
             holdout_rows: 100,
             ..GateInput::default()
         };
+        let r = evaluate(&input, &config);
+        assert!(r.blessed, "{}", r.summary());
+        assert_eq!(
+            r.checks
+                .iter()
+                .filter(|c| c.name.starts_with("not_worse"))
+                .count(),
+            1
+        );
+        // …unless an absolute margin in the target's units is configured too.
+        let strict = GateConfig {
+            max_drop: Some(0.0),
+            ..config.clone()
+        };
+        let r = evaluate(&input, &strict);
+        let failed: Vec<&str> = r.failed().map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, vec!["not_worse_than_champion"], "{}", r.summary());
+        assert!(
+            r.summary().contains("allowed increase 0.0000"),
+            "{}",
+            r.summary()
+        );
+        let loose = GateConfig {
+            max_drop: Some(0.01),
+            ..config.clone()
+        };
         assert!(evaluate(&input, &loose).blessed);
+        // A regressor no better than the mean (R² < 0) is refused even without a champion.
+        let r = evaluate(
+            &GateInput {
+                r2: Some(-0.1),
+                champion: None,
+                ..input.clone()
+            },
+            &config,
+        );
+        assert!(
+            !r.blessed && r.summary().contains("R² -0.1000 vs floor 0.0000"),
+            "{}",
+            r.summary()
+        );
         // 2 % worse fails the relative margin.
         assert!(
             !evaluate(

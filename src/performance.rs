@@ -170,6 +170,8 @@ pub enum PerformanceError {
     },
     #[error("{metric} needs numeric labels and predictions; `{value}` is not a number")]
     NotNumeric { metric: &'static str, value: String },
+    #[error("{predicted} predictions for {labels} labelled rows; the model must answer every row")]
+    Length { labels: usize, predicted: usize },
 }
 
 /// Labelled rows with what a model said about them.
@@ -365,6 +367,12 @@ pub fn compute(
             None => v.to_vec(),
         }
     };
+    if s.predicted.len() != s.labels.len() {
+        return Err(PerformanceError::Length {
+            labels: s.labels.len(),
+            predicted: s.predicted.len(),
+        });
+    }
     let (labels, predicted) = (pick(&s.labels), pick(&s.predicted));
     let positive = || -> Result<&str, PerformanceError> {
         s.positive
@@ -502,7 +510,9 @@ impl Assessment {
 
 fn threshold(rule: &Rule, baseline: f64) -> f64 {
     if rule.metric.higher_is_better() {
-        rule.relative_threshold * baseline
+        // `relative_threshold × baseline` for a positive baseline; measured from |baseline|
+        // so an R² at or below 0 still gets a limit below it.
+        baseline - (1.0 - rule.relative_threshold) * baseline.abs()
     } else {
         baseline / rule.relative_threshold
     }

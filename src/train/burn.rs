@@ -567,31 +567,30 @@ fn evaluate(
     (loss, pre.decode(&to_f32(outputs)))
 }
 
-/// The numeric target of a regressor, row by row; an empty or non-numeric value is refused
-/// with its row (1-based, of the training rows) and value.
+/// The numeric target of a regressor; a non-numeric value is refused with the first such
+/// value and how many rows have one.
 fn numeric_target(target: &[String]) -> Result<Vec<f64>, TrainError> {
-    target
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| TrainError::NotNumeric {
-                    row: i + 1,
-                    value: v.clone(),
-                })
-        })
-        .collect()
+    let parse = |v: &String| v.trim().parse::<f64>().ok().filter(|x| x.is_finite());
+    let values: Vec<Option<f64>> = target.iter().map(parse).collect();
+    let bad = values.iter().filter(|v| v.is_none()).count();
+    match target.iter().zip(&values).find(|(_, v)| v.is_none()) {
+        Some((value, _)) => Err(TrainError::NotNumeric {
+            value: value.clone(),
+            rows: bad,
+        }),
+        None => Ok(values.into_iter().flatten().collect()),
+    }
 }
 
 /// What a split is stratified by, per row: the class, or for a regressor the target's
-/// decile (a target that is not all numbers, which a regressor refuses, by its values).
+/// decile (one stratum for a target that is not all numbers, which a regressor refuses).
 pub fn strata(target: &[String], task: Task) -> Vec<String> {
-    match (task, numeric_target(target)) {
-        (Task::Regression, Ok(values)) => deciles(&values),
-        _ => target.to_vec(),
+    match task {
+        Task::Classification => target.to_vec(),
+        Task::Regression => match numeric_target(target) {
+            Ok(values) => deciles(&values),
+            Err(_) => vec![String::new(); target.len()],
+        },
     }
 }
 
@@ -607,30 +606,42 @@ fn deciles(values: &[f64]) -> Vec<String> {
     bins
 }
 
-/// Split row indices into (held out, rest) with each stratum's share of the held-out part
-/// equal to its share of the data (at least one row of each stratum that has two), seeded.
+/// Split row indices into (held out, rest): `round(rows × share)` rows held out, shared
+/// among the strata in proportion to their size (largest remainders get the rounding), so
+/// each stratum keeps its share and a small table still gets its whole held-out part. Seeded.
 pub fn stratified_split(
     strata: &[String],
     share: f64,
     rng: &mut rand::rngs::StdRng,
 ) -> (Vec<usize>, Vec<usize>) {
-    let mut names: Vec<&String> = strata.iter().collect();
-    names.sort();
-    names.dedup();
-    let (mut valid, mut train) = (Vec::new(), Vec::new());
-    for name in names {
-        let mut rows: Vec<usize> = (0..strata.len()).filter(|&i| &strata[i] == name).collect();
-        rows.shuffle(rng);
-        let mut k = (rows.len() as f64 * share).round() as usize;
-        if k == 0 && rows.len() >= 2 {
-            k = 1;
-        }
-        valid.extend_from_slice(&rows[..k]);
-        train.extend_from_slice(&rows[k..]);
+    // One pass to group the rows (a target with many values costs no more than one with two).
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, s) in strata.iter().enumerate() {
+        groups.entry(s.as_str()).or_default().push(i);
     }
-    valid.shuffle(rng);
-    train.shuffle(rng);
-    (valid, train)
+    let total = ((strata.len() as f64) * share).round() as usize;
+    let ideal: Vec<f64> = groups
+        .values()
+        .map(|rows| rows.len() as f64 * share)
+        .collect();
+    let mut take: Vec<usize> = ideal.iter().map(|q| q.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..ideal.len()).collect();
+    // Largest remainder first; ties by size of the stratum, then by name order (stable).
+    order.sort_by(|&a, &b| (ideal[b] - ideal[b].floor()).total_cmp(&(ideal[a] - ideal[a].floor())));
+    let short = total.saturating_sub(take.iter().sum());
+    for &k in order.iter().take(short) {
+        take[k] += 1;
+    }
+    let (mut held, mut rest) = (Vec::new(), Vec::new());
+    for (mut rows, k) in groups.into_values().zip(take) {
+        rows.shuffle(rng);
+        let k = k.min(rows.len());
+        held.extend_from_slice(&rows[..k]);
+        rest.extend_from_slice(&rows[k..]);
+    }
+    held.shuffle(rng);
+    rest.shuffle(rng);
+    (held, rest)
 }
 
 /// One burn training at a time per process (see `BurnTrainer::train`).
@@ -1266,7 +1277,6 @@ mod tests {
         assert_eq!(pre.task, Task::Regression);
         let (m, sd) = pre.target_scale.unwrap();
         assert!((m - truth_mean).abs() < 2.0 && sd > 10.0, "{m} {sd}");
-        // The validation rows cover every decile of the target.
         assert_eq!(a.valid_rows, 600);
     }
 
@@ -1322,7 +1332,7 @@ mod tests {
                 &|_| {},
             )
             .unwrap_err();
-        assert!(e.to_string().contains("training row 42 has `n/a`"), "{e}");
+        assert!(e.to_string().contains("`n/a` (1 training row"), "{e}");
         assert!(!dir.path().join("t").join(WEIGHTS_FILE).exists());
     }
 
@@ -1374,5 +1384,21 @@ mod tests {
         let scores = BurnModel::load(&out).unwrap().predict(&table).unwrap();
         let acc = crate::performance::accuracy(table.target.as_ref().unwrap(), &scores);
         assert!(acc >= 0.9, "{acc}");
+    }
+
+    /// A small table still gets its share held out (the rounding goes to the largest
+    /// remainders, not to each stratum), and every row lands on one side.
+    #[test]
+    fn a_small_split_holds_out_its_share() {
+        let ten: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (held, rest) = stratified_split(&ten, 0.3, &mut rng);
+        assert_eq!((held.len(), rest.len()), (3, 7));
+        let twenty: Vec<String> = (0..20).map(|i| (i / 2).to_string()).collect();
+        let (held, rest) = stratified_split(&twenty, 0.3, &mut rng);
+        assert_eq!(held.len(), 6);
+        let mut all: Vec<usize> = held.into_iter().chain(rest).collect();
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
     }
 }

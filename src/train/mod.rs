@@ -48,9 +48,9 @@ pub enum TrainError {
         key: &'static str,
     },
     #[error(
-        "task = \"regression\" needs a numeric target: training row {row} has `{value}`; fix the data or set task = \"classification\""
+        "task = \"regression\" needs a numeric target: it has `{value}` ({rows} training row(s) with a value that is not a number); fix the data or set task = \"classification\""
     )]
-    NotNumeric { row: usize, value: String },
+    NotNumeric { value: String, rows: usize },
     #[error("cannot write model artifacts to {path}: {source}")]
     Io {
         path: PathBuf,
