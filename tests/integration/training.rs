@@ -92,10 +92,26 @@ async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "not_worse_than_champion")
+        .find(|c| c["name"] == "not_worse_than_champion_relative")
         .cloned()
         .unwrap_or_else(|| panic!("{gate}"));
     assert_eq!(champion_check["passed"], true, "{gate}");
+    // By default a regressor's margin is relative (1 %), and R² must beat the mean.
+    assert!(
+        champion_check["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("(allowed relative increase 1.00%)"),
+        "{gate}"
+    );
+    assert!(
+        gate["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "min_r2" && c["passed"] == true),
+        "{gate}"
+    );
     assert!(
         gate["challenger"].as_f64().unwrap() < gate["champion"].as_f64().unwrap(),
         "{gate}"
