@@ -3,7 +3,7 @@
 //! killed (SIGKILL) the standby takes over within 30 s with the default lease and resumes the
 //! cycle in flight, which completes exactly once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use retraind::cycle::CycleState;
@@ -11,14 +11,7 @@ use retraind::cycle::CycleState;
 use crate::helpers::{Db, Env, Opts, Server, TOKEN, free_port, wait_http, wait_state};
 
 fn daemon(env: &Env, instance: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_retraind"))
-        .args([
-            "--config",
-            env.config_path.to_str().unwrap(),
-            "--log-format",
-            "json",
-            "run",
-        ])
+    env.run_command()
         .env("RETRAIND_DAEMON__INSTANCE", instance)
         .env("RETRAIND_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())

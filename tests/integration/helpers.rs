@@ -242,16 +242,22 @@ mode = "{approval}"
         Store::connect(&self.store_url, 2).await.unwrap()
     }
 
+    /// `retraind --config … --log-format json run` for this env, not started yet.
+    pub fn run_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_retraind"));
+        command.args([
+            "--config",
+            self.config_path.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "run",
+        ]);
+        command
+    }
+
     /// Start `retraind run` as a child process.
     pub fn spawn(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_retraind"))
-            .args([
-                "--config",
-                self.config_path.to_str().unwrap(),
-                "--log-format",
-                "json",
-                "run",
-            ])
+        self.run_command()
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new()
@@ -273,6 +279,12 @@ mode = "{approval}"
 
     /// Replace today's current window with drifted data (covariate and concept drift).
     pub fn drift_today(&self) {
+        self.write_today(retraind::demo::Regime::DRIFTED, 7);
+    }
+
+    /// Replace today's current window with 1,500 rows of `regime` drawn from `seed`, with the
+    /// env's kind of target.
+    pub fn write_today(&self, regime: retraind::demo::Regime, seed: u64) {
         retraind::demo::generate_for(
             &self
                 .dir
@@ -280,8 +292,8 @@ mode = "{approval}"
                 .join("data/current")
                 .join(format!("{}.csv", self.date)),
             1500,
-            retraind::demo::Regime::DRIFTED,
-            7,
+            regime,
+            seed,
             self.task,
         )
         .unwrap();

@@ -339,6 +339,24 @@ async fn kfp_env(endpoint: &str, out: &std::path::Path, timeout: &str, kfp_extra
     env
 }
 
+/// The cycle failed and registered no version: its reason.
+async fn failed_without_a_version(
+    row: &retraind::store::CycleRow,
+    running: &retraind::daemon::Running,
+) -> String {
+    assert_eq!(row.state, CycleState::Failed, "{:?}", row.reason);
+    assert!(
+        running
+            .engine
+            .store()
+            .versions("p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    row.reason.clone().unwrap_or_default()
+}
+
 async fn stop(running: retraind::daemon::Running, shutdown: tokio_util::sync::CancellationToken) {
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
@@ -404,8 +422,7 @@ async fn kfp_over_tls_trusts_the_configured_ca_only() {
     let (f, endpoint, _) = fake_tls(Behaviour::Succeed, certs.path()).await;
     let env = kfp_env(&endpoint, out.path(), "120s", "").await;
     let (row, running, shutdown) = run_cycle(&env).await;
-    assert_eq!(row.state, CycleState::Failed);
-    let reason = row.reason.unwrap_or_default();
+    let reason = failed_without_a_version(&row, &running).await;
     assert!(
         reason.contains("certificate") && reason.contains("train.kfp.ca_file"),
         "{reason}"
@@ -418,20 +435,10 @@ async fn kfp_over_tls_trusts_the_configured_ca_only() {
 async fn a_failed_kfp_run_fails_the_cycle_with_its_error() {
     let (f, _out, env) = setup(Behaviour::Fail, "120s").await;
     let (row, running, shutdown) = run_cycle(&env).await;
-    assert_eq!(row.state, CycleState::Failed);
-    let reason = row.reason.unwrap_or_default();
+    let reason = failed_without_a_version(&row, &running).await;
     assert!(
         reason.contains("Failed") && reason.contains("OOMKilled"),
         "{reason}"
-    );
-    assert!(
-        running
-            .engine
-            .store()
-            .versions("p1")
-            .await
-            .unwrap()
-            .is_empty()
     );
     assert_eq!(f.creates.load(Ordering::SeqCst), 1);
     stop(running, shutdown).await;
@@ -441,20 +448,10 @@ async fn a_failed_kfp_run_fails_the_cycle_with_its_error() {
 async fn the_kfp_timeout_terminates_the_run() {
     let (f, _out, env) = setup(Behaviour::Hang, "2s").await;
     let (row, running, shutdown) = run_cycle(&env).await;
-    assert_eq!(row.state, CycleState::Failed);
-    let reason = row.reason.unwrap_or_default();
+    let reason = failed_without_a_version(&row, &running).await;
     assert!(reason.contains("terminated"), "{reason}");
     assert_eq!(f.terminates.load(Ordering::SeqCst), 1);
     assert_eq!(f.runs.lock().unwrap()[0].state, "CANCELING");
-    assert!(
-        running
-            .engine
-            .store()
-            .versions("p1")
-            .await
-            .unwrap()
-            .is_empty()
-    );
     stop(running, shutdown).await;
 }
 
@@ -547,23 +544,13 @@ async fn kfp_5xx_and_a_reset_while_polling_are_retried_not_fatal() {
 async fn kfp_unavailable_at_create_fails_the_cycle_with_its_message() {
     let (f, _out, env) = setup(Behaviour::CreateUnavailable, "120s").await;
     let (row, running, shutdown) = run_cycle(&env).await;
-    assert_eq!(row.state, CycleState::Failed);
-    let reason = row.reason.unwrap_or_default();
+    let reason = failed_without_a_version(&row, &running).await;
     assert!(
         reason.contains("503") && reason.contains("upstream connect error"),
         "{reason}"
     );
     assert!(!reason.contains(TOKEN), "{reason}");
     assert_eq!(f.creates.load(Ordering::SeqCst), 0);
-    assert!(
-        running
-            .engine
-            .store()
-            .versions("p1")
-            .await
-            .unwrap()
-            .is_empty()
-    );
     stop(running, shutdown).await;
 }
 
@@ -598,16 +585,7 @@ async fn sigkill_during_the_kfp_poll_never_duplicates_the_run() {
         } else {
             retraind::demo::Regime::NORMAL
         };
-        retraind::demo::generate(
-            &env.dir
-                .path()
-                .join("data/current")
-                .join(format!("{}.csv", env.date)),
-            1500,
-            regime,
-            100 + point,
-        )
-        .unwrap();
+        env.write_today(regime, 100 + point);
         let mut daemon = Server(env.spawn());
         wait_http(&addr).await;
         let id = trigger_api(&addr).await.expect("the trigger is accepted");

@@ -86,16 +86,7 @@ breaker_failures = 0
         } else {
             retraind::demo::Regime::DRIFTED
         };
-        retraind::demo::generate(
-            &env.dir
-                .path()
-                .join("data/current")
-                .join(format!("{}.csv", env.date)),
-            1500,
-            regime,
-            point as u64,
-        )
-        .unwrap();
+        env.write_today(regime, point as u64);
         store.clear_holds("p1").await.unwrap();
         let mut daemon = Server(env.spawn());
         wait_http(&addr).await;

@@ -71,14 +71,8 @@ secret_file = "webhook-secret"
     // Everything outside fails at first: the request deliveries log their errors.
     outside.set_status(500);
     let log = env.dir.path().join("daemon.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_retraind"))
-        .args([
-            "--config",
-            env.config_path.to_str().unwrap(),
-            "--log-format",
-            "json",
-            "run",
-        ])
+    let child = env
+        .run_command()
         .env("RUST_LOG", "debug")
         .stdout(std::fs::File::create(env.dir.path().join("daemon.out")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
