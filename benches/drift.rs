@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use retraind::config::DriftConfig;
 use retraind::data;
+use retraind::drift::DriftConfig;
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -12,9 +12,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use retraind::config::BurnConfig;
 use retraind::data::{self, Input, RoleSpec};
-use retraind::train::burn::BurnTrainer;
+use retraind::train::burn::{BurnConfig, BurnTrainer};
 use retraind::train::{CancelFlag, TrainRequest, Trainer};
 
 fn main() {
@@ -45,37 +44,38 @@ fn main() {
         ..RoleSpec::default()
     };
     let start = Instant::now();
-    let (_, table) = data::load_inferred(&Input::file(&PathBuf::from(path)), &spec, true)
+    let (roles, table) = data::load_inferred(&Input::file(&PathBuf::from(path)), &spec, true)
         .unwrap_or_else(|e| {
             eprintln!("{e}");
             std::process::exit(1)
         });
     let loaded = start.elapsed().as_secs_f64();
     let out = std::env::temp_dir().join(format!("retraind-bench-train-{}", std::process::id()));
+    let config = BurnConfig {
+        task: Default::default(),
+        fail_below_r2: None,
+        device,
+        hidden: vec![hidden, hidden],
+        dropout: 0.0,
+        learning_rate: 0.001,
+        batch_size: batch,
+        epochs,
+        // Run every epoch, as the peer does.
+        patience: epochs,
+        validation_share: 0.1,
+        seed: 42,
+        fail_below_accuracy: 0.0,
+        fail_check_epoch: 1,
+        activation: Default::default(),
+        derived: Vec::new(),
+        filters: Vec::new(),
+        drop_null_rows: false,
+    };
     let request = TrainRequest {
         pipeline: "bench".into(),
         cycle_id: 0,
         data: table,
-        config: BurnConfig {
-            task: Default::default(),
-            fail_below_r2: None,
-            device,
-            hidden: vec![hidden, hidden],
-            dropout: 0.0,
-            learning_rate: 0.001,
-            batch_size: batch,
-            epochs,
-            // Run every epoch, as the peer does.
-            patience: epochs,
-            validation_share: 0.1,
-            seed: 42,
-            fail_below_accuracy: 0.0,
-            fail_check_epoch: 1,
-            activation: Default::default(),
-            derived: Vec::new(),
-            filters: Vec::new(),
-            drop_null_rows: false,
-        },
+        roles,
         out_dir: out.clone(),
         inputs: serde_json::Value::Null,
         remote_run: None,
@@ -83,7 +83,7 @@ fn main() {
         timeout: std::time::Duration::from_secs(3600),
     };
     let t = Instant::now();
-    let output = BurnTrainer
+    let output = BurnTrainer { config }
         .train(&request, &CancelFlag::default(), &|_| {})
         .unwrap_or_else(|e| {
             eprintln!("{e}");

@@ -783,8 +783,9 @@ pub struct CheckReport {
 
 /// Run the standalone check: load both files, the quality gate, the drift tests.
 pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<CheckReport> {
-    use crate::config::{Correction, DriftConfig};
     use crate::data;
+    use crate::drift::DriftConfig;
+    use crate::stats::Correction;
     let method: crate::drift::Method = args.method.parse()?;
     let correction: Correction = args.correction.parse().map_err(anyhow::Error::msg)?;
     anyhow::ensure!(

@@ -107,8 +107,8 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Correction;
     use crate::drift::DatasetDrift;
+    use crate::stats::Correction;
 
     fn report(dataset_drift: bool, insufficient: bool) -> DriftReport {
         DriftReport {

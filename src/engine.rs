@@ -21,12 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::approval::ApprovalMode;
 use crate::approval::{
     ApprovalChannel, ApprovalDecision, ApprovalRequest, LogChannel, MetricRow, Notice,
 };
 use crate::artifacts::{self, ArtifactError};
-use crate::config::{ApprovalMode, Config, PerformanceSource, Pipeline, ReferenceSource};
+use crate::config::{Config, Pipeline};
 use crate::cycle::{CycleState, Outcome, TriggerKind};
+use crate::data::ReferenceSource;
 use crate::data::{self, Roles, Table};
 use crate::decision::{self, Decision, Verdict};
 use crate::deploy::{CurrentSymlink, DeployError, DeployTarget, HttpHook};
@@ -34,6 +36,7 @@ use crate::drift::{Detector, DriftReport, StatisticalDetector};
 use crate::gate::{self, GateInput, GateResult};
 use crate::guards::{self, Block, Hold};
 use crate::metrics::Metrics;
+use crate::performance::PerformanceSource;
 use crate::performance::{self, Assessment, Baseline};
 use crate::quality;
 use crate::source;
@@ -118,7 +121,6 @@ pub enum EngineError {
 #[derive(Clone)]
 pub struct Steps {
     pub detector: Arc<dyn Detector>,
-    pub trainer: Arc<dyn Trainer>,
     pub channels: Vec<Arc<dyn ApprovalChannel>>,
     pub targets: Vec<Arc<dyn DeployTarget>>,
 }
@@ -129,7 +131,6 @@ impl Steps {
     pub fn local() -> Steps {
         Steps {
             detector: Arc::new(StatisticalDetector),
-            trainer: Arc::new(BurnTrainer),
             channels: vec![Arc::new(LogChannel)],
             targets: vec![Arc::new(CurrentSymlink)],
         }
@@ -1121,7 +1122,7 @@ impl Engine {
     async fn live_performance(
         &self,
         c: &CycleRow,
-        perf: &crate::config::PerformanceConfig,
+        perf: &crate::performance::PerformanceConfig,
         baseline: Option<Baseline>,
     ) -> Option<Assessment> {
         let q = perf.prometheus.as_ref()?;
@@ -1283,7 +1284,7 @@ impl Engine {
             pipeline: c.pipeline.clone(),
             cycle_id: c.id,
             data,
-            config: p.train.burn.clone(),
+            roles: roles.clone(),
             out_dir: staging.clone(),
             inputs: c.inputs.clone().unwrap_or_default(),
             remote_run,
@@ -1292,20 +1293,18 @@ impl Engine {
         };
         let cancel = CancelFlag::default();
         let trainer: Arc<dyn Trainer> = match (&p.train.backend, &p.train.command, &p.train.kfp) {
-            (crate::config::Backend::Command, Some(cmd), _) => {
+            (crate::train::Backend::Command, Some(cmd), _) => {
                 Arc::new(crate::train::command::CommandTrainer {
                     config: cmd.clone(),
-                    roles: roles.clone(),
                 })
             }
-            (crate::config::Backend::Kfp, _, Some(kfp)) => {
-                Arc::new(crate::train::kfp::KfpTrainer {
-                    config: kfp.clone(),
-                    roles: roles.clone(),
-                    s3: p.data.s3.clone(),
-                })
-            }
-            _ => self.inner.steps.trainer.clone(),
+            (crate::train::Backend::Kfp, _, Some(kfp)) => Arc::new(crate::train::kfp::KfpTrainer {
+                config: kfp.clone(),
+                s3: p.data.s3.clone(),
+            }),
+            _ => Arc::new(BurnTrainer {
+                config: p.train.burn.clone(),
+            }),
         };
         let backend = trainer.name();
         let metrics = self.inner.metrics.clone();
@@ -1449,9 +1448,9 @@ impl Engine {
             "lineage": lineage,
             "training": output,
             "config": mask_env(match p.train.backend {
-                crate::config::Backend::Burn => serde_json::to_value(&p.train.burn).unwrap_or_default(),
-                crate::config::Backend::Command => serde_json::to_value(&p.train.command).unwrap_or_default(),
-                crate::config::Backend::Kfp => serde_json::to_value(&p.train.kfp).unwrap_or_default(),
+                crate::train::Backend::Burn => serde_json::to_value(&p.train.burn).unwrap_or_default(),
+                crate::train::Backend::Command => serde_json::to_value(&p.train.command).unwrap_or_default(),
+                crate::train::Backend::Kfp => serde_json::to_value(&p.train.kfp).unwrap_or_default(),
             }),
         });
         let card_path = staging.join("card.json");
@@ -2616,7 +2615,7 @@ impl Engine {
 /// read from the prediction column. `None` when there is nothing to score (no labels, no
 /// champion, or the source is Prometheus). Blocking.
 fn score_performance(
-    perf: &crate::config::PerformanceConfig,
+    perf: &crate::performance::PerformanceConfig,
     champion: Option<&ModelVersion>,
     labelled: Option<Table>,
     baseline: Option<Baseline>,
@@ -2692,52 +2691,12 @@ pub fn config_hash(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Split the labelled current window into (holdout, rest), stratified by class (or by the
-/// target's decile for a regressor) so the gate sees every class in its share, and seeded by
-/// the cycle id so every step of a cycle (and every retry) sees the same split.
-pub fn holdout_split(
+/// The gate's holdout of a labelled window (see [`crate::splits::holdout_split`]).
+fn holdout_split(
     table: &Table,
     share: f64,
     cycle: i64,
     task: performance::Task,
 ) -> (Vec<usize>, Vec<usize>) {
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cycle as u64 ^ 0x5eed_5eed);
-    let strata = match &table.target {
-        Some(target) => train::burn::strata(target, task),
-        None => vec![String::new(); table.rows],
-    };
-    train::burn::stratified_split(&strata, share, &mut rng)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The gate's holdout keeps each class's share (a 5 % class gets 5 % of the holdout) and
-    /// is the same split for every step of a cycle; another cycle draws another one.
-    #[test]
-    fn the_holdout_is_stratified_and_seeded_by_the_cycle() {
-        let target: Vec<String> = (0..2000)
-            .map(|i| if i % 20 == 0 { "rare" } else { "common" }.to_string())
-            .collect();
-        let mut table = Table::from_columns(vec![("x".into(), vec![0.0; 2000])], vec![]);
-        table.target = Some(target.clone());
-        let task = performance::Task::Classification;
-        let (holdout, rest) = holdout_split(&table, 0.3, 7, task);
-        assert_eq!((holdout.len(), rest.len()), (600, 1400));
-        let rare = holdout.iter().filter(|&&i| target[i] == "rare").count();
-        assert_eq!(rare, 30);
-        assert_eq!(holdout_split(&table, 0.3, 7, task).0, holdout);
-        assert_ne!(holdout_split(&table, 0.3, 8, task).0, holdout);
-        // A regressor's holdout spans the target's range: 10 % of it from each decile.
-        let numbers: Vec<String> = (0..2000).map(|i| format!("{}", (i * 7) % 2000)).collect();
-        table.target = Some(numbers.clone());
-        let (holdout, _) = holdout_split(&table, 0.3, 7, performance::Task::Regression);
-        let top = holdout
-            .iter()
-            .filter(|&&i| numbers[i].parse::<f64>().unwrap() >= 1800.0)
-            .count();
-        assert_eq!(top, 60);
-    }
+    crate::splits::holdout_split(table.target.as_deref(), table.rows, share, cycle, task)
 }

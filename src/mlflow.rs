@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::secret::SecretSource;
+use crate::validate::Checker;
+use crate::validate::files::Files;
 
 /// `[pipeline.mlflow]`.
 #[derive(Debug, Clone)]
@@ -27,6 +29,43 @@ pub struct MlflowConfig {
     pub token: Option<SecretSource>,
     /// PEM of a private CA that signed the server's certificate (besides the system roots).
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// `[pipeline.mlflow]` as written.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RawMlflow {
+    pub tracking_uri: Option<String>,
+    pub experiment: Option<String>,
+    pub registered_model: Option<String>,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+impl MlflowConfig {
+    /// Validate `raw` (the checker is at `pipeline[i].mlflow`); the registered model is
+    /// named after the pipeline unless set.
+    pub fn from_raw(raw: RawMlflow, pipeline: &str, files: Files, c: &mut Checker) -> MlflowConfig {
+        let tracking_uri = raw.tracking_uri.unwrap_or_default();
+        c.url(
+            "tracking_uri",
+            &tracking_uri,
+            " of an MLflow tracking server",
+        );
+        MlflowConfig {
+            token: files.secret(
+                c,
+                "token",
+                &raw.token_file,
+                &raw.token_env,
+                Some("mlflow-token"),
+            ),
+            ca_file: files.file(c, "ca_file", &raw.ca_file),
+            tracking_uri,
+            experiment: raw.experiment.unwrap_or_else(|| "retraind".into()),
+            registered_model: raw.registered_model.unwrap_or_else(|| pipeline.to_string()),
+        }
+    }
 }
 
 /// Errors talking to MLflow.

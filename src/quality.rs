@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Fingerprint, Table};
+use crate::validate::Checker;
 
 /// Thresholds of the gate (`[pipeline.quality]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,38 @@ pub struct QualityConfig {
     /// Warn when the current window has fewer rows than this share of the reference's
     /// (0 disables: a reference that is a training set is naturally larger).
     pub min_row_ratio: f64,
+}
+
+/// `[pipeline.quality]` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawQuality {
+    pub allow_added_columns: Option<bool>,
+    pub max_null_rate_increase: Option<f64>,
+    pub max_out_of_range_share: Option<f64>,
+    pub min_row_ratio: Option<f64>,
+}
+
+impl QualityConfig {
+    /// Validate `raw` (the checker is at `pipeline[i].quality`).
+    pub fn from_raw(raw: RawQuality, c: &mut Checker) -> QualityConfig {
+        let d = QualityConfig::default();
+        QualityConfig {
+            allow_added_columns: raw.allow_added_columns.unwrap_or(d.allow_added_columns),
+            max_null_rate_increase: c.fraction(
+                "max_null_rate_increase",
+                raw.max_null_rate_increase,
+                d.max_null_rate_increase,
+                false,
+            ),
+            max_out_of_range_share: c.fraction(
+                "max_out_of_range_share",
+                raw.max_out_of_range_share,
+                d.max_out_of_range_share,
+                false,
+            ),
+            min_row_ratio: c.fraction("min_row_ratio", raw.min_row_ratio, d.min_row_ratio, false),
+        }
+    }
 }
 
 impl Default for QualityConfig {

@@ -243,8 +243,8 @@ h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:2rem}}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DriftConfig;
     use crate::data::Table;
+    use crate::drift::DriftConfig;
 
     fn table(x: Vec<f64>, seg: Vec<&str>) -> Table {
         Table::from_columns(

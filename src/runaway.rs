@@ -16,9 +16,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 
-use crate::config::{GateConfig, OnFailure};
 use crate::cycle::Outcome;
+use crate::gate::GateConfig;
 use crate::gate::{self, GateInput};
+use crate::guards::OnFailure;
 use crate::guards::{self, Budget, GuardConfig, History, Hold, WatchAction};
 use crate::performance::{self, Baseline, Metric, Rule};
 

@@ -12,6 +12,9 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
+/// Default cron schedule: 02:00 every day (six fields, seconds first).
+pub const DEFAULT_SCHEDULE: &str = "0 0 2 * * *";
+
 /// `t` without its fraction of a second. croner carries the input's sub-second part into
 /// the fire times it returns; fire times must be whole seconds so that one stored in the
 /// store (millisecond precision) compares equal to the same fire computed again.
@@ -62,9 +65,33 @@ impl Schedule {
         })
     }
 
+    /// A pipeline's `schedule` and `timezone` (the checker is at the pipeline): absent, 02:00
+    /// daily in UTC; a bad one is reported and replaced by the default.
+    pub fn from_raw(
+        expression: Option<String>,
+        timezone: Option<String>,
+        c: &mut crate::validate::Checker,
+    ) -> Schedule {
+        let tz_text = timezone.unwrap_or_else(|| "UTC".to_string());
+        let tz: Tz = tz_text.parse().unwrap_or_else(|_| {
+            c.problem(
+                "timezone",
+                format!(
+                    "`{tz_text}` is not an IANA timezone; use e.g. \"UTC\" or \"Europe/Berlin\""
+                ),
+            );
+            Tz::UTC
+        });
+        let cron_text = expression.unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+        Schedule::parse(&cron_text, tz).unwrap_or_else(|e| {
+            c.problem("schedule", e.to_string());
+            Schedule::default_daily(tz)
+        })
+    }
+
     /// 02:00 daily in `tz`.
     pub fn default_daily(tz: Tz) -> Schedule {
-        match Schedule::parse(crate::config::DEFAULT_SCHEDULE, tz) {
+        match Schedule::parse(DEFAULT_SCHEDULE, tz) {
             Ok(s) => s,
             Err(e) => unreachable!("the default schedule parses: {e}"),
         }

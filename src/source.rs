@@ -10,6 +10,8 @@
 //! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`) or from files named in the config;
 //! they never appear in errors or fingerprints.
 
+use crate::validate::Checker;
+use crate::validate::files::Files;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +50,35 @@ pub struct S3Config {
     pub secret_access_key_file: Option<PathBuf>,
     /// PEM file of an extra CA to trust (a private endpoint's certificate).
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[pipeline.data.s3]` as written.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RawS3 {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: Option<bool>,
+    pub access_key_id_file: Option<String>,
+    pub secret_access_key_file: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+impl S3Config {
+    /// Validate `raw` (the checker is at `pipeline[i].data.s3`): named files must exist.
+    pub fn from_raw(raw: RawS3, files: Files, c: &mut Checker) -> S3Config {
+        S3Config {
+            access_key_id_file: files.file(c, "access_key_id_file", &raw.access_key_id_file),
+            secret_access_key_file: files.file(
+                c,
+                "secret_access_key_file",
+                &raw.secret_access_key_file,
+            ),
+            ca_file: files.file(c, "ca_file", &raw.ca_file),
+            endpoint: raw.endpoint,
+            region: raw.region,
+            allow_http: raw.allow_http.unwrap_or(false),
+        }
+    }
 }
 
 /// One configured data location, after `{date}` substitution.

@@ -7,7 +7,28 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-use crate::config::Correction;
+/// Multiple-testing correction across features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Correction {
+    BenjaminiHochberg,
+    Bonferroni,
+    None,
+}
+
+impl std::str::FromStr for Correction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "benjamini_hochberg" | "bh" => Ok(Correction::BenjaminiHochberg),
+            "bonferroni" => Ok(Correction::Bonferroni),
+            "none" => Ok(Correction::None),
+            other => Err(format!(
+                "`{other}` is not a correction; use \"benjamini_hochberg\" (bh), \"bonferroni\" or \"none\""
+            )),
+        }
+    }
+}
 
 /// Two-sample KS statistic D = sup |F_ref(x) - F_cur(x)| on NaN-free, sorted samples.
 pub fn ks_statistic(a_sorted: &[f64], b_sorted: &[f64]) -> f64 {

@@ -8,8 +8,11 @@
 //! buttons, or an incoming webhook) and [`webhook`] (Standard Webhooks-signed JSON). Channels
 //! also carry notices (rollbacks, freezes) to the same people.
 
+mod config;
 pub mod slack;
 pub mod webhook;
+
+pub use config::{ApprovalConfig, ApprovalMode, RawApproval};
 
 use std::fmt;
 use std::future::Future;
@@ -56,13 +59,7 @@ impl FromStr for ApprovalDecision {
     }
 }
 
-/// One metric of champion and challenger on the gate's holdout.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MetricRow {
-    pub metric: String,
-    pub champion: Option<f64>,
-    pub challenger: f64,
-}
+pub use crate::gate::MetricRow;
 
 /// What a channel tells people about a candidate waiting for them.
 #[derive(Debug, Clone, Serialize)]

@@ -9,7 +9,84 @@ use serde_json::{Value, json};
 
 use super::{ApprovalChannel, ApprovalError, ApprovalRequest, BoxFuture, LogChannel, Notice};
 use crate::approval::ApprovalDecision;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
+use crate::validate::Checker;
+use crate::validate::files::Files;
+
+/// `[slack]` as written.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RawSlack {
+    pub api_url: Option<String>,
+    pub channel: Option<String>,
+    pub bot_token_file: Option<String>,
+    pub bot_token_env: Option<String>,
+    pub signing_secret_file: Option<String>,
+    pub signing_secret_env: Option<String>,
+    pub incoming_webhook_file: Option<String>,
+    pub incoming_webhook_env: Option<String>,
+}
+
+/// The Slack app (requests with buttons) or incoming webhook (notifications only).
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    /// Slack Web API base, `https://slack.com/api` (a fake server's in tests).
+    pub api_url: String,
+    /// Default channel for approval requests (`approval.slack_channel` overrides it).
+    pub channel: Option<String>,
+    pub bot_token: Option<SecretSource>,
+    pub signing_secret: Option<SecretSource>,
+    pub incoming_webhook: Option<SecretSource>,
+}
+
+/// Slack's Web API.
+const API_URL: &str = "https://slack.com/api";
+
+impl SlackConfig {
+    /// Validate `raw` (the checker is at `slack`).
+    pub fn from_raw(raw: RawSlack, files: Files, c: &mut Checker) -> SlackConfig {
+        let api_url = raw
+            .api_url
+            .unwrap_or_else(|| API_URL.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        c.url("api_url", &api_url, "");
+        let mut secret =
+            |key: &str, file: &Option<String>, env: &Option<String>, credential: &str| {
+                files.secret(c, key, file, env, Some(credential))
+            };
+        let bot_token = secret(
+            "bot_token",
+            &raw.bot_token_file,
+            &raw.bot_token_env,
+            "slack-bot-token",
+        );
+        let signing_secret = secret(
+            "signing_secret",
+            &raw.signing_secret_file,
+            &raw.signing_secret_env,
+            "slack-signing-secret",
+        );
+        let incoming_webhook = secret(
+            "incoming_webhook",
+            &raw.incoming_webhook_file,
+            &raw.incoming_webhook_env,
+            "slack-incoming-webhook",
+        );
+        if bot_token.is_none() && incoming_webhook.is_none() {
+            c.problem("", "set bot_token_file (an app with Approve/Reject buttons) or incoming_webhook_file (notifications only)");
+        }
+        if bot_token.is_some() && signing_secret.is_none() {
+            c.problem("signing_secret_file", "missing; the buttons' callbacks at /slack/interactions are verified with the app's signing secret");
+        }
+        SlackConfig {
+            api_url,
+            channel: raw.channel,
+            bot_token,
+            signing_secret,
+            incoming_webhook,
+        }
+    }
+}
 
 /// The Slack channel.
 pub struct Slack {

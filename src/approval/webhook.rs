@@ -11,8 +11,60 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApprovalChannel, ApprovalDecision, ApprovalError, ApprovalRequest, BoxFuture, Notice};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 use crate::signing;
+use crate::validate::Checker;
+use crate::validate::files::Files;
+
+/// `[webhook]` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWebhook {
+    pub url: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// The generic signed webhook (outgoing requests and notices, incoming decisions).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Where approval requests and notices are POSTed (none: incoming decisions only).
+    pub url: Option<String>,
+    pub secret: SecretSource,
+    pub timeout: std::time::Duration,
+}
+
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl WebhookConfig {
+    /// Validate `raw` (the checker is at `webhook`); without a secret there is no webhook.
+    pub fn from_raw(raw: RawWebhook, files: Files, c: &mut Checker) -> Option<WebhookConfig> {
+        if let Some(u) = &raw.url {
+            c.url("url", u, "");
+        }
+        let timeout = c.duration("timeout", &raw.timeout, TIMEOUT);
+        match files.secret(
+            c,
+            "secret",
+            &raw.secret_file,
+            &raw.secret_env,
+            Some("webhook-secret"),
+        ) {
+            Some(secret) => Some(WebhookConfig {
+                url: raw.url,
+                secret,
+                timeout,
+            }),
+            None => {
+                c.problem(
+                    "secret_file",
+                    "missing; webhooks are always signed (Standard Webhooks): create a secret file",
+                );
+                None
+            }
+        }
+    }
+}
 
 /// The outgoing side of the webhook channel.
 pub struct Webhook {

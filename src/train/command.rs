@@ -34,6 +34,71 @@ use super::{
     Trainer, io_err,
 };
 use crate::data::{Roles, Table, TableFormat};
+use crate::validate::Checker;
+use crate::validate::files::Files;
+
+/// `[pipeline.train.command]` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCommand {
+    pub program: Option<Vec<String>>,
+    pub predict: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub workdir: Option<String>,
+    pub data_format: Option<String>,
+}
+
+impl CommandConfig {
+    /// Validate `raw` (the checker is at `pipeline[i].train.command`).
+    pub fn from_raw(raw: RawCommand, files: Files, c: &mut Checker) -> CommandConfig {
+        let program = argv(c, "program", &raw.program);
+        let predict = argv(c, "predict", &raw.predict);
+        CommandConfig {
+            program,
+            scoring: Scoring::from_raw(predict, raw.env, &raw.workdir, &raw.data_format, files, c),
+        }
+    }
+}
+
+/// A program and its arguments as a non-empty list.
+fn argv(c: &mut Checker, key: &str, v: &Option<Vec<String>>) -> Vec<String> {
+    match v {
+        Some(a) if !a.is_empty() && !a[0].is_empty() => a.clone(),
+        _ => {
+            c.problem(key, "missing; write the program and its arguments as a list, e.g. [\"python3\", \"train.py\", \"--data\", \"{train_path}\"]");
+            Vec::new()
+        }
+    }
+}
+
+impl Scoring {
+    /// The scoring settings shared by the command and Kubeflow backends (the checker is at
+    /// their table).
+    pub fn from_raw(
+        predict: Vec<String>,
+        env: Option<BTreeMap<String, String>>,
+        workdir: &Option<String>,
+        data_format: &Option<String>,
+        files: Files,
+        c: &mut Checker,
+    ) -> Scoring {
+        Scoring {
+            predict,
+            env: env.unwrap_or_default(),
+            workdir: files.workdir(c, "workdir", workdir),
+            data_format: c.choice(
+                "data_format",
+                data_format.as_deref(),
+                TableFormat::Parquet,
+                |w| match w {
+                    "parquet" => Some(TableFormat::Parquet),
+                    "csv" => Some(TableFormat::Csv),
+                    _ => None,
+                },
+                |w| format!("`{w}` is not a format; use \"parquet\" (default) or \"csv\""),
+            ),
+        }
+    }
+}
 
 /// `[pipeline.train.command]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +131,6 @@ pub const FORMAT: &str = "command-v1";
 #[derive(Debug, Clone)]
 pub struct CommandTrainer {
     pub config: CommandConfig,
-    pub roles: Roles,
 }
 
 fn template(text: &str, vars: &[(&str, String)]) -> String {
@@ -226,7 +290,7 @@ impl Trainer for CommandTrainer {
         std::fs::create_dir_all(&work).map_err(io_err(&work))?;
         let format = self.config.scoring.data_format;
         let train_path = work.join(format!("train.{}", format.extension()));
-        crate::data::write_table(&request.data, &self.roles, &train_path, format)
+        crate::data::write_table(&request.data, &request.roles, &train_path, format)
             .map_err(|e| TrainError::Command(e.to_string()))?;
         let metrics_path = work.join("metrics.json");
         let vars = [
@@ -235,7 +299,7 @@ impl Trainer for CommandTrainer {
             ("metrics_path", metrics_path.display().to_string()),
             ("pipeline", request.pipeline.clone()),
             ("cycle", request.cycle_id.to_string()),
-            ("target", self.roles.target.clone()),
+            ("target", request.roles.target.clone()),
         ];
         run(
             &self.config.program,
@@ -267,7 +331,7 @@ impl Trainer for CommandTrainer {
         }
         let _ = std::fs::remove_dir_all(&work);
         // The scoring command travels with the model, so it scores the same way later.
-        write_spec(&request.out_dir, &self.config.scoring, &self.roles, None)?;
+        write_spec(&request.out_dir, &self.config.scoring, &request.roles, None)?;
         Ok(external_output(request, started, numbers, history, None))
     }
 }

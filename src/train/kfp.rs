@@ -24,8 +24,94 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::{CancelFlag, EpochReport, TrainError, TrainOutput, TrainRequest, Trainer};
-use crate::data::Roles;
 use crate::secret::SecretSource;
+use crate::validate::Checker;
+use crate::validate::files::Files;
+
+/// `[pipeline.train.kfp]` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKfp {
+    pub endpoint: Option<String>,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    pub ca_file: Option<String>,
+    pub experiment_id: Option<String>,
+    pub pipeline_id: Option<String>,
+    pub pipeline_version_id: Option<String>,
+    pub parameters: Option<BTreeMap<String, String>>,
+    pub output_uri: Option<String>,
+    pub poll_interval: Option<String>,
+    pub max_poll_interval: Option<String>,
+    pub predict: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub workdir: Option<String>,
+    pub data_format: Option<String>,
+}
+
+/// How often a run is polled at first, and at most.
+const POLL_INTERVAL: Duration = Duration::from_secs(5);
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+impl KfpConfig {
+    /// Validate `raw` (the checker is at `pipeline[i].train.kfp`).
+    pub fn from_raw(raw: RawKfp, files: Files, c: &mut Checker) -> KfpConfig {
+        let required = |c: &mut Checker, key: &str, v: &Option<String>| -> String {
+            match v {
+                Some(s) if !s.is_empty() => s.clone(),
+                _ => {
+                    c.problem(
+                        key,
+                        "missing; see [pipeline.train.kfp] in config/retraind.toml",
+                    );
+                    String::new()
+                }
+            }
+        };
+        let endpoint = required(c, "endpoint", &raw.endpoint);
+        if !endpoint.is_empty() {
+            c.url("endpoint", &endpoint, " of the KFP API server");
+        }
+        let token = files.secret(
+            c,
+            "token",
+            &raw.token_file,
+            &raw.token_env,
+            Some("kfp-token"),
+        );
+        let predict = match &raw.predict {
+            Some(a) if !a.is_empty() => a.clone(),
+            _ => {
+                c.problem("predict", "missing; the gate scores the run's model locally with this command ({model_uri}, {input_path}, {output_path})");
+                Vec::new()
+            }
+        };
+        let scoring = super::command::Scoring::from_raw(
+            predict,
+            raw.env,
+            &raw.workdir,
+            &raw.data_format,
+            files,
+            c,
+        );
+        KfpConfig {
+            experiment_id: required(c, "experiment_id", &raw.experiment_id),
+            pipeline_id: required(c, "pipeline_id", &raw.pipeline_id),
+            pipeline_version_id: required(c, "pipeline_version_id", &raw.pipeline_version_id),
+            output_uri: required(c, "output_uri", &raw.output_uri),
+            endpoint,
+            token,
+            ca_file: files.file(c, "ca_file", &raw.ca_file),
+            parameters: raw.parameters.unwrap_or_default(),
+            poll_interval: c.duration("poll_interval", &raw.poll_interval, POLL_INTERVAL),
+            max_poll_interval: c.duration(
+                "max_poll_interval",
+                &raw.max_poll_interval,
+                MAX_POLL_INTERVAL,
+            ),
+            scoring,
+        }
+    }
+}
 
 /// `[pipeline.train.kfp]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,7 +308,6 @@ impl Client {
 #[derive(Debug, Clone)]
 pub struct KfpTrainer {
     pub config: KfpConfig,
-    pub roles: Roles,
     /// S3 settings of the pipeline, for the output URI.
     pub s3: crate::source::S3Config,
 }
@@ -283,7 +368,7 @@ impl KfpTrainer {
                         let local = request
                             .out_dir
                             .join(format!("train.{}", format.extension()));
-                        crate::data::write_table(&request.data, &self.roles, &local, format)
+                        crate::data::write_table(&request.data, &request.roles, &local, format)
                             .map_err(|e| err(e.to_string()))?;
                         let bytes = std::fs::read(&local).map_err(super::io_err(&local))?;
                         let _ = std::fs::remove_file(&local);
@@ -408,7 +493,12 @@ impl KfpTrainer {
             progress(e);
         }
         let model_uri = format!("{}/model", output_uri.trim_end_matches('/'));
-        super::command::write_spec(&request.out_dir, &c.scoring, &self.roles, Some(&model_uri))?;
+        super::command::write_spec(
+            &request.out_dir,
+            &c.scoring,
+            &request.roles,
+            Some(&model_uri),
+        )?;
         Ok(super::command::external_output(
             request,
             started,

@@ -9,7 +9,10 @@
 
 pub mod burn;
 pub mod command;
+mod config;
 pub mod kfp;
+
+pub use config::{Backend, RawTrain, TrainConfig};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +20,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::BurnConfig;
-use crate::data::Table;
+use crate::data::{Roles, Table};
 
 /// Why training (or scoring) failed.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +152,8 @@ pub struct TrainRequest {
     pub pipeline: String,
     pub cycle_id: i64,
     pub data: Table,
-    pub config: BurnConfig,
+    /// The columns' roles (features, target) of the cycle's inputs.
+    pub roles: Roles,
     /// Empty directory to write the model into; the engine moves it into place.
     pub out_dir: PathBuf,
     /// The cycle's recorded inputs (locations and fingerprints), for remote trainers.

@@ -5,6 +5,7 @@ mod helpers;
 mod kfp;
 
 mod cli;
+mod compat;
 mod faults;
 mod fuzz;
 mod guardrails;

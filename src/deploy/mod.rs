@@ -1,0 +1,137 @@
+//! Deploy targets: what "deploying a version" does outside the store. The engine runs every
+//! target of a pipeline, then moves the `champion` alias (and `previous`) in one store
+//! transaction; a failing target fails the deploy step before the alias moves, so the store
+//! never names a champion that was not put in place. Targets must be idempotent: after a
+//! crash the step runs them again.
+//!
+//! Targets: the `current` symlink (an atomic rename of a link to the version's directory, for
+//! serving processes that load `models/<pipeline>/current`) and a signed HTTP deploy hook
+//! (`deploy.hook_url`: a Standard Webhooks-signed JSON POST, so a serving system can reload).
+//! When a target fails, the engine runs the targets that already succeeded again for the
+//! champion in place, so nothing points at a version the store does not name. The MLflow
+//! alias follows the store after the move (best effort, [`crate::mlflow`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::artifacts::{self, ArtifactError};
+use crate::store::ModelVersion;
+
+mod config;
+pub use config::{DeployConfig, HookConfig, RawDeploy};
+
+/// Why a deploy target failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("deploy target {target}: {source}")]
+    Artifact {
+        target: &'static str,
+        source: ArtifactError,
+    },
+    #[error(
+        "deploy target {target}: model directory {path} is missing; the version cannot be deployed"
+    )]
+    MissingModel { target: &'static str, path: PathBuf },
+    #[error("deploy target {target}: {message}")]
+    Hook {
+        target: &'static str,
+        message: String,
+    },
+}
+
+/// One place a deployed version must reach. Blocking; run off the async runtime.
+pub trait DeployTarget: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn deploy(&self, state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError>;
+}
+
+/// Point `<state_dir>/models/<pipeline>/current` at the version's directory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CurrentSymlink;
+
+impl DeployTarget for CurrentSymlink {
+    fn name(&self) -> &'static str {
+        "current_symlink"
+    }
+
+    fn deploy(&self, state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError> {
+        let target = PathBuf::from(&version.path);
+        if !target.is_dir() {
+            return Err(DeployError::MissingModel {
+                target: self.name(),
+                path: target,
+            });
+        }
+        let link = artifacts::current_link(state_dir, &version.pipeline);
+        artifacts::swap_symlink(&link, &target).map_err(|source| DeployError::Artifact {
+            target: self.name(),
+            source,
+        })
+    }
+}
+
+/// POST `{type: "model.deployed", pipeline, version, path, ...}` to the pipeline's hook,
+/// signed with the hook secret (Standard Webhooks) when one is configured. Any answer but 2xx
+/// fails the target.
+pub struct HttpHook {
+    pub url: String,
+    pub secret: Option<crate::secret::Secret>,
+    pub timeout: std::time::Duration,
+}
+
+impl HttpHook {
+    /// The JSON body for a version (also what tests compare byte for byte).
+    pub fn body(version: &ModelVersion, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+        serde_json::json!({
+            "type": "model.deployed",
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "pipeline": version.pipeline,
+            "version": version.version,
+            "path": version.path,
+            "cycle": version.cycle_id,
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+impl DeployTarget for HttpHook {
+    fn name(&self) -> &'static str {
+        "http_hook"
+    }
+
+    fn deploy(&self, _state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError> {
+        let now = chrono::Utc::now();
+        let body = Self::body(version, now);
+        let headers = self
+            .secret
+            .as_ref()
+            .map(|s| {
+                let id = format!(
+                    "deploy-{}-v{}-{}",
+                    version.pipeline,
+                    version.version,
+                    now.timestamp_millis()
+                );
+                crate::signing::sign_webhook(s, &id, now.timestamp(), &body)
+                    .pairs()
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let client = crate::approval::http_client(self.timeout);
+        let url = self.url.clone();
+        let sent = crate::source::block_on(async move {
+            crate::approval::post_json(&client, "http_hook", &url, None, &headers, body).await
+        });
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(DeployError::Hook {
+                target: self.name(),
+                message: e.message,
+            }),
+            Err(e) => Err(DeployError::Hook {
+                target: self.name(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}

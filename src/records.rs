@@ -1,0 +1,416 @@
+//! The typed records a cycle and a model version carry in the store: what the load step read
+//! ([`CycleInputs`]), the gate's document ([`GateDocument`]), a version's scores
+//! ([`VersionMetrics`]) and lineage ([`Lineage`]), and the kinds of event in a cycle's log
+//! ([`EventKind`]). The decision is [`crate::decision::Decision`]; the model card is
+//! [`crate::train::card::ModelCard`].
+//!
+//! They are serialised with the key names earlier releases wrote, and every field that a
+//! release may not have written has a default, so rows written before these types existed
+//! still read. Writers and readers share these types: a renamed field is a compile error,
+//! not a "-" in a table. Pure: no I/O here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::data::{Fingerprint, ReferenceSource, Roles};
+use crate::gate::{GateResult, MetricRow};
+use crate::performance::Metric;
+
+/// What the load step read: the column roles, both inputs' fingerprints (every later step
+/// re-reads exactly these bytes), and how many current rows carry a label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleInputs {
+    pub roles: Roles,
+    pub reference: Fingerprint,
+    /// In words: "champion v3's training rows", or the configured location.
+    #[serde(default)]
+    pub reference_from: String,
+    /// Whether the reference is the champion's training rows or the configured data.
+    pub reference_source: ReferenceSource,
+    /// `data.reference_window` (ms since the epoch), when the reference was cut to it.
+    #[serde(default)]
+    pub reference_window: Option<(i64, i64)>,
+    pub current: Fingerprint,
+    #[serde(default)]
+    pub labelled: bool,
+    #[serde(default)]
+    pub labelled_rows: usize,
+}
+
+/// The gate's verdict with every check, and the champion-vs-challenger table of every metric
+/// on the holdout (the cycle's `gate` column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateDocument {
+    #[serde(flatten)]
+    pub result: GateResult,
+    #[serde(default)]
+    pub metrics: Vec<MetricRow>,
+}
+
+/// One named score of a model version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScoreKey {
+    /// `holdout_<metric>`: the metric on the gate's holdout, the version's baseline.
+    Holdout(Metric),
+    /// `holdout_<metric>_n`: how many holdout rows the proportion counts.
+    HoldoutCount(Metric),
+    /// `golden_<metric>_<set>`: the metric on the golden set whose digest starts with `set`.
+    Golden { metric: Metric, set: String },
+    /// `latency_ms_per_1k`: scoring time per 1000 holdout rows.
+    Latency,
+    /// Any other score a trainer reported (`valid_accuracy`, `valid_f1`, `valid_rmse` …).
+    Other(String),
+}
+
+impl ScoreKey {
+    /// The validation score of `metric` (burn stores weighted F1 as `valid_f1`).
+    pub fn valid(metric: Metric) -> ScoreKey {
+        ScoreKey::Other(match metric {
+            Metric::F1Weighted => "valid_f1".to_string(),
+            m => format!("valid_{}", m.name()),
+        })
+    }
+}
+
+impl fmt::Display for ScoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScoreKey::Holdout(m) => write!(f, "holdout_{}", m.name()),
+            ScoreKey::HoldoutCount(m) => write!(f, "holdout_{}_n", m.name()),
+            ScoreKey::Golden { metric, set } => write!(f, "golden_{}_{set}", metric.name()),
+            ScoreKey::Latency => f.write_str("latency_ms_per_1k"),
+            ScoreKey::Other(name) => f.write_str(name),
+        }
+    }
+}
+
+impl FromStr for ScoreKey {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<ScoreKey, Self::Err> {
+        if s == "latency_ms_per_1k" {
+            return Ok(ScoreKey::Latency);
+        }
+        let metric = |name: &str| name.parse::<Metric>().ok();
+        if let Some(rest) = s.strip_prefix("holdout_") {
+            if let Some(m) = metric(rest) {
+                return Ok(ScoreKey::Holdout(m));
+            }
+            if let Some(m) = rest.strip_suffix("_n").and_then(metric) {
+                return Ok(ScoreKey::HoldoutCount(m));
+            }
+        }
+        if let Some(rest) = s.strip_prefix("golden_")
+            && let Some((name, set)) = rest.rsplit_once('_')
+            && let Some(m) = metric(name)
+        {
+            return Ok(ScoreKey::Golden {
+                metric: m,
+                set: set.to_string(),
+            });
+        }
+        Ok(ScoreKey::Other(s.to_string()))
+    }
+}
+
+impl Serialize for ScoreKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScoreKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ScoreKey, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(text.parse().unwrap_or(ScoreKey::Other(text)))
+    }
+}
+
+/// A model version's metrics: what training reported, and the scores added later (the
+/// gate's holdout, the golden set, latency). A score that could not be computed (ROC AUC on
+/// one class) is `None`, stored as `null`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VersionMetrics {
+    pub valid_loss: f64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_rows: usize,
+    pub duration_seconds: f64,
+    pub model_size_mb: f64,
+    #[serde(flatten)]
+    pub scores: BTreeMap<ScoreKey, Option<f64>>,
+}
+
+impl VersionMetrics {
+    /// A score, when it is known and a number.
+    pub fn score(&self, key: &ScoreKey) -> Option<f64> {
+        self.scores.get(key).copied().flatten()
+    }
+
+    /// The metric on the gate's holdout (the version's baseline).
+    pub fn holdout(&self, metric: Metric) -> Option<f64> {
+        self.score(&ScoreKey::Holdout(metric))
+    }
+
+    /// How many holdout rows a proportion's baseline counts.
+    pub fn holdout_count(&self, metric: Metric) -> Option<usize> {
+        self.score(&ScoreKey::HoldoutCount(metric))
+            .map(|n| n as usize)
+    }
+
+    /// The metric on the validation split, as training reported it.
+    pub fn valid(&self, metric: Metric) -> Option<f64> {
+        self.score(&ScoreKey::valid(metric))
+    }
+
+    /// Set a score (`NaN` is stored as unknown).
+    pub fn set(&mut self, key: ScoreKey, value: f64) {
+        self.scores.insert(key, Some(value).filter(|v| !v.is_nan()));
+    }
+}
+
+/// Where a version's training rows are and what they were.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainingData {
+    pub path: String,
+    pub rows: usize,
+    pub blake3: String,
+    /// `current` (the labelled rows of the current window) or `reference`.
+    pub source: String,
+    pub holdout_share: f64,
+}
+
+/// The DVC md5 of each input, where a `.dvc` file sits beside it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DvcDigests {
+    pub reference: Option<String>,
+    pub current: Option<String>,
+}
+
+/// Where a version is mirrored in MLflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlflowIds {
+    pub experiment_id: String,
+    pub run_id: String,
+    pub registered_model: String,
+    pub version: String,
+}
+
+/// Where a model version came from: its data, its parent, the report that triggered it,
+/// the configuration and the backend that trained it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    #[serde(default)]
+    pub backend: String,
+    #[serde(default)]
+    pub training_data: TrainingData,
+    pub inputs: Option<CycleInputs>,
+    #[serde(default)]
+    pub dvc: DvcDigests,
+    #[serde(default)]
+    pub remote_run_id: Option<String>,
+    #[serde(default)]
+    pub parent_version: Option<i64>,
+    #[serde(default)]
+    pub trigger_cycle: i64,
+    #[serde(default)]
+    pub trigger_report: String,
+    #[serde(default)]
+    pub config_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowIds>,
+}
+
+/// The kinds of entry in a cycle's (or a pipeline's) event log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A restart resumed the cycle.
+    Resumed,
+    /// A retrain of a live model began (the retrain budget counts these).
+    RetrainStarted,
+    /// A remote training run was created; the message is its id.
+    RemoteRun,
+    /// A runaway guard blocked an action.
+    GuardBlock,
+    /// The approval request was announced.
+    ApprovalRequested,
+    /// A channel delivered the request; the message is the channel's name.
+    ApprovalDelivered,
+    /// A channel could not deliver the request (it is retried).
+    ApprovalChannelFailed,
+    /// A human (or the config) decided.
+    Approval,
+    /// The champion moved to the cycle's version.
+    Deployed,
+    /// One post-deploy watch check, and one that failed.
+    WatchCheck,
+    WatchFailed,
+    /// The watch asked a human to act.
+    WatchEscalated,
+    /// A notice could not be delivered.
+    NoticeFailed,
+    /// The champion was rolled back.
+    Rollback,
+    /// The pipeline (or every pipeline) was frozen, paused by the breaker, or resumed.
+    Frozen,
+    Paused,
+    ResumedAutomation,
+    /// An MLflow mirror call failed.
+    Mlflow,
+    /// A kind this release does not know (written by a newer one).
+    Other(String),
+}
+
+impl EventKind {
+    const KNOWN: [EventKind; 18] = [
+        EventKind::Resumed,
+        EventKind::RetrainStarted,
+        EventKind::RemoteRun,
+        EventKind::GuardBlock,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalDelivered,
+        EventKind::ApprovalChannelFailed,
+        EventKind::Approval,
+        EventKind::Deployed,
+        EventKind::WatchCheck,
+        EventKind::WatchFailed,
+        EventKind::WatchEscalated,
+        EventKind::NoticeFailed,
+        EventKind::Rollback,
+        EventKind::Frozen,
+        EventKind::Paused,
+        EventKind::ResumedAutomation,
+        EventKind::Mlflow,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Resumed => "resumed",
+            EventKind::RetrainStarted => "retrain_started",
+            EventKind::RemoteRun => "remote_run",
+            EventKind::GuardBlock => "guard_block",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalDelivered => "approval_delivered",
+            EventKind::ApprovalChannelFailed => "approval_channel_failed",
+            EventKind::Approval => "approval",
+            EventKind::Deployed => "deployed",
+            EventKind::WatchCheck => "watch_check",
+            EventKind::WatchFailed => "watch_failed",
+            EventKind::WatchEscalated => "watch_escalated",
+            EventKind::NoticeFailed => "notice_failed",
+            EventKind::Rollback => "rollback",
+            EventKind::Frozen => "frozen",
+            EventKind::Paused => "paused",
+            EventKind::ResumedAutomation => "resumed_automation",
+            EventKind::Mlflow => "mlflow",
+            EventKind::Other(kind) => kind,
+        }
+    }
+
+    /// The watch's own entries (the demo prints these as they happen).
+    pub fn is_watch(&self) -> bool {
+        matches!(
+            self,
+            EventKind::WatchCheck | EventKind::WatchFailed | EventKind::WatchEscalated
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for EventKind {
+    fn from(s: &str) -> EventKind {
+        EventKind::KNOWN
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or_else(|| EventKind::Other(s.to_string()))
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+        Ok(EventKind::from(String::deserialize(d)?.as_str()))
+    }
+}
+
+/// Serialise `value` as JSON with every object's keys in name order, as earlier releases
+/// printed the documents they read back from the store (`serialize_with` on output types).
+pub fn sorted<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(value)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_keys_round_trip_through_their_names() {
+        for name in [
+            "holdout_accuracy",
+            "holdout_accuracy_n",
+            "holdout_f1_weighted",
+            "golden_rmse_0123456789ab",
+            "latency_ms_per_1k",
+            "valid_f1",
+            "holdout_made_up",
+        ] {
+            let key: ScoreKey = name.parse().unwrap();
+            assert_eq!(key.to_string(), name);
+        }
+        assert_eq!(
+            "holdout_f1_weighted_n".parse::<ScoreKey>().unwrap(),
+            ScoreKey::HoldoutCount(Metric::F1Weighted)
+        );
+        assert_eq!(
+            ScoreKey::valid(Metric::F1Weighted).to_string(),
+            "valid_f1"
+        );
+    }
+
+    /// A version's metrics as the previous release stored them (a NaN score as null, a
+    /// golden score, a trainer's own metric) read into the type and write back the same.
+    #[test]
+    fn stored_metrics_read_and_write_back_unchanged() {
+        let stored = serde_json::json!({
+            "best_epoch": 7, "duration_seconds": 0.5, "epochs_run": 13,
+            "holdout_accuracy": 0.93, "holdout_accuracy_n": 900.0, "holdout_roc_auc": null,
+            "golden_accuracy_4f1c0e2ab3d9": 0.91, "latency_ms_per_1k": 1.25,
+            "model_size_mb": 0.01, "train_rows": 2100, "valid_accuracy": 0.94,
+            "valid_f1": 0.93, "valid_loss": 0.2, "my_metric": 3.0
+        });
+        let m: VersionMetrics = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(m.holdout(Metric::Accuracy), Some(0.93));
+        assert_eq!(m.holdout_count(Metric::Accuracy), Some(900));
+        assert_eq!(m.holdout(Metric::RocAuc), None);
+        assert_eq!(m.valid(Metric::F1Weighted), Some(0.93));
+        assert_eq!((m.epochs_run, m.train_rows), (13, 2100));
+        assert_eq!(serde_json::to_value(&m).unwrap(), stored);
+    }
+
+    #[test]
+    fn event_kinds_keep_their_names_and_unknown_ones_survive() {
+        for k in EventKind::KNOWN {
+            assert_eq!(EventKind::from(k.as_str()), k);
+        }
+        let later = EventKind::from("estimate_recorded");
+        assert_eq!(later, EventKind::Other("estimate_recorded".into()));
+        assert_eq!(serde_json::to_string(&later).unwrap(), "\"estimate_recorded\"");
+    }
+}

@@ -1,0 +1,58 @@
+//! `[server]`: where the HTTP API listens, its token, and how people reach it — raw shape,
+//! defaults and validation.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::secret::SecretSource;
+use crate::validate::Checker;
+use crate::validate::files::Files;
+
+/// Default admin/API listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// `[server]` as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub api_token_file: Option<String>,
+    pub api_token_env: Option<String>,
+    pub public_url: Option<String>,
+}
+
+/// The HTTP server's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Where the API token comes from; `None` disables mutating endpoints.
+    pub api_token: Option<SecretSource>,
+    /// How people reach this daemon (report links in Slack messages), e.g.
+    /// `https://retraind.example.com`.
+    pub public_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// Validate `raw` (the checker is at `server`).
+    pub fn from_raw(raw: RawServer, files: Files, c: &mut Checker) -> ServerConfig {
+        let text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            c.problem(
+                "listen",
+                format!("`{text}` is not an address; write IP:PORT such as \"{DEFAULT_LISTEN}\""),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 9464))
+        });
+        ServerConfig {
+            listen,
+            api_token: files.secret(
+                c,
+                "api_token",
+                &raw.api_token_file,
+                &raw.api_token_env,
+                Some("api-token"),
+            ),
+            public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
+        }
+    }
+}
