@@ -77,7 +77,7 @@ fn main() {
         data: table,
         roles,
         out_dir: out.clone(),
-        inputs: serde_json::Value::Null,
+        inputs: None,
         remote_run: None,
         record_remote_run: Default::default(),
         timeout: std::time::Duration::from_secs(3600),

@@ -312,7 +312,9 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         out!(
             "  champion: v{} (holdout accuracy {:.3}) at {}",
             ch.version,
-            ch.metrics["holdout_accuracy"].as_f64().unwrap_or(f64::NAN),
+            ch.metrics
+                .holdout(crate::performance::Metric::Accuracy)
+                .unwrap_or(f64::NAN),
             ch.path
         );
     }
@@ -415,9 +417,9 @@ async fn follow(
         }
         seen = transitions.len();
         let events = engine.store().events(id).await?;
-        for (_, kind, message) in events.iter().skip(seen_events) {
-            if kind.starts_with("watch") {
-                out!("   {:<18} {}", kind, message);
+        for e in events.iter().skip(seen_events) {
+            if e.kind.is_watch() {
+                out!("   {:<18} {}", e.kind.as_str(), e.message);
             }
         }
         seen_events = events.len();

@@ -46,10 +46,12 @@ pub mod guards;
 pub mod kolmogorov;
 pub mod metrics;
 pub mod mlflow;
+pub mod nan;
 pub mod notify;
 pub mod performance;
 pub mod promql;
 pub mod quality;
+pub mod records;
 pub mod report;
 #[cfg(test)]
 mod runaway;

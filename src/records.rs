@@ -134,11 +134,14 @@ impl<'de> Deserialize<'de> for ScoreKey {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VersionMetrics {
+    #[serde(deserialize_with = "crate::nan::or_null")]
     pub valid_loss: f64,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub train_rows: usize,
+    #[serde(deserialize_with = "crate::nan::or_null")]
     pub duration_seconds: f64,
+    #[serde(deserialize_with = "crate::nan::or_null")]
     pub model_size_mb: f64,
     #[serde(flatten)]
     pub scores: BTreeMap<ScoreKey, Option<f64>>,
@@ -203,7 +206,7 @@ pub struct MlflowIds {
 
 /// Where a model version came from: its data, its parent, the report that triggered it,
 /// the configuration and the backend that trained it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lineage {
     #[serde(default)]
     pub backend: String,
@@ -378,10 +381,7 @@ mod tests {
             "holdout_f1_weighted_n".parse::<ScoreKey>().unwrap(),
             ScoreKey::HoldoutCount(Metric::F1Weighted)
         );
-        assert_eq!(
-            ScoreKey::valid(Metric::F1Weighted).to_string(),
-            "valid_f1"
-        );
+        assert_eq!(ScoreKey::valid(Metric::F1Weighted).to_string(), "valid_f1");
     }
 
     /// A version's metrics as the previous release stored them (a NaN score as null, a
@@ -402,6 +402,14 @@ mod tests {
         assert_eq!(m.valid(Metric::F1Weighted), Some(0.93));
         assert_eq!((m.epochs_run, m.train_rows), (13, 2100));
         assert_eq!(serde_json::to_value(&m).unwrap(), stored);
+        // A command trainer that reports no loss stores NaN, written as null.
+        let no_loss = serde_json::json!({"best_epoch": 0, "duration_seconds": 1.5,
+            "epochs_run": 0, "model_size_mb": 0.2, "train_rows": 700, "valid_loss": null,
+            "valid_accuracy": 0.9});
+        let m: VersionMetrics = serde_json::from_value(no_loss.clone()).unwrap();
+        assert!(m.valid_loss.is_nan());
+        assert_eq!(m.valid(Metric::Accuracy), Some(0.9));
+        assert_eq!(serde_json::to_value(&m).unwrap(), no_loss);
     }
 
     #[test]
@@ -411,6 +419,9 @@ mod tests {
         }
         let later = EventKind::from("estimate_recorded");
         assert_eq!(later, EventKind::Other("estimate_recorded".into()));
-        assert_eq!(serde_json::to_string(&later).unwrap(), "\"estimate_recorded\"");
+        assert_eq!(
+            serde_json::to_string(&later).unwrap(),
+            "\"estimate_recorded\""
+        );
     }
 }

@@ -7,9 +7,15 @@
 
 use std::fmt::Write as _;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::drift::{FeatureDrift, Histogram};
+use crate::decision::Decision;
+use crate::drift::{DatasetDrift, FeatureDrift, Histogram};
+use crate::engine::steps::check::CheckReport;
+use crate::performance::Assessment;
+use crate::quality::QualityReport;
 
 /// Escape text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -95,29 +101,140 @@ fn severity(f: &FeatureDrift) -> (bool, f64) {
     (!f.drifted, rank)
 }
 
-fn number(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.4}"))
-        .unwrap_or_else(|| "–".into())
+/// A value's name as it is serialised (`insufficient_labels`, `two_proportion_z` …).
+fn name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
 }
 
-/// Render the stored report body of a cycle (or a `retraind check` report) as HTML.
-pub fn render(body: &Value) -> String {
-    let features: Vec<FeatureDrift> = body["drift"]["features"]
-        .as_array()
-        .or_else(|| body["features"].as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| serde_json::from_value(f.clone()).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let dataset = if body["drift"]["dataset"].is_object() {
-        &body["drift"]["dataset"]
-    } else {
-        &body["dataset"]
-    };
-    let title = match (body["pipeline"].as_str(), body["cycle"].as_i64()) {
+fn number(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "–".into())
+}
+
+/// What a report page shows: a cycle's check, or a `retraind check` of two files.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub pipeline: Option<String>,
+    pub cycle: Option<i64>,
+    pub date: Option<String>,
+    pub decision: Option<Decision>,
+    pub features: Vec<FeatureDrift>,
+    pub dataset: Option<DatasetDrift>,
+    pub quality: Option<QualityReport>,
+    pub performance: Option<Assessment>,
+}
+
+impl From<&CheckReport> for Report {
+    fn from(r: &CheckReport) -> Report {
+        Report {
+            pipeline: Some(r.pipeline.clone()),
+            cycle: Some(r.cycle),
+            date: Some(r.date.clone()),
+            decision: Some(r.decision.clone()),
+            features: r.drift.features.clone(),
+            dataset: Some(r.drift.dataset.clone()),
+            quality: Some(r.quality.clone()),
+            performance: r.performance.clone(),
+        }
+    }
+}
+
+/// A stored report body as written (by this release or an older one, or mangled): each
+/// section is read on its own, and one that does not read is left out of the page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Stored {
+    #[serde(deserialize_with = "lenient")]
+    pipeline: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    cycle: Option<i64>,
+    #[serde(deserialize_with = "lenient")]
+    date: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    decision: Option<Decision>,
+    #[serde(deserialize_with = "lenient")]
+    drift: Option<StoredDrift>,
+    /// `retraind check --format json` keeps the drift sections at the top.
+    #[serde(deserialize_with = "lenient_list")]
+    features: Vec<FeatureDrift>,
+    #[serde(deserialize_with = "lenient")]
+    dataset: Option<DatasetDrift>,
+    #[serde(deserialize_with = "lenient")]
+    quality: Option<QualityReport>,
+    #[serde(deserialize_with = "lenient")]
+    performance: Option<Assessment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoredDrift {
+    #[serde(deserialize_with = "lenient_list")]
+    features: Vec<FeatureDrift>,
+    #[serde(deserialize_with = "lenient")]
+    dataset: Option<DatasetDrift>,
+}
+
+/// A section that does not read as its type is absent.
+fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
+}
+
+/// The entries of a list that read as their type (a feature that does not is left out).
+fn lenient_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+impl Report {
+    /// A stored report body, read leniently.
+    pub fn from_stored(body: &Value) -> Report {
+        let s: Stored = serde_json::from_value(body.clone()).unwrap_or_default();
+        let drift = s.drift.unwrap_or_default();
+        let use_drift = drift.dataset.is_some() || !drift.features.is_empty();
+        Report {
+            pipeline: s.pipeline,
+            cycle: s.cycle,
+            date: s.date,
+            decision: s.decision,
+            features: if use_drift {
+                drift.features
+            } else {
+                s.features
+            },
+            dataset: if drift.dataset.is_some() {
+                drift.dataset
+            } else {
+                s.dataset
+            },
+            quality: s.quality,
+            performance: s.performance,
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:70rem}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
+.feature{border:1px solid #ddd;border-radius:6px;padding:1rem;margin:1rem 0}
+.drift{border-color:#d62728;background:#fff5f5} .verdict{font-weight:bold}
+.drift .verdict{color:#d62728} table{border-collapse:collapse} td,th{padding:.2rem .6rem;text-align:left}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem}
+";
+
+/// Render a stored report body (`GET /reports/{cycle}`), read leniently.
+pub fn render_stored(body: &Value) -> String {
+    render(&Report::from_stored(body))
+}
+
+/// Render a report as one self-contained HTML page.
+pub fn render(r: &Report) -> String {
+    let title = match (&r.pipeline, r.cycle) {
         (Some(p), Some(c)) => format!("retraind · {p} · cycle {c}"),
         _ => "retraind · drift report".to_string(),
     };
@@ -125,76 +242,79 @@ pub fn render(body: &Value) -> String {
     let _ = write!(
         html,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{}</title><style>
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:70rem}}
-h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:2rem}}
-.feature{{border:1px solid #ddd;border-radius:6px;padding:1rem;margin:1rem 0}}
-.drift{{border-color:#d62728;background:#fff5f5}} .verdict{{font-weight:bold}}
-.drift .verdict{{color:#d62728}} table{{border-collapse:collapse}} td,th{{padding:.2rem .6rem;text-align:left}}
-.legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem}}
-</style></head><body><h1>{}</h1>"#,
+{STYLE}</style></head><body><h1>{}</h1>"#,
         escape(&title),
         escape(&title)
     );
-    if let Some(date) = body["date"].as_str() {
+    if let Some(date) = &r.date {
         let _ = write!(html, "<p>Window <b>{}</b>.</p>", escape(date));
     }
-    if let Some(reasons) = body["decision"]["reasons"].as_array() {
-        let verdict = body["decision"]["verdict"].as_str().unwrap_or("");
-        let _ = write!(html, "<h2>Decision: {}</h2><ul>", escape(verdict));
-        for r in reasons.iter().filter_map(Value::as_str) {
-            let _ = write!(html, "<li>{}</li>", escape(r));
+    if let Some(d) = &r.decision {
+        let _ = write!(html, "<h2>Decision: {}</h2><ul>", escape(&name(&d.verdict)));
+        for reason in &d.reasons {
+            let _ = write!(html, "<li>{}</li>", escape(reason));
         }
         html.push_str("</ul>");
     }
+    let dataset = r.dataset.as_ref();
+    let correction = dataset.map(|d| name(&d.correction));
     let _ = write!(
         html,
         "<p>Dataset: <b>{}</b> — {} of {} features drifted ({}), correction {}.</p>",
-        if dataset["drifted"].as_bool() == Some(true) {
+        if dataset.is_some_and(|d| d.drifted) {
             "drift"
         } else {
             "no drift"
         },
-        dataset["drifted_features"].as_u64().unwrap_or(0),
-        features.len(),
-        number(&dataset["drifted_share"]),
-        escape(dataset["correction"].as_str().unwrap_or("-"))
+        dataset.map(|d| d.drifted_features).unwrap_or(0),
+        r.features.len(),
+        number(dataset.map(|d| d.drifted_share)),
+        escape(correction.as_deref().unwrap_or("-"))
     );
-    if let Some(findings) = body["quality"]["findings"]
-        .as_array()
-        .filter(|f| !f.is_empty())
-    {
+    if let Some(q) = r.quality.as_ref().filter(|q| !q.findings.is_empty()) {
         html.push_str("<h2>Data quality</h2><ul>");
-        for f in findings {
+        for f in &q.findings {
             let _ = write!(
                 html,
                 "<li><b>{}</b>: {}</li>",
-                escape(f["severity"].as_str().unwrap_or("")),
-                escape(f["message"].as_str().unwrap_or(""))
+                escape(&name(&f.severity)),
+                escape(&f.message)
             );
         }
         html.push_str("</ul>");
     }
-    let perf = &body["performance"];
-    if perf.is_object() {
-        let status = perf["status"].as_str().unwrap_or("unknown");
-        let _ = write!(
-            html,
-            "<h2>Champion performance</h2><table><tr><th>metric</th><th>current</th><th>baseline</th><th>threshold</th><th>labels</th><th>test</th><th>p-value</th><th>verdict</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table><p>{}</p>",
-            escape(perf["metric"].as_str().unwrap_or("")),
-            number(&perf["current"]),
-            number(&perf["baseline"]),
-            number(&perf["threshold"]),
-            perf["labels"].as_u64().unwrap_or(0),
-            escape(perf["test"].as_str().unwrap_or("")),
-            number(&perf["p_value"]),
-            if status == "degraded" {
-                "<b>degraded</b>".to_string()
-            } else {
-                escape(&status.replace('_', " "))
-            },
-            escape(perf["detail"].as_str().unwrap_or(""))
-        );
+    if let Some(perf) = &r.performance {
+        performance_html(&mut html, perf);
     }
+    features_html(&mut html, &r.features);
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// The champion's performance table.
+fn performance_html(html: &mut String, perf: &Assessment) {
+    let status = name(&perf.status);
+    let _ = write!(
+        html,
+        "<h2>Champion performance</h2><table><tr><th>metric</th><th>current</th><th>baseline</th><th>threshold</th><th>labels</th><th>test</th><th>p-value</th><th>verdict</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table><p>{}</p>",
+        escape(perf.metric.name()),
+        number(perf.current),
+        number(perf.baseline),
+        number(perf.threshold),
+        perf.labels,
+        escape(&name(&perf.test)),
+        number(perf.p_value),
+        if status == "degraded" {
+            "<b>degraded</b>".to_string()
+        } else {
+            escape(&status.replace('_', " "))
+        },
+        escape(&perf.detail)
+    );
+}
+
+/// Every feature, drifted first, with its histogram.
+fn features_html(html: &mut String, features: &[FeatureDrift]) {
     let _ = write!(
         html,
         r#"<h2>Features</h2><p class="legend"><span style="background:{REFERENCE_COLOUR}"></span>reference<span style="background:{CURRENT_COLOUR}"></span>current</p>"#
@@ -236,8 +356,6 @@ h1{{font-size:1.4rem}} h2{{font-size:1.1rem;margin-top:2rem}}
         }
         html.push_str("</div>");
     }
-    html.push_str("</body></html>\n");
-    html
 }
 
 #[cfg(test)]
@@ -266,7 +384,7 @@ mod tests {
         let drift = crate::drift::detect(&r, &c, &DriftConfig::default(), 10);
         let body = serde_json::json!({"pipeline": "p<1>", "cycle": 7, "date": "2026-11-27", "drift": drift,
             "decision": {"verdict": "retrain", "reasons": ["data drift in 1 of 2 features"]}});
-        let html = render(&body);
+        let html = render(&Report::from_stored(&body));
         assert_eq!(html.matches("<svg").count(), 2, "{html}");
         assert!(html.contains("retraind · p&lt;1&gt; · cycle 7"));
         assert!(html.contains("&lt;seg&gt;") && !html.contains("<seg>"));

@@ -422,8 +422,7 @@ pub fn put(location: &Location, bytes: Vec<u8>, s3: &S3Config) -> Result<(), Sou
 
 /// The md5 a DVC-tracked file's neighbouring `<file>.dvc` records (`outs: - md5: …`), when
 /// there is one: lineage that ties a model to the user's data versioning.
-pub fn dvc_md5(path: &serde_json::Value) -> Option<String> {
-    let path = path.as_str()?;
+pub fn dvc_md5(path: &str) -> Option<String> {
     if path.contains("://") {
         return None;
     }
@@ -489,7 +488,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("train.csv");
         std::fs::write(&data, "a\n1\n").unwrap();
-        let path = serde_json::json!(data.display().to_string());
+        let path = data.display().to_string();
         assert_eq!(dvc_md5(&path), None);
         std::fs::write(
             dir.path().join("train.csv.dvc"),

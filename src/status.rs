@@ -1,13 +1,17 @@
 //! The read model shared by the HTTP API and the CLI: pipeline status and cycle details as
 //! stable JSON documents (their fields are documented in the README; add fields, never
-//! rename or remove them).
+//! rename or remove them). Built from the store's typed records; it must not mutate
+//! anything.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::approval::ApprovalRow;
 use crate::config::Config;
 use crate::cycle::{CycleState, Outcome};
-use crate::store::{ApprovalRow, CycleRow, ModelVersion, Store, StoreError, TransitionRow};
+use crate::performance::Metric;
+use crate::records::{self, GateDocument, Lineage, VersionMetrics};
+use crate::store::{CycleRow, EventRow, ModelVersion, Store, StoreError, TransitionRow};
 
 /// `retraind status --format json` / `GET /api/v1/pipelines`, one entry per pipeline.
 #[derive(Debug, Clone, Serialize)]
@@ -31,20 +35,20 @@ pub struct VersionSummary {
     pub path: String,
     pub holdout_accuracy: Option<f64>,
     /// The pipeline's gate metric and its value on the version's evaluation holdout.
-    pub metric: crate::performance::Metric,
+    pub metric: Metric,
     pub holdout: Option<f64>,
     pub created_at: DateTime<Utc>,
 }
 
 impl VersionSummary {
-    fn new(v: &ModelVersion, metric: crate::performance::Metric) -> Self {
+    fn new(v: &ModelVersion, metric: Metric) -> Self {
         VersionSummary {
             version: v.version,
             cycle: v.cycle_id,
             path: v.path.clone(),
-            holdout_accuracy: v.metrics["holdout_accuracy"].as_f64(),
+            holdout_accuracy: v.metrics.holdout(Metric::Accuracy),
             metric,
-            holdout: v.metrics[format!("holdout_{}", metric.name())].as_f64(),
+            holdout: v.metrics.holdout(metric),
             created_at: v.created_at,
         }
     }
@@ -91,15 +95,9 @@ pub struct CycleDetail {
     pub cycle: CycleRow,
     pub transitions: Vec<TransitionRow>,
     pub approvals: Vec<ApprovalRow>,
-    pub events: Vec<EventEntry>,
+    pub events: Vec<EventRow>,
+    /// The stored report of the check, as written.
     pub report: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EventEntry {
-    pub at: DateTime<Utc>,
-    pub kind: String,
-    pub message: String,
 }
 
 /// Status of every configured pipeline.
@@ -134,7 +132,8 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
 }
 
 /// `retraind models <pipeline> --format json` / `GET /api/v1/pipelines/{p}/models`: one
-/// entry per model version, newest first.
+/// entry per model version, newest first. The stored documents print with their keys in
+/// name order, as they always have.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelEntry {
     pub version: i64,
@@ -143,11 +142,14 @@ pub struct ModelEntry {
     /// Aliases pointing at this version now (`champion`, `previous`).
     pub aliases: Vec<String>,
     /// Training and evaluation metrics (`holdout_<metric>` from the gate's holdout).
-    pub metrics: serde_json::Value,
+    #[serde(serialize_with = "records::sorted")]
+    pub metrics: VersionMetrics,
     /// Inputs' fingerprints, parent version, trigger report, config hash, backend.
-    pub lineage: serde_json::Value,
+    #[serde(serialize_with = "records::sorted")]
+    pub lineage: Lineage,
     /// The evaluation gate's verdict on this version, when it was evaluated.
-    pub gate: Option<serde_json::Value>,
+    #[serde(serialize_with = "records::sorted")]
+    pub gate: Option<GateDocument>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -192,7 +194,7 @@ pub fn lineage(models: &[ModelEntry], version: i64) -> Vec<&ModelEntry> {
             break;
         }
         chain.push(m);
-        next = m.lineage["parent_version"].as_i64();
+        next = m.lineage.parent_version;
     }
     chain
 }
@@ -205,12 +207,7 @@ pub async fn cycle(store: &Store, id: i64) -> Result<Option<CycleDetail>, StoreE
     Ok(Some(CycleDetail {
         transitions: store.transitions(id).await?,
         approvals: store.approvals(id).await?,
-        events: store
-            .events(id)
-            .await?
-            .into_iter()
-            .map(|(at, kind, message)| EventEntry { at, kind, message })
-            .collect(),
+        events: store.events(id).await?,
         report: store.report(id).await?,
         cycle,
     }))

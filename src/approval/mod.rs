@@ -9,10 +9,12 @@
 //! also carry notices (rollbacks, freezes) to the same people.
 
 mod config;
+mod settle;
 pub mod slack;
 pub mod webhook;
 
 pub use config::{ApprovalConfig, ApprovalMode, RawApproval};
+pub use settle::{ApprovalRow, Approver, Recorded, Settlement, admit, allowed, settle};
 
 use std::fmt;
 use std::future::Future;

@@ -321,13 +321,19 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, InteractionError> {
     })
 }
 
-/// Whether a Slack user is in a pipeline's allow-list (by user id, `@username` or
-/// `username`). An empty list admits nobody: Slack decisions need a named approver.
-pub fn allowed(approvers: &[String], i: &Interaction) -> bool {
-    approvers.iter().any(|a| {
-        let a = a.trim();
-        a == i.user_id || (!i.username.is_empty() && a.trim_start_matches('@') == i.username)
-    })
+impl Interaction {
+    /// Who clicked: recorded as `@username` (the user id when Slack sends no name), and
+    /// matched against the allow-list by id or name ([`crate::approval::allowed`]).
+    pub fn approver(&self) -> super::Approver {
+        super::Approver {
+            name: if self.username.is_empty() {
+                self.user_id.clone()
+            } else {
+                format!("@{}", self.username)
+            },
+            id: Some(self.user_id.clone()),
+        }
+    }
 }
 
 /// The message that replaces the buttons once a decision is recorded.
@@ -398,10 +404,19 @@ mod tests {
             (i.cycle, i.decision, i.username.as_str()),
             (7, ApprovalDecision::Approve, "alice")
         );
-        assert!(allowed(&["@alice".into()], &i));
-        assert!(allowed(&["U123".into()], &i));
-        assert!(!allowed(&["bob".into()], &i));
-        assert!(!allowed(&[], &i));
+        let who = i.approver();
+        assert_eq!(
+            (who.name.as_str(), who.id.as_deref()),
+            ("@alice", Some("U123"))
+        );
+        let allowed = |list: &[&str]| {
+            let list: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+            crate::approval::allowed(&list, &who, false)
+        };
+        assert!(allowed(&["@alice"]));
+        assert!(allowed(&["U123"]));
+        assert!(!allowed(&["bob"]));
+        assert!(!allowed(&[]));
         assert_eq!(parse_interaction(b"x=1"), Err(InteractionError::NoPayload));
         let other = json!({ "type": "view_submission" });
         assert!(matches!(

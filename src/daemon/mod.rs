@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, Steps};
+use crate::engine::{Engine, FromConfig};
 use crate::metrics::Metrics;
 use crate::server::{self, AppState};
 use crate::signal::{self, Request};
@@ -132,10 +132,10 @@ pub async fn start(
     let engine = Engine::new(
         store,
         config.clone(),
-        Steps::from_config(&config)?,
+        Arc::new(FromConfig),
         Metrics::new(),
         shutdown.clone(),
-    );
+    )?;
     engine.register_pipelines().await?;
     engine.set_leader(false);
     try_lead(&engine, &config, schedule).await?;
@@ -159,7 +159,9 @@ pub async fn start(
             )
         })?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(engine.clone(), &config)?;
+    let state = AppState {
+        engine: engine.clone(),
+    };
     let token = shutdown.clone();
     let server = tokio::spawn(server::run(listener, state, async move {
         token.cancelled().await
@@ -243,7 +245,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 async fn reload(engine: &Engine, path: &Path) {
     match Config::load(path) {
         Ok(new) => {
-            engine.set_config(Arc::new(new)).await;
+            if let Err(e) = engine.set_config(Arc::new(new)).await {
+                error!(error = %e, "configuration reload failed: a part cannot be built; keeping the old configuration");
+                notify::reloading_done(false);
+                return;
+            }
             if let Err(e) = engine.register_pipelines().await {
                 warn!(error = %e, "reloaded config, but cannot register its pipelines yet");
             }

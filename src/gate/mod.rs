@@ -26,17 +26,15 @@ pub struct GateResult {
     /// The metric judged (gate documents stored before it was configurable: accuracy).
     #[serde(default = "accuracy")]
     pub metric: Metric,
-    #[serde(alias = "challenger_accuracy", deserialize_with = "nan_if_null")]
+    #[serde(
+        alias = "challenger_accuracy",
+        deserialize_with = "crate::nan::or_null"
+    )]
     pub challenger: f64,
     #[serde(alias = "champion_accuracy")]
     pub champion: Option<f64>,
     pub holdout_rows: usize,
     pub checks: Vec<Check>,
-}
-
-/// A number that may have been stored as `null` (NaN is not JSON): NaN when it was.
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn accuracy() -> Metric {
@@ -75,7 +73,7 @@ impl GateResult {
 pub struct MetricRow {
     pub metric: String,
     pub champion: Option<f64>,
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "crate::nan::or_null")]
     pub challenger: f64,
 }
 

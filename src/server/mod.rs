@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::approval::ApprovalDecision;
+use crate::approval::{ApprovalDecision, Approver};
 use crate::cycle::TriggerKind;
 use crate::engine::{Engine, EngineError};
 use crate::secret::Secret;
@@ -31,38 +31,11 @@ use crate::store::{CreateOutcome, Recorded};
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// What the handlers share.
+/// What the handlers share: the engine, whose runtime holds the secrets requests are
+/// checked with (read again on every reload).
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
-    pub api_token: Option<Arc<Secret>>,
-    /// Verifies `/slack/interactions` (none: the endpoint answers 404).
-    pub slack_signing_secret: Option<Arc<Secret>>,
-    /// Verifies `/hooks/approval` (none: the endpoint answers 404).
-    pub webhook_secret: Option<Arc<Secret>>,
-}
-
-impl AppState {
-    /// The state for a daemon: secrets read from the configured sources.
-    pub fn new(
-        engine: Engine,
-        config: &crate::config::Config,
-    ) -> Result<AppState, crate::secret::SecretError> {
-        let load = |s: Option<&crate::secret::SecretSource>| {
-            s.map(|s| Secret::load(s).map(Arc::new)).transpose()
-        };
-        Ok(AppState {
-            engine,
-            api_token: load(config.server.api_token.as_ref())?,
-            slack_signing_secret: load(
-                config
-                    .slack
-                    .as_ref()
-                    .and_then(|s| s.signing_secret.as_ref()),
-            )?,
-            webhook_secret: load(config.webhook.as_ref().map(|w| &w.secret))?,
-        })
-    }
 }
 
 /// A JSON error response.
@@ -221,7 +194,7 @@ async fn report_html(State(s): State<AppState>, Path(id): Path<i64>) -> Result<R
     })?;
     Ok((
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        crate::report::render(&body),
+        crate::report::render_stored(&body),
     )
         .into_response())
 }
@@ -233,13 +206,14 @@ async fn require_token(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
+    authorize(&s, &headers).await?;
     Ok(next.run(request).await)
 }
 
 /// Check the bearer token of a mutating request.
-fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &s.api_token else {
+async fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let secrets = s.engine.runtime().await.secrets.clone();
+    let Some(token) = &secrets.api_token else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "mutating endpoints are disabled: set server.api_token_file (or api_token_env) and restart".into(),
@@ -312,9 +286,10 @@ async fn decide(
             "approver must be 1-128 characters".into(),
         ));
     }
+    let who = Approver::named(body.approver.trim());
     let recorded = s
         .engine
-        .decide(id, body.approver.trim(), "api", verdict, &body.reason)
+        .decide(id, &who, "api", verdict, &body.reason)
         .await?;
     Ok(decision_response(id, recorded))
 }
@@ -448,8 +423,9 @@ async fn slack_interaction(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     use crate::approval::slack;
+    let secrets = s.engine.runtime().await.secrets.clone();
     let secret = configured(
-        &s.slack_signing_secret,
+        &secrets.slack_signing_secret,
         "Slack ([slack] signing_secret_file)",
     )?;
     let now = chrono::Utc::now();
@@ -483,7 +459,8 @@ async fn slack_interaction(
         .pipeline(&c.pipeline)
         .map(|p| p.approval.approvers.clone())
         .unwrap_or_default();
-    if !slack::allowed(&approvers, &i) {
+    let who = i.approver();
+    if !crate::approval::allowed(&approvers, &who, false) {
         tracing::warn!(
             pipeline = c.pipeline,
             cycle = c.id,
@@ -498,15 +475,11 @@ async fn slack_interaction(
             ),
         ));
     }
-    let who = if i.username.is_empty() {
-        i.user_id.clone()
-    } else {
-        format!("@{}", i.username)
-    };
     let recorded = s
         .engine
         .decide(i.cycle, &who, "slack", i.decision, "Slack button")
         .await;
+    let who = &who.name;
     let text = match &recorded {
         Ok(Recorded::New) => format!(
             "{} by {who} at {}",
@@ -541,7 +514,8 @@ async fn hook_approval(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let secret = configured(&s.webhook_secret, "webhooks ([webhook] secret_file)")?;
+    let secrets = s.engine.runtime().await.secrets.clone();
+    let secret = configured(&secrets.webhook_secret, "webhooks ([webhook] secret_file)")?;
     let now = chrono::Utc::now();
     let id = crate::signing::verify_webhook(
         secret,
@@ -565,9 +539,10 @@ async fn hook_approval(
     }
     let d = crate::approval::webhook::parse_decision(&body)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let who = Approver::named(d.approver.trim());
     let recorded = s
         .engine
-        .decide(d.cycle, d.approver.trim(), "webhook", d.decision, &d.reason)
+        .decide(d.cycle, &who, "webhook", d.decision, &d.reason)
         .await?;
     Ok(decision_response(d.cycle, recorded))
 }

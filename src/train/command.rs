@@ -71,6 +71,16 @@ fn argv(c: &mut Checker, key: &str, v: &Option<Vec<String>>) -> Vec<String> {
 }
 
 impl Scoring {
+    /// The settings with every environment value replaced by `***` (they may be secrets),
+    /// for the model card.
+    pub fn masked(&self) -> Scoring {
+        let mut s = self.clone();
+        for v in s.env.values_mut() {
+            *v = "***".to_string();
+        }
+        s
+    }
+
     /// The scoring settings shared by the command and Kubeflow backends (the checker is at
     /// their table).
     pub fn from_raw(

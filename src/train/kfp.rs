@@ -383,16 +383,14 @@ impl KfpTrainer {
                             .iter()
                             .map(|(k, v)| (k.clone(), json!(template(v, pipeline, cycle))))
                             .collect();
-                        let uri = |k: &str| {
-                            request.inputs[k]["path"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string()
+                        let (current, reference) = match &request.inputs {
+                            Some(i) => (i.current.path.clone(), i.reference.path.clone()),
+                            None => Default::default(),
                         };
                         parameters.insert("retraind_pipeline".into(), json!(pipeline));
                         parameters.insert("retraind_cycle".into(), json!(cycle.to_string()));
-                        parameters.insert("retraind_current_uri".into(), json!(uri("current")));
-                        parameters.insert("retraind_reference_uri".into(), json!(uri("reference")));
+                        parameters.insert("retraind_current_uri".into(), json!(current));
+                        parameters.insert("retraind_reference_uri".into(), json!(reference));
                         parameters.insert("retraind_output_uri".into(), json!(output_uri));
                         parameters.insert("retraind_train_uri".into(), json!(train_uri));
                         let body = json!({

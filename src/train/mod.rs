@@ -8,6 +8,7 @@
 //! stops them through a shared [`CancelFlag`] checked between epochs.
 
 pub mod burn;
+pub mod card;
 pub mod command;
 mod config;
 pub mod kfp;
@@ -157,7 +158,7 @@ pub struct TrainRequest {
     /// Empty directory to write the model into; the engine moves it into place.
     pub out_dir: PathBuf,
     /// The cycle's recorded inputs (locations and fingerprints), for remote trainers.
-    pub inputs: serde_json::Value,
+    pub inputs: Option<crate::records::CycleInputs>,
     /// A remote run this cycle already started (recorded before a restart).
     pub remote_run: Option<String>,
     pub record_remote_run: RemoteRunRecorder,
@@ -176,9 +177,11 @@ pub struct TrainOutput {
     /// `extra_metrics`).
     #[serde(default)]
     pub valid_accuracy: Option<f64>,
+    #[serde(deserialize_with = "crate::nan::or_null")]
     pub valid_loss: f64,
     pub train_rows: usize,
     pub valid_rows: usize,
+    #[serde(deserialize_with = "crate::nan::or_null")]
     pub duration_seconds: f64,
     pub history: Vec<EpochReport>,
     /// Further metrics the backend reported (a command trainer's metrics file).
@@ -266,10 +269,7 @@ pub fn score(
 
 /// Load the predictor stored in a model directory, by the format its card names.
 pub fn load_predictor(dir: &Path) -> Result<Box<dyn Predictor>, TrainError> {
-    let card = std::fs::read_to_string(dir.join("card.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    match card.as_ref().and_then(|c| c["format"].as_str()) {
+    match card::ModelCard::format_of(dir).as_deref() {
         Some(command::FORMAT) => Ok(Box::new(command::CommandModel::load(dir)?)),
         _ => Ok(Box::new(burn::BurnModel::load(dir)?)),
     }

@@ -245,7 +245,7 @@ fn fuzz_the_report_renderer() {
         "performance": { "metric": "accuracy", "status": "degraded", "current": 0.8, "baseline": 0.95, "labels": 100, "test": "bootstrap", "detail": "x" },
         "decision": { "verdict": "retrain", "reasons": ["drift"] },
     });
-    assert!(retraind::report::render(&seed).contains("<svg"));
+    assert!(retraind::report::render_stored(&seed).contains("<svg"));
     let mut rng = rng("report");
     let until = Instant::now() + seconds();
     let mut runs = 0;
@@ -254,7 +254,7 @@ fn fuzz_the_report_renderer() {
         for _ in 0..rng.random_range(1..4) {
             mutate_json(&mut rng, &mut v, 0);
         }
-        let html = catch_unwind(AssertUnwindSafe(|| retraind::report::render(&v)))
+        let html = catch_unwind(AssertUnwindSafe(|| retraind::report::render_stored(&v)))
             .unwrap_or_else(|_| panic!("render panicked on {v}"));
         assert!(
             !html.contains("<script>alert"),

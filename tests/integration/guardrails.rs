@@ -11,7 +11,7 @@ use retraind::signing;
 use serde_json::json;
 
 use crate::helpers::{
-    Db, Env, Opts, Recorder, TOKEN, champion_version, start_cycle, start_daemon, wait_state,
+    Db, Env, Opts, Recorder, TOKEN, champion_version, json, start_cycle, start_daemon, wait_state,
 };
 
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -533,8 +533,7 @@ cooldown = "0s"
     let id = start_cycle(&running.engine, "p1").await;
     wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
     let v1 = store.alias("p1", "champion").await.unwrap().unwrap();
-    let golden_v1 = v1
-        .metrics
+    let golden_v1 = json(&v1.metrics)
         .as_object()
         .unwrap()
         .iter()
@@ -552,7 +551,7 @@ cooldown = "0s"
         reason.contains("golden-set accuracy") && reason.contains("worse than v1's"),
         "{reason}"
     );
-    let gate = r.gate.unwrap();
+    let gate = json(&r.gate.unwrap());
     let names: Vec<&str> = gate["checks"]
         .as_array()
         .unwrap()
@@ -591,7 +590,7 @@ max_latency_ms_per_1k = 60000
     let r = wait_state(&store, id, CycleState::Rejected, Duration::from_secs(120)).await;
     let reason = r.reason.unwrap();
     assert!(reason.contains("MB vs limit 0.000 MB"), "{reason}");
-    let gate = r.gate.unwrap();
+    let gate = json(&r.gate.unwrap());
     let latency = gate["checks"]
         .as_array()
         .unwrap()

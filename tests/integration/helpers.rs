@@ -23,6 +23,11 @@ pub use retraind::performance::Task;
 use retraind::store::{CreateOutcome, CycleRow, Store};
 use tokio_util::sync::CancellationToken;
 
+/// A typed record as the JSON document the store holds (for assertions by key).
+pub fn json<T: serde::Serialize>(record: &T) -> serde_json::Value {
+    serde_json::to_value(record).unwrap()
+}
+
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// Which store a test runs on.

@@ -18,7 +18,7 @@ use retraind::cycle::{CycleState, Outcome};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Db, Env, Opts, eventually, private_ca, run_cycle, serve_tls, start_cycle, start_daemon,
+    Db, Env, Opts, eventually, json, private_ca, run_cycle, serve_tls, start_cycle, start_daemon,
     wait_state,
 };
 
@@ -380,26 +380,26 @@ async fn a_kfp_run_trains_the_candidate() {
             .ends_with(".csv")
     );
     let v = &running.engine.store().versions("p1").await.unwrap()[0];
-    assert_eq!(v.lineage["backend"], "kfp");
+    assert_eq!(json(&v.lineage)["backend"], "kfp");
     // The run trained on the rows retraind handed it: the window minus the gate's holdout.
     let train = std::fs::read_to_string(p["retraind_train_uri"].as_str().unwrap()).unwrap();
     let train_rows = train.lines().count() - 1;
     assert_eq!(
         train_rows as u64,
-        v.lineage["training_data"]["rows"].as_u64().unwrap()
+        json(&v.lineage)["training_data"]["rows"].as_u64().unwrap()
     );
     assert_eq!(train_rows, 1050, "1500 rows minus the 30% holdout");
-    assert_eq!(v.lineage["remote_run_id"], run.id.as_str());
+    assert_eq!(json(&v.lineage)["remote_run_id"], run.id.as_str());
     assert!(
-        v.metrics["valid_accuracy"].as_f64().unwrap() > 0.8,
+        json(&v.metrics)["valid_accuracy"].as_f64().unwrap() > 0.8,
         "{}",
-        v.metrics
+        json(&v.metrics)
     );
     // The gate scored the remote model locally through {model_uri}.
     assert!(
-        v.metrics["holdout_accuracy"].as_f64().unwrap() > 0.8,
+        json(&v.metrics)["holdout_accuracy"].as_f64().unwrap() > 0.8,
         "{}",
-        v.metrics
+        json(&v.metrics)
     );
     stop(running, shutdown).await;
 }
@@ -482,7 +482,7 @@ async fn a_run_created_before_a_crash_is_adopted_not_duplicated() {
     assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
     assert_eq!(f.creates.load(Ordering::SeqCst), 0, "no second run");
     let v = &running.engine.store().versions("p1").await.unwrap()[0];
-    assert_eq!(v.lineage["remote_run_id"], "run-from-before");
+    assert_eq!(json(&v.lineage)["remote_run_id"], "run-from-before");
     stop(running, shutdown).await;
 }
 
@@ -502,7 +502,7 @@ async fn a_restart_resumes_polling_the_stored_run() {
                 .await
                 .ok()?
                 .into_iter()
-                .find(|(_, kind, _)| kind == "remote_run")
+                .find(|e| e.kind.as_str() == "remote_run")
         }
     })
     .await;
@@ -626,7 +626,7 @@ async fn sigkill_during_the_kfp_poll_never_duplicates_the_run() {
             .collect();
         assert_eq!(runs.len(), 1, "point {point}: runs {runs:?}");
         let v = store.version_for_cycle(id).await.unwrap().unwrap();
-        assert_eq!(v.lineage["remote_run_id"], runs[0].as_str());
+        assert_eq!(json(&v.lineage)["remote_run_id"], runs[0].as_str());
     }
     assert_eq!(f.creates.load(Ordering::SeqCst), 10, "one run per cycle");
     assert!(

@@ -10,7 +10,7 @@ use retraind::cycle::Outcome;
 use serde_json::Value;
 
 use crate::helpers::{
-    Db, Env, Opts, Server, eventually, free_port, private_ca, program, run_cycle, tls_proxy,
+    Db, Env, Opts, Server, eventually, free_port, json, private_ca, program, run_cycle, tls_proxy,
     unavailable,
 };
 
@@ -88,7 +88,7 @@ async fn a_deployed_version_is_mirrored_to_a_real_mlflow_server() {
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
     let versions = running.engine.store().versions("p1").await.unwrap();
-    let mirrored = &versions[0].lineage["mlflow"];
+    let mirrored = &json(&versions[0].lineage)["mlflow"];
     let run_id = mirrored["run_id"]
         .as_str()
         .expect("run id recorded")
@@ -119,7 +119,7 @@ async fn a_deployed_version_is_mirrored_to_a_real_mlflow_server() {
     )
     .await;
     let steps = history["metrics"].as_array().unwrap().len();
-    let epochs = versions[0].metrics["epochs_run"].as_u64().unwrap() as usize;
+    let epochs = json(&versions[0].metrics)["epochs_run"].as_u64().unwrap() as usize;
     assert_eq!(steps, epochs, "{history}");
     let metrics = run["run"]["data"]["metrics"].as_array().unwrap();
     assert!(metrics.iter().any(|m| m["key"] == "model_size_mb"), "{run}");

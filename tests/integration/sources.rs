@@ -56,7 +56,7 @@ async fn a_cycle_reads_its_inputs_over_http() {
     let (row, running, shutdown) = run_cycle(&env).await;
     assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
     let inputs = row.inputs.clone().unwrap();
-    let reference: data::Fingerprint = serde_json::from_value(inputs["reference"].clone()).unwrap();
+    let reference: data::Fingerprint = inputs.reference.clone();
     assert_eq!(reference.path, format!("{base}/reference.csv"));
     // Read once into the content-addressed cache, under the state directory.
     let cached = Path::new(&reference.files[0].path);

@@ -1,8 +1,11 @@
 //! The store suite, run against SQLite and PostgreSQL alike.
 
 use chrono::Utc;
+use retraind::approval;
 use retraind::cycle::{CycleState, TriggerKind};
 use retraind::guards::Hold;
+use retraind::performance::Metric;
+use retraind::records::{Lineage, ScoreKey, VersionMetrics};
 use retraind::store::{
     ApprovalRow, ChampionMove, CreateOutcome, CycleUpdate, DeployKind, GLOBAL, HoldKind,
     NewVersion, Recorded, Store, StoreError,
@@ -163,8 +166,11 @@ both_stores!(
                         pipeline: "p".into(),
                         cycle_id: id,
                         path: format!("/m/{id}"),
-                        metrics: json!({"a": 1}),
-                        lineage: json!({}),
+                        metrics: VersionMetrics {
+                            scores: [(ScoreKey::Other("a".into()), Some(1.0))].into(),
+                            ..VersionMetrics::default()
+                        },
+                        lineage: Lineage::default(),
                     },
                     "trained",
                     Utc::now(),
@@ -184,8 +190,8 @@ both_stores!(
                             pipeline: "p".into(),
                             cycle_id: id,
                             path: "x".into(),
-                            metrics: json!({}),
-                            lineage: json!({})
+                            metrics: VersionMetrics::default(),
+                            lineage: Lineage::default()
                         },
                         "again",
                         Utc::now()
@@ -298,11 +304,17 @@ both_stores!(
                 .unwrap()
         );
         store
-            .set_version_metric(ids[1].id, "holdout_accuracy", 0.93)
+            .set_version_score(ids[1].id, &ScoreKey::Holdout(Metric::Accuracy), 0.93)
             .await
             .unwrap();
         let v = store.version(ids[1].id).await.unwrap().unwrap();
-        assert_eq!(v.metrics, json!({"a": 1, "holdout_accuracy": 0.93}));
+        assert_eq!(
+            (
+                v.metrics.score(&ScoreKey::Other("a".into())),
+                v.metrics.holdout(Metric::Accuracy)
+            ),
+            (Some(1.0), Some(0.93))
+        );
     }
 );
 
@@ -350,7 +362,10 @@ both_stores!(
         let record = |who: &'static str, d: &'static str| {
             let store = store.clone();
             let r = row(who, d);
-            async move { store.record_approval(id, &r, 2).await.unwrap() }
+            async move {
+                let admit = |rows: &[ApprovalRow]| approval::admit(rows, &r.approver, 2);
+                store.record_approval(id, &r, admit).await.unwrap()
+            }
         };
         assert_eq!(record("ann", "approve").await, Recorded::New);
         assert_eq!(record("ann", "reject").await, Recorded::Duplicate);
@@ -371,7 +386,10 @@ both_stores!(
             .map(|who| {
                 let store = store.clone();
                 let r = row(who, "approve");
-                tokio::spawn(async move { store.record_approval(id, &r, 1).await.unwrap() })
+                tokio::spawn(async move {
+                    let admit = |rows: &[ApprovalRow]| approval::admit(rows, &r.approver, 1);
+                    store.record_approval(id, &r, admit).await.unwrap()
+                })
             })
             .collect();
         let mut results = Vec::new();

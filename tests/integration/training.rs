@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use retraind::cycle::{CycleState, Outcome};
 
-use crate::helpers::{Db, Env, Opts, Task, retraind, run_cycle, start_cycle, wait_state};
+use crate::helpers::{Db, Env, Opts, Task, json, retraind, run_cycle, start_cycle, wait_state};
 
 fn command_config(env: &str, timeout: &str) -> String {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/command-trainer");
@@ -46,7 +46,7 @@ async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
     assert_eq!(first.outcome, Some(Outcome::Deployed), "{:?}", first.reason);
     let store = running.engine.store().clone();
     let v1 = store.alias("p1", "champion").await.unwrap().unwrap();
-    let m = &v1.metrics;
+    let m = &json(&v1.metrics);
     assert!(m["holdout_r2"].as_f64().unwrap() > 0.9, "{m}");
     assert!(m["holdout_rmse"].as_f64().unwrap() < 10.0, "{m}");
     assert!(
@@ -58,7 +58,7 @@ async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
         m.get("holdout_accuracy").is_none() && m.get("valid_accuracy").is_none(),
         "{m}"
     );
-    let gate = first.gate.clone().unwrap();
+    let gate = json(&first.gate.clone().unwrap());
     assert_eq!(gate["metric"], "rmse", "{gate}");
     assert_eq!(gate["checks"][0]["name"], "max_error", "{gate}");
     let card: serde_json::Value = serde_json::from_str(
@@ -87,7 +87,7 @@ async fn a_burn_regressor_is_gated_on_rmse_and_replaced_after_drift() {
     let perf = env.report(id)["performance"].clone();
     assert_eq!(perf["metric"], "rmse", "{perf}");
     assert_eq!(perf["status"], "degraded", "{perf}");
-    let gate = second.gate.clone().unwrap();
+    let gate = json(&second.gate.clone().unwrap());
     let champion_check = gate["checks"]
         .as_array()
         .unwrap()
@@ -175,23 +175,23 @@ async fn a_command_trainer_trains_scores_and_deploys() {
     let versions = store.versions("p1").await.unwrap();
     assert_eq!(versions.len(), 1);
     let v = &versions[0];
-    assert_eq!(v.lineage["backend"], "command");
+    assert_eq!(json(&v.lineage)["backend"], "command");
     // Validation accuracy from the trainer's metrics file; holdout accuracy from the gate,
     // which scored the model with the predict command.
     assert!(
-        v.metrics["valid_accuracy"].as_f64().unwrap() > 0.8,
+        json(&v.metrics)["valid_accuracy"].as_f64().unwrap() > 0.8,
         "{}",
-        v.metrics
+        json(&v.metrics)
     );
     assert!(
-        v.metrics["holdout_accuracy"].as_f64().unwrap() > 0.8,
+        json(&v.metrics)["holdout_accuracy"].as_f64().unwrap() > 0.8,
         "{}",
-        v.metrics
+        json(&v.metrics)
     );
     assert!(
-        v.metrics["holdout_roc_auc"].as_f64().unwrap() > 0.9,
+        json(&v.metrics)["holdout_roc_auc"].as_f64().unwrap() > 0.9,
         "{}",
-        v.metrics
+        json(&v.metrics)
     );
     let dir = std::path::Path::new(&v.path);
     let card: serde_json::Value =

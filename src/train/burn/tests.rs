@@ -67,7 +67,7 @@ fn request(table: &Table, out: &Path) -> TrainRequest {
             timestamp: None,
         },
         out_dir: out.to_path_buf(),
-        inputs: serde_json::Value::Null,
+        inputs: None,
         remote_run: None,
         record_remote_run: Default::default(),
         timeout: std::time::Duration::from_secs(600),

@@ -1,0 +1,232 @@
+//! `retraind check`: a one-off drift and data quality report for two files, without a
+//! daemon or a config. Exit status: 0 no drift, 3 dataset drift, 4 quality failure, 1 error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Reference data (CSV, Parquet or NDJSON): a path, a glob, an http(s):// URL or
+    /// s3://bucket/key (credentials from the AWS_* variables).
+    #[arg(long)]
+    pub reference: String,
+    /// Current window, in the same forms.
+    #[arg(long)]
+    pub current: String,
+    /// Drift method for every feature: auto, ks, chi2, z_test, psi, wasserstein, js.
+    #[arg(long, default_value = "auto")]
+    pub method: String,
+    /// Correction across features: bh, bonferroni, none.
+    #[arg(long, default_value = "bh")]
+    pub correction: String,
+    /// Categorical columns (default: text and boolean columns).
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Columns to leave out.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Label column (left out of the drift tests).
+    #[arg(long, default_value = "target")]
+    pub target: String,
+    /// Significance level after correction.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Below this many rows in either file the result is insufficient data.
+    #[arg(long, default_value_t = 50)]
+    pub min_rows: usize,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Output of `retraind check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    /// A self-contained page with a histogram per feature.
+    Html,
+}
+
+/// The JSON document `retraind check --format json` prints.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckReport {
+    pub reference: crate::data::Fingerprint,
+    pub current: crate::data::Fingerprint,
+    pub features: Vec<crate::drift::FeatureDrift>,
+    pub dataset: crate::drift::DatasetDrift,
+    pub insufficient_data: bool,
+    pub quality: crate::quality::QualityReport,
+}
+
+/// Run the standalone check: load both files, the quality gate, the drift tests.
+pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<CheckReport> {
+    use crate::data;
+    use crate::drift::DriftConfig;
+    use crate::stats::Correction;
+    let method: crate::drift::Method = args.method.parse()?;
+    let correction: Correction = args.correction.parse().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.alpha > 0.0 && args.alpha < 1.0,
+        "--alpha {} is out of range; use 0 < alpha < 1",
+        args.alpha
+    );
+    progress(&format!("reading {}", args.reference));
+    let categorical = (!args.categorical.is_empty()).then_some(args.categorical.as_slice());
+    let spec = data::RoleSpec {
+        numerical: None,
+        categorical,
+        target: &args.target,
+        prediction: None,
+        timestamp: None,
+        ignore: &args.ignore,
+    };
+    // Remote inputs are downloaded into a cache under the temporary directory.
+    let cache = std::env::temp_dir().join("retraind-inputs");
+    let cwd = std::env::current_dir()?;
+    let resolve = |text: &str| -> anyhow::Result<data::Input> {
+        let location = crate::source::Location::parse(text, &cwd)?;
+        Ok(crate::source::resolve(
+            &location,
+            &cache,
+            &crate::source::S3Config::default(),
+        )?)
+    };
+    let (reference_input, current_input) = (resolve(&args.reference)?, resolve(&args.current)?);
+    let (roles, reference, current) = data::load_pair(&reference_input, &current_input, &spec)?;
+    progress(&format!("read {}", args.current));
+    progress(&format!(
+        "testing {} features ({} x {} rows)",
+        roles.numerical.len() + roles.categorical.len(),
+        reference.rows,
+        current.rows
+    ));
+    let mut ignore = args.ignore.clone();
+    ignore.push(args.target.clone());
+    let quality = crate::quality::check(
+        (&reference.fingerprint, &reference),
+        (&current.fingerprint, &current),
+        &ignore,
+        &crate::quality::QualityConfig::default(),
+    );
+    let config = DriftConfig {
+        alpha: args.alpha,
+        correction,
+        method,
+        ..DriftConfig::default()
+    };
+    let drift = crate::drift::detect(&reference, &current, &config, args.min_rows);
+    Ok(CheckReport {
+        reference: reference.fingerprint.clone(),
+        current: current.fingerprint.clone(),
+        features: drift.features,
+        dataset: drift.dataset,
+        insufficient_data: drift.insufficient_data,
+        quality,
+    })
+}
+
+fn render_check_text(r: &CheckReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<12} {:<15} {:>11} {:>10} {:>10}  verdict",
+        "feature", "kind", "method", "statistic", "p_adj", "threshold"
+    );
+    let mut features: Vec<&crate::drift::FeatureDrift> = r.features.iter().collect();
+    features.sort_by(|a, b| {
+        b.drifted.cmp(&a.drifted).then(
+            a.p_adjusted
+                .unwrap_or(1.0)
+                .total_cmp(&b.p_adjusted.unwrap_or(1.0)),
+        )
+    });
+    for f in features {
+        let kind = f.kind.as_str();
+        let p = f
+            .p_adjusted
+            .map(|p| format!("{p:.3e}"))
+            .unwrap_or_else(|| "-".into());
+        let verdict = if f.drifted { "DRIFT" } else { "ok" };
+        let effect = f
+            .effect
+            .as_ref()
+            .map(|e| format!(" ({} {:.3}, min {})", e.method, e.value, e.minimum))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<12} {:<15} {:>11.4} {:>10} {:>10}  {verdict}{effect}",
+            f.name,
+            kind,
+            f.method.as_str(),
+            f.statistic,
+            p,
+            f.threshold
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\ndataset: {} ({} of {} features drifted, {:.0}%, correction {:?}){}",
+        if r.dataset.drifted {
+            "DRIFT"
+        } else {
+            "no drift"
+        },
+        r.dataset.drifted_features,
+        r.features.len(),
+        r.dataset.drifted_share * 100.0,
+        r.dataset.correction,
+        if r.insufficient_data {
+            "; insufficient data"
+        } else {
+            ""
+        }
+    );
+    for f in &r.quality.findings {
+        let _ = writeln!(out, "quality {:?}: {}", f.severity, f.message);
+    }
+    out
+}
+
+pub(super) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let interactive = std::io::stderr().is_terminal();
+    let (format, output) = (args.format, args.output.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        let progress = |msg: &str| {
+            if interactive {
+                eprintln!("… {msg}");
+            }
+        };
+        run_check(&args, &progress)
+    })
+    .await??;
+    let text = match format {
+        CheckFormat::Json => serde_json::to_string_pretty(&report)?,
+        CheckFormat::Text => render_check_text(&report),
+        CheckFormat::Html => crate::report::render(&crate::report::Report {
+            features: report.features.clone(),
+            dataset: Some(report.dataset.clone()),
+            quality: Some(report.quality.clone()),
+            ..Default::default()
+        }),
+    };
+    match output {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => out!("{text}"),
+    }
+    Ok(if !report.quality.passed {
+        ExitCode::from(4)
+    } else if report.dataset.drifted {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
