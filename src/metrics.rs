@@ -46,24 +46,174 @@ pub const CHANNELS: [&str; 5] = ["api", "cli", "slack", "webhook", "config"];
 /// Why a rollback happened, the `reason` label of `retraind_rollbacks_total`.
 pub const ROLLBACK_REASONS: [&str; 2] = ["manual", "watch"];
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// A metric's name, help and labels.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+const BUILD_INFO: Def = Def {
+    name: "retraind_build_info",
+    help: "Build information; the value is always 1.",
+    labels: &["version"],
+};
+const CYCLE_DURATION: Def = Def {
+    name: "retraind_cycle_duration_seconds",
+    help: "Wall time of finished cycles, from trigger to terminal state.",
+    labels: &["pipeline"],
+};
+const DURATION_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0,
+];
+const CYCLES_TOTAL: Def = Def {
+    name: "retraind_cycles_total",
+    help: "Finished cycles by outcome.",
+    labels: &["pipeline", "outcome"],
+};
+const CYCLE_STATE: Def = Def {
+    name: "retraind_cycle_state",
+    help: "1 for the state the pipeline's current cycle is in.",
+    labels: &["pipeline", "state"],
+};
+const CYCLE_STATE_ENTERED: Def = Def {
+    name: "retraind_cycle_state_entered_timestamp_seconds",
+    help: "Unix time the pipeline's current cycle entered its state (or the last cycle its terminal state).",
+    labels: &["pipeline"],
+};
+const LAST_SUCCESSFUL_CHECK: Def = Def {
+    name: "retraind_last_successful_check_timestamp_seconds",
+    help: "Unix time of the last completed drift/performance check.",
+    labels: &["pipeline"],
+};
+const NEXT_SCHEDULED_CHECK: Def = Def {
+    name: "retraind_next_scheduled_check_timestamp_seconds",
+    help: "Unix time the schedule fires next.",
+    labels: &["pipeline"],
+};
+const TRAINING_EPOCH: Def = Def {
+    name: "retraind_training_epoch",
+    help: "Last finished epoch of the running or last training.",
+    labels: &["pipeline"],
+};
+const TRAINING_LOSS: Def = Def {
+    name: "retraind_training_loss",
+    help: "Loss of the last finished epoch.",
+    labels: &["pipeline", "split"],
+};
+const DRIFTED_FEATURES: Def = Def {
+    name: "retraind_drifted_features",
+    help: "Features found drifted by the last check.",
+    labels: &["pipeline"],
+};
+const FEATURE_DRIFT_SCORE: Def = Def {
+    name: "retraind_feature_drift_score",
+    help: "Drift of a feature at the last check: the effect size of a test, or the distance.",
+    labels: &["pipeline", "feature", "method"],
+};
+const FEATURE_DRIFT_P_VALUE: Def = Def {
+    name: "retraind_feature_drift_p_value",
+    help: "Corrected p-value of a feature's drift test at the last check.",
+    labels: &["pipeline", "feature"],
+};
+const DATASET_DRIFT_SHARE: Def = Def {
+    name: "retraind_dataset_drift_share",
+    help: "Share of features drifted at the last check.",
+    labels: &["pipeline"],
+};
+const DRIFT_DETECTED: Def = Def {
+    name: "retraind_drift_detected",
+    help: "1 if the last check found dataset drift.",
+    labels: &["pipeline"],
+};
+const DATA_QUALITY_FAILURES: Def = Def {
+    name: "retraind_data_quality_failures_total",
+    help: "Failed data quality checks, by check.",
+    labels: &["pipeline", "check"],
+};
+const MODEL_METRIC: Def = Def {
+    name: "retraind_model_metric",
+    help: "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout.",
+    labels: &["pipeline", "alias", "metric"],
+};
+const DEGRADATION_DETECTED: Def = Def {
+    name: "retraind_degradation_detected",
+    help: "1 if the last check found the champion degraded, 0 if healthy, -1 if unknown or too few labels.",
+    labels: &["pipeline"],
+};
+const APPROVALS_PENDING: Def = Def {
+    name: "retraind_approvals_pending",
+    help: "Candidates waiting for a human decision.",
+    labels: &["pipeline"],
+};
+const APPROVAL_DECISIONS: Def = Def {
+    name: "retraind_approval_decisions_total",
+    help: "Recorded approval decisions, by decision and channel.",
+    labels: &["pipeline", "decision", "channel"],
+};
+const DEPLOYS_TOTAL: Def = Def {
+    name: "retraind_deploys_total",
+    help: "Versions deployed (the champion alias moved forward).",
+    labels: &["pipeline"],
+};
+const ROLLBACKS_TOTAL: Def = Def {
+    name: "retraind_rollbacks_total",
+    help: "Rollbacks to an earlier version, by reason (manual, watch).",
+    labels: &["pipeline", "reason"],
+};
+const PIPELINE_FROZEN: Def = Def {
+    name: "retraind_pipeline_frozen",
+    help: "1 while the pipeline's automation is frozen or paused by the circuit breaker.",
+    labels: &["pipeline"],
+};
+const CHAMPION_VERSION: Def = Def {
+    name: "retraind_champion_version",
+    help: "Version number the champion alias points at (0 = none).",
+    labels: &["pipeline"],
+};
+const GUARD_BLOCKS: Def = Def {
+    name: "retraind_guard_blocks_total",
+    help: "Actions a runaway guard blocked, by guard.",
+    labels: &["pipeline", "guard"],
+};
+const TRAINING_DURATION: Def = Def {
+    name: "retraind_training_duration_seconds",
+    help: "Wall time of the pipeline's last finished training.",
+    labels: &["pipeline"],
+};
+const LEADER: Def = Def {
+    name: "retraind_leader",
+    help: "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.",
+    labels: &["instance"],
+};
+const TRAINING_FAILURES: Def = Def {
+    name: "retraind_training_failures_total",
+    help: "Trainings that failed (error, timeout, failed-to-learn guard).",
+    labels: &["pipeline"],
+};
+
+fn opts(d: &Def) -> Opts {
+    Opts::new(d.name, d.help)
+}
+
+fn counter(registry: &Registry, d: &Def) -> IntCounterVec {
     register(
         registry,
-        IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+        IntCounterVec::new(opts(d), d.labels).expect("static metric definition"),
     )
 }
 
-fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+fn float_gauge(registry: &Registry, d: &Def) -> GaugeVec {
     register(
         registry,
-        GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+        GaugeVec::new(opts(d), d.labels).expect("static metric definition"),
     )
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn gauge(registry: &Registry, d: &Def) -> IntGaugeVec {
     register(
         registry,
-        IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+        IntGaugeVec::new(opts(d), d.labels).expect("static metric definition"),
     )
 }
 
@@ -77,178 +227,43 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let build = gauge(
-            &registry,
-            "retraind_build_info",
-            "Build information; the value is always 1.",
-            &["version"],
-        );
+        let build = gauge(&registry, &BUILD_INFO);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
-            cycles_total: counter(
-                &registry,
-                "retraind_cycles_total",
-                "Finished cycles by outcome.",
-                &["pipeline", "outcome"],
-            ),
             cycle_duration: register(
                 &registry,
                 HistogramVec::new(
-                    HistogramOpts::new(
-                        "retraind_cycle_duration_seconds",
-                        "Wall time of finished cycles, from trigger to terminal state.",
-                    )
-                    .buckets(vec![
-                        1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0,
-                    ]),
-                    &["pipeline"],
+                    HistogramOpts::new(CYCLE_DURATION.name, CYCLE_DURATION.help)
+                        .buckets(DURATION_BUCKETS.to_vec()),
+                    CYCLE_DURATION.labels,
                 )
                 .expect("static metric definition"),
             ),
-            cycle_state: gauge(
-                &registry,
-                "retraind_cycle_state",
-                "1 for the state the pipeline's current cycle is in.",
-                &["pipeline", "state"],
-            ),
-            cycle_state_entered: float_gauge(
-                &registry,
-                "retraind_cycle_state_entered_timestamp_seconds",
-                "Unix time the pipeline's current cycle entered its state (or the last cycle its terminal state).",
-                &["pipeline"],
-            ),
-            last_successful_check: float_gauge(
-                &registry,
-                "retraind_last_successful_check_timestamp_seconds",
-                "Unix time of the last completed drift/performance check.",
-                &["pipeline"],
-            ),
-            next_scheduled_check: float_gauge(
-                &registry,
-                "retraind_next_scheduled_check_timestamp_seconds",
-                "Unix time the schedule fires next.",
-                &["pipeline"],
-            ),
-            training_epoch: gauge(
-                &registry,
-                "retraind_training_epoch",
-                "Last finished epoch of the running or last training.",
-                &["pipeline"],
-            ),
-            training_loss: float_gauge(
-                &registry,
-                "retraind_training_loss",
-                "Loss of the last finished epoch.",
-                &["pipeline", "split"],
-            ),
-            drifted_features: gauge(
-                &registry,
-                "retraind_drifted_features",
-                "Features found drifted by the last check.",
-                &["pipeline"],
-            ),
-            feature_drift_score: float_gauge(
-                &registry,
-                "retraind_feature_drift_score",
-                "Drift of a feature at the last check: the effect size of a test, or the distance.",
-                &["pipeline", "feature", "method"],
-            ),
-            feature_drift_p_value: float_gauge(
-                &registry,
-                "retraind_feature_drift_p_value",
-                "Corrected p-value of a feature's drift test at the last check.",
-                &["pipeline", "feature"],
-            ),
-            dataset_drift_share: float_gauge(
-                &registry,
-                "retraind_dataset_drift_share",
-                "Share of features drifted at the last check.",
-                &["pipeline"],
-            ),
-            drift_detected: gauge(
-                &registry,
-                "retraind_drift_detected",
-                "1 if the last check found dataset drift.",
-                &["pipeline"],
-            ),
-            data_quality_failures: counter(
-                &registry,
-                "retraind_data_quality_failures_total",
-                "Failed data quality checks, by check.",
-                &["pipeline", "check"],
-            ),
-            model_metric: float_gauge(
-                &registry,
-                "retraind_model_metric",
-                "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout.",
-                &["pipeline", "alias", "metric"],
-            ),
-            degradation_detected: gauge(
-                &registry,
-                "retraind_degradation_detected",
-                "1 if the last check found the champion degraded, 0 if healthy, -1 if unknown or too few labels.",
-                &["pipeline"],
-            ),
-            approvals_pending: gauge(
-                &registry,
-                "retraind_approvals_pending",
-                "Candidates waiting for a human decision.",
-                &["pipeline"],
-            ),
-            approval_decisions: counter(
-                &registry,
-                "retraind_approval_decisions_total",
-                "Recorded approval decisions, by decision and channel.",
-                &["pipeline", "decision", "channel"],
-            ),
-            deploys_total: counter(
-                &registry,
-                "retraind_deploys_total",
-                "Versions deployed (the champion alias moved forward).",
-                &["pipeline"],
-            ),
-            rollbacks_total: counter(
-                &registry,
-                "retraind_rollbacks_total",
-                "Rollbacks to an earlier version, by reason (manual, watch).",
-                &["pipeline", "reason"],
-            ),
-            pipeline_frozen: gauge(
-                &registry,
-                "retraind_pipeline_frozen",
-                "1 while the pipeline's automation is frozen or paused by the circuit breaker.",
-                &["pipeline"],
-            ),
-            champion_version: gauge(
-                &registry,
-                "retraind_champion_version",
-                "Version number the champion alias points at (0 = none).",
-                &["pipeline"],
-            ),
-            guard_blocks: counter(
-                &registry,
-                "retraind_guard_blocks_total",
-                "Actions a runaway guard blocked, by guard.",
-                &["pipeline", "guard"],
-            ),
-            training_duration: float_gauge(
-                &registry,
-                "retraind_training_duration_seconds",
-                "Wall time of the pipeline's last finished training.",
-                &["pipeline"],
-            ),
-            leader: gauge(
-                &registry,
-                "retraind_leader",
-                "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.",
-                &["instance"],
-            ),
-            training_failures: counter(
-                &registry,
-                "retraind_training_failures_total",
-                "Trainings that failed (error, timeout, failed-to-learn guard).",
-                &["pipeline"],
-            ),
+            cycles_total: counter(&registry, &CYCLES_TOTAL),
+            cycle_state: gauge(&registry, &CYCLE_STATE),
+            cycle_state_entered: float_gauge(&registry, &CYCLE_STATE_ENTERED),
+            last_successful_check: float_gauge(&registry, &LAST_SUCCESSFUL_CHECK),
+            next_scheduled_check: float_gauge(&registry, &NEXT_SCHEDULED_CHECK),
+            training_epoch: gauge(&registry, &TRAINING_EPOCH),
+            training_loss: float_gauge(&registry, &TRAINING_LOSS),
+            drifted_features: gauge(&registry, &DRIFTED_FEATURES),
+            feature_drift_score: float_gauge(&registry, &FEATURE_DRIFT_SCORE),
+            feature_drift_p_value: float_gauge(&registry, &FEATURE_DRIFT_P_VALUE),
+            dataset_drift_share: float_gauge(&registry, &DATASET_DRIFT_SHARE),
+            drift_detected: gauge(&registry, &DRIFT_DETECTED),
+            data_quality_failures: counter(&registry, &DATA_QUALITY_FAILURES),
+            model_metric: float_gauge(&registry, &MODEL_METRIC),
+            degradation_detected: gauge(&registry, &DEGRADATION_DETECTED),
+            approvals_pending: gauge(&registry, &APPROVALS_PENDING),
+            approval_decisions: counter(&registry, &APPROVAL_DECISIONS),
+            deploys_total: counter(&registry, &DEPLOYS_TOTAL),
+            rollbacks_total: counter(&registry, &ROLLBACKS_TOTAL),
+            pipeline_frozen: gauge(&registry, &PIPELINE_FROZEN),
+            champion_version: gauge(&registry, &CHAMPION_VERSION),
+            guard_blocks: counter(&registry, &GUARD_BLOCKS),
+            training_duration: float_gauge(&registry, &TRAINING_DURATION),
+            leader: gauge(&registry, &LEADER),
+            training_failures: counter(&registry, &TRAINING_FAILURES),
             registry,
         }
     }

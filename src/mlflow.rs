@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::http::{HttpError, JsonApi};
 use crate::secret::SecretSource;
 use crate::validate::Checker;
 use crate::validate::files::Files;
@@ -81,6 +82,20 @@ pub enum MlflowError {
     },
 }
 
+impl MlflowError {
+    /// A failed call to `url`.
+    fn from_http(url: String, e: HttpError) -> MlflowError {
+        match e {
+            HttpError::Transport(message) => MlflowError::Http { url, message },
+            HttpError::Status { status, body } => MlflowError::Status {
+                url,
+                status,
+                body: body.chars().take(300).collect(),
+            },
+        }
+    }
+}
+
 /// One metric point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
@@ -91,33 +106,20 @@ pub struct Point {
 
 /// A thin client for the calls retraind makes.
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
-    token: Option<crate::secret::Secret>,
+    api: JsonApi,
 }
 
 impl Client {
     pub fn new(config: &MlflowConfig) -> Result<Client, MlflowError> {
-        let token = match &config.token {
-            Some(s) => Some(
-                crate::secret::Secret::load(s).map_err(|e| MlflowError::Http {
-                    url: config.tracking_uri.clone(),
-                    message: e.to_string(),
-                })?,
-            ),
-            None => None,
-        };
-        let http = crate::tls::client(Duration::from_secs(30), config.ca_file.as_deref()).map_err(
-            |message| MlflowError::Http {
-                url: config.tracking_uri.clone(),
-                message,
-            },
-        )?;
-        Ok(Client {
-            base: config.tracking_uri.trim_end_matches('/').to_string(),
-            http,
-            token,
-        })
+        let api = JsonApi::new(
+            &config.tracking_uri,
+            Duration::from_secs(30),
+            config.ca_file.as_deref(),
+            config.token.as_ref(),
+            "mlflow.ca_file",
+        )
+        .map_err(|e| MlflowError::from_http(config.tracking_uri.clone(), e))?;
+        Ok(Client { api })
     }
 
     async fn call(
@@ -127,29 +129,10 @@ impl Client {
         body: Option<Value>,
         query: &[(&str, &str)],
     ) -> Result<Value, MlflowError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).query(query);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let http = |e: reqwest::Error| MlflowError::Http {
-            url: url.clone(),
-            message: crate::tls::describe(&e, "mlflow.ca_file"),
-        };
-        let resp = req.send().await.map_err(http)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(http)?;
-        if !status.is_success() {
-            return Err(MlflowError::Status {
-                url,
-                status: status.as_u16(),
-                body: text.chars().take(300).collect(),
-            });
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.api
+            .call(method, path, body.as_ref(), query)
+            .await
+            .map_err(|e| MlflowError::from_http(self.api.url(path), e))
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Value, MlflowError> {
@@ -284,31 +267,20 @@ impl Client {
         let root = artifact_uri
             .strip_prefix("mlflow-artifacts:/")
             .ok_or_else(|| MlflowError::Http {
-                url: self.base.clone(),
+                url: self.api.url(""),
                 message: format!(
                     "artifact uri `{artifact_uri}` is not served by the tracking server; start it with --serve-artifacts"
                 ),
             })?;
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{}/{rel}",
-            self.base,
+        let url = self.api.url(&format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{}/{rel}",
             root.trim_start_matches('/')
-        );
-        let mut req = self.http.put(&url).body(bytes);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
-        }
-        let resp = req.send().await.map_err(|e| MlflowError::Http {
-            url: url.clone(),
-            message: crate::tls::describe(&e, "mlflow.ca_file"),
-        })?;
-        if !resp.status().is_success() {
-            return Err(MlflowError::Status {
-                url,
-                status: resp.status().as_u16(),
-                body: resp.text().await.unwrap_or_default(),
-            });
-        }
+        ));
+        let req = self.api.request(reqwest::Method::PUT, &url).body(bytes);
+        self.api
+            .send(req)
+            .await
+            .map_err(|e| MlflowError::from_http(url, e))?;
         Ok(())
     }
 

@@ -60,10 +60,11 @@ pub async fn query(base_url: &str, query: &str, timeout: Duration) -> Result<f64
         url: url.clone(),
         message: e.to_string(),
     };
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(unreachable)?;
+    let client =
+        crate::http::client(timeout, None).map_err(|message| PromqlError::Unreachable {
+            url: url.clone(),
+            message,
+        })?;
     let response = client
         .get(&url)
         .query(&[("query", query)])

@@ -175,39 +175,92 @@ pub fn check(
 ) -> QualityReport {
     let (ref_fp, ref_t) = reference;
     let (cur_fp, cur_t) = current;
-    let mut findings = Vec::new();
-    let mut add =
-        |check, column: Option<&str>, severity, value: f64, threshold: f64, message: String| {
-            findings.push(Finding {
-                check,
-                column: column.map(str::to_string),
-                severity,
-                value,
-                threshold,
-                message,
-            })
-        };
+    let mut f = Findings(Vec::new());
     let skip = |c: &str| ignore.iter().any(|i| i == c);
+    schema(&mut f, ref_fp, cur_fp, &skip, config);
+    numerical_values(&mut f, ref_t, cur_t, config);
+    null_rates(&mut f, ref_t, cur_t, config);
+    let ratio = share(cur_t.rows, ref_t.rows);
+    if config.min_row_ratio > 0.0 && ratio < config.min_row_ratio {
+        f.add(
+            Check::RowCount,
+            None,
+            Severity::Warn,
+            (ratio, config.min_row_ratio),
+            format!(
+                "the current window has {} rows, {:.0}% of the reference's {}",
+                cur_t.rows,
+                ratio * 100.0,
+                ref_t.rows
+            ),
+        );
+    }
+    let findings = f.0;
+    QualityReport {
+        passed: findings.iter().all(|f| f.severity != Severity::Fail),
+        findings,
+    }
+}
+
+/// The findings of one check, in order.
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    /// A finding with its (value, threshold).
+    fn add(
+        &mut self,
+        check: Check,
+        column: Option<&str>,
+        severity: Severity,
+        (value, threshold): (f64, f64),
+        message: String,
+    ) {
+        self.0.push(Finding {
+            check,
+            column: column.map(str::to_string),
+            severity,
+            value,
+            threshold,
+            message,
+        });
+    }
+}
+
+/// `count / total`, 0 for an empty total.
+fn share(count: usize, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        count as f64 / total as f64
+    }
+}
+
+/// Columns missing from, retyped in, or added to the current window.
+fn schema(
+    f: &mut Findings,
+    ref_fp: &Fingerprint,
+    cur_fp: &Fingerprint,
+    skip: &dyn Fn(&str) -> bool,
+    config: &QualityConfig,
+) {
     for (name, dtype) in ref_fp.schema.iter().filter(|(n, _)| !skip(n)) {
         match cur_fp.schema.iter().find(|(n, _)| n == name) {
-            None => add(
+            None => f.add(
                 Check::MissingColumn,
                 Some(name),
                 Severity::Fail,
-                1.0,
-                0.0,
+                (1.0, 0.0),
                 format!("column `{name}` is missing from the current window"),
             ),
             Some((_, cur_type)) => {
                 let (a, b) = (type_class(dtype), type_class(cur_type));
                 // An all-null column reads as type null: that is a null-rate problem, not a type.
                 if a != b && a != "null" && b != "null" {
-                    add(
+                    f.add(
                         Check::RetypedColumn,
                         Some(name),
                         Severity::Fail,
-                        1.0,
-                        0.0,
+                        (1.0, 0.0),
                         format!("column `{name}` changed type from {dtype} to {cur_type}"),
                     );
                 }
@@ -221,37 +274,32 @@ pub fn check(
             } else {
                 Severity::Fail
             };
-            add(
+            f.add(
                 Check::AddedColumn,
                 Some(name),
                 severity,
-                1.0,
-                0.0,
+                (1.0, 0.0),
                 format!(
                     "column `{name}` is new in the current window (set quality.allow_added_columns or data.ignore)"
                 ),
             );
         }
     }
-    let share = |count: usize, total: usize| {
-        if total == 0 {
-            0.0
-        } else {
-            count as f64 / total as f64
-        }
-    };
+}
+
+/// Infinite values, and values outside the reference's range, per numerical feature.
+fn numerical_values(f: &mut Findings, ref_t: &Table, cur_t: &Table, config: &QualityConfig) {
     for (name, r) in &ref_t.numerical {
         let Some(c) = cur_t.numerical(name) else {
             continue;
         };
         let infinite = c.iter().filter(|v| v.is_infinite()).count();
         if infinite > 0 {
-            add(
+            f.add(
                 Check::NonFinite,
                 Some(name),
                 Severity::Fail,
-                infinite as f64,
-                0.0,
+                (infinite as f64, 0.0),
                 format!("`{name}` has {infinite} infinite value(s) in the current window"),
             );
         }
@@ -260,28 +308,32 @@ pub fn check(
             finite().fold(f64::INFINITY, f64::min),
             finite().fold(f64::NEG_INFINITY, f64::max),
         );
-        if lo <= hi {
-            let present: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
-            let out = share(
-                present.iter().filter(|v| **v < lo || **v > hi).count(),
-                present.len(),
+        if lo > hi {
+            continue;
+        }
+        let present: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
+        let out = share(
+            present.iter().filter(|v| **v < lo || **v > hi).count(),
+            present.len(),
+        );
+        if out > config.max_out_of_range_share {
+            f.add(
+                Check::OutOfRange,
+                Some(name),
+                Severity::Warn,
+                (out, config.max_out_of_range_share),
+                format!(
+                    "{:.1}% of `{name}` lies outside the reference range [{lo}, {hi}]",
+                    out * 100.0
+                ),
             );
-            if out > config.max_out_of_range_share {
-                add(
-                    Check::OutOfRange,
-                    Some(name),
-                    Severity::Warn,
-                    out,
-                    config.max_out_of_range_share,
-                    format!(
-                        "{:.1}% of `{name}` lies outside the reference range [{lo}, {hi}]",
-                        out * 100.0
-                    ),
-                );
-            }
         }
     }
-    // Null rate per feature: NaN for numerical values, the empty string for categories.
+}
+
+/// The null rate per feature (NaN for numerical values, the empty string for categories)
+/// grown past `max_null_rate_increase`.
+fn null_rates(f: &mut Findings, ref_t: &Table, cur_t: &Table, config: &QualityConfig) {
     let numerical_nulls = ref_t.numerical.iter().filter_map(|(name, r)| {
         let c = cur_t.numerical(name)?;
         let nulls = |v: &[f64]| share(v.iter().filter(|x| x.is_nan()).count(), v.len());
@@ -294,12 +346,11 @@ pub fn check(
     });
     for (name, r_null, c_null) in numerical_nulls.chain(categorical_nulls) {
         if c_null - r_null > config.max_null_rate_increase {
-            add(
+            f.add(
                 Check::NullRate,
                 Some(name),
                 Severity::Fail,
-                c_null - r_null,
-                config.max_null_rate_increase,
+                (c_null - r_null, config.max_null_rate_increase),
                 format!(
                     "`{name}` is empty in {:.1}% of current rows vs {:.1}% in the reference",
                     c_null * 100.0,
@@ -307,26 +358,6 @@ pub fn check(
                 ),
             );
         }
-    }
-    let ratio = share(cur_t.rows, ref_t.rows);
-    if config.min_row_ratio > 0.0 && ratio < config.min_row_ratio {
-        add(
-            Check::RowCount,
-            None,
-            Severity::Warn,
-            ratio,
-            config.min_row_ratio,
-            format!(
-                "the current window has {} rows, {:.0}% of the reference's {}",
-                cur_t.rows,
-                ratio * 100.0,
-                ref_t.rows
-            ),
-        );
-    }
-    QualityReport {
-        passed: findings.iter().all(|f| f.severity != Severity::Fail),
-        findings,
     }
 }
 

@@ -16,8 +16,24 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::data::{Fingerprint, ReferenceSource, Roles};
+use crate::decision::Decision;
+use crate::drift::DriftReport;
 use crate::gate::{GateResult, MetricRow};
-use crate::performance::Metric;
+use crate::performance::{Assessment, Metric};
+use crate::quality::QualityReport;
+
+/// The stored report of a check (`GET /reports/{cycle}` renders it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub cycle: i64,
+    pub pipeline: String,
+    pub date: String,
+    pub inputs: Option<CycleInputs>,
+    pub quality: QualityReport,
+    pub drift: DriftReport,
+    pub performance: Option<Assessment>,
+    pub decision: Decision,
+}
 
 /// What the load step read: the column roles, both inputs' fingerprints (every later step
 /// re-reads exactly these bytes), and how many current rows carry a label.

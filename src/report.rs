@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use crate::decision::Decision;
 use crate::drift::{DatasetDrift, FeatureDrift, Histogram};
-use crate::engine::steps::check::CheckReport;
 use crate::performance::Assessment;
 use crate::quality::QualityReport;
+use crate::records::CheckReport;
 
 /// Escape text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {

@@ -274,15 +274,14 @@ fn client_options(
         .with_timeout(Duration::from_secs(300))
         .with_connect_timeout(Duration::from_secs(10));
     if let Some(ca) = &s3.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| SourceError::Fetch {
-            location: location.to_string(),
-            message: format!("cannot read CA file {}: {e}", ca.display()),
-        })?;
-        let cert = object_store::Certificate::from_pem(&pem).map_err(|e| SourceError::Fetch {
-            location: location.to_string(),
-            message: format!("CA file {} is not PEM: {e}", ca.display()),
-        })?;
-        options = options.with_root_certificate(cert);
+        let certs =
+            crate::http::object_store_certificates(ca).map_err(|message| SourceError::Fetch {
+                location: location.to_string(),
+                message,
+            })?;
+        for cert in certs {
+            options = options.with_root_certificate(cert);
+        }
     }
     Ok(options)
 }
@@ -345,24 +344,15 @@ fn fetch(location: &Location, s3: &S3Config) -> Result<Vec<u8>, SourceError> {
     };
     let result = match location {
         Location::Http(url) => {
-            let mut builder = reqwest::Client::builder()
-                .timeout(Duration::from_secs(300))
-                .connect_timeout(Duration::from_secs(10));
-            if let Some(ca) = &s3.ca_file {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| fail(format!("cannot read CA file {}: {e}", ca.display())))?;
-                let cert = reqwest::Certificate::from_pem(&pem)
-                    .map_err(|e| fail(format!("CA file {} is not PEM: {e}", ca.display())))?;
-                builder = builder.add_root_certificate(cert);
-            }
-            let client = builder.build().map_err(|e| fail(e.to_string()))?;
+            let client = crate::http::client(Duration::from_secs(300), s3.ca_file.as_deref())
+                .map_err(fail)?;
             let url = url.clone();
             block_on(async move {
                 let resp = client
                     .get(&url)
                     .send()
                     .await
-                    .map_err(|e| e.without_url().to_string())?;
+                    .map_err(|e| crate::http::describe(e, Some("data.s3.ca_file")))?;
                 let status = resp.status();
                 if !status.is_success() {
                     return Err(format!("the server answered {status}"));
@@ -370,7 +360,7 @@ fn fetch(location: &Location, s3: &S3Config) -> Result<Vec<u8>, SourceError> {
                 resp.bytes()
                     .await
                     .map(|b| b.to_vec())
-                    .map_err(|e| e.without_url().to_string())
+                    .map_err(|e| crate::http::describe(e, Some("data.s3.ca_file")))
             })
         }
         Location::S3 { bucket, key } => {

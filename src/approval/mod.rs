@@ -181,11 +181,7 @@ impl ApprovalChannel for LogChannel {
 
 /// One HTTP client for the channels: bounded time, no redirects to elsewhere.
 pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
+    crate::http::sender(timeout)
 }
 
 /// POST a JSON body with extra headers; any non-2xx is an error naming the status and the
@@ -198,31 +194,26 @@ pub(crate) async fn post_json(
     headers: &[(&'static str, String)],
     body: Vec<u8>,
 ) -> Result<serde_json::Value, ApprovalError> {
-    let mut req = client
-        .post(url)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )
-        .body(body);
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let err = |message: String| ApprovalError { channel, message };
-    let resp = req
-        .send()
+    crate::http::post_json(client, url, bearer, headers, body)
         .await
-        .map_err(|e| err(format!("request failed: {}", e.without_url())))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let head: String = text.chars().take(200).collect();
-        return Err(err(format!("HTTP {status}: {head}")));
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        .map_err(|e| ApprovalError {
+            channel,
+            message: match e {
+                crate::http::HttpError::Transport(m) => format!("request failed: {m}"),
+                crate::http::HttpError::Status { status, body } => {
+                    let head: String = body.chars().take(200).collect();
+                    format!("HTTP {} {}: {head}", status, reason(status))
+                }
+            },
+        })
+}
+
+/// The reason phrase of an HTTP status ("500" → "Internal Server Error").
+fn reason(status: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
 }
 
 /// A request for tests of the channels.

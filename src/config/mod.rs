@@ -9,7 +9,9 @@
 //! its key path and the fix ([`crate::validate`]). This module states no default of its own
 //! and never reads secrets' contents ([`crate::secret`] does that when parts are built).
 
+mod daemon;
 mod pipeline;
+mod server;
 #[cfg(test)]
 mod tests;
 
@@ -18,12 +20,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use daemon::{DaemonConfig, RawDaemon};
 pub use pipeline::Pipeline;
+pub use server::{DEFAULT_LISTEN, RawServer, ServerConfig};
 
 use crate::approval::slack::{RawSlack, SlackConfig};
 use crate::approval::webhook::{RawWebhook, WebhookConfig};
-use crate::daemon::config::{DaemonConfig, RawDaemon};
-use crate::server::config::{RawServer, ServerConfig};
 use crate::store::{RawStore, StoreConfig};
 use crate::validate::Checker;
 pub use crate::validate::Problem;

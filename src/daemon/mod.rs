@@ -3,8 +3,6 @@
 //! period; on SIGHUP re-read and validate the configuration (an invalid one is logged and
 //! the old one kept).
 
-pub mod config;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

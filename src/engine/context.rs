@@ -226,10 +226,10 @@ impl StepContext {
 
     /// The step's result: move to `to`.
     pub fn to(&self, to: CycleState, reason: impl Into<String>, update: CycleUpdate) -> StepResult {
-        StepResult::Advance(Transition {
+        StepResult::Advance(Box::new(Transition {
             to,
             reason: reason.into(),
             update,
-        })
+        }))
     }
 }

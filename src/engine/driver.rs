@@ -80,11 +80,11 @@ pub(super) async fn step(engine: &Engine, cycle: &CycleRow) -> Result<(), StepEr
         engine.shared().clone(),
     )?;
     match steps::run(&ctx).await? {
-        StepResult::Advance(t) => advance(engine, cycle, t).await,
+        StepResult::Advance(t) => advance(engine, cycle, *t).await,
         StepResult::Register(new, reason) => {
             let version = ctx
                 .store()
-                .register_trained(new, &reason, ctx.now())
+                .register_trained(*new, &reason, ctx.now())
                 .await?;
             info!(
                 pipeline = cycle.pipeline,

@@ -6,8 +6,6 @@
 //! `run(listener, state, shutdown)` takes a bound listener and a shutdown future, as in
 //! mini-redis, so tests bind port 0 and the daemon drains on SIGTERM.
 
-pub mod config;
-
 use std::future::Future;
 use std::sync::Arc;
 

@@ -29,7 +29,7 @@ impl Store {
         if locked.rows_affected() != 1 {
             return Ok(Recorded::Settled);
         }
-        let recorded = approvals_in(&mut *tx, cycle).await?;
+        let recorded = approvals_in(&mut tx, cycle).await?;
         let verdict = admit(&recorded);
         if verdict != Recorded::New {
             return Ok(verdict);
@@ -51,7 +51,7 @@ impl Store {
 
     pub async fn approvals(&self, cycle: i64) -> Result<Vec<ApprovalRow>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        approvals_in(&mut *conn, cycle).await
+        approvals_in(&mut conn, cycle).await
     }
 
     /// Remember the id of an accepted signed request; false if it was seen before (a replay).

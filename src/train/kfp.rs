@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::{CancelFlag, EpochReport, TrainError, TrainOutput, TrainRequest, Trainer};
+use crate::http::{HttpError, JsonApi};
 use crate::secret::SecretSource;
 use crate::validate::Checker;
 use crate::validate::files::Files;
@@ -189,9 +190,7 @@ fn template(text: &str, pipeline: &str, cycle: i64) -> String {
 
 /// A small async KFP client.
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
-    token: Option<crate::secret::Secret>,
+    api: JsonApi,
 }
 
 fn err(message: impl Into<String>) -> TrainError {
@@ -200,17 +199,15 @@ fn err(message: impl Into<String>) -> TrainError {
 
 impl Client {
     pub fn new(config: &KfpConfig) -> Result<Client, TrainError> {
-        let http =
-            crate::tls::client(Duration::from_secs(30), config.ca_file.as_deref()).map_err(err)?;
-        let token = match &config.token {
-            Some(s) => Some(crate::secret::Secret::load(s).map_err(|e| err(e.to_string()))?),
-            None => None,
-        };
-        Ok(Client {
-            base: config.endpoint.trim_end_matches('/').to_string(),
-            http,
-            token,
-        })
+        let api = JsonApi::new(
+            &config.endpoint,
+            Duration::from_secs(30),
+            config.ca_file.as_deref(),
+            config.token.as_ref(),
+            "train.kfp.ca_file",
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Client { api })
     }
 
     async fn call(
@@ -220,32 +217,23 @@ impl Client {
         body: Option<Value>,
         query: &[(&str, String)],
     ) -> Result<Value, TrainError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).query(query);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
+        let url = self.api.url(path);
+        match self.api.call(method, path, body.as_ref(), query).await {
+            Ok(v) => Ok(v),
+            Err(HttpError::Transport(message)) => Err(err(format!("{url}: {message}"))),
+            Err(HttpError::Status { status, body }) => {
+                // google.rpc.Status {code, message, details}
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let message = v["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| body.chars().take(200).collect());
+                let status = reqwest::StatusCode::from_u16(status)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|_| status.to_string());
+                Err(err(format!("{url} answered {status}: {message}")))
+            }
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            err(format!(
-                "{url}: {}",
-                crate::tls::describe(&e, "train.kfp.ca_file")
-            ))
-        })?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| err(format!("{url}: {e}")))?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            // google.rpc.Status {code, message, details}
-            let message = v["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| text.chars().take(200).collect());
-            return Err(err(format!("{url} answered {status}: {message}")));
-        }
-        Ok(v)
     }
 
     /// The run with this display name in the experiment, if any.
@@ -337,97 +325,146 @@ impl KfpTrainer {
         progress: &(dyn Fn(&EpochReport) + Send + Sync),
     ) -> Result<TrainOutput, TrainError> {
         let started = Instant::now();
-        let c = &self.config;
         std::fs::create_dir_all(&request.out_dir).map_err(super::io_err(&request.out_dir))?;
-        let client = Client::new(c)?;
-        let (pipeline, cycle) = (request.pipeline.as_str(), request.cycle_id);
-        let name = display_name(pipeline, cycle);
-        let output_uri = template(&c.output_uri, pipeline, cycle);
+        let client = Client::new(&self.config)?;
+        let output_uri = template(&self.config.output_uri, &request.pipeline, request.cycle_id);
         let run_id = match &request.remote_run {
             Some(id) => id.clone(),
+            None => self.start(&client, request, &output_uri).await?,
+        };
+        let run = self.poll(&client, &run_id, request, cancel).await?;
+        let state: RunState = serde_json::from_value(run["state"].clone())
+            .unwrap_or(RunState::RuntimeStateUnspecified);
+        if state != RunState::Succeeded {
+            let why = run["error"]["message"]
+                .as_str()
+                .unwrap_or("no error message");
+            return Err(err(format!("run {run_id} ended {state:?}: {why}")));
+        }
+        let (metrics, history) = self.results(request, &output_uri, &run_id)?;
+        for e in &history {
+            progress(e);
+        }
+        Ok(super::command::external_output(
+            request,
+            started,
+            metrics,
+            history,
+            Some(run_id),
+        ))
+    }
+
+    /// This cycle's run: found by its display name (created before a restart), or created
+    /// now; its id is recorded before anything waits on it.
+    async fn start(
+        &self,
+        client: &Client,
+        request: &TrainRequest,
+        output_uri: &str,
+    ) -> Result<String, TrainError> {
+        let (pipeline, cycle) = (request.pipeline.as_str(), request.cycle_id);
+        let name = display_name(pipeline, cycle);
+        let id = match client.find(&self.config.experiment_id, &name).await? {
+            Some(id) => {
+                info!(
+                    pipeline,
+                    cycle,
+                    run = id,
+                    "found this cycle's Kubeflow run from before a restart"
+                );
+                id
+            }
             None => {
-                let id = match client.find(&c.experiment_id, &name).await? {
-                    Some(id) => {
-                        info!(
-                            pipeline,
-                            cycle,
-                            run = id,
-                            "found this cycle's Kubeflow run from before a restart"
-                        );
-                        id
-                    }
-                    None => {
-                        // The rows to train on (the window minus the gate's holdout), where
-                        // the run can read them.
-                        let format = c.scoring.data_format;
-                        let train_uri = format!(
-                            "{}/train.{}",
-                            output_uri.trim_end_matches('/'),
-                            format.extension()
-                        );
-                        let local = request
-                            .out_dir
-                            .join(format!("train.{}", format.extension()));
-                        crate::data::write_table(&request.data, &request.roles, &local, format)
-                            .map_err(|e| err(e.to_string()))?;
-                        let bytes = std::fs::read(&local).map_err(super::io_err(&local))?;
-                        let _ = std::fs::remove_file(&local);
-                        let target =
-                            crate::source::Location::parse(&train_uri, std::path::Path::new("/"))
-                                .map_err(|e| err(e.to_string()))?;
-                        crate::source::put(&target, bytes, &self.s3).map_err(|e| {
-                            err(format!("cannot hand the training rows to the run: {e}"))
-                        })?;
-                        let mut parameters: BTreeMap<String, Value> = c
-                            .parameters
-                            .iter()
-                            .map(|(k, v)| (k.clone(), json!(template(v, pipeline, cycle))))
-                            .collect();
-                        let (current, reference) = match &request.inputs {
-                            Some(i) => (i.current.path.clone(), i.reference.path.clone()),
-                            None => Default::default(),
-                        };
-                        parameters.insert("retraind_pipeline".into(), json!(pipeline));
-                        parameters.insert("retraind_cycle".into(), json!(cycle.to_string()));
-                        parameters.insert("retraind_current_uri".into(), json!(current));
-                        parameters.insert("retraind_reference_uri".into(), json!(reference));
-                        parameters.insert("retraind_output_uri".into(), json!(output_uri));
-                        parameters.insert("retraind_train_uri".into(), json!(train_uri));
-                        let body = json!({
-                            "display_name": name,
-                            "description": format!("retraind cycle {cycle} of pipeline {pipeline}"),
-                            "experiment_id": c.experiment_id,
-                            "pipeline_version_reference": {
-                                "pipeline_id": c.pipeline_id,
-                                "pipeline_version_id": c.pipeline_version_id,
-                            },
-                            "runtime_config": { "parameters": parameters },
-                        });
-                        let id = client.create(body).await?;
-                        info!(pipeline, cycle, run = id, "Kubeflow run created");
-                        id
-                    }
-                };
-                // Durable before we wait on it: a restart polls this run, never a new one.
-                if let Err(e) = request.record_remote_run.record(&id) {
-                    // Untracked, the run would go on unseen: stop it.
-                    let stopped = client.terminate(&id).await;
-                    return Err(err(format!(
-                        "cannot record run {id} ({e}); {}",
-                        match stopped {
-                            Ok(()) => "it was terminated".to_string(),
-                            Err(t) => format!("terminating it failed too ({t}); stop it by hand"),
-                        }
-                    )));
-                }
+                let body = self.run_body(request, &name, output_uri)?;
+                let id = client.create(body).await?;
+                info!(pipeline, cycle, run = id, "Kubeflow run created");
                 id
             }
         };
-        let mut interval = c.poll_interval;
+        // Durable before we wait on it: a restart polls this run, never a new one.
+        if let Err(e) = request.record_remote_run.record(&id) {
+            // Untracked, the run would go on unseen: stop it.
+            let stopped = client.terminate(&id).await;
+            return Err(err(format!(
+                "cannot record run {id} ({e}); {}",
+                match stopped {
+                    Ok(()) => "it was terminated".to_string(),
+                    Err(t) => format!("terminating it failed too ({t}); stop it by hand"),
+                }
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Hand the training rows (the window minus the gate's holdout) to where the run reads
+    /// them, and describe the run to create.
+    fn run_body(
+        &self,
+        request: &TrainRequest,
+        name: &str,
+        output_uri: &str,
+    ) -> Result<Value, TrainError> {
+        let c = &self.config;
+        let (pipeline, cycle) = (request.pipeline.as_str(), request.cycle_id);
+        let format = c.scoring.data_format;
+        let train_uri = format!(
+            "{}/train.{}",
+            output_uri.trim_end_matches('/'),
+            format.extension()
+        );
+        let local = request
+            .out_dir
+            .join(format!("train.{}", format.extension()));
+        crate::data::write_table(&request.data, &request.roles, &local, format)
+            .map_err(|e| err(e.to_string()))?;
+        let bytes = std::fs::read(&local).map_err(super::io_err(&local))?;
+        let _ = std::fs::remove_file(&local);
+        let target = crate::source::Location::parse(&train_uri, std::path::Path::new("/"))
+            .map_err(|e| err(e.to_string()))?;
+        crate::source::put(&target, bytes, &self.s3)
+            .map_err(|e| err(format!("cannot hand the training rows to the run: {e}")))?;
+        let mut parameters: BTreeMap<String, Value> = c
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(template(v, pipeline, cycle))))
+            .collect();
+        let (current, reference) = match &request.inputs {
+            Some(i) => (i.current.path.clone(), i.reference.path.clone()),
+            None => Default::default(),
+        };
+        parameters.insert("retraind_pipeline".into(), json!(pipeline));
+        parameters.insert("retraind_cycle".into(), json!(cycle.to_string()));
+        parameters.insert("retraind_current_uri".into(), json!(current));
+        parameters.insert("retraind_reference_uri".into(), json!(reference));
+        parameters.insert("retraind_output_uri".into(), json!(output_uri));
+        parameters.insert("retraind_train_uri".into(), json!(train_uri));
+        Ok(json!({
+            "display_name": name,
+            "description": format!("retraind cycle {cycle} of pipeline {pipeline}"),
+            "experiment_id": c.experiment_id,
+            "pipeline_version_reference": {
+                "pipeline_id": c.pipeline_id,
+                "pipeline_version_id": c.pipeline_version_id,
+            },
+            "runtime_config": { "parameters": parameters },
+        }))
+    }
+
+    /// Poll the run with backoff until it ends; the timeout terminates it, a shutdown leaves
+    /// it running (the next start polls it again).
+    async fn poll(
+        &self,
+        client: &Client,
+        run_id: &str,
+        request: &TrainRequest,
+        cancel: &CancelFlag,
+    ) -> Result<Value, TrainError> {
+        let (pipeline, cycle) = (request.pipeline.as_str(), request.cycle_id);
+        let mut interval = self.config.poll_interval;
         let mut last = None;
-        let run = loop {
+        loop {
             if cancel.timed_out() {
-                let how = match client.terminate(&run_id).await {
+                let how = match client.terminate(run_id).await {
                     Ok(()) => "it was terminated".to_string(),
                     Err(e) => format!("terminating it failed ({e}); stop it by hand"),
                 };
@@ -437,10 +474,9 @@ impl KfpTrainer {
                 )));
             }
             if cancel.is_cancelled() {
-                // Shutdown: the run goes on remotely; the next start polls it again.
                 return Err(TrainError::Cancelled);
             }
-            match client.get(&run_id).await {
+            match client.get(run_id).await {
                 Ok(run) => {
                     let state: RunState = serde_json::from_value(run["state"].clone())
                         .unwrap_or(RunState::RuntimeStateUnspecified);
@@ -449,7 +485,7 @@ impl KfpTrainer {
                         last = Some(state);
                     }
                     if state.is_terminal() {
-                        break run;
+                        return Ok(run);
                     }
                 }
                 // A transient error while polling is retried with backoff, not fatal.
@@ -461,48 +497,38 @@ impl KfpTrainer {
             while Instant::now() < deadline && !cancel.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            interval = (interval * 2).min(c.max_poll_interval);
-        };
-        let state: RunState = serde_json::from_value(run["state"].clone())
-            .unwrap_or(RunState::RuntimeStateUnspecified);
-        if state != RunState::Succeeded {
-            let why = run["error"]["message"]
-                .as_str()
-                .unwrap_or("no error message");
-            return Err(err(format!("run {run_id} ended {state:?}: {why}")));
+            interval = (interval * 2).min(self.config.max_poll_interval);
         }
-        // Results by convention: <output_uri>/metrics.json, the model under <output_uri>/model.
+    }
+
+    /// The run's results by convention: `<output_uri>/metrics.json`, and the model under
+    /// `<output_uri>/model` (recorded for scoring).
+    fn results(
+        &self,
+        request: &TrainRequest,
+        output_uri: &str,
+        run_id: &str,
+    ) -> Result<(BTreeMap<String, f64>, Vec<EpochReport>), TrainError> {
         let metrics_uri = format!("{}/metrics.json", output_uri.trim_end_matches('/'));
         let scratch = request.out_dir.join("work");
-        let (metrics, history) = {
-            let loc = crate::source::Location::parse(&metrics_uri, std::path::Path::new("/"))
-                .map_err(|e| err(e.to_string()))?;
-            let input = crate::source::resolve(&loc, &scratch, &self.s3).map_err(|e| {
-                err(format!(
-                    "run {run_id} succeeded but its metrics are unreadable: {e}"
-                ))
-            })?;
-            let text = std::fs::read_to_string(&input.files[0])
-                .map_err(|e| err(format!("{metrics_uri}: {e}")))?;
-            super::command::parse_metrics(&text, &metrics_uri)?
-        };
+        let loc = crate::source::Location::parse(&metrics_uri, std::path::Path::new("/"))
+            .map_err(|e| err(e.to_string()))?;
+        let input = crate::source::resolve(&loc, &scratch, &self.s3).map_err(|e| {
+            err(format!(
+                "run {run_id} succeeded but its metrics are unreadable: {e}"
+            ))
+        })?;
+        let text = std::fs::read_to_string(&input.files[0])
+            .map_err(|e| err(format!("{metrics_uri}: {e}")))?;
+        let parsed = super::command::parse_metrics(&text, &metrics_uri)?;
         let _ = std::fs::remove_dir_all(&scratch);
-        for e in &history {
-            progress(e);
-        }
         let model_uri = format!("{}/model", output_uri.trim_end_matches('/'));
         super::command::write_spec(
             &request.out_dir,
-            &c.scoring,
+            &self.config.scoring,
             &request.roles,
             Some(&model_uri),
         )?;
-        Ok(super::command::external_output(
-            request,
-            started,
-            metrics,
-            history,
-            Some(run_id),
-        ))
+        Ok(parsed)
     }
 }

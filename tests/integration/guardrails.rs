@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use retraind::cycle::{CycleState, Outcome};
+use retraind::demo::Regime;
 use retraind::secret::Secret;
 use retraind::signing;
 use serde_json::json;
@@ -188,6 +189,123 @@ signing_secret_file = "slack-signing-secret"
         m.contains(r#"retraind_approvals_pending{pipeline="p1"} 0"#),
         "{m}"
     );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+/// A Slack click is admitted by the user id the allow-list names (the identifier Slack
+/// recommends), by `@name`, or by `name` — and recorded once as `@name`, with the username
+/// every interaction carries — and the candidate deploys; anyone else gets 403.
+#[tokio::test]
+async fn slack_users_listed_by_id_or_name_approve_once_and_deploy() {
+    let slack = Recorder::start().await;
+    let opts = Opts {
+        approval: "manual",
+        extra: format!(
+            r##"approvers = ["U-alice", "@bob", "carol"]
+slack_channel = "#ml-approvals"
+
+[pipeline.guards]
+cooldown = "0s"
+max_retrains = ["10/1h"]
+max_deploys = ["10/1h"]
+
+[slack]
+api_url = "{}/api"
+bot_token_file = "slack-bot-token"
+signing_secret_file = "slack-signing-secret"
+"##,
+            slack.url
+        ),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    write_secret(&env, "slack-bot-token", "xoxb-test-token");
+    write_secret(&env, "slack-signing-secret", SLACK_SECRET);
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let base = format!("http://{}", running.addr);
+    let store = running.engine.store().clone();
+    let response_url = format!("{}/slack/response", slack.url);
+    let mut ts = chrono::Utc::now().timestamp();
+    // One cycle per way of listing: a first model, then a drifted and a normal window.
+    let windows = [None, Some(Regime::DRIFTED), Some(Regime::NORMAL)];
+    for (version, (user, window)) in ["alice", "bob", "carol"]
+        .into_iter()
+        .zip(windows)
+        .enumerate()
+    {
+        if let Some(regime) = window {
+            env.write_today(regime, 10 + version as u64);
+        }
+        let id = start_cycle(&running.engine, "p1").await;
+        let waiting = wait_state(
+            &store,
+            id,
+            CycleState::AwaitingApproval,
+            Duration::from_secs(120),
+        )
+        .await;
+        assert_eq!(
+            waiting.state,
+            CycleState::AwaitingApproval,
+            "{:?}",
+            waiting.reason
+        );
+        let (code, text) = post_slack(
+            &base,
+            slack_form(id, "mallory", "approve", &response_url),
+            ts,
+            SLACK_SECRET,
+        )
+        .await;
+        assert_eq!(code, 403, "{text}");
+        let (code, text) = post_slack(
+            &base,
+            slack_form(id, user, "approve", &response_url),
+            ts,
+            SLACK_SECRET,
+        )
+        .await;
+        assert_eq!(
+            (code, text.contains("\"recorded\"")),
+            (200, true),
+            "{user}: {text}"
+        );
+        // A second click (a new request, so not a replay) records nothing more: a duplicate
+        // (200) while the cycle still waits, a conflict (409) once it moved on.
+        ts += 1;
+        let (code, text) = post_slack(
+            &base,
+            slack_form(id, user, "approve", &response_url),
+            ts,
+            SLACK_SECRET,
+        )
+        .await;
+        assert!(
+            (code == 200 && text.contains("\"duplicate\""))
+                || (code == 409
+                    && (text.contains("already_decided") || text.contains("not awaiting"))),
+            "{code} {text}"
+        );
+        ts += 1;
+        let approvals = store.approvals(id).await.unwrap();
+        let who: Vec<(&str, &str)> = approvals
+            .iter()
+            .map(|a| (a.approver.as_str(), a.channel.as_str()))
+            .collect();
+        assert_eq!(who, [(format!("@{user}").as_str(), "slack")]);
+        let done = wait_state(&store, id, CycleState::Completed, Duration::from_secs(60)).await;
+        assert_eq!(
+            done.outcome,
+            Some(Outcome::Deployed),
+            "{user}: {:?}",
+            done.reason
+        );
+        let champion = store.alias("p1", "champion").await.unwrap().unwrap();
+        assert_eq!(champion.version, version as i64 + 1);
+    }
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }

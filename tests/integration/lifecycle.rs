@@ -380,3 +380,126 @@ async fn sigterm_exits_cleanly_within_grace_sqlite() {
 async fn sigterm_exits_cleanly_within_grace_postgres() {
     sigterm_exits_cleanly_within_grace(Db::Postgres).await
 }
+
+/// POST an approval of cycle `id` over the API.
+async fn approve(addr: &str, id: i64, approver: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/cycles/{id}/approve"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "approver": approver }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A reload rebuilds the approval channels and re-reads their secrets: a daemon started with
+/// only a signed webhook, reloaded with a `[slack]` section instead, posts the next approval
+/// request to Slack (with the bot token it read at the reload) and no longer to the webhook.
+#[tokio::test]
+async fn sighup_adds_slack_and_removes_the_webhook() {
+    use crate::helpers::Recorder;
+    let (slack, receiver) = (Recorder::start().await, Recorder::start().await);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let guards = "[pipeline.guards]\ncooldown = \"0s\"\nmax_retrains = [\"10/1h\"]\nmax_deploys = [\"10/1h\"]\n";
+    let webhook = format!(
+        "[webhook]\nurl = \"{}/events\"\nsecret_file = \"webhook-secret\"\n",
+        receiver.url
+    );
+    let opts = Opts {
+        listen: addr.clone(),
+        approval: "manual",
+        extra: format!("# channel\n{guards}\n{webhook}"),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    std::fs::write(env.dir.path().join("webhook-secret"), "whsec-sighup-test").unwrap();
+    std::fs::write(env.dir.path().join("slack-bot-token"), "xoxb-after-reload").unwrap();
+    std::fs::write(env.dir.path().join("slack-signing-secret"), "signing").unwrap();
+    let mut child = env.spawn();
+    wait_http(&addr).await;
+    let store = env.store().await;
+    let id = trigger(&addr).await;
+    wait_state(
+        &store,
+        id,
+        CycleState::AwaitingApproval,
+        Duration::from_secs(120),
+    )
+    .await;
+    let delivered = eventually(Duration::from_secs(20), "the webhook delivery", || {
+        let n = receiver.to("/events").len();
+        async move { (n == 1).then_some(n) }
+    })
+    .await;
+    assert_eq!(delivered, 1);
+    assert!(slack.to("/api/chat.postMessage").is_empty());
+    assert_eq!(approve(&addr, id, "ops").await, 200);
+    let done = wait_state(&store, id, CycleState::Completed, Duration::from_secs(60)).await;
+    assert_eq!(done.outcome, Some(Outcome::Deployed), "{:?}", done.reason);
+
+    // Reload: the webhook section goes, a Slack section comes.
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let slack_section = format!(
+        "[slack]\napi_url = \"{}/api\"\nbot_token_file = \"slack-bot-token\"\nsigning_secret_file = \"slack-signing-secret\"\n",
+        slack.url
+    );
+    let reloaded = text
+        .replace("# channel\n", "slack_channel = \"#ml\"\n")
+        .replace(&webhook, &slack_section);
+    std::fs::write(&env.config_path, reloaded).unwrap();
+    let pid = child.id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    assert!(hup.unwrap().success());
+    eventually(Duration::from_secs(10), "the reload in the log", || {
+        let log = env.log();
+        async move { log.contains("configuration reloaded").then_some(()) }
+    })
+    .await;
+    env.drift_today();
+    let id = trigger(&addr).await;
+    let waiting = wait_state(
+        &store,
+        id,
+        CycleState::AwaitingApproval,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        waiting.state,
+        CycleState::AwaitingApproval,
+        "{:?}",
+        waiting.reason
+    );
+    let posted = eventually(Duration::from_secs(20), "chat.postMessage", || {
+        let p = slack.to("/api/chat.postMessage");
+        async move { (!p.is_empty()).then_some(p) }
+    })
+    .await;
+    assert_eq!(posted.len(), 1);
+    assert_eq!(
+        posted[0].header("authorization"),
+        Some("Bearer xoxb-after-reload")
+    );
+    assert_eq!(posted[0].json()["channel"], "#ml");
+    let events: Vec<String> = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "approval_delivered")
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(events, ["log", "slack"]);
+    assert_eq!(
+        receiver.to("/events").len(),
+        1,
+        "no delivery after the webhook was removed"
+    );
+    kill9(&mut child);
+}

@@ -4,6 +4,7 @@ mod helpers;
 
 mod kfp;
 
+mod architecture;
 mod cli;
 mod compat;
 mod faults;

@@ -18,8 +18,8 @@ use crate::helpers::{
     Db, Env, Opts, Server, eventually, free_port, program, run_cycle, unavailable,
 };
 
-/// Serve the files under `root` at `/files/...` on a port-0 listener; the base URL.
-async fn file_server(root: PathBuf) -> String {
+/// The files under `root`, at `/files/...`.
+fn files_app(root: PathBuf) -> axum::Router {
     async fn get(
         State(root): State<PathBuf>,
         UrlPath(rest): UrlPath<String>,
@@ -29,11 +29,16 @@ async fn file_server(root: PathBuf) -> String {
         }
         std::fs::read(root.join(rest)).map_err(|_| StatusCode::NOT_FOUND)
     }
-    let app = axum::Router::new()
+    axum::Router::new()
         .route("/files/{*rest}", axum::routing::get(get))
-        .with_state(root);
+        .with_state(root)
+}
+
+/// Serve the files under `root` at `/files/...` on a port-0 listener; the base URL.
+async fn file_server(root: PathBuf) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let app = files_app(root);
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/files")
 }
@@ -80,6 +85,63 @@ async fn a_cycle_reads_its_inputs_over_http() {
     let reason = failed.reason.unwrap_or_default();
     assert!(
         reason.contains(&format!("{base}/current/{}.csv", env.date)),
+        "{reason}"
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
+
+/// An https:// source behind a private CA: the CA file may be a bundle in which the
+/// server's issuer is not the first certificate (here after an unrelated CA) — every
+/// certificate of it is trusted. A bundle without the issuer is refused with the
+/// certificate error and the setting to fill in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_source_trusts_every_certificate_of_its_ca_bundle() {
+    let certs = tempfile::tempdir().unwrap();
+    let (tls, ca) = crate::helpers::private_ca(certs.path());
+    let other = tempfile::tempdir().unwrap();
+    crate::helpers::private_ca(other.path());
+    let bundle = certs.path().join("bundle.pem");
+    let unrelated = std::fs::read_to_string(other.path().join("ca.pem")).unwrap();
+    let issuer = std::fs::read_to_string(&ca).unwrap();
+    std::fs::write(&bundle, format!("{unrelated}{issuer}")).unwrap();
+    std::fs::write(certs.path().join("unrelated.pem"), &unrelated).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::helpers::serve_tls(files_app(dir.path().join("data")), tls).await;
+    let base = format!("https://127.0.0.1:{port}/files");
+    let with_ca = |file: &str| Opts {
+        reference: format!("{base}/reference.csv"),
+        current: format!("{base}/current/{{date}}.csv"),
+        extra: format!(
+            "[pipeline.data.s3]\nca_file = \"{}\"\n",
+            certs.path().join(file).display()
+        ),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, with_ca("bundle.pem")).await else {
+        return;
+    };
+    std::fs::remove_dir_all(dir.path()).ok();
+    std::os::unix::fs::symlink(env.dir.path(), dir.path()).unwrap();
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.outcome, Some(Outcome::Deployed), "{:?}", row.reason);
+    assert_eq!(
+        row.inputs.unwrap().reference.path,
+        format!("{base}/reference.csv")
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+
+    let Some(env) = Env::new(Db::Sqlite, with_ca("unrelated.pem")).await else {
+        return;
+    };
+    std::fs::remove_file(dir.path()).ok();
+    std::os::unix::fs::symlink(env.dir.path(), dir.path()).unwrap();
+    let (row, running, shutdown) = run_cycle(&env).await;
+    assert_eq!(row.state, CycleState::Failed);
+    let reason = row.reason.unwrap_or_default();
+    assert!(
+        reason.contains("certificate") && reason.contains("data.s3.ca_file"),
         "{reason}"
     );
     shutdown.cancel();

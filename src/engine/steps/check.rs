@@ -10,26 +10,13 @@ use super::StepResult;
 use crate::artifacts;
 use crate::cycle::CycleState;
 use crate::data::{ReferenceSource, Table};
-use crate::decision::{self, Decision};
+use crate::decision;
 use crate::drift::DriftReport;
 use crate::engine::{ModelLoader, Shared, StepContext, StepError};
 use crate::performance::{self, Assessment, Baseline, PerformanceConfig, PerformanceSource};
 use crate::quality::{self, QualityReport};
-use crate::records::CycleInputs;
+use crate::records::CheckReport;
 use crate::store::{CycleUpdate, ModelVersion};
-
-/// The stored report of a check (`GET /reports/{cycle}` renders it).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CheckReport {
-    pub cycle: i64,
-    pub pipeline: String,
-    pub date: String,
-    pub inputs: Option<CycleInputs>,
-    pub quality: QualityReport,
-    pub drift: DriftReport,
-    pub performance: Option<Assessment>,
-    pub decision: Decision,
-}
 
 pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let p = &ctx.pipeline;

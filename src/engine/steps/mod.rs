@@ -28,9 +28,9 @@ pub struct Transition {
 /// What a step asks the driver to persist.
 #[derive(Debug)]
 pub enum StepResult {
-    Advance(Transition),
+    Advance(Box<Transition>),
     /// Register the trained version and move to `trained`, in one transaction.
-    Register(NewVersion, String),
+    Register(Box<NewVersion>, String),
     /// Nothing to write: the store already holds the step's result (a version registered
     /// before a crash); the driver reads the cycle again.
     Unchanged,

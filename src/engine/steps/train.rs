@@ -86,7 +86,7 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         output.epochs_run,
         output.headline()
     );
-    Ok(StepResult::Register(registered, reason))
+    Ok(StepResult::Register(Box::new(registered), reason))
 }
 
 /// The rows to train on and where they came from: the current window's labelled rows minus

@@ -1,5 +1,7 @@
 //! `[server]`: where the HTTP API listens, its token, and how people reach it — raw shape,
-//! defaults and validation.
+//! defaults and validation. (The daemon's and the server's own sections live here: those
+//! modules consume the whole assembled [`super::Config`], so their settings cannot live
+//! with them without an import circle.)
 
 use std::net::SocketAddr;
 
