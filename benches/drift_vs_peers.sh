@@ -4,7 +4,7 @@
 #
 #   benches/drift_vs_peers.sh [ROWS] [FEATURES] [--evidently]
 #
-# Peers are installed into a throwaway venv outside the repo (see ../shared/BENCHMARKS.md).
+# Peers are installed into a throwaway venv outside the repo (see docs/benchmarks.md).
 # Not run by CI: benchmarks are for people, on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."

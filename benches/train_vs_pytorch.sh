@@ -9,7 +9,7 @@
 # Defaults: 200,000 rows x 20 features, 10 epochs, batch 256, 20-64-64-2. Both sides: Adam
 # (lr 0.001), cross-entropy, a 90/10 train/validation split with validation loss and
 # accuracy computed every epoch, no dropout. PyTorch goes into a throwaway venv (pip pulls
-# about 5 GB of CUDA libraries with it; see ../shared/BENCHMARKS.md). Not run by CI.
+# about 5 GB of CUDA libraries with it; see docs/benchmarks.md). Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${1:-200000}"

@@ -4,7 +4,7 @@
 //! (aliases, not the deprecated stages). Our store stays the source of truth: a failing
 //! MLflow server is logged and retried on the next step, never a reason to fail a cycle.
 //!
-//! REST 2.0 as documented (`../shared/API-NOTES.md`): runs/create, runs/search (to find the
+//! REST 2.0 as documented (`docs/external-apis.md`): runs/create, runs/search (to find the
 //! run of a cycle again after a crash instead of creating a second one), runs/log-batch
 //! (≤1000 metrics and ≤100 params per call), runs/update, mlflow-artifacts PUT,
 //! registered-models/create, model-versions/create (source inside the run's artifacts),

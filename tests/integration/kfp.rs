@@ -1,6 +1,6 @@
 //! The Kubeflow Pipelines backend against a fake KFP API server. Kubeflow needs Kubernetes,
 //! which cannot run here, so the fake implements exactly the documented v2beta1 run service
-//! (`../shared/API-NOTES.md`): create, get, list with a display-name filter, `:terminate`,
+//! (`docs/external-apis.md`): create, get, list with a display-name filter, `:terminate`,
 //! the `state` enum, google.rpc.Status error bodies, bearer auth. On success it plays the
 //! pipeline's component: it trains with examples/command-trainer on the current window and
 //! writes `metrics.json` and the model under `retraind_output_uri`.
