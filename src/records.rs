@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::data::{Fingerprint, ReferenceSource, Roles};
@@ -187,7 +188,43 @@ impl VersionMetrics {
 
     /// Set a score (`NaN` is stored as unknown).
     pub fn set(&mut self, key: ScoreKey, value: f64) {
+        if let ScoreKey::Other(name) = &key
+            && self.set_field(name, value)
+        {
+            return;
+        }
         self.scores.insert(key, Some(value).filter(|v| !v.is_nan()));
+    }
+
+    /// Set a metric a trainer reported by name: the field of that name when there is one
+    /// (a trainer's own `valid_loss`), else a score — never both, so the document has each
+    /// key once.
+    pub fn set_named(&mut self, name: &str, value: f64) {
+        let key = name
+            .parse()
+            .unwrap_or_else(|_| ScoreKey::Other(name.to_string()));
+        self.set(key, value);
+    }
+
+    /// Set the fixed field `name`, if it is one.
+    fn set_field(&mut self, name: &str, value: f64) -> bool {
+        let count = |v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                v as usize
+            } else {
+                0
+            }
+        };
+        match name {
+            "valid_loss" => self.valid_loss = value,
+            "duration_seconds" => self.duration_seconds = value,
+            "model_size_mb" => self.model_size_mb = value,
+            "epochs_run" => self.epochs_run = count(value),
+            "best_epoch" => self.best_epoch = count(value),
+            "train_rows" => self.train_rows = count(value),
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -375,6 +412,33 @@ pub fn sorted<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::
         .serialize(s)
 }
 
+/// A section that does not read as its type is absent.
+pub fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(serde_json::from_value(serde_json::Value::deserialize(d)?).ok())
+}
+
+/// The entries of a list that read as their type (a feature that does not is left out).
+pub fn lenient_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// A document that does not read as its type is its default (a model card's metrics).
+pub fn lenient_or_default<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(lenient(d)?.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +490,22 @@ mod tests {
         assert!(m.valid_loss.is_nan());
         assert_eq!(m.valid(Metric::Accuracy), Some(0.9));
         assert_eq!(serde_json::to_value(&m).unwrap(), no_loss);
+    }
+
+    /// A trainer that reports metrics named like the fixed fields (a command trainer's
+    /// `valid_loss`) sets those fields: the document has each key once and reads back.
+    #[test]
+    fn a_trainer_metric_named_like_a_field_sets_the_field() {
+        let mut m = VersionMetrics::default();
+        m.set_named("valid_loss", 0.25);
+        m.set_named("train_rows", 700.0);
+        m.set_named("valid_f1", 0.9);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(text.matches("\"valid_loss\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"train_rows\"").count(), 1, "{text}");
+        let back: VersionMetrics = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.valid_loss, back.train_rows), (0.25, 700));
+        assert_eq!(back.valid(Metric::F1Weighted), Some(0.9));
     }
 
     #[test]

@@ -7,8 +7,7 @@
 
 use std::fmt::Write as _;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::decision::Decision;
@@ -146,50 +145,34 @@ impl From<&CheckReport> for Report {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Stored {
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     pipeline: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     cycle: Option<i64>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     date: Option<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     decision: Option<Decision>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     drift: Option<StoredDrift>,
     /// `retraind check --format json` keeps the drift sections at the top.
-    #[serde(deserialize_with = "lenient_list")]
+    #[serde(deserialize_with = "crate::records::lenient_list")]
     features: Vec<FeatureDrift>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     dataset: Option<DatasetDrift>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     quality: Option<QualityReport>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     performance: Option<Assessment>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct StoredDrift {
-    #[serde(deserialize_with = "lenient_list")]
+    #[serde(deserialize_with = "crate::records::lenient_list")]
     features: Vec<FeatureDrift>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "crate::records::lenient")]
     dataset: Option<DatasetDrift>,
-}
-
-/// A section that does not read as its type is absent.
-fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
-    Ok(serde_json::from_value(Value::deserialize(d)?).ok())
-}
-
-/// The entries of a list that read as their type (a feature that does not is left out).
-fn lenient_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect(),
-        _ => Vec::new(),
-    })
 }
 
 impl Report {

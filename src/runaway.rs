@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 
 use crate::cycle::Outcome;
+use crate::deploy::DeployConfig;
 use crate::gate::GateConfig;
 use crate::gate::{self, GateInput};
 use crate::guards::OnFailure;
@@ -38,7 +39,7 @@ impl Brakes {
         Brakes {
             guards: GuardConfig::default(),
             watch_days: 5,
-            failure_limit: 2,
+            failure_limit: DeployConfig::default().failure_limit,
         }
     }
 
@@ -50,7 +51,7 @@ impl Brakes {
                 ..GuardConfig::default()
             },
             watch_days: 0,
-            failure_limit: 2,
+            failure_limit: DeployConfig::default().failure_limit,
         }
     }
 }
@@ -112,17 +113,15 @@ pub fn simulate(seed: u64, brakes: &Brakes) -> Report {
         starts.push(last + rng.random_range(10..25));
     }
     let episode_of = |d: u32| starts.iter().rposition(|s| *s <= d).unwrap_or(0);
+    // The daily check's defaults (a proportion: the z-test, no bootstrap).
     let rule = Rule {
-        metric: Metric::Accuracy,
-        relative_threshold: 0.95,
-        alpha: 0.05,
-        min_labels: 100,
         bootstrap_resamples: 0,
+        ..Rule::defaults(Metric::Accuracy)
     };
-    // The watch holds a new champion to its predecessor at the engine's default
+    // The watch holds a new champion to its predecessor at the default
     // `deploy.watch_relative_threshold`.
     let watch_rule = Rule {
-        relative_threshold: 0.98,
+        relative_threshold: DeployConfig::default().watch_relative_threshold,
         ..rule.clone()
     };
     let gate_cfg = GateConfig::default();

@@ -4,7 +4,7 @@ ones) and one-hot text columns.
 
     train.py TRAIN_CSV MODEL_DIR METRICS_JSON TARGET
 
-Writes MODEL_DIR/model.json and METRICS_JSON ({"valid_accuracy": ..., "history": [...]}).
+Writes MODEL_DIR/model.json and METRICS_JSON ({"valid_accuracy": ..., "valid_loss": ..., "history": [...]}).
 RETRAIND_EXAMPLE_MODE=fail|hang|bad_metrics makes it misbehave (retraind's tests use it).
 """
 import csv, json, math, os, random, sys, time
@@ -79,7 +79,8 @@ for epoch in range(1, 31):
 os.makedirs(model_dir, exist_ok=True)
 json.dump({"numeric": numeric, "text": text, "stats": stats, "classes": classes, "w": w},
           open(os.path.join(model_dir, "model.json"), "w"))
-metrics = {"valid_accuracy": history[-1]["valid_accuracy"], "history": history}
+metrics = {"valid_accuracy": history[-1]["valid_accuracy"], "valid_loss": history[-1]["valid_loss"],
+           "history": history}
 with open(metrics_path, "w") as f:
     f.write("{not json" if mode == "bad_metrics" else json.dumps(metrics))
 print(f"trained on {len(train)} rows, validation accuracy {metrics['valid_accuracy']:.3f}")

@@ -33,7 +33,7 @@ pub enum Recorded {
 /// Whether a decision by `approver` may join those already `recorded` for a cycle that
 /// needs `required` approvals.
 pub fn admit(recorded: &[ApprovalRow], approver: &str, required: usize) -> Recorded {
-    if recorded.iter().any(|a| a.approver == approver) {
+    if recorded.iter().any(|a| same_name(&a.approver, approver)) {
         return Recorded::Duplicate;
     }
     match settle(recorded, required, None, None) {
@@ -85,6 +85,16 @@ pub fn settle(
     }
 }
 
+/// A name as the allow-list compares it: trimmed, without a leading `@`.
+fn normal(name: &str) -> &str {
+    name.trim().trim_start_matches('@')
+}
+
+/// Whether two recorded names are one person (`@alice` from Slack, `alice` from the CLI).
+fn same_name(a: &str, b: &str) -> bool {
+    normal(a) == normal(b)
+}
+
 /// Who is deciding: the name recorded with the decision, and (Slack) the stable user id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approver {
@@ -111,11 +121,10 @@ pub fn allowed(approvers: &[String], who: &Approver, empty_admits: bool) -> bool
     if approvers.is_empty() {
         return empty_admits;
     }
-    let name = who.name.trim().trim_start_matches('@');
-    approvers.iter().any(|a| {
-        let a = a.trim();
-        who.id.as_deref() == Some(a) || (!name.is_empty() && a.trim_start_matches('@') == name)
-    })
+    let name = normal(&who.name);
+    approvers
+        .iter()
+        .any(|a| who.id.as_deref() == Some(a.trim()) || (!name.is_empty() && normal(a) == name))
 }
 
 #[cfg(test)]
@@ -149,6 +158,8 @@ mod tests {
             matches!(settle(&rejected, 1, None, None), Settlement::Rejected(r) if r.approver == "b")
         );
         assert_eq!(admit(&one, "a", 2), Recorded::Duplicate);
+        // One person from Slack (`@a`) and from the CLI (`a`) counts once.
+        assert_eq!(admit(&one, "@a", 2), Recorded::Duplicate);
         assert_eq!(admit(&one, "b", 2), Recorded::New);
         assert_eq!(admit(&two, "c", 2), Recorded::Settled);
         assert_eq!(admit(&rejected, "c", 3), Recorded::Settled);

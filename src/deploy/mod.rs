@@ -74,7 +74,8 @@ impl DeployTarget for CurrentSymlink {
 /// fails the target.
 pub struct HttpHook {
     pub url: String,
-    pub secret: Option<crate::secret::Secret>,
+    /// Read at every deploy, so a rotated secret is used at once.
+    pub secret: Option<crate::secret::SecretSource>,
     pub timeout: std::time::Duration,
 }
 
@@ -102,8 +103,16 @@ impl DeployTarget for HttpHook {
     fn deploy(&self, _state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError> {
         let now = chrono::Utc::now();
         let body = Self::body(version, now);
-        let headers = self
+        let secret = self
             .secret
+            .as_ref()
+            .map(crate::secret::Secret::load)
+            .transpose()
+            .map_err(|e| DeployError::Hook {
+                target: self.name(),
+                message: format!("deploy.hook_secret: {e}"),
+            })?;
+        let headers = secret
             .as_ref()
             .map(|s| {
                 let id = format!(

@@ -45,7 +45,7 @@ pub(super) async fn drive(engine: &Engine, id: i64) {
                 shared.set_leader(false);
                 return;
             }
-            Err(StepError::Store(e)) => {
+            Err(StepError::Store(e)) if !matches!(e, StoreError::Unreadable { .. }) => {
                 // The store is unreachable or busy: the step is idempotent, retry it.
                 warn!(pipeline = cycle.pipeline, cycle = id, state = %cycle.state, error = %e, "store error; retrying step");
                 if shared.pause(backoff).await {

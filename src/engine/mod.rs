@@ -126,7 +126,14 @@ impl Engine {
     /// secret is unreadable) nothing changes. Cycles in flight pick the new parts up at
     /// their next step.
     pub async fn set_config(&self, config: Arc<Config>) -> Result<(), PartsError> {
-        let runtime = self.inner.factory.build(&config)?;
+        // Building reads secret files: off the async runtime.
+        let factory = self.inner.factory.clone();
+        let runtime = tokio::task::spawn_blocking(move || factory.build(&config))
+            .await
+            .map_err(|e| PartsError {
+                key: "reload".into(),
+                message: format!("building the parts failed: {e}"),
+            })??;
         *self.inner.runtime.write().await = Arc::new(runtime);
         self.inner.shared.wake();
         Ok(())

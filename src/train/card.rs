@@ -27,9 +27,11 @@ pub struct ModelCard {
     pub pipeline: String,
     #[serde(default)]
     pub cycle: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::records::lenient_or_default")]
     pub metrics: VersionMetrics,
+    #[serde(default, deserialize_with = "crate::records::lenient")]
     pub lineage: Option<Lineage>,
+    #[serde(default, deserialize_with = "crate::records::lenient")]
     pub training: Option<TrainOutput>,
     /// The trainer's settings as configured (for MLflow params); environment values masked.
     #[serde(default)]

@@ -74,7 +74,6 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         &previous_drift,
         p.drift.consecutive,
     );
-    record_metrics(ctx, &quality, &report);
     let reason = decision.reasons.join("; ");
     let doc = CheckReport {
         cycle: ctx.cycle.id,
@@ -87,6 +86,7 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         decision: decision.clone(),
     };
     write_report(ctx, &doc).await?;
+    record_metrics(ctx, &doc.quality, &doc.drift);
     let update = CycleUpdate {
         decision: Some(decision),
         ..CycleUpdate::default()

@@ -12,7 +12,7 @@ use crate::cycle::{CycleState, Outcome};
 use crate::engine::{Shared, StepContext, StepError, history, mirror, notices};
 use crate::gate::{self, Check, GateConfig, GateInput, GateResult, MetricRow, SliceScore};
 use crate::guards;
-use crate::performance::Scored;
+use crate::performance::{Metric, Scored};
 use crate::records::{GateDocument, ScoreKey};
 use crate::splits;
 use crate::store::{CycleUpdate, ModelVersion};
@@ -41,7 +41,7 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let value = |m: &BTreeMap<String, f64>| m.get(metric.name()).copied().unwrap_or(f64::NAN);
     let input = GateInput {
         metric,
-        r2: scores.challenger.get("r2").copied(),
+        r2: scores.challenger.get(Metric::R2.name()).copied(),
         challenger: if scores.rows == 0 {
             0.0
         } else {

@@ -17,9 +17,7 @@ use crate::config::Pipeline;
 use crate::data::{self, Roles, Table};
 use crate::engine::{Shared, StepContext, StepError};
 use crate::metrics::Metrics;
-use crate::records::{
-    CycleInputs, DvcDigests, EventKind, Lineage, ScoreKey, TrainingData, VersionMetrics,
-};
+use crate::records::{CycleInputs, DvcDigests, EventKind, Lineage, TrainingData, VersionMetrics};
 use crate::source;
 use crate::splits;
 use crate::store::NewVersion;
@@ -312,16 +310,10 @@ fn version_metrics(output: &TrainOutput, size_bytes: u64) -> VersionMetrics {
         ..VersionMetrics::default()
     };
     if let Some(a) = output.valid_accuracy {
-        m.scores.insert(
-            ScoreKey::Other("valid_accuracy".into()),
-            Some(a).filter(|v| !v.is_nan()),
-        );
+        m.set_named("valid_accuracy", a);
     }
     for (k, v) in &output.extra_metrics {
-        m.scores.insert(
-            k.parse().unwrap_or(ScoreKey::Other(k.clone())),
-            Some(*v).filter(|v| !v.is_nan()),
-        );
+        m.set_named(k, *v);
     }
     m
 }

@@ -196,16 +196,21 @@ async fn failed(
         .await?;
     notices::refresh_holds(&ctx.shared, ctx.config()).await?;
     if action == WatchAction::RollBack {
-        let back = rollback::roll_back(
-            &ctx.shared,
-            &ctx.runtime,
-            pipeline,
-            None,
-            "watch",
-            why,
-            RollbackCause::Watch,
-        )
-        .await;
+        // Only the leader moves a champion (a standby asks a human instead).
+        let back = if ctx.shared.is_leader() {
+            rollback::roll_back(
+                &ctx.shared,
+                &ctx.runtime,
+                pipeline,
+                None,
+                "watch",
+                why,
+                RollbackCause::Watch,
+            )
+            .await
+        } else {
+            Err(EngineError::NotLeader("another daemon".into()))
+        };
         match back {
             Ok(v) => {
                 return Ok(Some(ctx.to(
