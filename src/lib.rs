@@ -32,6 +32,7 @@ macro_rules! out_raw {
 pub mod approval;
 pub mod artifacts;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cycle;
 pub mod daemon;
@@ -62,6 +63,7 @@ pub mod secret;
 pub mod server;
 pub mod signal;
 pub mod signing;
+pub mod sim;
 pub mod source;
 pub mod splits;
 pub mod stats;

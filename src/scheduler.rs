@@ -17,7 +17,8 @@ use tracing::{info, warn};
 use crate::cycle::TriggerKind;
 use crate::engine::Engine;
 
-/// Longest single sleep, so the loop re-checks the wall clock and the config often enough.
+/// Longest single sleep on the wall clock, so the loop re-checks the time and the config
+/// often enough.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// Start one cycle for every pipeline whose last scheduled fire time was missed.
@@ -54,10 +55,11 @@ pub async fn catch_up(engine: &Engine, now: DateTime<Utc>) -> usize {
 pub async fn run(engine: Engine, shutdown: CancellationToken) {
     // Fire times at or before this instant were handled by catch-up (or are in the past).
     let mut last_tick: HashMap<String, DateTime<Utc>> = HashMap::new();
-    let started = Utc::now();
+    let clock = engine.shared().clock.clone();
+    let started = clock.now();
     loop {
         let config = engine.config().await;
-        let now = Utc::now();
+        let now = clock.now();
         let mut earliest: Option<DateTime<Utc>> = None;
         for p in &config.pipelines {
             let after = *last_tick.entry(p.name.clone()).or_insert(started);
@@ -84,11 +86,12 @@ pub async fn run(engine: Engine, shutdown: CancellationToken) {
             }
         }
         let wait = earliest
-            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .and_then(|t| (t - clock.now()).to_std().ok())
             .unwrap_or(Duration::ZERO)
-            .min(MAX_SLEEP);
+            .min(clock.slice(MAX_SLEEP));
+        // Wakeable: a reload wakes the loop to read the new schedules.
         tokio::select! {
-            _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            _ = clock.sleep(wait.max(Duration::from_millis(10)), true) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -40,7 +40,7 @@ async fn try_lead(
     let me = &config.daemon.instance;
     let store = engine.store();
     match store
-        .acquire_lease(me, config.daemon.lease_ttl, chrono::Utc::now())
+        .acquire_lease(me, config.daemon.lease_ttl, engine.shared().now())
         .await?
     {
         Some(token) => {
@@ -56,7 +56,7 @@ async fn try_lead(
                     info!(resumed, "resumed in-flight cycles");
                 }
                 if schedule {
-                    scheduler::catch_up(engine, chrono::Utc::now()).await;
+                    scheduler::catch_up(engine, engine.shared().now()).await;
                 }
             }
             Ok(true)

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::StepError;
 use super::parts::{Parts, Runtime};
 use super::steps::{StepResult, Transition};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Pipeline};
 use crate::cycle::CycleState;
 use crate::data::{self, Roles, Table};
@@ -28,25 +28,36 @@ pub struct Shared {
     pub store: Store,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
-    wake: Arc<Notify>,
+    /// The time and the waiting of every step (the wall clock, or a simulated one).
+    pub clock: Arc<dyn Clock>,
     /// Whether this daemon holds the leader lease: only the leader drives cycles.
     leader: Arc<AtomicBool>,
 }
 
 impl Shared {
     pub fn new(store: Store, metrics: Metrics, shutdown: CancellationToken) -> Shared {
+        Shared::with_clock(store, metrics, shutdown, Arc::new(SystemClock::default()))
+    }
+
+    /// Shared handles on `clock` (the simulator's).
+    pub fn with_clock(
+        store: Store,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+        clock: Arc<dyn Clock>,
+    ) -> Shared {
         Shared {
             store,
             metrics,
             shutdown,
-            wake: Arc::new(Notify::new()),
+            clock,
             leader: Arc::new(AtomicBool::new(true)),
         }
     }
 
     /// The time every decision and record uses.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        self.clock.now()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -60,13 +71,13 @@ impl Shared {
 
     /// Wake every waiting step (a decision arrived, the champion moved, the lead changed).
     pub fn wake(&self) {
-        self.wake.notify_waiters();
+        self.clock.wake();
     }
 
     /// Sleep for `d` unless shutdown comes first; true if shutting down.
     pub async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
-            _ = tokio::time::sleep(d) => false,
+            _ = self.clock.sleep(d, false) => false,
             _ = self.shutdown.cancelled() => true,
         }
     }
@@ -74,8 +85,7 @@ impl Shared {
     /// Wait up to `d`, or until something wakes the waiting steps; a shutdown interrupts.
     pub async fn wait(&self, d: Duration) -> Result<(), StepError> {
         tokio::select! {
-            _ = self.wake.notified() => Ok(()),
-            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.clock.sleep(d, true) => Ok(()),
             _ = self.shutdown.cancelled() => Err(StepError::Interrupted),
         }
     }

@@ -31,6 +31,16 @@ pub async fn read(
         .map(|d| d.at)
         .collect();
     let holds = store.holds(pipeline).await?;
+    let watching = match store.watching(pipeline).await? {
+        Some(c) => {
+            let version = match c.candidate_version {
+                Some(id) => store.version(id).await?.map(|v| v.version).unwrap_or(0),
+                None => 0,
+            };
+            c.deadline_at.map(|until| (version, until))
+        }
+        None => None,
+    };
     Ok(guards::History {
         retrains: store
             .event_times(pipeline, &EventKind::RetrainStarted, since)
@@ -42,5 +52,6 @@ pub async fn read(
         global_freeze: holds.global,
         freeze: holds.frozen,
         paused: holds.paused,
+        watching,
     })
 }

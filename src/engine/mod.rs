@@ -65,6 +65,8 @@ struct Inner {
     factory: Arc<dyn PartsFactory>,
     tasks: TaskTracker,
     driving: Mutex<HashSet<i64>>,
+    /// The drive tasks, for [`Engine::crash`].
+    aborts: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Engine {
@@ -76,16 +78,38 @@ impl Engine {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Engine, PartsError> {
+        Engine::with_shared(Shared::new(store, metrics, shutdown), config, factory)
+    }
+
+    /// An engine over the handles in `shared` (the simulator's clock).
+    pub fn with_shared(
+        shared: Shared,
+        config: Arc<Config>,
+        factory: Arc<dyn PartsFactory>,
+    ) -> Result<Engine, PartsError> {
         let runtime = factory.build(&config)?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                shared: Shared::new(store, metrics, shutdown),
+                shared,
                 runtime: RwLock::new(Arc::new(runtime)),
                 factory,
                 tasks: TaskTracker::new(),
                 driving: Mutex::new(HashSet::new()),
+                aborts: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Stop every drive task at the point it has reached, without a checkpoint — what a
+    /// killed process leaves behind (the simulator's crashes). The store keeps whatever was
+    /// committed; a new engine on it resumes.
+    pub fn crash(&self) {
+        self.inner.shared.shutdown.cancel();
+        if let Ok(mut aborts) = self.inner.aborts.lock() {
+            for a in aborts.drain(..) {
+                a.abort();
+            }
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -175,12 +199,18 @@ impl Engine {
             }
         }
         let engine = self.clone();
-        self.inner.tasks.spawn(async move {
+        let task = self.inner.shared.clock.task();
+        let handle = self.inner.tasks.spawn(async move {
             driver::drive(&engine, id).await;
             if let Ok(mut driving) = engine.inner.driving.lock() {
                 driving.remove(&id);
             }
+            drop(task);
         });
+        if let Ok(mut aborts) = self.inner.aborts.lock() {
+            aborts.retain(|a| !a.is_finished());
+            aborts.push(handle.abort_handle());
+        }
     }
 
     /// Resume every cycle the store says is in flight (on start).

@@ -7,7 +7,9 @@
 //! The guards: a global and a per-pipeline freeze (`retraind freeze`), a circuit breaker that
 //! pauses a pipeline after N consecutive failed cycles, budgets of retrains and deploys per
 //! rolling window, a cooldown after each deploy, and the monotonic-quality guard (a candidate
-//! never scores below the best of the last K champions on the pipeline's fixed golden set).
+//! never scores below the best of the last K champions on the pipeline's fixed golden set),
+//! and the watch: no new model is trained or deployed while the last deploy is still under
+//! its post-deploy watch (its verdict comes first).
 
 use std::fmt;
 use std::time::Duration;
@@ -30,16 +32,18 @@ pub enum Guard {
     DeployBudget,
     Cooldown,
     MonotonicQuality,
+    Watching,
 }
 
 impl Guard {
-    pub const ALL: [Guard; 6] = [
+    pub const ALL: [Guard; 7] = [
         Guard::Frozen,
         Guard::CircuitBreaker,
         Guard::RetrainBudget,
         Guard::DeployBudget,
         Guard::Cooldown,
         Guard::MonotonicQuality,
+        Guard::Watching,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Guard {
             Guard::DeployBudget => "deploy_budget",
             Guard::Cooldown => "cooldown",
             Guard::MonotonicQuality => "monotonic_quality",
+            Guard::Watching => "watching",
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct History {
     pub freeze: Option<Hold>,
     /// The circuit breaker's pause.
     pub paused: Option<Hold>,
+    /// The deploy still under its post-deploy watch: its version and the watch's end.
+    pub watching: Option<(i64, DateTime<Utc>)>,
 }
 
 impl History {
@@ -237,6 +244,17 @@ fn allowed(
         ),
         Action::Deploy => (&h.deploys, &cfg.max_deploys, "deploys", Guard::DeployBudget),
     };
+    if let Some((version, until)) = h.watching
+        && now < until
+    {
+        return Err(Block {
+            guard: Guard::Watching,
+            reason: format!(
+                "v{version} is under its post-deploy watch until {}; nothing new is trained or deployed before its verdict",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        });
+    }
     if let Some(reason) = over_budget(times, budgets, now, what) {
         return Err(Block { guard, reason });
     }

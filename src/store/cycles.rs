@@ -104,7 +104,7 @@ impl Store {
 
     /// Cycles still in flight (to resume on start).
     pub async fn active_cycles(&self) -> Result<Vec<CycleRow>, StoreError> {
-        let sql = format!("SELECT {CYCLE_COLUMNS} FROM cycles WHERE active = 1 ORDER BY id");
+        let sql = format!("SELECT {CYCLE_COLUMNS} FROM cycles WHERE active <> 0 ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
@@ -185,7 +185,6 @@ impl Store {
             Some(d) => (1i64, d.map(millis)),
             None => (0i64, None),
         };
-        let done = to.is_terminal();
         let result = sqlx::query(
             "UPDATE cycles SET state = $1, active = $2, reason = $3, updated_at = $4, \
                finished_at = CASE WHEN $2 = 0 THEN $4 ELSE finished_at END, \
@@ -196,7 +195,7 @@ impl Store {
              WHERE id = $12 AND state = $13",
         )
         .bind(to.as_str())
-        .bind(if done { 0i64 } else { 1i64 })
+        .bind(active_flag(to))
         .bind(reason)
         .bind(millis(now))
         .bind(update.outcome.map(|o| o.as_str()))
@@ -225,6 +224,19 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// The pipeline's cycle watching its deploy, if one is.
+    pub async fn watching(&self, pipeline: &str) -> Result<Option<CycleRow>, StoreError> {
+        let sql = format!(
+            "SELECT {CYCLE_COLUMNS} FROM cycles WHERE pipeline = $1 AND state = $2 AND active <> 0 ORDER BY id DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pipeline)
+            .bind(CycleState::Watching.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(cycle_from_row).transpose()
     }
 
     /// Count a resume of an in-flight cycle after a restart.
@@ -266,5 +278,17 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// The `active` column: 0 ended; 1 in flight, the pipeline's one cycle (a unique index);
+/// 2 watching its deploy — still driven, but out of the way of the next scheduled check.
+fn active_flag(state: CycleState) -> i64 {
+    if state.is_terminal() {
+        0
+    } else if state == CycleState::Watching {
+        2
+    } else {
+        1
     }
 }

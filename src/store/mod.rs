@@ -7,7 +7,8 @@
 //! its own embedded migration set. State changes are compare-and-set on the current state
 //! inside a transaction that also appends the transition row: two writers can never both move
 //! a cycle, and the one-active-cycle-per-pipeline rule is a unique partial index, not a lock
-//! in memory.
+//! in memory. A cycle watching its deploy stays in flight but leaves that index, so the next
+//! scheduled check starts on time (the `watching` guard keeps it from training meanwhile).
 
 use std::time::Duration;
 

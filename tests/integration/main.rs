@@ -18,6 +18,7 @@ mod mlflow;
 mod ops;
 mod security;
 mod server;
+mod simulation;
 mod sources;
 mod store;
 mod training;

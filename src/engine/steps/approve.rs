@@ -34,20 +34,20 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     }
     // Channels that failed are retried with backoff until the request expires.
     let mut retry = Duration::from_secs(5);
-    let mut next_delivery = tokio::time::Instant::now();
+    let mut next_delivery = ctx.now();
     loop {
         if !ctx.shared.is_leader() {
             return Err(StepError::Interrupted);
         }
-        if tokio::time::Instant::now() >= next_delivery {
+        if ctx.now() >= next_delivery {
             let pending = announce(ctx, &cycle).await?;
-            next_delivery = tokio::time::Instant::now()
+            next_delivery = ctx.now()
                 + if pending > 0 {
                     let wait = retry;
                     retry = (retry * 2).min(Duration::from_secs(300));
-                    wait
+                    chrono::Duration::from_std(wait).unwrap_or_default()
                 } else {
-                    Duration::from_secs(86400 * 365)
+                    chrono::Duration::days(365)
                 };
         }
         let deadline = cycle.deadline_at.unwrap_or_else(|| ctx.now());
@@ -61,11 +61,10 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         if let Some(result) = settled_result(ctx, settled).await? {
             return Ok(result);
         }
-        let until = (deadline - ctx.now())
+        let until = (deadline.min(next_delivery) - ctx.now())
             .to_std()
             .unwrap_or_default()
-            .min(Duration::from_secs(5))
-            .min(next_delivery.saturating_duration_since(tokio::time::Instant::now()));
+            .min(ctx.shared.clock.slice(Duration::from_secs(5)));
         ctx.shared.wait(until).await?;
     }
 }

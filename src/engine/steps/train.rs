@@ -191,7 +191,7 @@ async fn train(ctx: &StepContext, request: &TrainRequest) -> Result<TrainOutput,
     let timeout = request.timeout;
     let result = tokio::select! {
         r = &mut handle => r,
-        _ = tokio::time::sleep(timeout) => {
+        _ = ctx.shared.clock.timer(timeout) => {
             cancel.time_out();
             // A trainer with more to say (a terminated remote run) says it; else the
             // timeout is the reason.

@@ -65,7 +65,7 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         let wait = (next.min(until) - ctx.now())
             .to_std()
             .unwrap_or_default()
-            .min(Duration::from_secs(30));
+            .min(ctx.shared.clock.slice(Duration::from_secs(30)));
         ctx.shared.wait(wait).await?;
     }
 }
