@@ -55,8 +55,7 @@ pub mod promql;
 pub mod quality;
 pub mod records;
 pub mod report;
-#[cfg(test)]
-mod runaway;
+
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;

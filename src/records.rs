@@ -308,6 +308,11 @@ pub enum EventKind {
     WatchFailed,
     /// The watch asked a human to act.
     WatchEscalated,
+    /// A watch check that judged the new champion; the message is the day of the window
+    /// (or the instant of the live metric) it judged on.
+    WatchEvidence,
+    /// The watch window was extended: too few of its checks could judge.
+    WatchExtended,
     /// A notice could not be delivered.
     NoticeFailed,
     /// The champion was rolled back.
@@ -323,7 +328,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    const KNOWN: [EventKind; 18] = [
+    const KNOWN: [EventKind; 20] = [
         EventKind::Resumed,
         EventKind::RetrainStarted,
         EventKind::RemoteRun,
@@ -336,6 +341,8 @@ impl EventKind {
         EventKind::WatchCheck,
         EventKind::WatchFailed,
         EventKind::WatchEscalated,
+        EventKind::WatchEvidence,
+        EventKind::WatchExtended,
         EventKind::NoticeFailed,
         EventKind::Rollback,
         EventKind::Frozen,
@@ -358,6 +365,8 @@ impl EventKind {
             EventKind::WatchCheck => "watch_check",
             EventKind::WatchFailed => "watch_failed",
             EventKind::WatchEscalated => "watch_escalated",
+            EventKind::WatchEvidence => "watch_evidence",
+            EventKind::WatchExtended => "watch_extended",
             EventKind::NoticeFailed => "notice_failed",
             EventKind::Rollback => "rollback",
             EventKind::Frozen => "frozen",
@@ -372,7 +381,11 @@ impl EventKind {
     pub fn is_watch(&self) -> bool {
         matches!(
             self,
-            EventKind::WatchCheck | EventKind::WatchFailed | EventKind::WatchEscalated
+            EventKind::WatchCheck
+                | EventKind::WatchFailed
+                | EventKind::WatchEscalated
+                | EventKind::WatchEvidence
+                | EventKind::WatchExtended
         )
     }
 }

@@ -10,6 +10,7 @@ mod api;
 mod check;
 mod models;
 mod predict;
+mod simulate;
 mod status;
 
 use anyhow::Context;
@@ -159,6 +160,9 @@ pub enum Command {
     /// Compare two data files and report drift and data quality (no daemon, no config).
     /// Exit status: 0 no drift, 3 dataset drift, 4 quality failure, 1 error.
     Check(CheckArgs),
+    /// Run the real engine through simulated years of drift, faults and crashes, and check
+    /// its promises (no config). Exit status: 0 every promise held, 1 a seed broke one.
+    Simulate(simulate::SimulateArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -187,6 +191,7 @@ pub enum Format {
 pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match cli.command {
         Command::Demo { .. } => "warn",
+        Command::Simulate(_) => "off",
         _ => "info",
     };
     telemetry::init(
@@ -201,6 +206,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Check(args) => check::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
         Command::Version => {
             out!("retraind {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

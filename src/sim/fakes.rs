@@ -83,6 +83,8 @@ pub struct Faults {
     pub channel: Vec<Outage>,
     pub serving: Vec<Outage>,
     pub trainer: Vec<Outage>,
+    /// The upstream data pipeline: no window is written for a day that starts in one.
+    pub data: Vec<Outage>,
     /// Chance that a training run fails by itself.
     pub train_failure: f64,
     /// Chance that a trainer produces a flawed model.
@@ -92,7 +94,7 @@ pub struct Faults {
     pub crash_after_deploy: f64,
 }
 
-fn down(outages: &[Outage], at: DateTime<Utc>) -> bool {
+pub fn down(outages: &[Outage], at: DateTime<Utc>) -> bool {
     outages.iter().any(|o| o.from <= at && at < o.to)
 }
 
@@ -109,7 +111,6 @@ pub struct Served {
 pub struct Delivered {
     pub at: DateTime<Utc>,
     pub cycle: i64,
-    pub version: i64,
 }
 
 /// Where a fake asks for the engine to be killed, and waits until it was.
@@ -161,7 +162,7 @@ pub struct Outside {
     draws: Mutex<HashMap<(&'static str, i64), u64>>,
     pub served: Mutex<Vec<Served>>,
     pub delivered: Mutex<Vec<Delivered>>,
-    pub notices: Mutex<Vec<(DateTime<Utc>, String)>>,
+    pub notices: Mutex<Vec<(DateTime<Utc>, &'static str, String)>>,
     pub crash: CrashPoint,
 }
 
@@ -192,6 +193,11 @@ impl Outside {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The notices delivered since the last call: when, kind, text.
+    pub fn take_notices(&self) -> Vec<(DateTime<Utc>, &'static str, String)> {
+        std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The requests delivered since the last call.
@@ -235,7 +241,7 @@ impl Trainer for SimTrainer {
             .and_then(|ts| ts.iter().flatten().max().copied())
             .unwrap_or_else(|| now.timestamp_millis());
         let flip = if out.draw("flawed", cycle) < out.faults.flawed {
-            0.15 + 0.2 * out.draw("flaw-size", cycle)
+            0.03 + 0.3 * out.draw("flaw-size", cycle)
         } else {
             0.0
         };
@@ -378,7 +384,6 @@ impl ApprovalChannel for SimChannel {
                 .push(Delivered {
                     at: now,
                     cycle: request.cycle,
-                    version: request.version,
                 });
             Ok(())
         })
@@ -397,7 +402,7 @@ impl ApprovalChannel for SimChannel {
                 .notices
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((now, format!("{}: {}", notice.kind, notice.text)));
+                .push((now, notice.kind, notice.text.clone()));
             Ok(())
         })
     }

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 pub use promises::{Promise, Violation};
-pub use run::{Options, SeedRun, StoreKind, run_seed};
+pub use run::{Options, SeedRun, Stats, StoreKind, run_seed};
 
 /// One brake of the engine, for switching off alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -103,9 +103,51 @@ impl Brakes {
 
     /// Every brake but `brake`.
     pub fn without(brake: Brake) -> Brakes {
+        Brakes::without_all(&[brake])
+    }
+
+    /// Every brake but those in `brakes`.
+    pub fn without_all(brakes: &[Brake]) -> Brakes {
         Brakes {
-            off: [brake].into_iter().collect(),
+            off: brakes.iter().copied().collect(),
             all_off: false,
+        }
+    }
+
+    /// `on`, `off`, or `without:NAME[,NAME…]` with the names of [`Brake::name`].
+    pub fn parse(text: &str) -> Result<Brakes, String> {
+        match text {
+            "on" => Ok(Brakes::on()),
+            "off" => Ok(Brakes::off()),
+            _ => {
+                let names = text.strip_prefix("without:").ok_or_else(|| {
+                    format!(
+                        "`{text}` is not a brake setting; use on, off or without:NAME[,NAME...]"
+                    )
+                })?;
+                let brakes = names
+                    .split(',')
+                    .map(|n| {
+                        Brake::parse(n.trim()).ok_or_else(|| {
+                            let known: Vec<&str> = Brake::ALL.iter().map(|b| b.name()).collect();
+                            format!("unknown brake `{n}`; the brakes are {}", known.join(", "))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Brakes::without_all(&brakes))
+            }
+        }
+    }
+
+    /// The `--brakes` setting that gives these brakes.
+    pub fn setting(&self) -> String {
+        if self.all_off {
+            "off".into()
+        } else if self.off.is_empty() {
+            "on".into()
+        } else {
+            let names: Vec<&str> = self.off.iter().map(|b| b.name()).collect();
+            format!("without:{}", names.join(","))
         }
     }
 
@@ -129,4 +171,34 @@ impl fmt::Display for Brakes {
         let names: Vec<&str> = self.off.iter().map(|b| b.name()).collect();
         write!(f, "without {}", names.join(", "))
     }
+}
+
+/// Run `seeds` on `jobs` threads (each seed on its own single-threaded runtime); results in
+/// seed order. A seed that could not run at all (no temporary folder, no database) is an
+/// `Err` with the reason.
+pub fn run_many(
+    seeds: &[u64],
+    options: &Options,
+    jobs: usize,
+) -> Vec<(u64, Result<SeedRun, String>)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::with_capacity(seeds.len()));
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    let run = run_seed(seed, options);
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((seed, run));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(seed, _)| *seed);
+    results
 }

@@ -19,7 +19,7 @@ use crate::store::{CycleRow, Store, StoreError, TransitionRow};
 
 /// The watch the user configured (`deploy.watch_for`, `deploy.watch_interval`).
 const WATCH_DAYS: i64 = 5;
-const WATCH_INTERVAL_HOURS: i64 = 6;
+const WATCH_INTERVAL_HOURS: i64 = 12;
 /// How much worse than its predecessor (accuracy, on the days its watch sees) a model must
 /// be for promise 1 to require it gone.
 const WORSE_BY: f64 = 0.05;
@@ -44,16 +44,21 @@ pub enum Promise {
     NothingWhileHeld,
     /// (6) Every scheduled check starts within a minute of its fire time.
     ChecksOnTime,
+    /// (7) No model goes into serving that is worse on the world's usual traffic (outside
+    /// drift episodes) than the best of the three models that served before it: automation
+    /// never deploys progressively worse models.
+    NeverProgressivelyWorse,
 }
 
 impl Promise {
-    pub const ALL: [Promise; 6] = [
+    pub const ALL: [Promise; 7] = [
         Promise::NoWorseModelServes,
         Promise::WithinBudgets,
         Promise::ApprovedFirst,
         Promise::EndsOnce,
         Promise::NothingWhileHeld,
         Promise::ChecksOnTime,
+        Promise::NeverProgressivelyWorse,
     ];
 
     pub fn number(self) -> usize {
@@ -68,6 +73,7 @@ impl Promise {
             Promise::EndsOnce => "every cycle ends once",
             Promise::NothingWhileHeld => "nothing deploys while held",
             Promise::ChecksOnTime => "checks on time",
+            Promise::NeverProgressivelyWorse => "never progressively worse",
         }
     }
 }
@@ -101,7 +107,6 @@ impl fmt::Display for Violation {
 /// What the simulator itself saw and did.
 #[derive(Debug, Clone)]
 pub struct Facts {
-    pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     /// The serving system's log.
     pub served: Vec<Served>,
@@ -117,7 +122,6 @@ pub struct Facts {
 impl Facts {
     pub fn new(start: DateTime<Utc>, end: DateTime<Utc>, approvers: Vec<String>) -> Facts {
         Facts {
-            start,
             end,
             served: Vec::new(),
             freezes: Vec::new(),
@@ -213,6 +217,7 @@ pub async fn check(store: &Store, facts: &Facts, world: &World) -> Result<Report
     violations.extend(ends_once(&r));
     violations.extend(nothing_while_held(&r, facts));
     violations.extend(checks_on_time(&r, facts, world));
+    violations.extend(never_progressively_worse(&r, world));
     violations.sort_by_key(|v| (v.at, v.promise));
     let deploys: Vec<&Change> = r.changes.iter().filter(|c| !c.rollback).collect();
     let stats = Stats {
@@ -277,6 +282,57 @@ fn no_worse_model(r: &Records, facts: &Facts, world: &World) -> Vec<Violation> {
                     prev.version,
                     c.at.format("%Y-%m-%d %H:%M"),
                     if until >= facts.end { "the end".to_string() } else { until.format("%Y-%m-%d %H:%M").to_string() }
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// (7): each new version against the best of the three versions that served before it,
+/// on the world's usual traffic.
+fn never_progressively_worse(r: &Records, world: &World) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut accuracy: HashMap<i64, f64> = HashMap::new();
+    let mut usual = |id: i64| -> Option<f64> {
+        if let Some(a) = accuracy.get(&id) {
+            return Some(*a);
+        }
+        let (_, m) = r.models.get(&id)?;
+        let a = world.usual_accuracy(m);
+        accuracy.insert(id, a);
+        Some(a)
+    };
+    for (i, c) in r.changes.iter().enumerate() {
+        if c.rollback {
+            continue;
+        }
+        let mut before: Vec<&Change> = Vec::new();
+        for p in r.changes[..i].iter().rev() {
+            if before.len() == 3 {
+                break;
+            }
+            if p.version_id != c.version_id && !before.iter().any(|b| b.version_id == p.version_id)
+            {
+                before.push(p);
+            }
+        }
+        let Some(acc) = usual(c.version_id) else {
+            continue;
+        };
+        let best = before
+            .iter()
+            .filter_map(|p| usual(p.version_id).map(|a| (p.version, a)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((version, best)) = best
+            && best - acc > WORSE_BY
+        {
+            out.push(Violation {
+                promise: Promise::NeverProgressivelyWorse,
+                at: c.at,
+                detail: format!(
+                    "v{} (accuracy {acc:.3} on the usual traffic) went into serving; v{version} before it had {best:.3}",
+                    c.version
                 ),
             });
         }
@@ -559,6 +615,13 @@ pub async fn timeline(
         lines.push((s.at, 1, format!("serving v{} put in place", s.version)));
     }
     for c in store.cycles(Some("p"), i64::MAX).await? {
+        for e in store.events(c.id).await? {
+            lines.push((
+                e.at,
+                3,
+                format!("cycle {:>3} event {}: {}", c.id, e.kind.as_str(), e.message),
+            ));
+        }
         for t in store.transitions(c.id).await? {
             let from = t.from.map(|f| f.to_string()).unwrap_or_else(|| "-".into());
             lines.push((

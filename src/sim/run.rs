@@ -40,6 +40,8 @@ pub struct Options {
     pub store: StoreKind,
     /// Faults (crashes, outages, failing training) on.
     pub faults: bool,
+    /// Write the timeline of every seed, not only of those that broke a promise.
+    pub timelines: bool,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             days: 180,
             store: StoreKind::Sqlite,
             faults: true,
+            timelines: false,
         }
     }
 }
@@ -58,19 +61,32 @@ impl Default for Options {
 pub struct SeedRun {
     pub seed: u64,
     pub violations: Vec<Violation>,
-    /// Everything that happened, in order (the world's acts and the store's transitions).
+    /// Everything that happened, in order (the world's acts, the serving log, the store's
+    /// transitions and events); empty for a seed that kept every promise unless
+    /// [`Options::timelines`].
     pub timeline: String,
     pub stats: Stats,
 }
 
 /// Counts of one run, for the summary.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub cycles: usize,
     pub deploys: usize,
     pub rollbacks: usize,
     pub crashes: usize,
     pub flawed_deployed: usize,
+}
+
+impl Stats {
+    /// Add another run's counts.
+    pub fn add(&mut self, other: &Stats) {
+        self.cycles += other.cycles;
+        self.deploys += other.deploys;
+        self.rollbacks += other.rollbacks;
+        self.crashes += other.crashes;
+        self.flawed_deployed += other.flawed_deployed;
+    }
 }
 
 /// Run seed `seed` to its end (blocking: it builds its own single-threaded runtime).
@@ -97,7 +113,7 @@ pub fn config_text(dir: &Path, brakes: &Brakes, approvers: &[&str]) -> String {
     let mut t = format!(
         "[daemon]\nstate_dir = \"{d}/state\"\nshutdown_grace = \"5s\"\n\n\
          [[pipeline]]\nname = \"p\"\nschedule = \"0 0 6 * * *\"\ncatch_up = true\n\n\
-         [pipeline.data]\nreference = \"{d}/data/reference.csv\"\ncurrent = \"{d}/data/{{date}}.csv\"\n\
+         [pipeline.data]\nreference = \"{d}/data/reference.parquet\"\ncurrent = \"{d}/data/{{date}}.parquet\"\n\
          target = \"y\"\ntimestamp = \"ts\"\nnumerical = [\"x1\", \"x2\"]\ncategorical = []\nmin_rows = 100\n\n\
          [pipeline.performance]\nsource = \"model\"\nmin_labels = 100\n\n"
     );
@@ -117,7 +133,7 @@ pub fn config_text(dir: &Path, brakes: &Brakes, approvers: &[&str]) -> String {
     );
     let _ = write!(
         t,
-        "[pipeline.deploy]\nwatch_for = \"{}\"\nwatch_interval = \"6h\"\n\n",
+        "[pipeline.deploy]\nwatch_for = \"{}\"\nwatch_interval = \"12h\"\n\n",
         if on(Brake::Watch) { "5d" } else { "0s" }
     );
     t.push_str("[pipeline.guards]\n");
@@ -134,7 +150,7 @@ pub fn config_text(dir: &Path, brakes: &Brakes, approvers: &[&str]) -> String {
         t.push_str("breaker_failures = 0\n");
     }
     if on(Brake::GoldenSet) {
-        let _ = writeln!(t, "golden_set = \"{d}/data/golden.csv\"");
+        let _ = writeln!(t, "golden_set = \"{d}/data/golden.parquet\"");
     }
     t
 }
@@ -152,6 +168,8 @@ enum Act {
     Resume,
     /// The operator's morning look at the holds: one older than a day is lifted.
     MorningRound,
+    /// The operator read a notice (a rollback, a pause) and lifts the hold.
+    ResumeAfterNotice(&'static str),
     /// The operator adds or removes `carol` from the approvers and reloads.
     Reload,
     /// A person answers an approval request.
@@ -260,7 +278,7 @@ impl Sim {
             );
         }
         let span = self.options.days * 86_400;
-        let mut random_instant = |rng: &mut rand::rngs::StdRng| {
+        let random_instant = |rng: &mut rand::rngs::StdRng| {
             start + chrono::Duration::seconds(rng.random_range(3_600..span))
         };
         if self.options.faults {
@@ -367,6 +385,7 @@ impl Sim {
                 continue;
             }
             self.schedule_answers();
+            self.schedule_resumes();
             let wake = self.clock.next_wake();
             let act = self.agenda.keys().next().map(|(t, _)| *t);
             let next = match (wake, act) {
@@ -389,6 +408,16 @@ impl Sim {
         self.clock.advance_to(self.end);
         self.kill_engine();
         Ok(())
+    }
+
+    /// The operator reads the chat's notices of holds and lifts each after a while.
+    fn schedule_resumes(&mut self) {
+        for (at, kind, _) in self.outside.take_notices() {
+            if matches!(kind, "paused" | "rollback" | "watch_failed") {
+                let after = chrono::Duration::minutes(self.rng.random_range(60..30 * 60));
+                self.at(at + after, Act::ResumeAfterNotice(kind));
+            }
+        }
     }
 
     /// A person reads each request delivered to the chat and answers as their kind does.
@@ -488,10 +517,17 @@ impl Sim {
 
     async fn apply(&mut self, act: Act) -> Result<(), String> {
         match act {
-            Act::NewDay(day) => self
-                .world
-                .write_window(self.dir.path(), day)
-                .map_err(|e| format!("cannot write day {day}: {e}")),
+            Act::NewDay(day) => {
+                if super::fakes::down(&self.outside.faults.data, self.clock.now()) {
+                    self.note(format!(
+                        "the upstream data of day {day} is late: no window today"
+                    ));
+                    return Ok(());
+                }
+                self.world
+                    .write_window(self.dir.path(), day)
+                    .map_err(|e| format!("cannot write day {day}: {e}"))
+            }
             Act::Crash => self.crash("at a random instant".into()).await,
             Act::Freeze => {
                 self.note("operator freezes the pipeline");
@@ -504,6 +540,10 @@ impl Sim {
                     .map_err(|e| e.to_string())
             }
             Act::Resume => self.resume("maintenance over").await,
+            Act::ResumeAfterNotice(kind) => {
+                self.resume(&format!("read the {kind} notice and lifted the hold"))
+                    .await
+            }
             Act::MorningRound => self.morning_round().await,
             Act::Reload => self.reload().await,
             Act::Answer {
@@ -587,9 +627,15 @@ impl Sim {
         let report = promises::check(&store, &self.facts, &self.world)
             .await
             .map_err(|e| format!("reading the store: {e}"))?;
-        let timeline = promises::timeline(&store, &self.log, &self.facts)
-            .await
-            .map_err(|e| format!("reading the store: {e}"))?;
+        // The seed's folder is a fresh temporary one each run: named, the timeline replays.
+        let timeline = if self.options.timelines || !report.violations.is_empty() {
+            promises::timeline(&store, &self.log, &self.facts)
+                .await
+                .map_err(|e| format!("reading the store: {e}"))?
+                .replace(&self.dir.path().display().to_string(), "<dir>")
+        } else {
+            String::new()
+        };
         if let StoreKind::Postgres(admin) = &self.options.store {
             store.close().await;
             drop_database(admin, &self.url).await;
@@ -609,7 +655,7 @@ impl Sim {
 /// Outages, failure storms and crash chances of a seed.
 fn faults(rng: &mut rand::rngs::StdRng, start: DateTime<Utc>, end: DateTime<Utc>) -> Faults {
     let span = (end - start).num_seconds().max(7200);
-    let mut outage = |rng: &mut rand::rngs::StdRng, min_h: i64, max_h: i64| {
+    let outage = |rng: &mut rand::rngs::StdRng, min_h: i64, max_h: i64| {
         let from = start + chrono::Duration::seconds(rng.random_range(3600..span));
         Outage {
             from,
@@ -620,6 +666,7 @@ fn faults(rng: &mut rand::rngs::StdRng, start: DateTime<Utc>, end: DateTime<Utc>
         channel: (0..2).map(|_| outage(rng, 2, 12)).collect(),
         serving: (0..2).map(|_| outage(rng, 2, 24)).collect(),
         trainer: vec![outage(rng, 72, 120)],
+        data: (0..2).map(|_| outage(rng, 24, 96)).collect(),
         train_failure: 0.05,
         flawed: 0.25,
         crash_after_train: 0.05,

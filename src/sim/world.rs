@@ -5,11 +5,11 @@
 //!
 //! Everything is drawn from the seed, day by day, so a seed is one reproducible world.
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use polars::prelude::{Column, DataFrame, ParquetWriter};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
@@ -18,7 +18,7 @@ use super::fakes::SimModel;
 /// Days between a row and its label.
 pub const LABEL_LAG_DAYS: i64 = 3;
 /// Rows of traffic a day (and labelled rows a day, once their labels arrived).
-pub const ROWS_PER_DAY: usize = 300;
+pub const ROWS_PER_DAY: usize = 150;
 /// Share of labels the world flips (no model can do better than 1 - this).
 pub const LABEL_NOISE: f64 = 0.03;
 
@@ -131,41 +131,50 @@ impl World {
             .collect()
     }
 
-    /// The day's window as the pipeline reads it (`data/<date>.csv`): the day's rows without
-    /// labels, and the rows of [`LABEL_LAG_DAYS`] days ago whose labels have arrived.
+    /// The day's window as the pipeline reads it (`data/<date>.parquet`): the day's rows
+    /// without labels, and the rows of [`LABEL_LAG_DAYS`] days ago whose labels have arrived.
     pub fn write_window(&self, dir: &Path, day: i64) -> io::Result<()> {
-        let mut text = header();
-        for r in self.rows(day, ROWS_PER_DAY, 1) {
-            push(&mut text, &r, false);
-        }
-        let labelled_day = day - LABEL_LAG_DAYS;
-        if labelled_day >= -30 {
-            for r in self.rows(labelled_day, ROWS_PER_DAY, 1) {
-                push(&mut text, &r, true);
-            }
-        }
+        let mut rows: Vec<(Row, bool)> = self
+            .rows(day, ROWS_PER_DAY, 1)
+            .into_iter()
+            .map(|r| (r, false))
+            .collect();
+        rows.extend(
+            self.rows(day - LABEL_LAG_DAYS, ROWS_PER_DAY, 1)
+                .into_iter()
+                .map(|r| (r, true)),
+        );
         let date = self.day_start(day).format("%Y-%m-%d");
-        std::fs::write(dir.join(format!("data/{date}.csv")), text)
+        write(&dir.join(format!("data/{date}.parquet")), &rows)
     }
 
     /// The first reference: labelled rows of the two weeks before day 0.
     pub fn write_reference(&self, dir: &Path) -> io::Result<()> {
-        let mut text = header();
-        for day in -14..0 {
-            for r in self.rows(day, 80, 2) {
-                push(&mut text, &r, true);
-            }
-        }
-        std::fs::write(dir.join("data/reference.csv"), text)
+        let rows: Vec<(Row, bool)> = (-14..0)
+            .flat_map(|day| self.rows(day, 60, 2))
+            .map(|r| (r, true))
+            .collect();
+        write(&dir.join("data/reference.parquet"), &rows)
     }
 
     /// The golden set: a fixed labelled sample of the base regime.
     pub fn write_golden(&self, dir: &Path) -> io::Result<()> {
-        let mut text = header();
-        for r in self.rows(-100, 600, 3) {
-            push(&mut text, &r, true);
-        }
-        std::fs::write(dir.join("data/golden.csv"), text)
+        let rows: Vec<(Row, bool)> = self
+            .rows(-100, 400, 3)
+            .into_iter()
+            .map(|r| (r, true))
+            .collect();
+        write(&dir.join("data/golden.parquet"), &rows)
+    }
+
+    /// `model`'s accuracy on the world's usual traffic (outside drift episodes; 2,000 rows).
+    pub fn usual_accuracy(&self, model: &SimModel) -> f64 {
+        let rows = self.rows(-200, 2000, 5);
+        let right = rows
+            .iter()
+            .filter(|r| model.predict(r.ts_ms, r.x1, r.x2).0 == r.y)
+            .count();
+        right as f64 / rows.len() as f64
     }
 
     /// `model`'s accuracy on day `day`'s traffic (a fixed sample of 2,000 rows).
@@ -179,14 +188,35 @@ impl World {
     }
 }
 
-fn header() -> String {
-    "ts,x1,x2,y\n".to_string()
-}
-
-fn push(text: &mut String, r: &Row, labelled: bool) {
-    let _ = if labelled {
-        writeln!(text, "{},{:.6},{:.6},{}", r.ts_ms, r.x1, r.x2, r.y)
-    } else {
-        writeln!(text, "{},{:.6},{:.6},", r.ts_ms, r.x1, r.x2)
-    };
+/// Write `rows` (with their label where the flag says it arrived) as Parquet.
+fn write(path: &Path, rows: &[(Row, bool)]) -> io::Result<()> {
+    let columns = vec![
+        // Epoch seconds: how the pipeline reads an integer timestamp.
+        Column::new(
+            "ts".into(),
+            rows.iter()
+                .map(|(r, _)| r.ts_ms / 1000)
+                .collect::<Vec<i64>>(),
+        ),
+        Column::new(
+            "x1".into(),
+            rows.iter().map(|(r, _)| r.x1).collect::<Vec<f64>>(),
+        ),
+        Column::new(
+            "x2".into(),
+            rows.iter().map(|(r, _)| r.x2).collect::<Vec<f64>>(),
+        ),
+        Column::new(
+            "y".into(),
+            rows.iter()
+                .map(|(r, labelled)| labelled.then_some(i64::from(r.y)))
+                .collect::<Vec<Option<i64>>>(),
+        ),
+    ];
+    let mut df = DataFrame::new_infer_height(columns).map_err(io::Error::other)?;
+    let file = std::fs::File::create(path)?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .map(|_| ())
+        .map_err(io::Error::other)
 }

@@ -218,7 +218,7 @@ fn line_of(text: &str, at: usize) -> usize {
 fn no_file_over_1000_lines_and_no_function_over_150() {
     let files = sources();
     let tests = test_files(&files);
-    assert!(tests.contains("runaway.rs") && tests.contains("engine/testkit.rs"));
+    assert!(tests.contains("engine/testkit.rs"));
     let mut long = Vec::new();
     for (path, text) in &files {
         let (path, text) = (path.as_str(), text.as_str());

@@ -23,12 +23,17 @@ use crate::records::EventKind;
 use crate::source;
 use crate::store::{CycleUpdate, HoldKind, ModelVersion};
 
+/// How far past `deploy.watch_for` a watch whose checks could not judge (no labelled rows,
+/// no live metric) is stretched, as a multiple of the window, before a human is asked.
+const MAX_STRETCH: i32 = 3;
+
 pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let deploy = &ctx.pipeline.deploy;
-    let until = ctx.cycle.deadline_at.unwrap_or_else(|| ctx.now());
-    let started = until - chrono::Duration::from_std(deploy.watch).unwrap_or_default();
+    let window = chrono::Duration::from_std(deploy.watch).unwrap_or_default();
     let interval = chrono::Duration::from_std(deploy.watch_interval)
         .unwrap_or_else(|_| chrono::Duration::hours(1));
+    let started = started_at(ctx, window).await?;
+    let mut until = ctx.cycle.deadline_at.unwrap_or(started + window);
     loop {
         if !ctx.shared.is_leader() {
             return Err(StepError::Interrupted);
@@ -42,14 +47,13 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
             ));
         };
         if until <= ctx.now() {
-            return Ok(ctx.to(
-                CycleState::Completed,
-                format!(
-                    "v{} deployed and survived its watch window",
-                    champion.version
-                ),
-                CycleUpdate::outcome(Outcome::Deployed),
-            ));
+            match window_end(ctx, &champion, started, window, interval).await? {
+                WindowEnd::Done(result) => return Ok(result),
+                WindowEnd::Extended(to) => {
+                    until = to;
+                    continue;
+                }
+            }
         }
         let done = ctx
             .store()
@@ -70,6 +74,124 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     }
 }
 
+/// When the watch began: the cycle's move to `watching` (its deadline minus the window for
+/// a row without one).
+async fn started_at(
+    ctx: &StepContext,
+    window: chrono::Duration,
+) -> Result<chrono::DateTime<chrono::Utc>, StepError> {
+    let transitions = ctx.store().transitions(ctx.cycle.id).await?;
+    Ok(transitions
+        .iter()
+        .rev()
+        .find(|t| t.to == CycleState::Watching)
+        .map(|t| t.at)
+        .or_else(|| ctx.cycle.deadline_at.map(|d| d - window))
+        .unwrap_or_else(|| ctx.now()))
+}
+
+/// How many distinct windows of data a watch must judge its champion on: one per day of
+/// the window for a daily file (one per interval for a live metric), and never fewer than
+/// `failure_limit` — what it takes to roll back.
+fn evidence_needed(
+    ctx: &StepContext,
+    window: chrono::Duration,
+    interval: chrono::Duration,
+) -> usize {
+    let per = if ctx.pipeline.performance.source == PerformanceSource::Prometheus {
+        interval
+    } else {
+        chrono::Duration::days(1)
+    };
+    let windows = if per.num_seconds() > 0 {
+        (window.num_seconds() + per.num_seconds() - 1) / per.num_seconds()
+    } else {
+        1
+    };
+    (windows.max(1) as usize).max(ctx.pipeline.deploy.failure_limit.max(1))
+}
+
+enum WindowEnd {
+    Done(StepResult),
+    Extended(chrono::DateTime<chrono::Utc>),
+}
+
+/// The window is over. The new champion survived it if its checks judged it on enough
+/// distinct windows of data ([`evidence_needed`]: four checks of one day's file are one
+/// piece of evidence) and its last check passed; a watch blind for part of its window (the day's
+/// data or the live metric missing) goes on one interval at a time, and past [`MAX_STRETCH`] windows the
+/// pipeline is frozen and a human asked — a watch that could not have rolled back has not
+/// watched.
+async fn window_end(
+    ctx: &StepContext,
+    champion: &ModelVersion,
+    started: chrono::DateTime<chrono::Utc>,
+    window: chrono::Duration,
+    interval: chrono::Duration,
+) -> Result<WindowEnd, StepError> {
+    let events = ctx.store().events(ctx.cycle.id).await?;
+    let checks = events
+        .iter()
+        .filter(|e| e.kind == EventKind::WatchCheck)
+        .count();
+    let judged: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::WatchEvidence)
+        .map(|e| e.message.as_str())
+        .collect();
+    let evidence = judged.len();
+    let needed = evidence_needed(ctx, window, interval);
+    // A failure not yet followed by a pass: the verdict is still out.
+    let failing = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, EventKind::WatchEvidence | EventKind::WatchFailed))
+        .is_some_and(|e| e.kind == EventKind::WatchFailed);
+    if (evidence >= needed && !failing) || window.is_zero() {
+        return Ok(WindowEnd::Done(ctx.to(
+            CycleState::Completed,
+            format!(
+                "v{} deployed and survived its watch window",
+                champion.version
+            ),
+            CycleUpdate::outcome(Outcome::Deployed),
+        )));
+    }
+    let judged = if failing {
+        format!("v{}'s last watch check failed", champion.version)
+    } else {
+        format!(
+            "v{}'s {checks} watch checks judged it on {evidence} distinct window(s) of data, and a watch of this length needs {needed} (no labelled rows or live metric)",
+            champion.version
+        )
+    };
+    let cap = started + window * MAX_STRETCH;
+    if ctx.now() >= cap {
+        let previous = ctx.store().alias(&ctx.cycle.pipeline, "previous").await?;
+        let why = format!("watched for {MAX_STRETCH} windows but {judged}");
+        failed(ctx, &why, WatchAction::Ask, previous.is_some()).await?;
+        return Ok(WindowEnd::Done(ctx.to(
+            CycleState::Completed,
+            format!(
+                "v{} deployed; {why}: the pipeline is frozen until a human looks",
+                champion.version
+            ),
+            CycleUpdate::outcome(Outcome::Deployed),
+        )));
+    }
+    let to = (ctx.now() + interval).min(cap);
+    ctx.store().set_deadline(ctx.cycle.id, to).await?;
+    ctx.event(
+        EventKind::WatchExtended,
+        &format!(
+            "{judged}; watching until {}",
+            to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    )
+    .await?;
+    Ok(WindowEnd::Extended(to))
+}
+
 /// The baseline the new champion is held to: a fixed one, else the previous champion's,
 /// else its own.
 fn baseline(
@@ -87,10 +209,13 @@ fn baseline(
 }
 
 /// The live metric now: the PromQL signal, or the champion scored on the labelled rows of
-/// today's window.
+/// today's window. There the previous champion is scored on the same rows and is the
+/// baseline (unless `performance.baseline` fixes one): the new model is held to what the
+/// old one does on today's data, not to a holdout score from the day it was trained.
 async fn assess(
     ctx: &StepContext,
     champion: &ModelVersion,
+    previous: Option<&ModelVersion>,
     baseline: Option<Baseline>,
 ) -> Assessment {
     let metric = ctx.pipeline.performance.rule.metric;
@@ -111,19 +236,19 @@ async fn assess(
     let cache = artifacts::inputs_dir(ctx.state_dir());
     let s3 = ctx.pipeline.data.s3.clone();
     let (champ, models) = (champion.clone(), ctx.parts.models.clone());
+    let previous = previous
+        .filter(|_| ctx.pipeline.performance.baseline.is_none())
+        .cloned();
     let seed = ctx.cycle.id as u64 ^ ctx.now().timestamp() as u64;
     let read = Shared::blocking(move || {
         let roles = roles?;
         let input = source::resolve(&location?, &cache, &s3)?;
-        let current = data::load(&input, &roles, false)?;
-        score_performance(
-            &perf,
-            &*models,
-            Some(&champ),
-            current.labelled(),
-            baseline,
-            seed,
-        )
+        let labelled = data::load(&input, &roles, false)?.labelled();
+        let baseline = match (&previous, &labelled) {
+            (Some(prev), Some(rows)) => live_baseline(&perf, &*models, prev, rows)?.or(baseline),
+            _ => baseline,
+        };
+        score_performance(&perf, &*models, Some(&champ), labelled, baseline, seed)
     })
     .await;
     match read {
@@ -133,6 +258,24 @@ async fn assess(
     }
 }
 
+/// `previous` scored on `rows`, as a baseline with its sample size (none when the metric is
+/// undefined there).
+fn live_baseline(
+    perf: &crate::performance::PerformanceConfig,
+    models: &dyn crate::engine::ModelLoader,
+    previous: &ModelVersion,
+    rows: &crate::data::Table,
+) -> Result<Option<Baseline>, StepError> {
+    let model = models.load(std::path::Path::new(&previous.path))?;
+    let scored = crate::train::score(&*model, rows, perf.positive_class.as_deref())?;
+    let n = scored.labels.len();
+    Ok(crate::performance::compute(perf.rule.metric, &scored, None)
+        .ok()
+        .map(|v| v.value)
+        .filter(|v| v.is_finite())
+        .map(|value| Baseline { value, n: Some(n) }))
+}
+
 /// One post-deploy check. `Some` when the cycle moves on (rolled back).
 async fn check(
     ctx: &StepContext,
@@ -140,7 +283,15 @@ async fn check(
 ) -> Result<Option<StepResult>, StepError> {
     let previous = ctx.store().alias(&ctx.cycle.pipeline, "previous").await?;
     let baseline = baseline(ctx, previous.as_ref(), champion);
-    let a = assess(ctx, champion, baseline).await;
+    let a = assess(ctx, champion, previous.as_ref(), baseline).await;
+    // What the check judged on: today's window, or the live metric at this instant.
+    let evidence = (a.current.is_some() && a.baseline.is_some()).then(|| {
+        if ctx.pipeline.performance.source == PerformanceSource::Prometheus {
+            ctx.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        } else {
+            ctx.pipeline.schedule.local_date(ctx.now())
+        }
+    });
     ctx.metrics().record_performance(&ctx.cycle.pipeline, &a);
     let line = format!("v{}: {}", champion.version, a.detail);
     info!(
@@ -149,6 +300,9 @@ async fn check(
         "watch check: {line}"
     );
     ctx.event(EventKind::WatchCheck, &line).await?;
+    if let Some(window) = evidence {
+        ctx.event(EventKind::WatchEvidence, &window).await?;
+    }
     if !a.degraded() {
         return Ok(None);
     }
