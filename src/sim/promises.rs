@@ -631,7 +631,7 @@ pub async fn timeline(
             ));
         }
     }
-    lines.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    lines.sort_by_key(|a| (a.0, a.1));
     Ok(lines
         .into_iter()
         .map(|(t, _, s)| format!("{}  {s}\n", t.format("%Y-%m-%d %H:%M:%S")))

@@ -91,9 +91,8 @@ async fn started_at(
 }
 
 /// How many distinct windows of data a watch must judge its champion on: one per day of
-/// the window for a daily file (one per interval for a live metric), and never fewer than
-/// `failure_limit` — what it takes to roll back.
-fn evidence_needed(
+/// the window for a daily file, one per interval for a live metric.
+fn windows_needed(
     ctx: &StepContext,
     window: chrono::Duration,
     interval: chrono::Duration,
@@ -108,7 +107,7 @@ fn evidence_needed(
     } else {
         1
     };
-    (windows.max(1) as usize).max(ctx.pipeline.deploy.failure_limit.max(1))
+    windows.max(1) as usize
 }
 
 enum WindowEnd {
@@ -116,9 +115,9 @@ enum WindowEnd {
     Extended(chrono::DateTime<chrono::Utc>),
 }
 
-/// The window is over. The new champion survived it if its checks judged it on enough
-/// distinct windows of data ([`evidence_needed`]: four checks of one day's file are one
-/// piece of evidence) and its last check passed; a watch blind for part of its window (the day's
+/// The window is over. The new champion survived it if `failure_limit` checks could judge
+/// it (what it takes to roll back), on enough distinct windows of data ([`windows_needed`]:
+/// four checks of one day's file are one window), and its last check passed; a watch blind for part of its window (the day's
 /// data or the live metric missing) goes on one interval at a time, and past [`MAX_STRETCH`] windows the
 /// pipeline is frozen and a human asked — a watch that could not have rolled back has not
 /// watched.
@@ -134,20 +133,23 @@ async fn window_end(
         .iter()
         .filter(|e| e.kind == EventKind::WatchCheck)
         .count();
-    let judged: std::collections::BTreeSet<&str> = events
+    let judged: Vec<&str> = events
         .iter()
         .filter(|e| e.kind == EventKind::WatchEvidence)
         .map(|e| e.message.as_str())
         .collect();
-    let evidence = judged.len();
-    let needed = evidence_needed(ctx, window, interval);
+    let windows: std::collections::BTreeSet<&str> = judged.iter().copied().collect();
+    let (evidence, needed) = (windows.len(), windows_needed(ctx, window, interval));
+    // As many judged checks as it takes to roll back, and every day of the window judged.
+    let limit = ctx.pipeline.deploy.failure_limit.max(1);
+    let enough = judged.len() >= limit && evidence >= needed;
     // A failure not yet followed by a pass: the verdict is still out.
     let failing = events
         .iter()
         .rev()
         .find(|e| matches!(e.kind, EventKind::WatchEvidence | EventKind::WatchFailed))
         .is_some_and(|e| e.kind == EventKind::WatchFailed);
-    if (evidence >= needed && !failing) || window.is_zero() {
+    if (enough && !failing) || window.is_zero() {
         return Ok(WindowEnd::Done(ctx.to(
             CycleState::Completed,
             format!(
@@ -161,7 +163,8 @@ async fn window_end(
         format!("v{}'s last watch check failed", champion.version)
     } else {
         format!(
-            "v{}'s {checks} watch checks judged it on {evidence} distinct window(s) of data, and a watch of this length needs {needed} (no labelled rows or live metric)",
+            "{} of v{}'s {checks} watch checks could judge it, on {evidence} distinct window(s) of data; it takes {limit} to roll back and a watch of this length needs {needed} windows (no labelled rows or live metric)",
+            judged.len(),
             champion.version
         )
     };
