@@ -52,21 +52,28 @@ daemon=$!
 ready daemon.log
 curl -sf -X POST -H "Authorization: Bearer secret-token-for-the-load-bench" \
   "http://127.0.0.1:$port/api/v1/pipelines/load/trigger" >/dev/null
-for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$port/metrics" | grep -q 'retraind_cycle_state{pipeline="load",state="training"} 1' && break
-  sleep 0.1
-done
+training() {
+  curl -sf "http://127.0.0.1:$port/metrics" | grep -q 'retraind_cycle_state{pipeline="load",state="training"} 1'
+}
+for _ in $(seq 300); do training && break; sleep 0.1; done
+# Figures taken without a training running would measure an idle daemon: refuse them.
+training || { echo "no training started within 30 s; the daemon's log ends:" >&2; tail -20 daemon.log >&2; exit 1; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 echo "a training is running (retraind_training_epoch: $(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^retraind_training_epoch/ {print $2}'))"
 printf '%-22s %12s %10s %10s\n' endpoint "requests/s" "p50" "p99"
 for path in /metrics /api/v1/cycles /api/v1/pipelines; do
   out="$(wrk -t1 -c4 -d"${secs}s" --latency "http://127.0.0.1:$port$path")"
+  # wrk counts error answers as requests: a bench of 401s or 500s is not a throughput.
+  if echo "$out" | grep -qE 'Non-2xx or 3xx responses|Socket errors'; then
+    echo "$path answered errors under load; wrk said:" >&2; echo "$out" >&2; exit 1
+  fi
   rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
   p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
   printf '%-22s %12s %10s %10s\n' "$path" "$rps" "$p50" "$p99"
 done
-echo "still training: $(curl -sf "http://127.0.0.1:$port/metrics" | grep -c 'state="training"} 1') (1 = yes), epoch $(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^retraind_training_epoch/ {print $2}')"
+training || { echo "the training stopped during the bench; the figures above are not under training load" >&2; tail -20 daemon.log >&2; exit 1; }
+echo "still training, epoch $(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^retraind_training_epoch/ {print $2}')"
 kill "$daemon"; wait "$daemon" 2>/dev/null || true
 
 # Idle RSS: a fresh daemon with the same config, no cycle.
