@@ -16,6 +16,7 @@ mod killpoints;
 mod lifecycle;
 mod mlflow;
 mod ops;
+mod properties;
 mod security;
 mod server;
 mod simulation;
