@@ -52,8 +52,11 @@ daemon=$!
 ready daemon.log
 curl -sf -X POST -H "Authorization: Bearer secret-token-for-the-load-bench" \
   "http://127.0.0.1:$port/api/v1/pipelines/load/trigger" >/dev/null
+# The page is read whole first: `curl | grep -q` under pipefail fails when grep stops early.
 training() {
-  curl -sf "http://127.0.0.1:$port/metrics" | grep -q 'retraind_cycle_state{pipeline="load",state="training"} 1'
+  local page
+  page="$(curl -sf "http://127.0.0.1:$port/metrics")" || return 1
+  grep -q 'retraind_cycle_state{pipeline="load",state="training"} 1' <<<"$page"
 }
 for _ in $(seq 300); do training && break; sleep 0.1; done
 # Figures taken without a training running would measure an idle daemon: refuse them.
