@@ -41,7 +41,25 @@ pub enum DeployError {
 /// One place a deployed version must reach. Blocking; run off the async runtime.
 pub trait DeployTarget: Send + Sync {
     fn name(&self) -> &'static str;
-    fn deploy(&self, state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError>;
+    /// Put `version` in place of `replacing` (the version in place now; none for the first).
+    /// Called again with the same arguments when a restart retries the same move.
+    fn deploy(
+        &self,
+        state_dir: &Path,
+        version: &ModelVersion,
+        replacing: Option<&ModelVersion>,
+    ) -> Result<(), DeployError>;
+}
+
+/// The delivery id of one move, the same on every retry of it (a restart in between
+/// included), so a serving system can de-duplicate: `deploy-<pipeline>-v<N>-from-v<M>`
+/// (`-from-none` for the first version).
+pub fn delivery_id(version: &ModelVersion, replacing: Option<&ModelVersion>) -> String {
+    let from = replacing.map_or_else(|| "none".to_string(), |r| format!("v{}", r.version));
+    format!(
+        "deploy-{}-v{}-from-{from}",
+        version.pipeline, version.version
+    )
 }
 
 /// Point `<state_dir>/models/<pipeline>/current` at the version's directory.
@@ -53,7 +71,12 @@ impl DeployTarget for CurrentSymlink {
         "current_symlink"
     }
 
-    fn deploy(&self, state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError> {
+    fn deploy(
+        &self,
+        state_dir: &Path,
+        version: &ModelVersion,
+        _replacing: Option<&ModelVersion>,
+    ) -> Result<(), DeployError> {
         let target = PathBuf::from(&version.path);
         if !target.is_dir() {
             return Err(DeployError::MissingModel {
@@ -100,8 +123,14 @@ impl DeployTarget for HttpHook {
         "http_hook"
     }
 
-    fn deploy(&self, _state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError> {
+    fn deploy(
+        &self,
+        _state_dir: &Path,
+        version: &ModelVersion,
+        replacing: Option<&ModelVersion>,
+    ) -> Result<(), DeployError> {
         let now = chrono::Utc::now();
+        let id = delivery_id(version, replacing);
         let body = Self::body(version, now);
         let secret = self
             .secret
@@ -112,20 +141,13 @@ impl DeployTarget for HttpHook {
                 target: self.name(),
                 message: format!("deploy.hook_secret: {e}"),
             })?;
-        let headers = secret
-            .as_ref()
-            .map(|s| {
-                let id = format!(
-                    "deploy-{}-v{}-{}",
-                    version.pipeline,
-                    version.version,
-                    now.timestamp_millis()
-                );
-                crate::signing::sign_webhook(s, &id, now.timestamp(), &body)
-                    .pairs()
-                    .to_vec()
-            })
-            .unwrap_or_default();
+        // Signed (Standard Webhooks) with a secret; the id is sent either way.
+        let headers = match &secret {
+            Some(s) => crate::signing::sign_webhook(s, &id, now.timestamp(), &body)
+                .pairs()
+                .to_vec(),
+            None => vec![("webhook-id", id)],
+        };
         let client = crate::approval::http_client(self.timeout);
         let url = self.url.clone();
         let sent = crate::source::block_on(async move {

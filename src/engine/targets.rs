@@ -22,11 +22,11 @@ pub async fn put_in_place(
     let v = version.clone();
     Shared::blocking(move || {
         for (i, t) in targets.iter().enumerate() {
-            if let Err(e) = t.deploy(&state_dir, &v) {
+            if let Err(e) = t.deploy(&state_dir, &v, fallback.as_ref()) {
                 let kept = match &fallback {
                     Some(f) => {
                         for done in &targets[..i] {
-                            if let Err(r) = done.deploy(&state_dir, f) {
+                            if let Err(r) = done.deploy(&state_dir, f, Some(&v)) {
                                 error!(pipeline = f.pipeline, target = done.name(), error = %r, "cannot put the champion back in place");
                             }
                         }

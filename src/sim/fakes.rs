@@ -416,7 +416,12 @@ impl DeployTarget for SimServing {
         "sim_serving"
     }
 
-    fn deploy(&self, _state_dir: &Path, version: &ModelVersion) -> Result<(), DeployError> {
+    fn deploy(
+        &self,
+        _state_dir: &Path,
+        version: &ModelVersion,
+        _replacing: Option<&ModelVersion>,
+    ) -> Result<(), DeployError> {
         let out = &self.0;
         let now = out.clock.now();
         if down(&out.faults.serving, now) {

@@ -466,6 +466,11 @@ cooldown = "0s"
     let v1 = store.alias("p1", "champion").await.unwrap().unwrap();
     let calls = hook.to("/reload");
     assert_eq!(calls.len(), 1);
+    // The id names the move, so a retry after a restart carries the same one.
+    assert_eq!(
+        calls[0].header("webhook-id"),
+        Some("deploy-p1-v1-from-none")
+    );
     assert!(
         signing::verify_webhook(
             &Secret::new("hook-s3cret"),

@@ -4,6 +4,12 @@
 //! model version and one deploy per cycle, the champion is the version a deployed cycle made,
 //! no cycle is left active, the staging area is empty, and every registered version has its
 //! model files. Cycles alternate between normal and drifted data so that every one retrains.
+//!
+//! The deploy hook is at-least-once: a daemon killed while the hook answers calls it again
+//! after the restart. Every call of one deploy carries the same `webhook-id`
+//! (`deploy-<pipeline>-v<N>-from-v<M>`), so the serving system can drop the repeats; the
+//! harness asserts it, counts the calls per deploy, and requires every one of the eight
+//! working states to have been hit on each store.
 
 use std::time::{Duration, Instant};
 
@@ -74,7 +80,10 @@ breaker_failures = 0
     let mut killed_in: std::collections::BTreeMap<String, usize> = Default::default();
     let mut report = Vec::new();
     let mut drifted: std::collections::HashMap<i64, bool> = Default::default();
+    // Deploys by how many times the hook was called for them.
+    let mut hook_calls: std::collections::BTreeMap<usize, usize> = Default::default();
     for point in 0..KILL_POINTS {
+        let calls_before = hook.requests.lock().unwrap().len();
         // Data the champion was not trained on, so that the cycle retrains; and no freeze
         // left by an automatic rollback of the previous round.
         let champion_drifted = match store.alias("p1", "champion").await.unwrap() {
@@ -207,6 +216,21 @@ breaker_failures = 0
                 "{}",
                 fail("champion is not this cycle's".into())
             );
+            // The hook heard of this deploy, under one delivery id however often it was called.
+            let ids: Vec<String> = hook.requests.lock().unwrap()[calls_before..]
+                .iter()
+                .filter(|r| {
+                    r.path == "/reload" && r.json()["version"].as_i64() == Some(champion.version)
+                })
+                .map(|r| r.header("webhook-id").unwrap_or_default().to_string())
+                .collect();
+            let prefix = format!("deploy-p1-v{}-from-", champion.version);
+            assert!(
+                !ids.is_empty() && ids.iter().all(|i| i == &ids[0] && i.starts_with(&prefix)),
+                "{}",
+                fail(format!("hook calls for v{}: {ids:?}", champion.version))
+            );
+            *hook_calls.entry(ids.len()).or_default() += 1;
         }
         if c.outcome == Some(Outcome::Failed) {
             panic!("{}", fail(format!("cycle failed: {:?}", c.reason)));
@@ -239,6 +263,16 @@ breaker_failures = 0
         })
         .count();
     assert!(working >= 5, "kill points only hit {killed_in:?}");
+    let missed: Vec<String> = TARGETS
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|s| !killed_in.contains_key(s))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "never killed in {missed:?}: {killed_in:?}"
+    );
+    eprintln!("{db:?}: deploys by hook calls {hook_calls:?}");
     let retrained = report
         .iter()
         .filter(|l| !l.contains("NoRetrain") && !l.contains("Blocked"))
