@@ -360,6 +360,20 @@ impl Predictor for SimModel {
 /// The people's chat: delivers requests and notices, except while it is down.
 pub struct SimChannel(pub Arc<Outside>);
 
+impl SimChannel {
+    /// Now, if the chat is up.
+    fn up(&self) -> Result<DateTime<Utc>, ApprovalError> {
+        let now = self.0.clock.now();
+        if down(&self.0.faults.channel, now) {
+            return Err(ApprovalError {
+                channel: "sim_chat",
+                message: "simulated outage: HTTP 503".into(),
+            });
+        }
+        Ok(now)
+    }
+}
+
 impl ApprovalChannel for SimChannel {
     fn name(&self) -> &'static str {
         "sim_chat"
@@ -370,39 +384,28 @@ impl ApprovalChannel for SimChannel {
         request: &'a ApprovalRequest,
     ) -> BoxFuture<'a, Result<(), ApprovalError>> {
         Box::pin(async move {
-            let now = self.0.clock.now();
-            if down(&self.0.faults.channel, now) {
-                return Err(ApprovalError {
-                    channel: "sim_chat",
-                    message: "simulated outage: HTTP 503".into(),
-                });
-            }
+            let at = self.up()?;
+            let delivered = Delivered {
+                at,
+                cycle: request.cycle,
+            };
             self.0
                 .delivered
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(Delivered {
-                    at: now,
-                    cycle: request.cycle,
-                });
+                .push(delivered);
             Ok(())
         })
     }
 
     fn notify<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), ApprovalError>> {
         Box::pin(async move {
-            let now = self.0.clock.now();
-            if down(&self.0.faults.channel, now) {
-                return Err(ApprovalError {
-                    channel: "sim_chat",
-                    message: "simulated outage: HTTP 503".into(),
-                });
-            }
+            let at = self.up()?;
             self.0
                 .notices
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((now, notice.kind, notice.text.clone()));
+                .push((at, notice.kind, notice.text.clone()));
             Ok(())
         })
     }

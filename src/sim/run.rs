@@ -16,7 +16,8 @@ use super::fakes::{Faults, Outage, Outside, SimChannel, SimModels, SimServing, S
 use super::promises::{self, Facts, Violation};
 use super::world::World;
 use super::{Brake, Brakes};
-use crate::approval::{ApprovalDecision, Approver};
+use crate::approval::ApprovalDecision::{self, Approve, Reject};
+use crate::approval::Approver;
 use crate::clock::{Clock, SimClock};
 use crate::config::Config;
 use crate::engine::{Engine, PartsError, Runtime, Shared};
@@ -430,84 +431,42 @@ impl Sim {
             let minutes = |rng: &mut rand::rngs::StdRng, lo: i64, hi: i64| {
                 d.at + chrono::Duration::minutes(rng.random_range(lo..hi))
             };
-            let approve = ApprovalDecision::Approve;
             let kind = self.rng.random_range(0..100);
             let cycle = d.cycle;
-            match kind {
-                0..55 => {
-                    let t = minutes(&mut self.rng, 5, 180);
-                    self.at(
-                        t,
-                        Act::Answer {
-                            cycle,
-                            who,
-                            verdict: approve,
-                        },
-                    );
-                }
-                55..65 => {
-                    // Clicks twice.
-                    let t = minutes(&mut self.rng, 5, 180);
-                    self.at(
-                        t,
-                        Act::Answer {
-                            cycle,
-                            who,
-                            verdict: approve,
-                        },
-                    );
-                    self.at(
-                        t + chrono::Duration::minutes(3),
-                        Act::Answer {
-                            cycle,
-                            who,
-                            verdict: approve,
-                        },
-                    );
-                }
-                65..75 => {
-                    // Too late: after the request expired.
-                    let t = minutes(&mut self.rng, 21 * 60, 40 * 60);
-                    self.at(
-                        t,
-                        Act::Answer {
-                            cycle,
-                            who,
-                            verdict: approve,
-                        },
-                    );
-                }
-                75..85 => {} // Never answers.
-                85..93 => {
-                    let t = minutes(&mut self.rng, 5, 600);
-                    self.at(
-                        t,
-                        Act::Answer {
-                            cycle,
-                            who,
-                            verdict: ApprovalDecision::Reject,
-                        },
-                    );
-                }
+            // Each answer: minutes after delivery (drawn from a range, in this order), who,
+            // the verdict; a double click comes three minutes after the first.
+            let answers: Vec<(i64, i64, &'static str, ApprovalDecision)> = match kind {
+                // 55..65 click twice (below).
+                0..65 => vec![(5, 180, who, Approve)],
+                // Too late: after the request expired.
+                65..75 => vec![(21 * 60, 40 * 60, who, Approve)],
+                // Never answers.
+                75..85 => Vec::new(),
+                85..93 => vec![(5, 600, who, Reject)],
+                // Someone not on the list clicks first; then an approver.
                 _ => {
-                    // Someone not on the list clicks first; then an approver.
-                    let t = minutes(&mut self.rng, 1, 60);
+                    let later = if self.carol { "carol" } else { who };
+                    vec![(1, 60, "mallory", Approve), (60, 300, later, Approve)]
+                }
+            };
+            for (lo, hi, who, verdict) in answers {
+                let t = minutes(&mut self.rng, lo, hi);
+                self.at(
+                    t,
+                    Act::Answer {
+                        cycle,
+                        who,
+                        verdict,
+                    },
+                );
+                if (55..65).contains(&kind) {
+                    let again = t + chrono::Duration::minutes(3);
                     self.at(
-                        t,
-                        Act::Answer {
-                            cycle,
-                            who: "mallory",
-                            verdict: approve,
-                        },
-                    );
-                    let t = minutes(&mut self.rng, 60, 300);
-                    let who = if self.carol { "carol" } else { who };
-                    self.at(
-                        t,
+                        again,
                         Act::Answer {
                             cycle,
                             who,
-                            verdict: approve,
+                            verdict,
                         },
                     );
                 }
