@@ -15,6 +15,7 @@
 //! Fewer than `min_labels` labelled rows is `insufficient_labels`; a missing baseline or an
 //! unreachable live metric is `unknown`. Neither is ever reported as healthy. Pure.
 
+pub mod paired;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{Rng, SeedableRng};
@@ -455,6 +456,8 @@ pub enum Status {
 #[serde(rename_all = "snake_case")]
 pub enum Test {
     TwoProportionZ,
+    /// The watch: the new and the previous model on the same rows (exact McNemar).
+    McNemar,
     OneProportionZ,
     Bootstrap,
     /// A live metric carries no sample size: the threshold alone decides.
@@ -649,6 +652,7 @@ pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u6
         limit,
         match test {
             Test::TwoProportionZ => "two-proportion z-test",
+            Test::McNemar => "McNemar exact test",
             Test::OneProportionZ => "one-proportion z-test",
             Test::Bootstrap => "bootstrap",
             Test::None => "no test",

@@ -143,12 +143,15 @@ async fn window_end(
     // As many judged checks as it takes to roll back, and every day of the window judged.
     let limit = ctx.pipeline.deploy.failure_limit.max(1);
     let enough = judged.len() >= limit && evidence >= needed;
-    // A failure not yet followed by a pass: the verdict is still out.
-    let failing = events
-        .iter()
-        .rev()
-        .find(|e| matches!(e.kind, EventKind::WatchEvidence | EventKind::WatchFailed))
-        .is_some_and(|e| e.kind == EventKind::WatchFailed);
+    // A failure not yet followed by a pass: the verdict is still out — unless a human has
+    // been asked already (nothing to roll back to), who now decides.
+    let asked = events.iter().any(|e| e.kind == EventKind::WatchEscalated);
+    let failing = !asked
+        && events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.kind, EventKind::WatchEvidence | EventKind::WatchFailed))
+            .is_some_and(|e| e.kind == EventKind::WatchFailed);
     if (enough && !failing) || window.is_zero() {
         return Ok(WindowEnd::Done(ctx.to(
             CycleState::Completed,
@@ -247,11 +250,14 @@ async fn assess(
         let roles = roles?;
         let input = source::resolve(&location?, &cache, &s3)?;
         let labelled = data::load(&input, &roles, false)?.labelled();
-        let baseline = match (&previous, &labelled) {
-            (Some(prev), Some(rows)) => live_baseline(&perf, &*models, prev, rows)?.or(baseline),
-            _ => baseline,
-        };
-        score_performance(&perf, &*models, Some(&champ), labelled, baseline, seed)
+        match (perf.source, &previous, labelled) {
+            (PerformanceSource::Model, Some(prev), Some(rows)) => {
+                against_previous(&perf, &*models, &champ, prev, &rows, seed).map(Some)
+            }
+            (_, _, labelled) => {
+                score_performance(&perf, &*models, Some(&champ), labelled, baseline, seed)
+            }
+        }
     })
     .await;
     match read {
@@ -261,22 +267,33 @@ async fn assess(
     }
 }
 
-/// `previous` scored on `rows`, as a baseline with its sample size (none when the metric is
-/// undefined there).
-fn live_baseline(
+/// `champion` against `previous`, both scored on the same labelled rows: the previous
+/// model's metric there is the baseline, and for accuracy the verdict is the paired test's
+/// ([`crate::performance::paired`]).
+fn against_previous(
     perf: &crate::performance::PerformanceConfig,
     models: &dyn crate::engine::ModelLoader,
+    champion: &ModelVersion,
     previous: &ModelVersion,
     rows: &crate::data::Table,
-) -> Result<Option<Baseline>, StepError> {
-    let model = models.load(std::path::Path::new(&previous.path))?;
-    let scored = crate::train::score(&*model, rows, perf.positive_class.as_deref())?;
-    let n = scored.labels.len();
-    Ok(crate::performance::compute(perf.rule.metric, &scored, None)
+    seed: u64,
+) -> Result<Assessment, StepError> {
+    let positive = perf.positive_class.as_deref();
+    let score = |v: &ModelVersion| -> Result<crate::performance::Scored, StepError> {
+        let model = models.load(std::path::Path::new(&v.path))?;
+        Ok(crate::train::score(&*model, rows, positive)?)
+    };
+    let (new, old) = (score(champion)?, score(previous)?);
+    let baseline = crate::performance::compute(perf.rule.metric, &old, None)
         .ok()
         .map(|v| v.value)
         .filter(|v| v.is_finite())
-        .map(|value| Baseline { value, n: Some(n) }))
+        .map(|value| Baseline {
+            value,
+            n: Some(old.labels.len()),
+        });
+    let a = crate::performance::assess(&perf.rule, &new, baseline, seed);
+    Ok(crate::performance::paired::judge(&perf.rule, a, &new, &old))
 }
 
 /// One post-deploy check. `Some` when the cycle moves on (rolled back).
