@@ -312,7 +312,7 @@ fn policy_modules_do_no_io_and_know_nothing_of_the_daemon() {
             }
         }
     }
-    assert_eq!(checked, 19, "policy files found");
+    assert_eq!(checked, 20, "policy files found");
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
