@@ -263,8 +263,12 @@ breaker_failures = 0
         })
         .count();
     assert!(working >= 5, "kill points only hit {killed_in:?}");
+    // `decided` lasts the microseconds of one guard check between two writes: a kill lands
+    // in it only by chance (once in 50 in one run, never in the next), so it cannot be
+    // required; the seven states that take time must each be hit.
     let missed: Vec<String> = TARGETS
         .iter()
+        .filter(|s| **s != CycleState::Decided)
         .map(|s| s.to_string())
         .filter(|s| !killed_in.contains_key(s))
         .collect();
