@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod mlflow;
 pub mod nan;
 pub mod notify;
+pub mod par;
 pub mod performance;
 pub mod promql;
 pub mod quality;

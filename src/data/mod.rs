@@ -306,8 +306,9 @@ fn read_file(path: &Path) -> Result<(DataFrame, FileDigest), DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    // Hash on another core while the reader parses the same bytes.
-    let (blake3, parsed) = rayon::join(
+    // Hash on another core while the reader parses the same bytes (a big file's).
+    let (blake3, parsed) = crate::par::join(
+        crate::par::worth(bytes.len() / 8),
         || blake3::hash(&bytes).to_hex().to_string(),
         || parse(path, &bytes),
     );
@@ -341,7 +342,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<DataFrame, DataError> {
                 .into_reader_with_file_handle(cursor)
                 .finish()
                 .map_err(parse_err)?,
-            "parquet" => ParquetReader::new(cursor).finish().map_err(parse_err)?,
+            "parquet" => ParquetReader::new(cursor)
+                .read_parallel(if crate::par::worth(bytes.len() / 8) {
+                    ParallelStrategy::Auto
+                } else {
+                    ParallelStrategy::None
+                })
+                .finish()
+                .map_err(parse_err)?,
             "ndjson" | "jsonl" => JsonReader::new(cursor)
                 .with_json_format(JsonFormat::JsonLines)
                 .finish()
@@ -615,11 +623,8 @@ fn extract(
         };
         Ok((name.clone(), values))
     };
-    use rayon::prelude::*;
-    let numerical = owned
-        .into_par_iter()
-        .map(numeric)
-        .collect::<Result<Vec<_>, _>>()?;
+    let parallel = crate::par::worth(df.height() * owned.len());
+    let numerical = crate::par::try_map(owned, parallel, numeric)?;
     let df = df;
     let column = |name: &str| df.column(name).map_err(|_| missing(name));
     let as_text = |c: &Column| -> Result<Vec<String>, DataError> {

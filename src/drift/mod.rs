@@ -480,29 +480,25 @@ pub fn detect(
     config: &DriftConfig,
     min_rows: usize,
 ) -> DriftReport {
-    // Features are independent: test them on all cores (the order of the result is the
-    // reference's column order either way).
-    use rayon::prelude::*;
-    let mut features: Vec<FeatureDrift> = reference
-        .numerical
-        .par_iter()
-        .filter_map(|(name, r)| {
+    // Features are independent: test them on all cores when there is enough to test (the
+    // order of the result is the reference's column order either way).
+    let columns = reference.numerical.len() + reference.categorical.len();
+    let parallel = crate::par::worth((reference.rows + current.rows) * columns);
+    let mut features: Vec<FeatureDrift> =
+        crate::par::filter_map(&reference.numerical, parallel, |(name, r)| {
             current
                 .numerical(name)
                 .map(|c| numerical_feature(name, r, c, config))
-        })
-        .collect();
-    features.extend(
-        reference
-            .categorical
-            .par_iter()
-            .filter_map(|(name, r)| {
-                current
-                    .categorical(name)
-                    .map(|c| categorical_feature(name, r, c, config))
-            })
-            .collect::<Vec<_>>(),
-    );
+        });
+    features.extend(crate::par::filter_map(
+        &reference.categorical,
+        parallel,
+        |(name, r)| {
+            current
+                .categorical(name)
+                .map(|c| categorical_feature(name, r, c, config))
+        },
+    ));
     let insufficient_data = reference.rows < min_rows || current.rows < min_rows;
     let tested: Vec<usize> = (0..features.len())
         .filter(|&i| features[i].p_value.is_some())

@@ -516,7 +516,7 @@ impl Assessment {
     }
 }
 
-fn threshold(rule: &Rule, baseline: f64) -> f64 {
+pub(crate) fn threshold(rule: &Rule, baseline: f64) -> f64 {
     if rule.metric.higher_is_better() {
         // `relative_threshold × baseline` for a positive baseline; measured from |baseline|
         // so an R² at or below 0 still gets a limit below it.

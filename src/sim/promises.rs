@@ -4,7 +4,7 @@
 //! engine is held to the policy the user configured — every brake on — whatever brakes it
 //! actually ran with, so a missing brake shows up as a broken promise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -30,7 +30,8 @@ const TICK_SECONDS: i64 = 60;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Promise {
     /// (1) No model worse than its predecessor serves longer than the watch window plus one
-    /// watch interval.
+    /// watch interval (plus a day for each day the upstream data wrote no window: nothing
+    /// can judge a model on rows that do not exist).
     NoWorseModelServes,
     /// (2) Retrains and deploys stay within every budget window and the cooldown.
     WithinBudgets,
@@ -117,6 +118,8 @@ pub struct Facts {
     /// The approvers in force from each instant on.
     pub approvers: Vec<(DateTime<Utc>, Vec<String>)>,
     pub crashes: usize,
+    /// The days the upstream data never wrote a window (an outage).
+    pub no_window: BTreeSet<i64>,
 }
 
 impl Facts {
@@ -127,6 +130,7 @@ impl Facts {
             freezes: Vec::new(),
             resumes: Vec::new(),
             approvers: vec![(start, approvers)],
+            no_window: BTreeSet::new(),
             crashes: 0,
         }
     }
@@ -270,7 +274,12 @@ fn no_worse_model(r: &Records, facts: &Facts, world: &World) -> Vec<Violation> {
             continue;
         }
         let until = r.changes.get(i + 1).map(|n| n.at).unwrap_or(facts.end);
-        let limit = c.at + watch + chrono::Duration::seconds(TICK_SECONDS);
+        let limit = blind_extended(
+            c.at + watch + chrono::Duration::seconds(TICK_SECONDS),
+            d0,
+            facts,
+            world,
+        );
         if until > limit {
             out.push(Violation {
                 promise: Promise::NoWorseModelServes,
@@ -287,6 +296,21 @@ fn no_worse_model(r: &Records, facts: &Facts, world: &World) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// `limit` pushed back a day for every day from `d0` on whose window the upstream data
+/// never wrote: a watch cannot judge a model on rows that do not exist, and the engine
+/// extends it (`watch_extended`) until it has seen a window a day.
+fn blind_extended(limit: DateTime<Utc>, d0: i64, facts: &Facts, world: &World) -> DateTime<Utc> {
+    let mut extended = limit;
+    loop {
+        let blind = facts.no_window.range(d0..=world.day_of(extended)).count() as i64;
+        let next = limit + chrono::Duration::days(blind);
+        if next == extended {
+            return extended;
+        }
+        extended = next;
+    }
 }
 
 /// (7): each new version against the best of the three versions that served before it,

@@ -481,6 +481,7 @@ impl Sim {
                     self.note(format!(
                         "the upstream data of day {day} is late: no window today"
                     ));
+                    self.facts.no_window.insert(day);
                     return Ok(());
                 }
                 self.world

@@ -5,6 +5,8 @@
 //! frozen and rolled back (or a human is asked, [`crate::guards::watch_action`]). A window
 //! that cannot be read or has too few labels is "unknown": neither a pass nor a failure.
 
+mod compare;
+
 use std::time::Duration;
 
 use tracing::{error, info};
@@ -14,13 +16,11 @@ use super::check::{live_performance, score_performance, stored_baseline};
 use crate::approval::Notice;
 use crate::artifacts;
 use crate::cycle::{CycleState, Outcome};
-use crate::data;
 use crate::engine::actions::rollback::{self, RollbackCause};
 use crate::engine::{EngineError, Shared, StepContext, StepError, notices};
 use crate::guards::{self, Hold, WatchAction};
 use crate::performance::{Assessment, Baseline, PerformanceSource};
 use crate::records::EventKind;
-use crate::source;
 use crate::store::{CycleUpdate, HoldKind, ModelVersion};
 
 /// How far past `deploy.watch_for` a watch whose checks could not judge (no labelled rows,
@@ -34,6 +34,7 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         .unwrap_or_else(|_| chrono::Duration::hours(1));
     let started = started_at(ctx, window).await?;
     let mut until = ctx.cycle.deadline_at.unwrap_or(started + window);
+    let mut pool = compare::Pool::default();
     loop {
         if !ctx.shared.is_leader() {
             return Err(StepError::Interrupted);
@@ -61,7 +62,7 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
             .await?;
         let next = started + interval * (done as i32 + 1);
         if next <= ctx.now() && next < until {
-            if let Some(result) = check(ctx, &champion).await? {
+            if let Some(result) = check(ctx, &champion, started, &mut pool).await? {
                 return Ok(result);
             }
             continue;
@@ -217,12 +218,15 @@ fn baseline(
 /// The live metric now: the PromQL signal, or the champion scored on the labelled rows of
 /// today's window. There the previous champion is scored on the same rows and is the
 /// baseline (unless `performance.baseline` fixes one): the new model is held to what the
-/// old one does on today's data, not to a holdout score from the day it was trained.
+/// old one does on today's data, not to a holdout score from the day it was trained; for
+/// accuracy, on every distinct window since the watch `started` ([`compare`]).
 async fn assess(
     ctx: &StepContext,
     champion: &ModelVersion,
     previous: Option<&ModelVersion>,
     baseline: Option<Baseline>,
+    started: chrono::DateTime<chrono::Utc>,
+    pool: &mut compare::Pool,
 ) -> Assessment {
     let metric = ctx.pipeline.performance.rule.metric;
     // The watch holds the new champion to the previous one more tightly than the daily
@@ -234,76 +238,60 @@ async fn assess(
             .await
             .unwrap_or_else(|| Assessment::unknown(metric, 0, "no live metric configured"));
     }
-    let roles = ctx.inputs().map(|i| i.roles.clone());
-    let location = ctx
-        .pipeline
-        .data
-        .current_location(&ctx.pipeline.schedule.local_date(ctx.now()));
-    let cache = artifacts::inputs_dir(ctx.state_dir());
-    let s3 = ctx.pipeline.data.s3.clone();
-    let (champ, models) = (champion.clone(), ctx.parts.models.clone());
+    let schedule = &ctx.pipeline.schedule;
+    let today = schedule.local_date(ctx.now());
+    let dates = pool.missing(schedule, started, ctx.now());
+    let reader = ctx.inputs().map(|i| compare::Reader {
+        data: ctx.pipeline.data.clone(),
+        roles: i.roles.clone(),
+        cache: artifacts::inputs_dir(ctx.state_dir()),
+    });
+    let (champ, models, p) = (champion.clone(), ctx.parts.models.clone(), perf.clone());
     let previous = previous
         .filter(|_| ctx.pipeline.performance.baseline.is_none())
         .cloned();
     let seed = ctx.cycle.id as u64 ^ ctx.now().timestamp() as u64;
     let read = Shared::blocking(move || {
-        let roles = roles?;
-        let input = source::resolve(&location?, &cache, &s3)?;
-        let labelled = data::load(&input, &roles, false)?.labelled();
-        match (perf.source, &previous, labelled) {
+        let reader = reader?;
+        let labelled = reader.labelled(&today)?;
+        match (p.source, &previous, labelled) {
             (PerformanceSource::Model, Some(prev), Some(rows)) => {
-                against_previous(&perf, &*models, &champ, prev, &rows, seed).map(Some)
+                compare::compare(&p, &*models, &champ, prev, &rows, &reader, dates, seed)
+                    .map(Judged::Compared)
             }
             (_, _, labelled) => {
-                score_performance(&perf, &*models, Some(&champ), labelled, baseline, seed)
+                score_performance(&p, &*models, Some(&champ), labelled, baseline, seed)
+                    .map(Judged::Alone)
             }
         }
     })
     .await;
     match read {
-        Ok(Some(a)) => a,
-        Ok(None) => Assessment::unknown(metric, 0, "no labelled rows in the current window yet"),
+        Ok(Judged::Compared(c)) => pool.judge(&perf, c),
+        Ok(Judged::Alone(Some(a))) => a,
+        Ok(Judged::Alone(None)) => {
+            Assessment::unknown(metric, 0, "no labelled rows in the current window yet")
+        }
         Err(e) => Assessment::unknown(metric, 0, format!("cannot read the current window: {e}")),
     }
 }
 
-/// `champion` against `previous`, both scored on the same labelled rows: the previous
-/// model's metric there is the baseline, and for accuracy the verdict is the paired test's
-/// ([`crate::performance::paired`]).
-fn against_previous(
-    perf: &crate::performance::PerformanceConfig,
-    models: &dyn crate::engine::ModelLoader,
-    champion: &ModelVersion,
-    previous: &ModelVersion,
-    rows: &crate::data::Table,
-    seed: u64,
-) -> Result<Assessment, StepError> {
-    let positive = perf.positive_class.as_deref();
-    let score = |v: &ModelVersion| -> Result<crate::performance::Scored, StepError> {
-        let model = models.load(std::path::Path::new(&v.path))?;
-        Ok(crate::train::score(&*model, rows, positive)?)
-    };
-    let (new, old) = (score(champion)?, score(previous)?);
-    let baseline = crate::performance::compute(perf.rule.metric, &old, None)
-        .ok()
-        .map(|v| v.value)
-        .filter(|v| v.is_finite())
-        .map(|value| Baseline {
-            value,
-            n: Some(old.labels.len()),
-        });
-    let a = crate::performance::assess(&perf.rule, &new, baseline, seed);
-    Ok(crate::performance::paired::judge(&perf.rule, a, &new, &old))
+/// A check's finding before the pool: against the previous model, or on its own.
+enum Judged {
+    Compared(compare::Compared),
+    Alone(Option<Assessment>),
 }
 
 /// One post-deploy check. `Some` when the cycle moves on (rolled back).
 async fn check(
     ctx: &StepContext,
     champion: &ModelVersion,
+    started: chrono::DateTime<chrono::Utc>,
+    pool: &mut compare::Pool,
 ) -> Result<Option<StepResult>, StepError> {
     let previous = ctx.store().alias(&ctx.cycle.pipeline, "previous").await?;
     let baseline = baseline(ctx, previous.as_ref(), champion);
-    let a = assess(ctx, champion, previous.as_ref(), baseline).await;
+    let a = assess(ctx, champion, previous.as_ref(), baseline, started, pool).await;
     // What the check judged on: today's window, or the live metric at this instant.
     let evidence = (a.current.is_some() && a.baseline.is_some()).then(|| {
         if ctx.pipeline.performance.source == PerformanceSource::Prometheus {
