@@ -19,7 +19,6 @@ mod ops;
 mod properties;
 mod security;
 mod server;
-mod simulation;
 mod sources;
 mod store;
 mod training;

@@ -4,12 +4,23 @@
 //! cluster and the upstream data, crashes at random instants and right after side effects,
 //! operator freezes and reloads — keep every promise with the brakes on; the same worlds
 //! break them with the brakes off, and each brake removed alone is caught.
+//!
+//! A test binary of its own, its tests one at a time (`SERIAL`): `cargo test` runs test
+//! binaries one after another, so the 200-seed run has the machine to itself and its time
+//! is the simulator's, not that of whatever other test shares the cores with it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use retraind::sim::{self, Brake, Brakes, Options, Promise, SeedRun, StoreKind};
 
 const JOBS: usize = 6;
+
+/// Held by each test for its whole run.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn run(seeds: std::ops::RangeInclusive<u64>, options: &Options) -> Vec<SeedRun> {
     let seeds: Vec<u64> = seeds.collect();
@@ -44,6 +55,7 @@ fn broken(runs: &[SeedRun]) -> usize {
 
 #[test]
 fn with_the_brakes_on_every_promise_holds_in_200_seeds_of_180_days() {
+    let _serial = serial();
     let started = std::time::Instant::now();
     let runs = run(1..=200, &Options::default());
     let elapsed = started.elapsed();
@@ -70,6 +82,7 @@ fn with_the_brakes_on_every_promise_holds_in_200_seeds_of_180_days() {
 
 #[test]
 fn with_the_brakes_off_every_seed_breaks_a_promise() {
+    let _serial = serial();
     let runs = run(1..=40, &with(Brakes::off()));
     let by = broken_by(&runs);
     eprintln!("brakes off: {by:?}");
@@ -84,6 +97,7 @@ fn with_the_brakes_off_every_seed_breaks_a_promise() {
 /// watch is longer.
 #[test]
 fn each_brake_removed_alone_is_caught_by_a_promise() {
+    let _serial = serial();
     let cases: [(&[Brake], Promise); 6] = [
         (&[Brake::Watch], Promise::NoWorseModelServes),
         (&[Brake::Budgets], Promise::WithinBudgets),
@@ -108,6 +122,7 @@ fn each_brake_removed_alone_is_caught_by_a_promise() {
 /// One seed is one run: the same seed twice gives the same timeline, byte for byte.
 #[test]
 fn a_seed_replays_exactly() {
+    let _serial = serial();
     let options = Options {
         timelines: true,
         ..Options::default()
@@ -121,7 +136,11 @@ fn a_seed_replays_exactly() {
 /// The same worlds on PostgreSQL (one database per seed).
 #[test]
 fn on_postgresql_every_promise_holds() {
+    let _serial = serial();
     let Ok(url) = std::env::var("RETRAIND_TEST_POSTGRES_URL") else {
+        if std::env::var("RETRAIND_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            panic!("PostgreSQL is required (RETRAIND_TEST_REQUIRE_ALL=1) but RETRAIND_TEST_POSTGRES_URL is not set");
+        }
         eprintln!("skipped: RETRAIND_TEST_POSTGRES_URL is not set");
         return;
     };
