@@ -139,7 +139,9 @@ fn on_postgresql_every_promise_holds() {
     let _serial = serial();
     let Ok(url) = std::env::var("RETRAIND_TEST_POSTGRES_URL") else {
         if std::env::var("RETRAIND_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-            panic!("PostgreSQL is required (RETRAIND_TEST_REQUIRE_ALL=1) but RETRAIND_TEST_POSTGRES_URL is not set");
+            panic!(
+                "PostgreSQL is required (RETRAIND_TEST_REQUIRE_ALL=1) but RETRAIND_TEST_POSTGRES_URL is not set"
+            );
         }
         eprintln!("skipped: RETRAIND_TEST_POSTGRES_URL is not set");
         return;

@@ -17,8 +17,6 @@ pub use config::{ApprovalConfig, ApprovalMode, RawApproval};
 pub use settle::{ApprovalRow, Approver, Recorded, Settlement, admit, allowed, settle};
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -108,7 +106,8 @@ pub struct ApprovalError {
     pub message: String,
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future (the trait objects' return type), the same as the clock's.
+pub use crate::clock::BoxFuture;
 
 /// A way of asking people for a decision.
 pub trait ApprovalChannel: Send + Sync {

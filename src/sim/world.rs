@@ -169,23 +169,22 @@ impl World {
 
     /// `model`'s accuracy on the world's usual traffic (outside drift episodes; 2,000 rows).
     pub fn usual_accuracy(&self, model: &SimModel) -> f64 {
-        let rows = self.rows(-200, 2000, 5);
-        let right = rows
-            .iter()
-            .filter(|r| model.predict(r.ts_ms, r.x1, r.x2).0 == r.y)
-            .count();
-        right as f64 / rows.len() as f64
+        share_right(model, &self.rows(-200, 2000, 5))
     }
 
     /// `model`'s accuracy on day `day`'s traffic (a fixed sample of 2,000 rows).
     pub fn accuracy(&self, model: &SimModel, day: i64) -> f64 {
-        let rows = self.rows(day, 2000, 4);
-        let right = rows
-            .iter()
-            .filter(|r| model.predict(r.ts_ms, r.x1, r.x2).0 == r.y)
-            .count();
-        right as f64 / rows.len() as f64
+        share_right(model, &self.rows(day, 2000, 4))
     }
+}
+
+/// The share of `rows` that `model` gets right.
+fn share_right(model: &SimModel, rows: &[Row]) -> f64 {
+    let right = rows
+        .iter()
+        .filter(|r| model.predict(r.ts_ms, r.x1, r.x2).0 == r.y)
+        .count();
+    right as f64 / rows.len() as f64
 }
 
 /// Write `rows` (with their label where the flag says it arrived) as Parquet.
