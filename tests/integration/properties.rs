@@ -1,8 +1,10 @@
 //! Properties with shrinking (proptest): the statistics (KS D is the largest ECDF gap found
 //! by brute force, symmetric in its samples, p-values in [0, 1]; Benjamini–Hochberg is
 //! monotone, never below the raw p-value, never above 1), the signature verifiers (a signed
-//! message verifies, any changed byte or header does not), and the config parser (any text
-//! is a config or a list of problems, never a panic).
+//! message verifies, any changed byte or header does not), the config parser (any text
+//! is a config or a list of problems, never a panic), the approval decision parsers (a
+//! well-formed decision reads back as sent, any bytes are an answer or an error, never a
+//! panic) and the report renderer (any stored report renders; every name in it is escaped).
 
 use proptest::prelude::*;
 use retraind::secret::Secret;
@@ -177,4 +179,155 @@ fn config_text() -> impl Strategy<Value = String> {
         (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
     ];
     prop::collection::vec(line, 0..25).prop_map(|lines| lines.join("\n"))
+}
+
+/// Text of every kind a name can hold: HTML, quotes, JSON and form metacharacters, unicode.
+fn any_text() -> impl Strategy<Value = String> {
+    prop::string::string_regex("[a-zA-Z0-9 <>&\"'=%+/\\{}:,é😀]{0,24}")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Arbitrary JSON, a few levels deep.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        (-1e300f64..1e300).prop_map(serde_json::Value::from),
+        any_text().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "pipeline",
+                    "cycle",
+                    "date",
+                    "decision",
+                    "verdict",
+                    "reasons",
+                    "features",
+                    "drift",
+                    "dataset",
+                    "quality",
+                    "performance",
+                    "name",
+                    "kind",
+                    "statistic",
+                    "p_value",
+                    "p_adjusted",
+                    "threshold",
+                    "drifted",
+                    "histogram",
+                    "x",
+                ])
+                .prop_map(String::from),
+                inner,
+                0..6
+            )
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A decision sent to `POST /hooks/approval` reads back as sent; a blank approver is
+    /// refused by name; any bytes are a decision or an error, never a panic.
+    #[test]
+    fn a_webhook_decision_reads_back_as_sent(
+        cycle in any::<i64>(),
+        approve in any::<bool>(),
+        // Blank names too (spaces, tabs): refused like the empty one.
+        approver in prop_oneof![any_text(), "[ \t]{1,3}"],
+        reason in any_text(),
+        junk in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        use retraind::approval::ApprovalDecision;
+        let decision = if approve { ApprovalDecision::Approve } else { ApprovalDecision::Reject };
+        let body = serde_json::json!({
+            "cycle": cycle, "decision": decision, "approver": approver, "reason": reason,
+        });
+        let parsed = retraind::approval::webhook::parse_decision(body.to_string().as_bytes());
+        if approver.trim().is_empty() {
+            prop_assert!(parsed.unwrap_err().contains("approver"));
+        } else {
+            let d = parsed.map_err(|e| TestCaseError::fail(e))?;
+            prop_assert_eq!((d.cycle, d.decision, d.approver, d.reason), (cycle, decision, approver, reason));
+        }
+        let _ = retraind::approval::webhook::parse_decision(&junk);
+    }
+
+    /// A Slack button press reads back as sent (cycle, decision, who); any bytes are an
+    /// interaction or an error, never a panic.
+    #[test]
+    fn a_slack_button_press_reads_back_as_sent(
+        cycle in any::<i64>(),
+        approve in any::<bool>(),
+        user_id in "[A-Z0-9]{1,12}",
+        username in any_text(),
+        junk in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        use retraind::approval::ApprovalDecision;
+        let payload = serde_json::json!({
+            "type": "block_actions",
+            "user": {"id": user_id, "username": username},
+            "actions": [{"action_id": if approve { "approve" } else { "reject" }, "value": cycle.to_string()}],
+            "response_url": "https://hooks.slack.com/actions/T/1/x",
+        });
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let i = retraind::approval::slack::parse_interaction(body.as_bytes())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let decision = if approve { ApprovalDecision::Approve } else { ApprovalDecision::Reject };
+        prop_assert_eq!((i.cycle, i.decision, i.user_id, i.username), (cycle, decision, user_id, username));
+        let _ = retraind::approval::slack::parse_interaction(&junk);
+    }
+
+    /// Any stored report body renders (read leniently, never a panic).
+    #[test]
+    fn any_stored_report_renders(body in any_json()) {
+        let html = retraind::report::render_stored(&body);
+        prop_assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"), "{html}");
+    }
+
+    /// A report of features with any names shows every name, escaped: no name's markup
+    /// reaches the page.
+    #[test]
+    fn every_feature_name_is_escaped(
+        names in prop::collection::btree_set(any_text(), 1..5),
+        shift in 0.0f64..3.0,
+    ) {
+        let column = |offset: f64| -> Vec<f64> { (0..60).map(|i| f64::from(i % 17) + offset).collect() };
+        // Each name between two § (never in the page's own markup), so a raw name is found
+        // only where the renderer forgot to escape it.
+        let names: Vec<String> = names.iter().map(|n| format!("§{n}§")).collect();
+        let named = |offset: f64| -> Vec<(String, Vec<f64>)> {
+            names.iter().map(|n| (n.clone(), column(offset))).collect()
+        };
+        let reference = retraind::data::Table::from_columns(named(0.0), vec![]);
+        let current = retraind::data::Table::from_columns(named(shift), vec![]);
+        let drift = retraind::drift::detect(&reference, &current, &retraind::drift::DriftConfig::default(), 10);
+        let report = retraind::report::Report {
+            pipeline: Some("§<p>§".into()),
+            cycle: Some(1),
+            date: None,
+            decision: None,
+            features: drift.features,
+            dataset: Some(drift.dataset),
+            quality: None,
+            performance: None,
+        };
+        let html = retraind::report::render(&report);
+        for n in &names {
+            prop_assert!(html.contains(&retraind::report::escape(n)), "{n:?} missing");
+            if n.contains('<') || n.contains('&') {
+                prop_assert!(!html.contains(n.as_str()), "{n:?} unescaped");
+            }
+        }
+        prop_assert!(!html.contains("§<p>§"));
+    }
 }
