@@ -40,9 +40,13 @@ impl Paired {
         }
         c
     }
+}
 
-    /// Both windows' counts together.
-    pub fn add(self, other: Paired) -> Paired {
+/// Both windows' counts together.
+impl std::ops::Add for Paired {
+    type Output = Paired;
+
+    fn add(self, other: Paired) -> Paired {
         Paired {
             rows: self.rows + other.rows,
             new_right: self.new_right + other.new_right,
@@ -147,7 +151,7 @@ mod tests {
             only_new: 1,
         };
         assert_eq!(c, want);
-        assert_eq!(c.add(c).only_old, 4);
+        assert_eq!((c + c).only_old, 4);
     }
 
     fn rule() -> Rule {
@@ -179,7 +183,7 @@ mod tests {
         let one = judge(&rule(), today.clone(), &day, 1);
         assert_eq!(one.status, Status::Healthy, "{}", one.detail);
         assert!((one.p_value.unwrap() - 0.0717315673828125).abs() < 1e-12);
-        let three = judge(&rule(), today, &day.add(day).add(day), 3);
+        let three = judge(&rule(), today, &(day + day + day), 3);
         assert_eq!(three.status, Status::Degraded, "{}", three.detail);
         assert_eq!(three.labels, 450);
         assert!((three.p_value.unwrap() - 0.0023006548558832662).abs() < 1e-12);

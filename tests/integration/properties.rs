@@ -254,7 +254,7 @@ proptest! {
         if approver.trim().is_empty() {
             prop_assert!(parsed.unwrap_err().contains("approver"));
         } else {
-            let d = parsed.map_err(|e| TestCaseError::fail(e))?;
+            let d = parsed.map_err(TestCaseError::fail)?;
             prop_assert_eq!((d.cycle, d.decision, d.approver, d.reason), (cycle, decision, approver, reason));
         }
         let _ = retraind::approval::webhook::parse_decision(&junk);

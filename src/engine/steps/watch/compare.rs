@@ -67,7 +67,7 @@ impl Pool {
         let mut pooled = c.today.counts;
         for w in self.days.values().flatten() {
             if seen.insert(w.blake3.clone()) {
-                pooled = pooled.add(w.counts);
+                pooled = pooled + w.counts;
             }
         }
         paired::judge(&perf.rule, c.assessment, &pooled, seen.len())
