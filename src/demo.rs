@@ -219,7 +219,16 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, Vec<(String
             *regime,
             100 + i as u64,
         )?;
-        if regime.inverted {
+        if !regime.inverted {
+            // Later rows of the same day, labelled: what a post-deploy watch judges the new
+            // model on (never the rows it was trained on).
+            generate(
+                &current.join(format!("{date}.later.csv")),
+                3000,
+                *regime,
+                200 + i as u64,
+            )?;
+        } else {
             // The same rows with the labels fixed: they "arrive" after the deploy.
             generate(
                 &current.join(format!("{date}.corrected.csv")),
@@ -292,8 +301,16 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         {
             CreateOutcome::Created(id) | CreateOutcome::AlreadyRunning(id) => id,
         };
+        // What arrives while a deploy is watched: the day's later labelled rows, or the
+        // corrected labels of a day whose labels were wrong.
         let corrected = data.join("current").join(format!("{date}.corrected.csv"));
-        let end = follow(&engine, &api, id, corrected.is_file().then_some(corrected)).await?;
+        let arrives = if corrected.is_file() {
+            (corrected, "corrected labels for this day arrive")
+        } else {
+            let later = data.join("current").join(format!("{date}.later.csv"));
+            (later, "the day's later rows and their labels arrive")
+        };
+        let end = follow(&engine, &api, id, Some(arrives)).await?;
         summary.push((n + 1, date.clone(), end));
         out!();
     }
@@ -400,12 +417,13 @@ impl Api {
 }
 
 /// Print a cycle's transitions and watch checks as they happen; approve it through the API
-/// when it asks; when it is watching and `corrected` labels exist, let them "arrive".
+/// when it asks; when it is watching, let the day's `arrives` file (later or corrected rows)
+/// arrive in the live window.
 async fn follow(
     engine: &Engine,
     api: &Api,
     id: i64,
-    mut corrected: Option<PathBuf>,
+    mut arrives: Option<(PathBuf, &'static str)>,
 ) -> anyhow::Result<crate::store::CycleRow> {
     let mut seen = 0;
     let mut seen_events = 0;
@@ -435,16 +453,16 @@ async fn follow(
             approved = true;
         }
         if c.state == CycleState::Watching
-            && let Some(path) = corrected.take()
+            && let Some((path, what)) = arrives.take()
         {
             let live = path
                 .parent()
                 .and_then(Path::parent)
                 .map(|d| d.join("live.csv"))
-                .context("corrected labels outside data/current")?;
+                .context("arriving rows outside data/current")?;
             std::fs::copy(&path, &live)
                 .with_context(|| format!("cannot copy {}", path.display()))?;
-            out!("   (corrected labels for this day arrive in data/live.csv)");
+            out!("   ({what} in data/live.csv)");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -159,10 +159,15 @@ impl Kit {
     /// in `state`.
     pub async fn run_until(&self, state: CycleState) -> StepContext {
         let c = self.new_cycle().await;
+        self.drive_until(c.id, state).await
+    }
+
+    /// Cycle `id` run on by the real steps until it is in `state`.
+    pub async fn drive_until(&self, id: i64, state: CycleState) -> StepContext {
         loop {
-            let cycle = self.store().cycle(c.id).await.unwrap().unwrap();
+            let cycle = self.store().cycle(id).await.unwrap().unwrap();
             if cycle.state == state {
-                return self.context_of(c.id).await;
+                return self.context_of(id).await;
             }
             assert!(
                 !cycle.state.is_terminal(),
@@ -174,9 +179,14 @@ impl Kit {
         }
     }
 
-    /// Run a cycle to its end and check it deployed.
+    /// Run a cycle to its end and check it deployed. Later rows of the base regime arrive
+    /// while it is watched (a watch never judges a model on the window it was trained on).
     pub async fn deploy_first_model(&self) {
-        let ctx = self.run_until(CycleState::Completed).await;
+        let watching = self.run_until(CycleState::Watching).await;
+        self.write_today(Kit::NORMAL, 1000);
+        let ctx = self
+            .drive_until(watching.cycle.id, CycleState::Completed)
+            .await;
         assert_eq!(
             ctx.cycle.outcome,
             Some(Outcome::Deployed),

@@ -251,9 +251,16 @@ async fn assess(
         .filter(|_| ctx.pipeline.performance.baseline.is_none())
         .cloned();
     let seed = ctx.cycle.id as u64 ^ ctx.now().timestamp() as u64;
+    let trained_on = compare::trained_on(champion);
+    let in_sample = trained_on.clone();
     let read = Shared::blocking(move || {
         let reader = reader?;
         let labelled = reader.labelled(&today)?;
+        if let Some(rows) = &labelled
+            && Some(&rows.fingerprint.blake3) == in_sample.as_ref()
+        {
+            return Ok(Judged::InSample);
+        }
         match (p.source, &previous, labelled) {
             (PerformanceSource::Model, Some(prev), Some(rows)) => {
                 compare::compare(&p, &*models, &champ, prev, &rows, &reader, dates, seed)
@@ -267,7 +274,15 @@ async fn assess(
     })
     .await;
     match read {
-        Ok(Judged::Compared(c)) => pool.judge(&perf, c),
+        Ok(Judged::Compared(c)) => pool.judge(&perf, c, trained_on.as_deref()),
+        Ok(Judged::InSample) => Assessment::unknown(
+            metric,
+            0,
+            format!(
+                "today's window is the one v{} was trained and evaluated on: no evidence about it yet",
+                champion.version
+            ),
+        ),
         Ok(Judged::Alone(Some(a))) => a,
         Ok(Judged::Alone(None)) => {
             Assessment::unknown(metric, 0, "no labelled rows in the current window yet")
@@ -276,10 +291,12 @@ async fn assess(
     }
 }
 
-/// A check's finding before the pool: against the previous model, or on its own.
+/// A check's finding before the pool: against the previous model, on its own, or none
+/// (today's rows are the ones the model was trained on).
 enum Judged {
     Compared(compare::Compared),
     Alone(Option<Assessment>),
+    InSample,
 }
 
 /// One post-deploy check. `Some` when the cycle moves on (rolled back).
@@ -456,5 +473,35 @@ mod tests {
         assert_eq!(champion.version, 1);
         assert!(kit.store().holds("p").await.unwrap().frozen.is_some());
         assert_eq!(kit.events(ctx.cycle.id, "watch_failed").await.len(), 2);
+    }
+
+    /// The window a model was trained and evaluated on is no evidence about it: a watch that
+    /// sees nothing else cannot judge, is stretched, and after three windows freezes the
+    /// pipeline and asks a human instead of calling the model good.
+    #[tokio::test]
+    async fn the_training_window_is_not_evidence() {
+        let kit = Kit::with(
+            "[pipeline.deploy]\nwatch_for = \"1s\"\nwatch_interval = \"200ms\"\nfailure_limit = 2\n",
+        )
+        .await;
+        kit.write_today(Kit::NORMAL, 600);
+        let ctx = kit.run_until(CycleState::Watching).await;
+        let (to, reason, update) = kit.advanced(super::run(&ctx).await.unwrap());
+        assert_eq!(
+            (to, update.outcome),
+            (CycleState::Completed, Some(Outcome::Deployed))
+        );
+        assert!(
+            reason.contains("watched for 3 windows but 0 of v1's"),
+            "{reason}"
+        );
+        let checks = kit.events(ctx.cycle.id, "watch_check").await;
+        assert!(
+            checks
+                .iter()
+                .all(|c| c.contains("the one v1 was trained and evaluated on")),
+            "{checks:?}"
+        );
+        assert!(kit.store().holds("p").await.unwrap().frozen.is_some());
     }
 }
