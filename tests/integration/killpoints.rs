@@ -9,8 +9,8 @@
 //! after the restart. Every call of one deploy carries the same `webhook-id`
 //! (`deploy-<pipeline>-v<N>-from-v<M>`), so the serving system can drop the repeats; the
 //! harness asserts it, counts the calls per deploy, and requires every one of the eight
-//! working states to have been hit on each store (`decided`, one guard check long, is
-//! stretched by a trigger the harness puts on the store: see `slow_retrain_started`).
+//! working states to have been hit on each store (`decided` and `loading`, the two short
+//! ones, are stretched by triggers the harness puts on the store: see `slow_two_writes`).
 
 use std::time::{Duration, Instant};
 
@@ -34,12 +34,13 @@ const TARGETS: [CycleState; 8] = [
     CycleState::Watching,
 ];
 
-/// `decided` lasts one guard check and one event write between two transitions — too short
-/// for a poll to catch. The harness slows that write inside the store itself (a trigger on
-/// the `retrain_started` event, ~0.4 s), so that a kill aimed at `decided` lands in it. The
-/// daemon is not changed: a kill during the slow write rolls the insert back, as any kill
-/// mid-transaction would.
-async fn slow_retrain_started(db: Db, url: &str) {
+/// `decided` lasts one guard check and one event write between two transitions, `loading`
+/// the read of two small files — too short for a poll to catch every time. The harness slows
+/// a write inside the store itself (~0.4 s: the `retrain_started` event, and the transition
+/// out of `loading`, whose transaction keeps `loading` the committed state while it waits),
+/// so that a kill aimed at either lands in it. The daemon is not changed: a kill during the
+/// slow write rolls it back, as any kill mid-transaction would.
+async fn slow_two_writes(db: Db, url: &str) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
@@ -52,12 +53,17 @@ async fn slow_retrain_started(db: Db, url: &str) {
             "CREATE TRIGGER harness_slow BEFORE INSERT ON events \
              WHEN NEW.kind = 'retrain_started' BEGIN \
              SELECT count(*) FROM harness_n a, harness_n b, harness_n c; END",
+            "CREATE TRIGGER harness_slow_load BEFORE INSERT ON transitions \
+             WHEN NEW.to_state = 'checking' BEGIN \
+             SELECT count(*) FROM harness_n a, harness_n b, harness_n c; END",
         ],
         Db::Postgres => &[
             "CREATE FUNCTION harness_slow() RETURNS trigger AS $$ BEGIN \
              PERFORM pg_sleep(0.4); RETURN NEW; END $$ LANGUAGE plpgsql",
             "CREATE TRIGGER harness_slow BEFORE INSERT ON events FOR EACH ROW \
              WHEN (NEW.kind = 'retrain_started') EXECUTE FUNCTION harness_slow()",
+            "CREATE TRIGGER harness_slow_load BEFORE INSERT ON transitions FOR EACH ROW \
+             WHEN (NEW.to_state = 'checking') EXECUTE FUNCTION harness_slow()",
         ],
     };
     for sql in statements {
@@ -107,7 +113,7 @@ breaker_failures = 0
         return;
     };
     let store = env.store().await;
-    slow_retrain_started(db, &env.store_url).await;
+    slow_two_writes(db, &env.store_url).await;
     let state_dir = env.dir.path().join("state");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut killed_in: std::collections::BTreeMap<String, usize> = Default::default();
