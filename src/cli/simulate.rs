@@ -80,6 +80,7 @@ fn report(
     let mut by_promise: BTreeMap<Promise, Vec<u64>> = BTreeMap::new();
     let (mut broken, mut errors, mut shown) = (0usize, 0usize, false);
     let mut totals = sim::Stats::default();
+    let mut hidden: Vec<u64> = Vec::new();
     for (seed, run) in runs {
         let run = match run {
             Ok(r) => r,
@@ -90,6 +91,9 @@ fn report(
             }
         };
         totals.add(&run.stats);
+        if run.stats.hidden > 0 {
+            hidden.push(*seed);
+        }
         if run.violations.is_empty() {
             if timelines {
                 out!("{}", run.timeline);
@@ -134,6 +138,18 @@ fn report(
         totals.flawed_deployed,
         totals.crashes
     );
+    if totals.hidden > 0 {
+        out!(
+            "  {} worse model(s) outlived their watch because the rows it read did not show them worse by the watch's rule (sampling, not a broken promise; e.g. seed {})",
+            totals.hidden,
+            hidden
+                .iter()
+                .take(5)
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for p in Promise::ALL {
         let seeds = by_promise.get(&p).map(Vec::as_slice).unwrap_or(&[]);
         let first: Vec<String> = seeds.iter().take(5).map(|s| s.to_string()).collect();

@@ -77,6 +77,9 @@ pub struct Stats {
     pub rollbacks: usize,
     pub crashes: usize,
     pub flawed_deployed: usize,
+    /// Models worse in the world that outlived their watch because the rows the watch read
+    /// did not show them worse (promise 1 cannot ask a test to see what its rows hide).
+    pub hidden: usize,
 }
 
 impl Stats {
@@ -87,6 +90,7 @@ impl Stats {
         self.rollbacks += other.rollbacks;
         self.crashes += other.crashes;
         self.flawed_deployed += other.flawed_deployed;
+        self.hidden += other.hidden;
     }
 }
 
