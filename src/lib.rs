@@ -42,6 +42,7 @@ pub mod demo;
 pub mod deploy;
 pub mod drift;
 pub mod engine;
+pub mod estimate;
 pub mod gate;
 pub mod guards;
 pub mod http;

@@ -259,8 +259,9 @@ fn no_file_over_1000_lines_and_no_function_over_150() {
 }
 
 /// The policy modules: pure, no I/O, no knowledge of the daemon.
-const POLICY: [&str; 15] = [
+const POLICY: [&str; 16] = [
     "stats.rs",
+    "estimate/",
     "kolmogorov.rs",
     "drift/",
     "decision.rs",
@@ -312,7 +313,7 @@ fn policy_modules_do_no_io_and_know_nothing_of_the_daemon() {
             }
         }
     }
-    assert_eq!(checked, 20, "policy files found");
+    assert_eq!(checked, 25, "policy files found");
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 

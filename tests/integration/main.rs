@@ -15,6 +15,7 @@ mod hostile;
 mod killpoints;
 mod lifecycle;
 mod mlflow;
+mod nannyml;
 mod ops;
 mod properties;
 mod security;

@@ -1,0 +1,221 @@
+//! Label-free estimation against NannyML 0.13.1 itself: every chunk and metric of NannyML's
+//! CBPE on its own synthetic binary and multiclass datasets, within 1e-6, with the same
+//! calibrate-or-not decision per class. The inputs (`tests/fixtures/nannyml/inputs/`) and
+//! NannyML's results (`out/portable/`, numpy's portable sort: see the fixtures' SPEC.md §0)
+//! come from `tests/fixtures/nannyml/generate.sh`.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use retraind::estimate::{Cbpe, CbpeMetric, ChunkEstimate, Predictions};
+use serde_json::Value;
+
+const TOLERANCE: f64 = 1e-6;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nannyml")
+}
+
+fn frame(name: &str) -> DataFrame {
+    let path = fixtures().join("inputs").join(name);
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetReader::new(file).finish().unwrap()
+}
+
+fn floats(df: &DataFrame, col: &str) -> Vec<f64> {
+    let s = df.column(col).unwrap().cast(&DataType::Float64).unwrap();
+    s.f64().unwrap().into_no_null_iter().collect()
+}
+
+fn strings(df: &DataFrame, col: &str) -> Vec<String> {
+    let s = df.column(col).unwrap().cast(&DataType::String).unwrap();
+    s.str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap().to_string())
+        .collect()
+}
+
+fn binary(name: &str) -> Predictions {
+    let df = frame(name);
+    let index = |v: f64| v as usize;
+    Predictions {
+        classes: vec!["0".into(), "1".into()],
+        scores: vec![floats(&df, "y_pred_proba")],
+        predicted: floats(&df, "y_pred").into_iter().map(index).collect(),
+        actual: floats(&df, "work_home_actual")
+            .into_iter()
+            .map(|v| Some(index(v)))
+            .collect(),
+    }
+}
+
+const CARDS: [&str; 3] = ["highstreet_card", "prepaid_card", "upmarket_card"];
+
+fn multiclass(name: &str) -> Predictions {
+    let df = frame(name);
+    let index = |s: String| CARDS.iter().position(|c| *c == s).unwrap();
+    Predictions {
+        classes: CARDS.iter().map(|c| c.to_string()).collect(),
+        scores: CARDS
+            .iter()
+            .map(|c| floats(&df, &format!("y_pred_proba_{c}")))
+            .collect(),
+        predicted: strings(&df, "y_pred").into_iter().map(index).collect(),
+        actual: strings(&df, "y_true")
+            .into_iter()
+            .map(|s| Some(index(s)))
+            .collect(),
+    }
+}
+
+fn expected(name: &str) -> Value {
+    let path = fixtures().join("out/portable").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Compare one of our numbers with NannyML's (`null` is NaN / none there); record misses.
+fn same(what: &str, ours: Option<f64>, theirs: &Value, misses: &mut Vec<String>, worst: &mut f64) {
+    match (ours, theirs.as_f64()) {
+        (None, None) => {}
+        (Some(a), Some(b)) => {
+            let d = (a - b).abs();
+            *worst = worst.max(d);
+            if d > TOLERANCE {
+                misses.push(format!("{what}: ours {a}, NannyML {b} (off by {d:.3e})"));
+            }
+        }
+        (a, _) => misses.push(format!("{what}: ours {a:?}, NannyML {theirs}")),
+    }
+}
+
+/// Every chunk and metric of ours against the fixture's; returns the largest difference.
+fn compare(ours: &[ChunkEstimate], period: &str, fixture: &Value, metrics: &[CbpeMetric]) -> f64 {
+    let theirs: Vec<&Value> = fixture["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["period"] == period)
+        .collect();
+    assert_eq!(ours.len(), theirs.len(), "{period}: chunks");
+    let (mut misses, mut worst) = (Vec::new(), 0.0f64);
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(o.key, t["key"].as_str().unwrap(), "{period}: chunk key");
+        for m in metrics {
+            let e = &o.metrics[m];
+            let r = &t[m.name()];
+            let at = |field: &str| format!("{period} {} {} {field}", o.key, m.name());
+            same(&at("value"), e.value, &r["value"], &mut misses, &mut worst);
+            same(
+                &at("sampling_error"),
+                Some(e.sampling_error),
+                &r["sampling_error"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("realized"),
+                e.realized,
+                &r["realized"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("upper_confidence_boundary"),
+                e.upper,
+                &r["upper_confidence_boundary"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("lower_confidence_boundary"),
+                e.lower,
+                &r["lower_confidence_boundary"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("upper_threshold"),
+                e.thresholds.upper,
+                &r["upper_threshold"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("lower_threshold"),
+                e.thresholds.lower,
+                &r["lower_threshold"],
+                &mut misses,
+                &mut worst,
+            );
+            if Some(e.alert) != r["alert"].as_bool() {
+                misses.push(format!(
+                    "{}: alert ours {}, NannyML {}",
+                    at("alert"),
+                    e.alert,
+                    r["alert"]
+                ));
+            }
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "{} differences:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
+    worst
+}
+
+#[test]
+fn cbpe_binary_equals_nannyml_on_every_chunk_and_metric() {
+    let fixture = expected("cbpe_binary.json");
+    let metrics: Vec<CbpeMetric> = CbpeMetric::CLASSIFICATION
+        .into_iter()
+        .chain(CbpeMetric::CONFUSION)
+        .collect();
+    let cbpe = Cbpe::fit(&binary("binary_reference.parquet"), &metrics, 20_000).unwrap();
+    assert_eq!(
+        cbpe.decisions[0].calibrate,
+        fixture["needs_calibration"].as_bool().unwrap()
+    );
+    let analysis = cbpe.estimate(&binary("binary_analysis.parquet")).unwrap();
+    let worst_ref = compare(&cbpe.reference, "reference", &fixture, &metrics);
+    let worst = compare(&analysis, "analysis", &fixture, &metrics);
+    eprintln!("binary: largest difference {worst_ref:.3e} (reference), {worst:.3e} (analysis)");
+    // The orientation numbers.
+    let auc: Vec<f64> = analysis
+        .iter()
+        .map(|c| c.metrics[&CbpeMetric::RocAuc].value.unwrap())
+        .collect();
+    let acc: Vec<f64> = analysis
+        .iter()
+        .map(|c| c.metrics[&CbpeMetric::Accuracy].value.unwrap())
+        .collect();
+    for (a, b) in auc.iter().zip([0.971103, 0.964410, 0.961963]) {
+        assert!((a - b).abs() < 5e-7, "{auc:?}");
+    }
+    for (a, b) in acc.iter().zip([0.947854, 0.926653, 0.920472]) {
+        assert!((a - b).abs() < 5e-7, "{acc:?}");
+    }
+}
+
+#[test]
+fn cbpe_multiclass_equals_nannyml_on_every_chunk_and_metric() {
+    let fixture = expected("cbpe_multiclass.json");
+    let metrics = CbpeMetric::CLASSIFICATION;
+    let cbpe = Cbpe::fit(&multiclass("multiclass_reference.parquet"), &metrics, 6_000).unwrap();
+    for (c, d) in CARDS.iter().zip(&cbpe.decisions) {
+        assert_eq!(
+            d.calibrate,
+            fixture["calibration_applied"][c].as_bool().unwrap(),
+            "{c}: calibrate or not ({d:?})"
+        );
+    }
+    let analysis = cbpe
+        .estimate(&multiclass("multiclass_analysis.parquet"))
+        .unwrap();
+    let worst_ref = compare(&cbpe.reference, "reference", &fixture, &metrics);
+    let worst = compare(&analysis, "analysis", &fixture, &metrics);
+    eprintln!("multiclass: largest difference {worst_ref:.3e} (reference), {worst:.3e} (analysis)");
+}
