@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::decision::Decision;
 use crate::drift::{DatasetDrift, FeatureDrift, Histogram};
+use crate::estimate::EstimateReport;
 use crate::performance::Assessment;
 use crate::quality::QualityReport;
 use crate::records::CheckReport;
@@ -123,6 +124,8 @@ pub struct Report {
     pub dataset: Option<DatasetDrift>,
     pub quality: Option<QualityReport>,
     pub performance: Option<Assessment>,
+    /// A label-free performance estimate.
+    pub estimate: Option<EstimateReport>,
 }
 
 impl From<&CheckReport> for Report {
@@ -136,6 +139,7 @@ impl From<&CheckReport> for Report {
             dataset: Some(r.drift.dataset.clone()),
             quality: Some(r.quality.clone()),
             performance: r.performance.clone(),
+            estimate: None,
         }
     }
 }
@@ -164,6 +168,8 @@ struct Stored {
     quality: Option<QualityReport>,
     #[serde(deserialize_with = "crate::records::lenient")]
     performance: Option<Assessment>,
+    #[serde(deserialize_with = "crate::records::lenient")]
+    estimate: Option<EstimateReport>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +204,7 @@ impl Report {
             },
             quality: s.quality,
             performance: s.performance,
+            estimate: s.estimate,
         }
     }
 }
@@ -219,6 +226,9 @@ pub fn render_stored(body: &Value) -> String {
 pub fn render(r: &Report) -> String {
     let title = match (&r.pipeline, r.cycle) {
         (Some(p), Some(c)) => format!("retraind · {p} · cycle {c}"),
+        _ if r.features.is_empty() && r.estimate.is_some() => {
+            "retraind · performance estimate".to_string()
+        }
         _ => "retraind · drift report".to_string(),
     };
     let mut html = String::new();
@@ -238,6 +248,13 @@ pub fn render(r: &Report) -> String {
             let _ = write!(html, "<li>{}</li>", escape(reason));
         }
         html.push_str("</ul>");
+    }
+    if let Some(e) = &r.estimate {
+        estimate_html(&mut html, e);
+    }
+    if r.dataset.is_none() && r.features.is_empty() && r.estimate.is_some() {
+        html.push_str("</body></html>\n");
+        return html;
     }
     let dataset = r.dataset.as_ref();
     let correction = dataset.map(|d| name(&d.correction));
@@ -272,6 +289,64 @@ pub fn render(r: &Report) -> String {
     features_html(&mut html, &r.features);
     html.push_str("</body></html>\n");
     html
+}
+
+/// The label-free estimate: per chunk and metric, the estimate, its band, the realised
+/// value where every row is labelled, and the thresholds.
+fn estimate_html(html: &mut String, e: &EstimateReport) {
+    let _ = write!(
+        html,
+        "<h2>Estimated performance ({}, without labels)</h2><ul>",
+        escape(&e.method.to_uppercase())
+    );
+    for c in &e.calibration {
+        let how = match (&c.skipped, c.ece_before, c.ece_after) {
+            (Some(why), _, _) => format!("not tried: {why}"),
+            (None, Some(b), Some(a)) => format!(
+                "{} (expected calibration error {b:.4} raw, {a:.4} calibrated)",
+                if c.calibrated {
+                    "applied"
+                } else {
+                    "not applied"
+                }
+            ),
+            _ => "not applied".into(),
+        };
+        let _ = write!(
+            html,
+            "<li>calibration of <b>{}</b>: {}</li>",
+            escape(&c.class),
+            escape(&how)
+        );
+    }
+    let _ = write!(
+        html,
+        "</ul><p>Fitted on {} reference rows; chunks of {} rows.</p>",
+        e.reference_rows, e.chunk_size
+    );
+    for chunk in &e.chunks {
+        let _ = write!(
+            html,
+            "<h3>Chunk {} ({} rows)</h3><table><tr><th>metric</th><th>estimate</th><th>band (±3 SE)</th><th>realised</th><th>thresholds</th><th>verdict</th></tr>",
+            escape(&chunk.key),
+            chunk.rows.len()
+        );
+        for (m, v) in &chunk.metrics {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>[{}, {}]</td><td>{}</td></tr>",
+                escape(m.name()),
+                number(v.value),
+                number(v.lower),
+                number(v.upper),
+                number(v.realized),
+                number(v.thresholds.lower),
+                number(v.thresholds.upper),
+                if v.alert { "<b>alert</b>" } else { "ok" }
+            );
+        }
+        html.push_str("</table>");
+    }
 }
 
 /// The champion's performance table.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod api;
 mod check;
+mod estimate;
 mod models;
 mod predict;
 mod simulate;
@@ -160,6 +161,10 @@ pub enum Command {
     /// Compare two data files and report drift and data quality (no daemon, no config).
     /// Exit status: 0 no drift, 3 dataset drift, 4 quality failure, 1 error.
     Check(CheckArgs),
+    /// Estimate a classifier's performance on data without labels from its probabilities
+    /// (CBPE, as NannyML computes it), against a labelled reference (no daemon, no config).
+    /// Exit status: 0 every estimate inside its thresholds, 3 one outside, 1 error.
+    Estimate(estimate::EstimateArgs),
     /// Run the real engine through simulated years of drift, faults and crashes, and check
     /// its promises (no config). Exit status: 0 every promise held, 1 a seed broke one.
     Simulate(simulate::SimulateArgs),
@@ -206,6 +211,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Check(args) => check::run(args).await,
+        Command::Estimate(args) => estimate::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Version => {
             out!("retraind {}", env!("CARGO_PKG_VERSION"));

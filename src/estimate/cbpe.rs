@@ -17,6 +17,8 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
+
 use super::calibration::{Decision, Isotonic, needs_calibration};
 use super::chunks;
 use super::numpy::argsort;
@@ -98,7 +100,8 @@ impl Predictions {
 }
 
 /// The metrics CBPE estimates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CbpeMetric {
     RocAuc,
     F1,
@@ -143,6 +146,23 @@ impl CbpeMetric {
             CbpeMetric::FalsePositive => "false_positive",
             CbpeMetric::FalseNegative => "false_negative",
         }
+    }
+
+    /// The metric named `name` (NannyML's names; `confusion_matrix` is the four cells).
+    pub fn parse(name: &str) -> Result<Vec<CbpeMetric>, String> {
+        if name == "confusion_matrix" {
+            return Ok(CbpeMetric::CONFUSION.to_vec());
+        }
+        CbpeMetric::CLASSIFICATION
+            .into_iter()
+            .chain(CbpeMetric::CONFUSION)
+            .find(|m| m.name() == name)
+            .map(|m| vec![m])
+            .ok_or_else(|| {
+                format!(
+                    "unknown metric `{name}`; use roc_auc, f1, precision, recall, specificity, accuracy or confusion_matrix"
+                )
+            })
     }
 
     fn cell(self) -> bool {
@@ -203,14 +223,14 @@ impl Components {
 }
 
 /// The alert thresholds of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Thresholds {
     pub lower: Option<f64>,
     pub upper: Option<f64>,
 }
 
 /// One metric's estimate for one chunk.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     /// The estimate; `None` when it cannot be computed (e.g. one class only).
     pub value: Option<f64>,
@@ -226,7 +246,7 @@ pub struct Estimate {
 }
 
 /// Every metric's estimate for one chunk.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkEstimate {
     /// NannyML's key, `[first:last]`.
     pub key: String,
@@ -292,6 +312,15 @@ impl Cbpe {
         };
         cbpe.reference = cbpe.estimate(reference)?;
         Ok(cbpe)
+    }
+
+    /// The class names, in order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
     }
 
     /// The estimates for each chunk of `data`.
@@ -701,7 +730,9 @@ fn realized(m: CbpeMetric, chunk: &Predictions) -> Option<f64> {
     per_class.map(|v| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Mean ± 3σ of the realised reference chunks, held inside the metric's range.
+/// Mean ± 3σ of the realised reference chunks, held inside the metric's range. None from
+/// fewer than two chunks with a value (NannyML would set both to the one value, so that any
+/// difference alerts; the spread of one chunk says nothing).
 fn thresholds(m: CbpeMetric, realized: &[Option<f64>]) -> Thresholds {
     let values: Vec<f64> = realized
         .iter()
@@ -709,7 +740,7 @@ fn thresholds(m: CbpeMetric, realized: &[Option<f64>]) -> Thresholds {
         .copied()
         .filter(|v| v.is_finite())
         .collect();
-    if values.is_empty() {
+    if values.len() < 2 {
         return Thresholds::default();
     }
     let (sd, _) = std_var(values.iter().copied());
@@ -775,5 +806,9 @@ mod tests {
         assert_eq!(t.lower, Some(0.0));
         let t = thresholds(CbpeMetric::Accuracy, &[Some(0.8), Some(0.9)]);
         assert!((t.lower.unwrap() - 0.7).abs() < 1e-12 && (t.upper.unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(
+            thresholds(CbpeMetric::Accuracy, &[Some(0.8), None]),
+            Thresholds::default()
+        );
     }
 }

@@ -14,3 +14,77 @@ pub mod chunks;
 pub mod numpy;
 
 pub use cbpe::{Cbpe, CbpeError, CbpeMetric, ChunkEstimate, Estimate, Predictions, Thresholds};
+
+use serde::{Deserialize, Serialize};
+
+/// How one class's probabilities were calibrated (binary models: the positive class).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassCalibration {
+    pub class: String,
+    pub calibrated: bool,
+    /// Why calibration was not even tried (one class, or a ROC AUC above 0.999).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Expected calibration error of the raw and the calibrated scores on the reference's
+    /// shuffle splits: calibration is kept only when it lowers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece_before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece_after: Option<f64>,
+}
+
+/// A label-free estimate, as reported (`retraind estimate --format json`, the HTML report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EstimateReport {
+    /// `cbpe`.
+    pub method: String,
+    pub reference_rows: usize,
+    pub chunk_size: usize,
+    pub classes: Vec<String>,
+    pub calibration: Vec<ClassCalibration>,
+    /// The reference's own chunks (in-sample), which set the thresholds.
+    pub reference: Vec<ChunkEstimate>,
+    /// The estimated data's chunks.
+    pub chunks: Vec<ChunkEstimate>,
+}
+
+impl EstimateReport {
+    /// The report of `cbpe` fitted on `reference_rows` rows, for `chunks`.
+    pub fn cbpe(cbpe: &Cbpe, reference_rows: usize, chunks: Vec<ChunkEstimate>) -> EstimateReport {
+        let classes = cbpe.classes().to_vec();
+        let calibrated_class = |i: usize| {
+            if classes.len() == 2 {
+                classes[1].clone()
+            } else {
+                classes[i].clone()
+            }
+        };
+        EstimateReport {
+            method: "cbpe".into(),
+            reference_rows,
+            chunk_size: cbpe.chunk_size(),
+            calibration: cbpe
+                .decisions
+                .iter()
+                .enumerate()
+                .map(|(i, d)| ClassCalibration {
+                    class: calibrated_class(i),
+                    calibrated: d.calibrate,
+                    skipped: d.skipped.map(str::to_string),
+                    ece_before: d.ece_before,
+                    ece_after: d.ece_after,
+                })
+                .collect(),
+            classes,
+            reference: cbpe.reference.clone(),
+            chunks,
+        }
+    }
+
+    /// Whether any chunk's estimate of any metric is outside its thresholds.
+    pub fn alert(&self) -> bool {
+        self.chunks
+            .iter()
+            .any(|c| c.metrics.values().any(|e| e.alert))
+    }
+}

@@ -37,7 +37,8 @@ const TICK_SECONDS: i64 = 60;
 pub enum Promise {
     /// (1) No model worse than its predecessor serves longer than the watch window plus one
     /// watch interval (plus a day for each day the upstream data wrote no window: nothing
-    /// can judge a model on rows that do not exist).
+    /// can judge a model on rows that do not exist), unless the rows its watch read did not
+    /// show it worse (a sampling miss, counted in the run's stats).
     NoWorseModelServes,
     /// (2) Retrains and deploys stay within every budget window and the cooldown.
     WithinBudgets,

@@ -219,3 +219,65 @@ fn cbpe_multiclass_equals_nannyml_on_every_chunk_and_metric() {
     let worst = compare(&analysis, "analysis", &fixture, &metrics);
     eprintln!("multiclass: largest difference {worst_ref:.3e} (reference), {worst:.3e} (analysis)");
 }
+
+/// `retraind estimate` end to end on the same files: NannyML's analysis estimates in its
+/// JSON, the same table in text, a page in HTML; a missing column names itself.
+#[test]
+fn retraind_estimate_prints_nannyml_numbers_for_two_files() {
+    let inputs = fixtures().join("inputs");
+    let reference = inputs.join("binary_reference.parquet");
+    let current = inputs.join("binary_analysis.parquet");
+    let base = [
+        "estimate",
+        "--reference",
+        reference.to_str().unwrap(),
+        "--current",
+        current.to_str().unwrap(),
+        "--target",
+        "work_home_actual",
+        "--chunk-size",
+        "20000",
+    ];
+    fn joined<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+        a.iter().chain(b).copied().collect()
+    }
+    let with = |more: &[&'static str]| joined(&base, more);
+    let (code, out, err) = crate::helpers::retraind(&with(&["--format", "json"]));
+    // Analysis chunk 2 is below NannyML's ROC AUC threshold: an alert, exit 3.
+    assert_eq!(code, 3, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let fixture = expected("cbpe_binary.json");
+    let theirs: Vec<&Value> = fixture["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["period"] == "analysis")
+        .collect();
+    let chunks = report["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 3);
+    for (o, t) in chunks.iter().zip(theirs) {
+        for m in ["roc_auc", "accuracy", "f1"] {
+            let (a, b) = (
+                o["metrics"][m]["value"].as_f64().unwrap(),
+                t[m]["value"].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() < TOLERANCE, "{m} {}: {a} vs {b}", o["key"]);
+            assert_eq!(o["metrics"][m]["alert"], t[m]["alert"], "{m} {}", o["key"]);
+        }
+    }
+    assert_eq!(report["calibration"][0]["calibrated"], true);
+    let (code, out, _) = crate::helpers::retraind(&with(&["--format", "text"]));
+    assert_eq!(code, 3);
+    assert!(out.contains("calibration of `1`: applied"), "{out}");
+    assert!(out.contains("chunk [20000:39999] (20000 rows)"), "{out}");
+    assert!(out.contains("roc_auc            0.9644"), "{out}");
+    let (code, out, _) = crate::helpers::retraind(&with(&["--format", "html"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("<h2>Estimated performance (CBPE, without labels)</h2>"),
+        "{out}"
+    );
+    let (code, _, err) = crate::helpers::retraind(&with(&["--proba", "score"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("score"), "{err}");
+}

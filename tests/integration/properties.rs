@@ -320,6 +320,7 @@ proptest! {
             dataset: Some(drift.dataset),
             quality: None,
             performance: None,
+            estimate: None,
         };
         let html = retraind::report::render(&report);
         for n in &names {
