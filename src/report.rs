@@ -300,18 +300,7 @@ fn estimate_html(html: &mut String, e: &EstimateReport) {
         escape(&e.method.to_uppercase())
     );
     for c in &e.calibration {
-        let how = match (&c.skipped, c.ece_before, c.ece_after) {
-            (Some(why), _, _) => format!("not tried: {why}"),
-            (None, Some(b), Some(a)) => format!(
-                "{} (expected calibration error {b:.4} raw, {a:.4} calibrated)",
-                if c.calibrated {
-                    "applied"
-                } else {
-                    "not applied"
-                }
-            ),
-            _ => "not applied".into(),
-        };
+        let how = c.describe();
         let _ = write!(
             html,
             "<li>calibration of <b>{}</b>: {}</li>",

@@ -227,23 +227,7 @@ fn render_text(r: &EstimateReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for c in &r.calibration {
-        let _ = writeln!(
-            out,
-            "calibration of `{}`: {}",
-            c.class,
-            match (&c.skipped, c.ece_before, c.ece_after) {
-                (Some(why), _, _) => format!("not tried ({why})"),
-                (None, Some(b), Some(a)) => format!(
-                    "{} (expected calibration error {b:.4} raw, {a:.4} calibrated)",
-                    if c.calibrated {
-                        "applied"
-                    } else {
-                        "not applied"
-                    }
-                ),
-                _ => "not applied".into(),
-            }
-        );
+        let _ = writeln!(out, "calibration of `{}`: {}", c.class, c.describe());
     }
     if r.reference_rows < 2 * r.chunk_size {
         let _ = writeln!(

@@ -33,6 +33,24 @@ pub struct ClassCalibration {
     pub ece_after: Option<f64>,
 }
 
+impl ClassCalibration {
+    /// In words: applied or not, and the two errors it was decided on.
+    pub fn describe(&self) -> String {
+        match (&self.skipped, self.ece_before, self.ece_after) {
+            (Some(why), _, _) => format!("not tried ({why})"),
+            (None, Some(b), Some(a)) => format!(
+                "{} (expected calibration error {b:.4} raw, {a:.4} calibrated)",
+                if self.calibrated {
+                    "applied"
+                } else {
+                    "not applied"
+                }
+            ),
+            _ => "not applied".into(),
+        }
+    }
+}
+
 /// A label-free estimate, as reported (`retraind estimate --format json`, the HTML report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EstimateReport {
