@@ -22,6 +22,7 @@ use crate::data::Table;
 use crate::stats::{self, Correction, PMethod};
 
 mod config;
+pub mod reconstruction;
 pub use config::{DriftConfig, RawDrift};
 
 /// A drift method.

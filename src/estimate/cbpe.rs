@@ -801,7 +801,7 @@ mod tests {
 
     #[test]
     fn thresholds_are_held_inside_the_metrics_range() {
-        let t = thresholds(CbpeMetric::Accuracy, &[Some(0.99), Some(0.5), None]);
+        let t = thresholds(CbpeMetric::Accuracy, &[Some(0.99), Some(0.3), None]);
         assert_eq!(t.upper, Some(1.0));
         assert_eq!(t.lower, Some(0.0));
         let t = thresholds(CbpeMetric::Accuracy, &[Some(0.8), Some(0.9)]);

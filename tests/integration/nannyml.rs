@@ -281,3 +281,111 @@ fn retraind_estimate_prints_nannyml_numbers_for_two_files() {
     assert_eq!(code, 1);
     assert!(err.contains("score"), "{err}");
 }
+
+fn features(name: &str) -> retraind::data::Table {
+    let df = frame(name);
+    let numerical = [
+        "distance_from_office",
+        "gas_price_per_litre",
+        "public_transportation_cost",
+        "tenure",
+    ]
+    .iter()
+    .map(|c| (c.to_string(), floats(&df, c)))
+    .collect();
+    let categorical = ["salary_range", "wfh_prev_workday", "workday"]
+        .iter()
+        .map(|c| (c.to_string(), strings(&df, c)))
+        .collect();
+    retraind::data::Table::from_columns(numerical, categorical)
+}
+
+/// Multivariate drift: NannyML's data reconstruction error on its binary dataset's seven
+/// features (four numerical, three categorical), every chunk, within 1e-6.
+#[test]
+fn reconstruction_error_equals_nannyml_on_every_chunk() {
+    use retraind::drift::reconstruction::Reconstruction;
+    let path = fixtures().join("out/drc_binary.json");
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let r =
+        Reconstruction::fit(&features("binary_features_reference.parquet"), 0.65, 20_000).unwrap();
+    assert_eq!(
+        r.kept(),
+        fixture["pca"]["n_components_"].as_u64().unwrap() as usize
+    );
+    let analysis = r
+        .calculate(&features("binary_features_analysis.parquet"))
+        .unwrap();
+    let (mut misses, mut worst) = (Vec::new(), 0.0f64);
+    for (period, ours) in [("reference", &r.reference), ("analysis", &analysis)] {
+        let theirs: Vec<&Value> = fixture["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["period"] == period)
+            .collect();
+        assert_eq!(ours.len(), theirs.len());
+        for (o, t) in ours.iter().zip(theirs) {
+            let t = &t["reconstruction_error"];
+            let at = |f: &str| format!("{period} {} {f}", o.key);
+            same(
+                &at("value"),
+                Some(o.value),
+                &t["value"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("sampling_error"),
+                Some(o.sampling_error),
+                &t["sampling_error"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("upper"),
+                Some(o.upper),
+                &t["upper_confidence_boundary"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("lower"),
+                Some(o.lower),
+                &t["lower_confidence_boundary"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("upper_threshold"),
+                o.upper_threshold,
+                &t["upper_threshold"],
+                &mut misses,
+                &mut worst,
+            );
+            same(
+                &at("lower_threshold"),
+                o.lower_threshold,
+                &t["lower_threshold"],
+                &mut misses,
+                &mut worst,
+            );
+            if Some(o.alert) != t["alert"].as_bool() {
+                misses.push(format!(
+                    "{}: ours {}, NannyML {}",
+                    at("alert"),
+                    o.alert,
+                    t["alert"]
+                ));
+            }
+        }
+    }
+    assert!(misses.is_empty(), "{}", misses.join("\n"));
+    eprintln!("reconstruction: largest difference {worst:.3e}");
+    let values: Vec<f64> = analysis.iter().map(|c| c.value).collect();
+    assert_eq!(
+        analysis.iter().map(|c| c.alert).collect::<Vec<_>>(),
+        [false, true, true],
+        "{values:?}"
+    );
+}
