@@ -89,14 +89,19 @@ fn same(what: &str, ours: Option<f64>, theirs: &Value, misses: &mut Vec<String>,
     }
 }
 
-/// Every chunk and metric of ours against the fixture's; returns the largest difference.
-fn compare(ours: &[ChunkEstimate], period: &str, fixture: &Value, metrics: &[CbpeMetric]) -> f64 {
-    let theirs: Vec<&Value> = fixture["chunks"]
+/// The fixture's chunks of `period` (reference or analysis), in order.
+fn chunks_of<'a>(fixture: &'a Value, period: &str) -> Vec<&'a Value> {
+    fixture["chunks"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|c| c["period"] == period)
-        .collect();
+        .collect()
+}
+
+/// Every chunk and metric of ours against the fixture's; returns the largest difference.
+fn compare(ours: &[ChunkEstimate], period: &str, fixture: &Value, metrics: &[CbpeMetric]) -> f64 {
+    let theirs = chunks_of(fixture, period);
     assert_eq!(ours.len(), theirs.len(), "{period}: chunks");
     let (mut misses, mut worst) = (Vec::new(), 0.0f64);
     for (o, t) in ours.iter().zip(theirs) {
@@ -247,12 +252,7 @@ fn retraind_estimate_prints_nannyml_numbers_for_two_files() {
     assert_eq!(code, 3, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let fixture = expected("cbpe_binary.json");
-    let theirs: Vec<&Value> = fixture["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["period"] == "analysis")
-        .collect();
+    let theirs = chunks_of(&fixture, "analysis");
     let chunks = report["chunks"].as_array().unwrap();
     assert_eq!(chunks.len(), 3);
     for (o, t) in chunks.iter().zip(theirs) {
@@ -318,12 +318,7 @@ fn reconstruction_error_equals_nannyml_on_every_chunk() {
         .unwrap();
     let (mut misses, mut worst) = (Vec::new(), 0.0f64);
     for (period, ours) in [("reference", &r.reference), ("analysis", &analysis)] {
-        let theirs: Vec<&Value> = fixture["chunks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["period"] == period)
-            .collect();
+        let theirs = chunks_of(&fixture, period);
         assert_eq!(ours.len(), theirs.len());
         for (o, t) in ours.iter().zip(theirs) {
             let t = &t["reconstruction_error"];
