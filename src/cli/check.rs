@@ -37,6 +37,17 @@ pub struct CheckArgs {
     /// Below this many rows in either file the result is insufficient data.
     #[arg(long, default_value_t = 50)]
     pub min_rows: usize,
+    /// Also test for multivariate drift: the data reconstruction error (as NannyML computes
+    /// it) of the current file's chunks against the reference's chunks of the same size.
+    #[arg(long)]
+    pub multivariate: bool,
+    /// Rows per chunk for --multivariate (default: the current file is one chunk; the
+    /// reference must hold at least two chunks for thresholds).
+    #[arg(long)]
+    pub chunk_size: Option<usize>,
+    /// Share of the reference's variance the kept components explain (--multivariate).
+    #[arg(long, default_value_t = crate::drift::reconstruction::DEFAULT_VARIANCE)]
+    pub variance: f64,
     #[arg(long, value_enum, default_value = "text")]
     pub format: CheckFormat,
     /// Write the report here instead of standard output.
@@ -62,6 +73,9 @@ pub struct CheckReport {
     pub dataset: crate::drift::DatasetDrift,
     pub insufficient_data: bool,
     pub quality: crate::quality::QualityReport,
+    /// With `--multivariate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<crate::drift::reconstruction::MultivariateDrift>,
 }
 
 /// Run the standalone check: load both files, the quality gate, the drift tests.
@@ -121,6 +135,18 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         ..DriftConfig::default()
     };
     let drift = crate::drift::detect(&reference, &current, &config, args.min_rows);
+    let multivariate = if args.multivariate {
+        let size = args.chunk_size.unwrap_or(current.rows).max(1);
+        progress(&format!("multivariate: chunks of {size} rows"));
+        Some(crate::drift::reconstruction::Reconstruction::detect(
+            &reference,
+            &current,
+            args.variance,
+            size,
+        )?)
+    } else {
+        None
+    };
     Ok(CheckReport {
         reference: reference.fingerprint.clone(),
         current: current.fingerprint.clone(),
@@ -128,6 +154,7 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         dataset: drift.dataset,
         insufficient_data: drift.insufficient_data,
         quality,
+        multivariate,
     })
 }
 
@@ -188,10 +215,44 @@ fn render_check_text(r: &CheckReport) -> String {
             ""
         }
     );
+    if let Some(m) = &r.multivariate {
+        multivariate_text(&mut out, m);
+    }
     for f in &r.quality.findings {
         let _ = writeln!(out, "quality {:?}: {}", f.severity, f.message);
     }
     out
+}
+
+fn multivariate_text(out: &mut String, m: &crate::drift::reconstruction::MultivariateDrift) {
+    use std::fmt::Write as _;
+    let bound = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    let _ = writeln!(
+        out,
+        "multivariate: {} ({} components explain {:.0}% of the reference; reconstruction error thresholds [{}, {}]{})",
+        if m.drifted { "DRIFT" } else { "no drift" },
+        m.components,
+        m.explained * 100.0,
+        bound(m.lower_threshold),
+        bound(m.upper_threshold),
+        if m.upper_threshold.is_none() {
+            "; none: the reference holds fewer than two chunks, pass --chunk-size"
+        } else {
+            ""
+        }
+    );
+    for c in &m.chunks {
+        let _ = writeln!(
+            out,
+            "  chunk {} ({} rows): error {:.4} [{:.4}, {:.4}]{}",
+            c.key,
+            c.rows.len(),
+            c.value,
+            c.lower,
+            c.upper,
+            if c.alert { "  DRIFT" } else { "" }
+        );
+    }
 }
 
 pub(super) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -224,7 +285,7 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if !report.quality.passed {
         ExitCode::from(4)
-    } else if report.dataset.drifted {
+    } else if report.dataset.drifted || report.multivariate.as_ref().is_some_and(|m| m.drifted) {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS

@@ -58,6 +58,21 @@ pub struct ChunkError {
     pub alert: bool,
 }
 
+/// A multivariate drift result, as reported (`retraind check --multivariate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultivariateDrift {
+    /// Principal components kept, and the share of the reference's variance they explain.
+    pub components: usize,
+    pub explained: f64,
+    pub lower_threshold: Option<f64>,
+    pub upper_threshold: Option<f64>,
+    /// The reference's own chunks, which set the thresholds.
+    pub reference: Vec<ChunkError>,
+    pub chunks: Vec<ChunkError>,
+    /// Any chunk outside the thresholds.
+    pub drifted: bool,
+}
+
 /// Why a reconstruction could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReconstructionError {
@@ -154,6 +169,26 @@ impl Reconstruction {
         }
         fitted.reference = fitted.calculate(reference)?;
         Ok(fitted)
+    }
+
+    /// Fit on `reference` and judge every chunk of `current`.
+    pub fn detect(
+        reference: &Table,
+        current: &Table,
+        variance: f64,
+        chunk_size: usize,
+    ) -> Result<MultivariateDrift, ReconstructionError> {
+        let r = Reconstruction::fit(reference, variance, chunk_size)?;
+        let chunks = r.calculate(current)?;
+        Ok(MultivariateDrift {
+            components: r.kept(),
+            explained: r.explained,
+            lower_threshold: r.lower_threshold,
+            upper_threshold: r.upper_threshold,
+            drifted: chunks.iter().any(|c| c.alert),
+            reference: r.reference,
+            chunks,
+        })
     }
 
     /// The number of kept components.

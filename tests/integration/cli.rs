@@ -268,3 +268,72 @@ fn the_demo_retrains_on_the_drifted_day_only_and_rolls_back_a_bad_model() {
     assert_eq!(lines.count(), 3000);
     assert!(err.contains("accuracy 0.9"), "{err}");
 }
+
+/// `check --multivariate`: a correlation that flips while every column keeps its
+/// distribution is invisible to the per-feature tests and flagged by the reconstruction
+/// error (exit 3); the same correlation is not.
+#[test]
+fn check_multivariate_sees_a_flipped_correlation_the_feature_tests_miss() {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, seed: u64, rows: usize, rho: f64| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut text = String::from("x1,x2,x3\n");
+        for _ in 0..rows {
+            let (a, b, c): (f64, f64, f64) = (
+                rng.sample(StandardNormal),
+                rng.sample(StandardNormal),
+                rng.sample(StandardNormal),
+            );
+            let x2 = rho * a + (1.0 - rho * rho).sqrt() * b;
+            text.push_str(&format!("{a},{x2},{c}\n"));
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let reference = write("r.csv", 1, 20_000, 0.8);
+    let same = write("s.csv", 2, 2_000, 0.8);
+    let flipped = write("f.csv", 3, 2_000, -0.8);
+    let run = |current: &std::path::Path| {
+        retraind(&[
+            "check",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--current",
+            current.to_str().unwrap(),
+            "--multivariate",
+            "--chunk-size",
+            "2000",
+            "--format",
+            "json",
+        ])
+    };
+    let (code, out, err) = run(&flipped);
+    assert_eq!(code, 3, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dataset"]["drifted_features"], 0, "{out}");
+    assert_eq!(v["multivariate"]["drifted"], true, "{out}");
+    assert_eq!(v["multivariate"]["components"], 2);
+    assert_eq!(v["multivariate"]["reference"].as_array().unwrap().len(), 10);
+    let (code, out, err) = run(&same);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["multivariate"]["drifted"], false, "{out}");
+    let (code, out, _) = retraind(&[
+        "check",
+        "--reference",
+        reference.to_str().unwrap(),
+        "--current",
+        flipped.to_str().unwrap(),
+        "--multivariate",
+        "--chunk-size",
+        "2000",
+    ]);
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("multivariate: DRIFT (2 components explain"),
+        "{out}"
+    );
+}
