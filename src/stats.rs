@@ -223,8 +223,19 @@ pub fn std_dev(x: &[f64]) -> f64 {
     if x.len() < 2 {
         return 0.0;
     }
-    let mean = x.iter().sum::<f64>() / x.len() as f64;
-    (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt()
+    mean_var(x, 1.0).1.sqrt()
+}
+
+/// Mean and variance of `x` with `ddof` degrees of freedom removed (numpy's `var(ddof=)`);
+/// NaN for an empty `x`.
+pub fn mean_var(x: &[f64], ddof: f64) -> (f64, f64) {
+    let n = x.len() as f64;
+    if x.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = x.iter().sum::<f64>() / n;
+    let ss: f64 = x.iter().map(|v| (v - mean) * (v - mean)).sum();
+    (mean, ss / (n - ddof))
 }
 
 /// The finite values of `x`, sorted.

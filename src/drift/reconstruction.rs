@@ -160,14 +160,19 @@ impl Reconstruction {
             chunk_size,
             reference: Vec::new(),
         };
-        let reference_chunks = fitted.calculate(reference)?;
+        let mut reference_chunks = fitted.calculate(reference)?;
         let values: Vec<f64> = reference_chunks.iter().map(|c| c.value).collect();
         if values.len() >= 2 {
             let (mean, sd) = mean_sd(&values, 0.0);
             fitted.lower_threshold = Some(mean - 3.0 * sd).filter(|l| *l > 0.0);
             fitted.upper_threshold = Some(mean + 3.0 * sd);
         }
-        fitted.reference = fitted.calculate(reference)?;
+        for c in &mut reference_chunks {
+            c.lower_threshold = fitted.lower_threshold;
+            c.upper_threshold = fitted.upper_threshold;
+            c.alert = fitted.outside(c.value);
+        }
+        fitted.reference = reference_chunks;
         Ok(fitted)
     }
 
@@ -224,6 +229,13 @@ impl Reconstruction {
             .collect())
     }
 
+    /// Whether a chunk's `value` is outside the thresholds (a missing one is no limit).
+    fn outside(&self, value: f64) -> bool {
+        let lo = self.lower_threshold.unwrap_or(f64::NEG_INFINITY);
+        let hi = self.upper_threshold.unwrap_or(f64::INFINITY);
+        !(lo < value && value < hi)
+    }
+
     /// The reconstruction error of each chunk of `data`.
     pub fn calculate(&self, data: &Table) -> Result<Vec<ChunkError>, ReconstructionError> {
         let errors = self.errors(data)?;
@@ -232,10 +244,6 @@ impl Reconstruction {
             .map(|r| {
                 let (value, sd) = mean_sd(&errors[r.clone()], 1.0);
                 let se = sd / (r.len() as f64).sqrt();
-                let (lo, hi) = (
-                    self.lower_threshold.unwrap_or(f64::NEG_INFINITY),
-                    self.upper_threshold.unwrap_or(f64::INFINITY),
-                );
                 ChunkError {
                     key: chunks::key(&r),
                     rows: r,
@@ -245,7 +253,7 @@ impl Reconstruction {
                     upper: value + 3.0 * se,
                     lower_threshold: self.lower_threshold,
                     upper_threshold: self.upper_threshold,
-                    alert: !(lo < value && value < hi),
+                    alert: self.outside(value),
                 }
             })
             .collect())
@@ -326,13 +334,8 @@ fn standardise(columns: &[Column], raw: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
 
 /// Mean and standard deviation with `ddof` degrees of freedom removed.
 fn mean_sd(v: &[f64], ddof: f64) -> (f64, f64) {
-    let n = v.len() as f64;
-    if n == 0.0 {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = v.iter().sum::<f64>() / n;
-    let ss: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
-    (mean, (ss / (n - ddof)).sqrt())
+    let (mean, var) = crate::stats::mean_var(v, ddof);
+    (mean, var.sqrt())
 }
 
 /// The sample covariance (n - 1) of the columns `z` around `centre`.

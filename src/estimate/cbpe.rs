@@ -229,6 +229,14 @@ pub struct Thresholds {
     pub upper: Option<f64>,
 }
 
+impl Thresholds {
+    /// Whether an estimate is outside them (strictly; a missing one is no limit).
+    pub fn outside(&self, value: Option<f64>) -> bool {
+        value
+            .is_some_and(|v| self.lower.is_some_and(|l| v < l) || self.upper.is_some_and(|u| v > u))
+    }
+}
+
 /// One metric's estimate for one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
@@ -291,26 +299,32 @@ impl Cbpe {
             .iter()
             .map(|&m| (m, components(m, reference, &truth)))
             .collect();
-        let thresholds = metrics
-            .iter()
-            .map(|&m| {
-                let realized: Vec<Option<f64>> = chunks::by_size(reference.rows(), chunk_size)
-                    .iter()
-                    .map(|r| realized(m, &reference.slice(r)))
-                    .collect();
-                (m, thresholds(m, &realized))
-            })
-            .collect();
         let mut cbpe = Cbpe {
             classes: reference.classes.clone(),
             decisions,
             calibrators,
             components,
-            thresholds,
+            thresholds: BTreeMap::new(),
             chunk_size,
             reference: Vec::new(),
         };
-        cbpe.reference = cbpe.estimate(reference)?;
+        // The reference's own chunks, estimated once: their realised values set the
+        // thresholds, which they are then judged against too.
+        let mut own = cbpe.estimate(reference)?;
+        for &m in metrics {
+            let realized: Vec<Option<f64>> = own
+                .iter()
+                .map(|c| c.metrics.get(&m).and_then(|e| e.realized))
+                .collect();
+            cbpe.thresholds.insert(m, thresholds(m, &realized));
+        }
+        for chunk in &mut own {
+            for (m, e) in chunk.metrics.iter_mut() {
+                e.thresholds = cbpe.thresholds.get(m).copied().unwrap_or_default();
+                e.alert = e.thresholds.outside(e.value);
+            }
+        }
+        cbpe.reference = own;
         Ok(cbpe)
     }
 
@@ -404,9 +418,7 @@ impl Cbpe {
             hi_limit.map_or(b, |h| b.min(h))
         });
         let thresholds = self.thresholds.get(&m).copied().unwrap_or_default();
-        let alert = value.is_some_and(|v| {
-            thresholds.lower.is_some_and(|l| v < l) || thresholds.upper.is_some_and(|u| v > u)
-        });
+        let alert = thresholds.outside(value);
         Estimate {
             value,
             sampling_error,
@@ -468,10 +480,9 @@ fn class_columns(p: &Predictions) -> Vec<(usize, usize)> {
 }
 
 /// Population standard deviation and variance of `xs`.
-fn std_var(xs: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let n = xs.clone().count() as f64;
-    let mean = xs.clone().sum::<f64>() / n;
-    let var = xs.map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+fn std_var(xs: impl Iterator<Item = f64>) -> (f64, f64) {
+    let values: Vec<f64> = xs.collect();
+    let (_, var) = crate::stats::mean_var(&values, 0.0);
     (var.sqrt(), var)
 }
 
