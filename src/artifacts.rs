@@ -43,6 +43,10 @@ pub fn inputs_dir(state_dir: &Path) -> PathBuf {
 /// File in a model directory holding the rows the model was trained on.
 pub const TRAINING_DATA: &str = "training-data.parquet";
 
+/// File in a model directory holding the model's answers on its gate holdout, which a
+/// label-free estimate is calibrated on.
+pub const HOLDOUT_SCORES: &str = "holdout-scores.json";
+
 /// The link that always points at the deployed champion's directory.
 pub fn current_link(state_dir: &Path, pipeline: &str) -> PathBuf {
     state_dir.join("models").join(pipeline).join("current")

@@ -71,12 +71,17 @@ pub fn decide(
             .filter(|f| f.drifted)
             .map(|f| f.describe())
             .collect();
-        reasons.push(format!(
-            "data drift in {} of {} features: {}",
-            drift.dataset.drifted_features,
-            drift.features.len(),
-            names.join(", ")
-        ));
+        if drift.dataset.drifted_features > 0 {
+            reasons.push(format!(
+                "data drift in {} of {} features: {}",
+                drift.dataset.drifted_features,
+                drift.features.len(),
+                names.join(", ")
+            ));
+        }
+        if let Some(m) = drift.multivariate.as_ref().and_then(|m| m.drifted()) {
+            reasons.push(format!("multivariate drift: {}", m.describe()));
+        }
     } else if drift.dataset.drifted {
         reasons.push(format!(
             "data drift on {drift_streak} of the {required_streak} consecutive checks drift.consecutive asks for; waiting"
@@ -112,6 +117,7 @@ mod tests {
 
     fn report(dataset_drift: bool, insufficient: bool) -> DriftReport {
         DriftReport {
+            multivariate: None,
             features: vec![],
             dataset: DatasetDrift {
                 drifted: dataset_drift,
@@ -141,6 +147,7 @@ mod tests {
             test: Test::TwoProportionZ,
             p_value: Some(if degraded { 1e-9 } else { 0.2 }),
             detail: "accuracy ...".into(),
+            estimated: None,
         }
     }
 

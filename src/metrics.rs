@@ -28,6 +28,9 @@ pub struct Metrics {
     pub drift_detected: IntGaugeVec,
     pub data_quality_failures: IntCounterVec,
     pub model_metric: GaugeVec,
+    pub model_metric_band: GaugeVec,
+    pub estimate_error: GaugeVec,
+    pub multivariate_drift: GaugeVec,
     pub degradation_detected: IntGaugeVec,
     pub approvals_pending: IntGaugeVec,
     pub approval_decisions: IntCounterVec,
@@ -133,8 +136,23 @@ const DATA_QUALITY_FAILURES: Def = Def {
 };
 const MODEL_METRIC: Def = Def {
     name: "retraind_model_metric",
-    help: "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout.",
-    labels: &["pipeline", "alias", "metric"],
+    help: "A model's latest metric: alias champion = on the last checked window (or live), candidate = on the gate's holdout; source = realised (labels), estimated (CBPE, no labels) or live (PromQL).",
+    labels: &["pipeline", "alias", "metric", "source"],
+};
+const MODEL_METRIC_BAND: Def = Def {
+    name: "retraind_model_metric_band",
+    help: "The band (±3 standard errors) of the champion's estimated metric at the last check: bound = lower or upper.",
+    labels: &["pipeline", "alias", "metric", "bound"],
+};
+const ESTIMATE_ERROR: Def = Def {
+    name: "retraind_estimate_error",
+    help: "Estimated minus realised value of the champion's metric, for the last check whose window had both.",
+    labels: &["pipeline", "metric"],
+};
+const MULTIVARIATE_DRIFT: Def = Def {
+    name: "retraind_multivariate_drift",
+    help: "Data reconstruction error at the last check: value = the worst chunk's, upper_threshold / lower_threshold = the reference chunks' mean ± 3σ.",
+    labels: &["pipeline", "kind"],
 };
 const DEGRADATION_DETECTED: Def = Def {
     name: "retraind_degradation_detected",
@@ -253,6 +271,9 @@ impl Metrics {
             drift_detected: gauge(&registry, &DRIFT_DETECTED),
             data_quality_failures: counter(&registry, &DATA_QUALITY_FAILURES),
             model_metric: float_gauge(&registry, &MODEL_METRIC),
+            model_metric_band: float_gauge(&registry, &MODEL_METRIC_BAND),
+            estimate_error: float_gauge(&registry, &ESTIMATE_ERROR),
+            multivariate_drift: float_gauge(&registry, &MULTIVARIATE_DRIFT),
             degradation_detected: gauge(&registry, &DEGRADATION_DETECTED),
             approvals_pending: gauge(&registry, &APPROVALS_PENDING),
             approval_decisions: counter(&registry, &APPROVAL_DECISIONS),
@@ -270,11 +291,34 @@ impl Metrics {
 
     /// Export a check's performance finding.
     pub fn record_performance(&self, pipeline: &str, a: &crate::performance::Assessment) {
-        use crate::performance::Status;
+        use crate::performance::{Status, Test};
+        let metric = a.metric.name();
+        let source = match (&a.estimated, a.test) {
+            (Some(_), _) => "estimated",
+            (None, Test::None) => "live",
+            _ => "realised",
+        };
         if let Some(v) = a.current {
             self.model_metric
-                .with_label_values(&[pipeline, "champion", a.metric.name()])
+                .with_label_values(&[pipeline, "champion", metric, source])
                 .set(v);
+        }
+        if let Some(e) = &a.estimated {
+            for (bound, v) in [("lower", e.lower), ("upper", e.upper)] {
+                self.model_metric_band
+                    .with_label_values(&[pipeline, "champion", metric, bound])
+                    .set(v);
+            }
+            if let Some(r) = e.realised {
+                self.model_metric
+                    .with_label_values(&[pipeline, "champion", metric, "realised"])
+                    .set(r);
+            }
+            if let Some(err) = a.current.and_then(|v| e.error(v)) {
+                self.estimate_error
+                    .with_label_values(&[pipeline, metric])
+                    .set(err);
+            }
         }
         let flag = match a.status {
             Status::Degraded => 1,
@@ -313,6 +357,26 @@ impl Metrics {
         self.drift_detected
             .with_label_values(&[pipeline])
             .set(i64::from(report.dataset.drifted));
+        if let Some(crate::drift::Multivariate::Measured(m)) = &report.multivariate {
+            let worst = m.chunks.iter().map(|c| c.value).fold(f64::NAN, f64::max);
+            for (kind, v) in [
+                ("value", Some(worst)),
+                ("upper_threshold", m.upper_threshold),
+                ("lower_threshold", m.lower_threshold),
+            ] {
+                match v.filter(|v| v.is_finite()) {
+                    Some(v) => self
+                        .multivariate_drift
+                        .with_label_values(&[pipeline, kind])
+                        .set(v),
+                    None => {
+                        let _ = self
+                            .multivariate_drift
+                            .remove_label_values(&[pipeline, kind]);
+                    }
+                }
+            }
+        }
     }
 
     /// Make every series of a pipeline exist from the start (zero-valued), so dashboards and

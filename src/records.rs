@@ -34,6 +34,9 @@ pub struct CheckReport {
     pub drift: DriftReport,
     pub performance: Option<Assessment>,
     pub decision: Decision,
+    /// The label-free estimate behind `performance`, when the metric was estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::EstimateReport>,
 }
 
 /// What the load step read: the column roles, both inputs' fingerprints (every later step
@@ -323,12 +326,14 @@ pub enum EventKind {
     ResumedAutomation,
     /// An MLflow mirror call failed.
     Mlflow,
+    /// An earlier check's estimate met its labels; the message compares the two.
+    EstimateSettled,
     /// A kind this release does not know (written by a newer one).
     Other(String),
 }
 
 impl EventKind {
-    const KNOWN: [EventKind; 20] = [
+    const KNOWN: [EventKind; 21] = [
         EventKind::Resumed,
         EventKind::RetrainStarted,
         EventKind::RemoteRun,
@@ -349,6 +354,7 @@ impl EventKind {
         EventKind::Paused,
         EventKind::ResumedAutomation,
         EventKind::Mlflow,
+        EventKind::EstimateSettled,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -373,6 +379,7 @@ impl EventKind {
             EventKind::Paused => "paused",
             EventKind::ResumedAutomation => "resumed_automation",
             EventKind::Mlflow => "mlflow",
+            EventKind::EstimateSettled => "estimate_settled",
             EventKind::Other(kind) => kind,
         }
     }

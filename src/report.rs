@@ -139,7 +139,7 @@ impl From<&CheckReport> for Report {
             dataset: Some(r.drift.dataset.clone()),
             quality: Some(r.quality.clone()),
             performance: r.performance.clone(),
-            estimate: None,
+            estimate: r.estimate.clone(),
         }
     }
 }
@@ -358,6 +358,19 @@ fn performance_html(html: &mut String, perf: &Assessment) {
         },
         escape(&perf.detail)
     );
+    if let Some(e) = &perf.estimated {
+        let _ = write!(
+            html,
+            "<table><tr><th>estimated ({})</th><th>band (±3 SE)</th><th>rows</th><th>realised</th><th>estimate − realised</th></tr><tr><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td></tr></table><p>The realised value is filled in when the window's labels arrive (at least performance.min_labels of them).</p>",
+            escape(&e.method),
+            number(perf.current),
+            number(Some(e.lower)),
+            number(Some(e.upper)),
+            e.rows,
+            number(e.realised),
+            number(perf.current.and_then(|v| e.error(v))),
+        );
+    }
 }
 
 /// Every feature, drifted first, with its histogram.

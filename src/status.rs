@@ -68,6 +68,50 @@ pub struct CycleSummary {
     pub resumes: i64,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The champion's metric as estimated without labels, and realised once they came
+    /// (`history` only; absent when the cycle's check did not estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<EstimateSummary>,
+}
+
+/// A check's estimate of the champion's metric beside the realised value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EstimateSummary {
+    pub metric: Metric,
+    pub estimated: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub realised: Option<f64>,
+}
+
+impl EstimateSummary {
+    /// The estimate in a stored check report, if its metric was estimated.
+    pub fn of(report: &records::CheckReport) -> Option<EstimateSummary> {
+        let perf = report.performance.as_ref()?;
+        let e = perf.estimated.as_ref()?;
+        Some(EstimateSummary {
+            metric: perf.metric,
+            estimated: perf.current?,
+            lower: e.lower,
+            upper: e.upper,
+            realised: e.realised,
+        })
+    }
+
+    /// In words, for `history`'s text.
+    pub fn describe(&self) -> String {
+        let realised = self.realised.map_or_else(
+            || "labels not yet in".to_string(),
+            |r| format!("realised {r:.4}"),
+        );
+        format!(
+            "estimated {} {:.4} [{:.4}, {:.4}], {realised}",
+            self.metric.name(),
+            self.estimated,
+            self.lower,
+            self.upper
+        )
+    }
 }
 
 impl From<&CycleRow> for CycleSummary {
@@ -84,6 +128,7 @@ impl From<&CycleRow> for CycleSummary {
             resumes: c.resumes,
             created_at: c.created_at,
             finished_at: c.finished_at,
+            estimate: None,
         }
     }
 }

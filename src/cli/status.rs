@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::{Format, open_store};
 use crate::config::Config;
+use crate::records::CheckReport;
 use crate::status;
 
 pub(super) async fn status(config_path: &Path, format: Format) -> anyhow::Result<ExitCode> {
@@ -62,12 +63,18 @@ pub(super) async fn history(
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let store = open_store(&config).await?;
-    let rows: Vec<status::CycleSummary> = store
+    let mut rows: Vec<status::CycleSummary> = store
         .cycles(pipeline, limit.clamp(1, 10_000))
         .await?
         .iter()
         .map(status::CycleSummary::from)
         .collect();
+    for row in &mut rows {
+        let report = store.report(row.id).await?;
+        row.estimate = report
+            .and_then(|body| serde_json::from_value::<CheckReport>(body).ok())
+            .and_then(|r| status::EstimateSummary::of(&r));
+    }
     match format {
         Format::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
@@ -89,6 +96,9 @@ pub(super) async fn history(
                     c.outcome.map(|o| o.as_str()).unwrap_or("-"),
                     c.reason.as_deref().unwrap_or("")
                 );
+                if let Some(e) = &c.estimate {
+                    out!("{:>6}  {}", "", e.describe());
+                }
             }
         }
     }

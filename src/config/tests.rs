@@ -275,3 +275,48 @@ fn relative_paths_resolve_against_the_config_folder_even_from_a_bare_file_name()
         cwd.join("live.csv").display().to_string()
     );
 }
+
+#[test]
+fn estimates_and_the_multivariate_rule_are_checked_with_their_paths() {
+    std::fs::write(std::env::temp_dir().join("estimates-ref.csv"), "a,b\n1,2\n").unwrap();
+    let base = "[[pipeline]]\nname='p'\n[pipeline.data]\nreference='estimates-ref.csv'\ncurrent='{date}.csv'\n";
+    let p = problems(&format!(
+        "{base}[pipeline.performance]\nsource='estimated'\nmetric='f1_weighted'\n[pipeline.drift]\nmultivariate_variance=0.5\n"
+    ));
+    let found: Vec<(&str, &str)> = p
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].0.ends_with("drift.multivariate_variance")
+            || found[1].0.ends_with("drift.multivariate_variance"),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(k, m)| k.ends_with("performance.metric") && m.contains("cannot be estimated")),
+        "{found:?}"
+    );
+    let regression = base.replace("name='p'\n", "name='p'\ntask='regression'\n");
+    let p = problems(&format!(
+        "{regression}[pipeline.performance]\nestimate_when_unlabelled=true\n[pipeline.drift]\nmultivariate=true\nmultivariate_variance=1.0\n"
+    ));
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "pipeline[0].drift.multivariate_variance",
+            "pipeline[0].performance.estimate_when_unlabelled"
+        ]
+    );
+    let ok = parse(&format!(
+        "{base}[pipeline.performance]\nsource='estimated'\nmetric='roc_auc'\n[pipeline.drift]\nmultivariate=true\nmultivariate_chunk_size=500\n"
+    ))
+    .unwrap();
+    let pipe = &ok.pipelines[0];
+    assert!(pipe.performance.estimates(1_000_000));
+    let m = pipe.drift.multivariate.unwrap();
+    assert_eq!((m.variance, m.chunk_size(10_000, 2_000)), (0.65, 500));
+}

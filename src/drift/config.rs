@@ -25,6 +25,9 @@ pub struct RawDrift {
     pub bins: Option<i64>,
     pub critical_features: Option<Vec<String>>,
     pub consecutive: Option<i64>,
+    pub multivariate: Option<bool>,
+    pub multivariate_variance: Option<f64>,
+    pub multivariate_chunk_size: Option<i64>,
 }
 
 /// How features are tested and when the dataset drifts.
@@ -49,6 +52,32 @@ pub struct DriftConfig {
     pub critical_features: Vec<String>,
     /// Retrain on drift only after this many consecutive checks found it (1 = at once).
     pub consecutive: usize,
+    /// The data reconstruction error joins the dataset rule (`multivariate = true`).
+    pub multivariate: Option<MultivariateConfig>,
+}
+
+/// `multivariate = true`: a change in how the features move together (the data
+/// reconstruction error of the current window's chunks above the reference chunks' mean
+/// + 3σ) makes the dataset drift, like a drifted feature does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MultivariateConfig {
+    /// Share of the reference's variance the kept principal components explain.
+    pub variance: f64,
+    /// Rows per chunk; `None`: the current window's rows, at most a fifth of the
+    /// reference's (the thresholds need several reference chunks).
+    pub chunk_size: Option<usize>,
+}
+
+impl MultivariateConfig {
+    /// The fewest reference chunks the default chunk size leaves for the thresholds.
+    pub const REFERENCE_CHUNKS: usize = 5;
+
+    /// The chunk size for windows of `reference` and `current` rows.
+    pub fn chunk_size(&self, reference: usize, current: usize) -> usize {
+        self.chunk_size
+            .unwrap_or_else(|| current.min(reference / Self::REFERENCE_CHUNKS))
+            .max(1)
+    }
 }
 
 impl Default for DriftConfig {
@@ -67,6 +96,7 @@ impl Default for DriftConfig {
             bins: 10,
             critical_features: Vec::new(),
             consecutive: 1,
+            multivariate: None,
         }
     }
 }
@@ -76,6 +106,7 @@ impl DriftConfig {
     pub fn from_raw(raw: RawDrift, c: &mut Checker) -> DriftConfig {
         let d = DriftConfig::default();
         let method = c.parsed("method", raw.method.as_deref(), d.method);
+        let multivariate = multivariate(&raw, c);
         let methods = raw
             .methods
             .unwrap_or_default()
@@ -118,6 +149,48 @@ impl DriftConfig {
             bins: c.positive("bins", raw.bins, d.bins, 1000).max(2),
             critical_features: raw.critical_features.unwrap_or_default(),
             consecutive: c.positive("consecutive", raw.consecutive, d.consecutive, 365),
+            multivariate,
         }
     }
+}
+
+/// `multivariate`, `multivariate_variance`, `multivariate_chunk_size`: the latter two only
+/// with the first.
+fn multivariate(raw: &RawDrift, c: &mut Checker) -> Option<MultivariateConfig> {
+    if raw.multivariate != Some(true) {
+        for (key, set) in [
+            ("multivariate_variance", raw.multivariate_variance.is_some()),
+            (
+                "multivariate_chunk_size",
+                raw.multivariate_chunk_size.is_some(),
+            ),
+        ] {
+            if set {
+                c.problem(
+                    key,
+                    "has no effect without multivariate = true; set that too, or remove this key",
+                );
+            }
+        }
+        return None;
+    }
+    let variance = c.fraction(
+        "multivariate_variance",
+        raw.multivariate_variance,
+        super::reconstruction::DEFAULT_VARIANCE,
+        true,
+    );
+    if variance >= 1.0 {
+        c.problem(
+            "multivariate_variance",
+            "1 keeps every component, so nothing is ever lost in the reconstruction; use a share below 1 (default 0.65)",
+        );
+    }
+    let chunk_size = raw
+        .multivariate_chunk_size
+        .map(|n| c.positive("multivariate_chunk_size", Some(n), 1, i64::from(u32::MAX)));
+    Some(MultivariateConfig {
+        variance,
+        chunk_size,
+    })
 }

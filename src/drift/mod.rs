@@ -23,7 +23,7 @@ use crate::stats::{self, Correction, PMethod};
 
 mod config;
 pub mod reconstruction;
-pub use config::{DriftConfig, RawDrift};
+pub use config::{DriftConfig, MultivariateConfig, RawDrift};
 
 /// A drift method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +239,29 @@ pub struct DriftReport {
     /// Fewer rows than `min_rows` in either window: no conclusion either way.
     pub insufficient_data: bool,
     pub alpha: f64,
+    /// The data reconstruction error, when `multivariate = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<Multivariate>,
+}
+
+/// The multivariate test's outcome in a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Multivariate {
+    Measured(reconstruction::MultivariateDrift),
+    /// It could not be computed (fewer than two features, a column missing): why. The
+    /// per-feature tests still decide.
+    Failed(String),
+}
+
+impl Multivariate {
+    /// The measured result, when it drifted.
+    pub fn drifted(&self) -> Option<&reconstruction::MultivariateDrift> {
+        match self {
+            Multivariate::Measured(m) if m.drifted => Some(m),
+            _ => None,
+        }
+    }
 }
 
 impl DriftReport {
@@ -527,8 +550,15 @@ pub fn detect(
         .filter(|f| f.drifted && config.critical_features.contains(&f.name))
         .map(|f| f.name.clone())
         .collect();
+    let multivariate = config
+        .multivariate
+        .map(|m| multivariate(reference, current, &m));
+    let multivariate_drifted =
+        !insufficient_data && multivariate.as_ref().is_some_and(|m| m.drifted().is_some());
     let dataset = DatasetDrift {
-        drifted: (drifted > 0 && share >= config.drift_share) || !critical_drifted.is_empty(),
+        drifted: (drifted > 0 && share >= config.drift_share)
+            || !critical_drifted.is_empty()
+            || multivariate_drifted,
         drifted_features: drifted,
         drifted_share: share,
         correction: config.correction,
@@ -539,6 +569,16 @@ pub fn detect(
         dataset,
         insufficient_data,
         alpha: config.alpha,
+        multivariate,
+    }
+}
+
+/// The data reconstruction error of `current`'s chunks against `reference`'s.
+fn multivariate(reference: &Table, current: &Table, m: &MultivariateConfig) -> Multivariate {
+    let size = m.chunk_size(reference.rows, current.rows);
+    match reconstruction::Reconstruction::detect(reference, current, m.variance, size) {
+        Ok(found) => Multivariate::Measured(found),
+        Err(e) => Multivariate::Failed(e.to_string()),
     }
 }
 

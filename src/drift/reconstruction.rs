@@ -73,6 +73,29 @@ pub struct MultivariateDrift {
     pub drifted: bool,
 }
 
+impl MultivariateDrift {
+    /// The worst chunk against the thresholds, in words.
+    pub fn describe(&self) -> String {
+        let worst = self
+            .chunks
+            .iter()
+            .max_by(|a, b| a.value.total_cmp(&b.value));
+        let limit = |t: Option<f64>| t.map_or("none".to_string(), |v| format!("{v:.4}"));
+        match worst {
+            Some(c) => format!(
+                "data reconstruction error {:.4} in chunk {} (reference thresholds {} – {}; {} principal components explain {:.0} % of the reference's variance)",
+                c.value,
+                c.key,
+                limit(self.lower_threshold),
+                limit(self.upper_threshold),
+                self.components,
+                self.explained * 100.0
+            ),
+            None => "no chunk to measure".to_string(),
+        }
+    }
+}
+
 /// Why a reconstruction could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReconstructionError {
@@ -499,5 +522,51 @@ mod tests {
         // 6 of 500 quiet days (1.2 %; the issue allows 5 %): mean ± 3σ of ten reference
         // chunks, σ estimated from those ten, is about a 2.5 % two-sided limit.
         assert_eq!(quiet, 6);
+    }
+
+    /// `multivariate = true` in the pipeline's drift rule: the flipped correlation makes the
+    /// dataset drift with no feature drifted, and the decision says why; without it the
+    /// same day is quiet. Default chunks: the day's 10,000 rows (a fifth of the reference).
+    #[test]
+    fn the_dataset_rule_takes_the_multivariate_test_when_configured() {
+        use crate::drift::{DriftConfig, Multivariate, MultivariateConfig};
+        let (reference, day) = (world(1, 50_000, 0.8), world(2, 10_000, -0.8));
+        let plain = crate::drift::detect(&reference, &day, &DriftConfig::default(), 50);
+        assert!(!plain.dataset.drifted && plain.multivariate.is_none());
+        let config = DriftConfig {
+            multivariate: Some(MultivariateConfig {
+                variance: DEFAULT_VARIANCE,
+                chunk_size: None,
+            }),
+            ..DriftConfig::default()
+        };
+        let report = crate::drift::detect(&reference, &day, &config, 50);
+        assert!(report.dataset.drifted);
+        assert_eq!(report.dataset.drifted_features, 0);
+        let Some(Multivariate::Measured(m)) = &report.multivariate else {
+            panic!("{:?}", report.multivariate);
+        };
+        assert_eq!((m.reference.len(), m.chunks.len()), (5, 1));
+        assert!(m.drifted && m.chunks[0].value > m.upper_threshold.unwrap());
+        let quality = crate::quality::QualityReport {
+            passed: true,
+            findings: vec![],
+        };
+        let d = crate::decision::decide(&quality, &report, None, true, &[], 1);
+        assert_eq!(d.verdict, crate::decision::Verdict::Retrain);
+        assert_eq!(d.reasons.len(), 1, "{:?}", d.reasons);
+        assert!(
+            d.reasons[0].starts_with("multivariate drift: data reconstruction error"),
+            "{:?}",
+            d.reasons
+        );
+        // One feature cannot be reconstructed from fewer components: the report says why
+        // and the per-feature tests decide.
+        let one = |t: &Table| Table::from_columns(vec![t.numerical[0].clone()], vec![]);
+        let report = crate::drift::detect(&one(&reference), &one(&day), &config, 50);
+        assert!(!report.dataset.drifted);
+        assert!(
+            matches!(report.multivariate, Some(Multivariate::Failed(ref why)) if why.contains("at least 2 feature columns"))
+        );
     }
 }

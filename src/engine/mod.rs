@@ -23,6 +23,7 @@ pub mod actions;
 mod context;
 mod driver;
 mod errors;
+pub mod estimation;
 pub mod history;
 mod mirror;
 mod notices;

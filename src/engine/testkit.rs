@@ -111,6 +111,22 @@ impl Kit {
         crate::demo::generate(&path, rows, regime, seed).unwrap();
     }
 
+    /// Write the day's window as the CSV `text`.
+    pub fn write_today_text(&self, text: &str) {
+        let path = self.dir.path().join(format!("data/{}.csv", self.date));
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A fresh draw of `rows` rows of `regime` as CSV text (header first).
+    pub fn draw(&self, regime: Regime, rows: usize) -> String {
+        let seed = self.seed.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.path().join(format!("data/draw-{seed}.csv"));
+        crate::demo::generate(&path, rows, regime, seed).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(path).unwrap();
+        text
+    }
+
     /// A new cycle of `p`, scheduled.
     pub async fn new_cycle(&self) -> CycleRow {
         let now = chrono::Utc::now();

@@ -23,6 +23,7 @@ pub struct RawPerformance {
     pub prometheus_url: Option<String>,
     pub query: Option<String>,
     pub query_timeout: Option<String>,
+    pub estimate_when_unlabelled: Option<bool>,
 }
 
 /// Where the performance check gets predictions or values from.
@@ -35,6 +36,10 @@ pub enum PerformanceSource {
     PredictionColumn,
     /// An instant PromQL query (e.g. a serving system's accuracy gauge).
     Prometheus,
+    /// Estimate the champion's metric without labels (CBPE): the champion scores the whole
+    /// window and its probabilities, calibrated on its holdout, give the estimate and band.
+    /// Where the window has `min_labels` labelled rows the realised value is reported beside.
+    Estimated,
 }
 
 /// An instant PromQL query for the live metric.
@@ -54,6 +59,10 @@ pub struct PerformanceConfig {
     /// A fixed baseline instead of the champion's stored evaluation.
     pub baseline: Option<f64>,
     pub prometheus: Option<PrometheusQuery>,
+    /// With `source = "model"` or `"prediction_column"`: estimate (as `"estimated"` does)
+    /// while the window has fewer than `min_labels` labelled rows, instead of reporting
+    /// `insufficient_labels`.
+    pub estimate_when_unlabelled: bool,
 }
 
 impl Rule {
@@ -81,7 +90,14 @@ impl PerformanceConfig {
             positive_class: None,
             baseline: None,
             prometheus: None,
+            estimate_when_unlabelled: false,
         }
+    }
+
+    /// Whether this check estimates the metric for a window with `labelled` labelled rows.
+    pub fn estimates(&self, labelled: usize) -> bool {
+        self.source == PerformanceSource::Estimated
+            || (self.estimate_when_unlabelled && labelled < self.rule.min_labels)
     }
 
     /// Validate `raw` (the checker is at `pipeline[i].performance`). `has_prediction`: the
@@ -101,14 +117,17 @@ impl PerformanceConfig {
                 "model" => Some(PerformanceSource::Model),
                 "prediction_column" => Some(PerformanceSource::PredictionColumn),
                 "prometheus" => Some(PerformanceSource::Prometheus),
+                "estimated" => Some(PerformanceSource::Estimated),
                 _ => None,
             },
-            |w| format!("`{w}` is not a source; use \"model\" (score the champion, default), \"prediction_column\" or \"prometheus\""),
+            |w| format!("`{w}` is not a source; use \"model\" (score the champion, default), \"prediction_column\", \"prometheus\" or \"estimated\""),
         );
         // The served predictions (a column, a PromQL value) may be judged by any metric;
         // scoring the champion gives what its task's models give.
         let metric = metric_for(c, "metric", &raw.metric, task, true);
         check_source(c, &raw, source, metric, task, has_prediction);
+        let estimate_when_unlabelled = raw.estimate_when_unlabelled.unwrap_or(false);
+        check_estimate(c, source, estimate_when_unlabelled, metric, task);
         let prometheus = prometheus_query(c, &raw, source);
         let baseline = raw
             .baseline
@@ -141,7 +160,50 @@ impl PerformanceConfig {
             positive_class: raw.positive_class,
             baseline,
             prometheus,
+            estimate_when_unlabelled,
         }
+    }
+}
+
+/// An estimate needs a classifier, a metric CBPE estimates, and labels to fall back from.
+fn check_estimate(
+    c: &mut Checker,
+    source: PerformanceSource,
+    when_unlabelled: bool,
+    metric: Metric,
+    task: Task,
+) {
+    let key = match (source, when_unlabelled) {
+        (PerformanceSource::Estimated, _) => "source",
+        (PerformanceSource::Prometheus, true) => {
+            c.problem(
+                "estimate_when_unlabelled",
+                "a live metric from Prometheus needs no labels; remove estimate_when_unlabelled or use source = \"model\"",
+            );
+            return;
+        }
+        (_, true) => "estimate_when_unlabelled",
+        (_, false) => return,
+    };
+    if task != Task::Classification {
+        c.problem(
+            key,
+            "performance is estimated for classifiers only (CBPE); a regressor's check needs labels",
+        );
+    } else if metric.estimable().is_none() {
+        let names: Vec<&str> = Metric::ALL
+            .into_iter()
+            .filter(|m| m.estimable().is_some())
+            .map(Metric::name)
+            .collect();
+        c.problem(
+            "metric",
+            format!(
+                "{} cannot be estimated without labels; with an estimate use {}",
+                metric.name(),
+                names.join(", ")
+            ),
+        );
     }
 }
 

@@ -15,7 +15,9 @@
 //! Fewer than `min_labels` labelled rows is `insufficient_labels`; a missing baseline or an
 //! unreachable live metric is `unknown`. Neither is ever reported as healthy. Pure.
 
+mod estimated;
 pub mod paired;
+pub use estimated::{Band, Estimated, assess_estimate};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{Rng, SeedableRng};
@@ -462,6 +464,8 @@ pub enum Test {
     Bootstrap,
     /// A live metric carries no sample size: the threshold alone decides.
     None,
+    /// No labels: the band of a label-free estimate decides.
+    Estimated,
 }
 
 /// Settings of the degradation rule.
@@ -494,6 +498,9 @@ pub struct Assessment {
     pub test: Test,
     pub p_value: Option<f64>,
     pub detail: String,
+    /// The estimate behind `current` when it was estimated without labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<Estimated>,
 }
 
 impl Assessment {
@@ -508,6 +515,7 @@ impl Assessment {
             test: Test::None,
             p_value: None,
             detail: detail.into(),
+            estimated: None,
         }
     }
 
@@ -574,22 +582,27 @@ pub fn proportion_test(
     (test, 1.0 - normal.cdf(z))
 }
 
+/// Fewer than `min_labels` labelled rows: no verdict, and never "healthy".
+pub fn insufficient_labels(rule: &Rule, labels: usize) -> Assessment {
+    Assessment {
+        status: Status::InsufficientLabels,
+        ..Assessment::unknown(
+            rule.metric,
+            labels,
+            format!(
+                "{labels} labelled rows, fewer than performance.min_labels = {}",
+                rule.min_labels
+            ),
+        )
+    }
+}
+
 /// Assess a labelled window against a baseline.
 pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u64) -> Assessment {
     let labels = scored.labels.len();
     let metric = rule.metric;
     if labels < rule.min_labels {
-        return Assessment {
-            status: Status::InsufficientLabels,
-            ..Assessment::unknown(
-                metric,
-                labels,
-                format!(
-                    "{labels} labelled rows, fewer than performance.min_labels = {}",
-                    rule.min_labels
-                ),
-            )
-        };
+        return insufficient_labels(rule, labels);
     }
     let current = match compute(metric, scored, None) {
         Ok(v) if v.value.is_finite() => v,
@@ -656,6 +669,7 @@ pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u6
             Test::OneProportionZ => "one-proportion z-test",
             Test::Bootstrap => "bootstrap",
             Test::None => "no test",
+            Test::Estimated => "estimate's band",
         },
         p,
         match status {
@@ -674,6 +688,7 @@ pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u6
         test,
         p_value: Some(p),
         detail,
+        estimated: None,
     }
 }
 
@@ -708,6 +723,7 @@ pub fn assess_live(rule: &Rule, current: f64, baseline: Option<Baseline>) -> Ass
             base.value,
             if beyond { "degraded" } else { "healthy" }
         ),
+        estimated: None,
     }
 }
 

@@ -257,14 +257,23 @@ pub fn score(
 ) -> Result<crate::performance::Scored, TrainError> {
     let labels = table.target.clone().unwrap_or_default();
     let p = model.predict_scored(table)?;
+    Ok(scored(&p, labels, positive))
+}
+
+/// `labels` with what a model answered for them (see [`score`]).
+pub fn scored(
+    p: &Predictions,
+    labels: Vec<String>,
+    positive: Option<&str>,
+) -> crate::performance::Scored {
     let positive = crate::performance::positive_class(positive, &labels, &p.classes);
     let positive_scores = positive.as_deref().and_then(|c| p.scores_of(c));
-    Ok(crate::performance::Scored {
+    crate::performance::Scored {
         labels,
-        predicted: p.labels,
+        predicted: p.labels.clone(),
         positive_scores,
         positive,
-    })
+    }
 }
 
 /// Load the predictor stored in a model directory, by the format its card names.

@@ -344,7 +344,7 @@ async fn a_live_metric_from_prometheus_drives_the_performance_check() {
     );
     assert!(
         metrics.contains(
-            "retraind_model_metric{alias=\"champion\",metric=\"accuracy\",pipeline=\"p1\"} 0.81"
+            "retraind_model_metric{alias=\"champion\",metric=\"accuracy\",pipeline=\"p1\",source=\"live\"} 0.81"
         ),
         "{metrics}"
     );

@@ -2,13 +2,15 @@
 //! labelled current rows the candidate did not train on); the gate judges the gate metric,
 //! its margins, slices, size and latency. Then the monotonic-quality guard on the golden set
 //! and the deploy guards: a candidate that could not be deployed is not put in front of a
-//! human. The holdout scores become the version's baselines.
+//! human. The holdout scores become the version's baselines, and a classifier's answers on
+//! the holdout are kept beside it for label-free estimates ([`HoldoutScores`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{StepResult, golden};
 use crate::cycle::{CycleState, Outcome};
+use crate::engine::estimation::HoldoutScores;
 use crate::engine::{Shared, StepContext, StepError, history, mirror, notices};
 use crate::gate::{self, Check, GateConfig, GateInput, GateResult, MetricRow, SliceScore};
 use crate::guards;
@@ -16,6 +18,7 @@ use crate::performance::{Metric, Scored};
 use crate::records::{GateDocument, ScoreKey};
 use crate::splits;
 use crate::store::{CycleUpdate, ModelVersion};
+use crate::train::Predictions;
 
 /// Both models on the holdout.
 struct Scores {
@@ -131,14 +134,25 @@ async fn score(
             task,
         );
         let holdout = labelled.take(&holdout_idx);
-        let score = |path: &str| -> Result<(Scored, f64), StepError> {
+        let labels = holdout.target.clone().unwrap_or_default();
+        let answer = |path: &str| -> Result<(Predictions, f64), StepError> {
             let m = models.load(Path::new(path))?;
             let started = std::time::Instant::now();
-            let scored = crate::train::score(&*m, &holdout, positive.as_deref())?;
+            let answers = m.predict_scored(&holdout)?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
-            Ok((scored, ms * 1000.0 / holdout.rows.max(1) as f64))
+            Ok((answers, ms * 1000.0 / holdout.rows.max(1) as f64))
         };
-        let (challenger, latency) = score(&cand_path)?;
+        let score = |path: &str| -> Result<(Scored, f64), StepError> {
+            let (answers, latency) = answer(path)?;
+            let scored = crate::train::scored(&answers, labels.clone(), positive.as_deref());
+            Ok((scored, latency))
+        };
+        let (answers, latency) = answer(&cand_path)?;
+        // What a label-free estimate of this version will be calibrated on.
+        if let Some(kept) = HoldoutScores::of(&answers, &labels) {
+            kept.save(Path::new(&cand_path))?;
+        }
+        let challenger = crate::train::scored(&answers, labels.clone(), positive.as_deref());
         let champ = champ_path
             .as_deref()
             .map(score)
@@ -202,7 +216,12 @@ async fn store_baselines(
         if let ScoreKey::Holdout(_) = key {
             ctx.metrics()
                 .model_metric
-                .with_label_values(&[ctx.cycle.pipeline.as_str(), "candidate", name.as_str()])
+                .with_label_values(&[
+                    ctx.cycle.pipeline.as_str(),
+                    "candidate",
+                    name.as_str(),
+                    "realised",
+                ])
                 .set(*value);
         }
     }

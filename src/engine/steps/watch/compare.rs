@@ -112,9 +112,14 @@ pub struct Reader {
 impl Reader {
     /// The labelled rows of `date`'s window (`None`: none labelled yet).
     pub fn labelled(&self, date: &str) -> Result<Option<Table>, StepError> {
+        Ok(self.window(date)?.labelled())
+    }
+
+    /// Every row of `date`'s window, labelled or not.
+    pub fn window(&self, date: &str) -> Result<Table, StepError> {
         let location = self.data.current_location(date)?;
         let input = source::resolve(&location, &self.cache, &self.data.s3)?;
-        Ok(data::load(&input, &self.roles, false)?.labelled())
+        Ok(data::load(&input, &self.roles, false)?)
     }
 }
 

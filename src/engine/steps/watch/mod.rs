@@ -3,9 +3,12 @@
 //! held to the previous champion's baseline, more tightly than the daily check
 //! (`deploy.watch_relative_threshold`). After `failure_limit` failed checks the pipeline is
 //! frozen and rolled back (or a human is asked, [`crate::guards::watch_action`]). A window
-//! that cannot be read or has too few labels is "unknown": neither a pass nor a failure.
+//! that cannot be read or has too few labels is "unknown": neither a pass nor a failure —
+//! unless the pipeline estimates (`performance.source = "estimated"` or
+//! `estimate_when_unlabelled`): then the new champion's label-free estimate is judged.
 
 mod compare;
+pub(crate) use compare::Reader;
 
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use crate::approval::Notice;
 use crate::artifacts;
 use crate::cycle::{CycleState, Outcome};
 use crate::engine::actions::rollback::{self, RollbackCause};
-use crate::engine::{EngineError, Shared, StepContext, StepError, notices};
+use crate::engine::{EngineError, Shared, StepContext, StepError, estimation, notices};
 use crate::guards::{self, Hold, WatchAction};
 use crate::performance::{Assessment, Baseline, PerformanceSource};
 use crate::records::EventKind;
@@ -255,14 +258,22 @@ async fn assess(
     let in_sample = trained_on.clone();
     let read = Shared::blocking(move || {
         let reader = reader?;
-        let labelled = reader.labelled(&today)?;
+        let window = reader.window(&today)?;
+        let labelled = window.labelled();
         if let Some(rows) = &labelled
             && Some(&rows.fingerprint.blake3) == in_sample.as_ref()
         {
             return Ok(Judged::InSample);
         }
+        // Too few labels and the pipeline estimates: the new champion's estimate.
+        let labels = labelled.as_ref().map_or(0, |t| t.rows);
+        if labels < p.rule.min_labels && p.estimates(labels) {
+            let (a, _) =
+                estimation::estimate_window(&p, &*models, &champ, &window, baseline, None)?;
+            return Ok(Judged::Alone(Some(a)));
+        }
         match (p.source, &previous, labelled) {
-            (PerformanceSource::Model, Some(prev), Some(rows)) => {
+            (PerformanceSource::Model | PerformanceSource::Estimated, Some(prev), Some(rows)) => {
                 compare::compare(&p, &*models, &champ, prev, &rows, &reader, dates, seed)
                     .map(Judged::Compared)
             }
