@@ -156,7 +156,7 @@ pub fn estimate_window(
 ) -> Result<(Assessment, Option<EstimateReport>), StepError> {
     let metric = perf.rule.metric;
     let unknown = |why: String| Ok((Assessment::unknown(metric, 0, why), None));
-    let Some(cbpe_metric) = metric.estimable() else {
+    let Some(cbpe_metric) = estimate::CbpeMetric::of(metric) else {
         return unknown(format!(
             "{} cannot be estimated without labels",
             metric.name()
@@ -342,6 +342,17 @@ mod tests {
             Some("c"),
         );
         assert!(bad.unwrap_err().contains("positive_class `c`"));
+    }
+
+    #[test]
+    fn the_metrics_the_config_allows_are_the_ones_cbpe_estimates() {
+        for m in crate::performance::Metric::ALL {
+            assert_eq!(
+                m.estimable(),
+                estimate::CbpeMetric::of(m).is_some(),
+                "{m:?}"
+            );
+        }
     }
 
     #[test]

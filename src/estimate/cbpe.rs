@@ -132,6 +132,18 @@ impl CbpeMetric {
         CbpeMetric::FalseNegative,
     ];
 
+    /// The CBPE estimate of a pipeline's performance metric, if there is one.
+    pub fn of(metric: crate::performance::Metric) -> Option<CbpeMetric> {
+        use crate::performance::Metric;
+        match metric {
+            Metric::Accuracy => Some(CbpeMetric::Accuracy),
+            Metric::Precision => Some(CbpeMetric::Precision),
+            Metric::Recall => Some(CbpeMetric::Recall),
+            Metric::RocAuc => Some(CbpeMetric::RocAuc),
+            Metric::F1Weighted | Metric::Rmse | Metric::Mae | Metric::R2 => None,
+        }
+    }
+
     /// NannyML's name for it.
     pub fn name(self) -> &'static str {
         match self {

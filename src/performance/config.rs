@@ -190,10 +190,10 @@ fn check_estimate(
             key,
             "performance is estimated for classifiers only (CBPE); a regressor's check needs labels",
         );
-    } else if metric.estimable().is_none() {
+    } else if !metric.estimable() {
         let names: Vec<&str> = Metric::ALL
             .into_iter()
-            .filter(|m| m.estimable().is_some())
+            .filter(|m| m.estimable())
             .map(Metric::name)
             .collect();
         c.problem(

@@ -6,13 +6,13 @@
 //! plays the part the significance test plays on labels: a small window's estimate is wide
 //! and cannot cry wolf.
 //!
-//! Which metrics can be estimated ([`Metric::estimable`]) is stated here once, for the
-//! config's validation and the engine. Pure: no I/O, no config assembly.
+//! Which metrics can be estimated ([`Metric::estimable`]) is stated here for the config's
+//! validation; `estimate::CbpeMetric::of` maps them (a test holds the two together). Pure:
+//! no I/O, no config assembly.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Assessment, Baseline, Metric, Rule, Status, Test, past, threshold};
-use crate::estimate::CbpeMetric;
 
 /// An estimate behind an assessment: the method, its band, the rows it is over, the model
 /// version it estimated and — once the window's labels exist — the realised value beside it.
@@ -42,17 +42,14 @@ impl Estimated {
 }
 
 impl Metric {
-    /// The CBPE metric that estimates this one, if any. Weighted F1 has no CBPE estimate
-    /// (NannyML's F1 is the positive class's, or a macro average); regression metrics need
-    /// DLE, which the daemon does not run.
-    pub fn estimable(self) -> Option<CbpeMetric> {
-        match self {
-            Metric::Accuracy => Some(CbpeMetric::Accuracy),
-            Metric::Precision => Some(CbpeMetric::Precision),
-            Metric::Recall => Some(CbpeMetric::Recall),
-            Metric::RocAuc => Some(CbpeMetric::RocAuc),
-            Metric::F1Weighted | Metric::Rmse | Metric::Mae | Metric::R2 => None,
-        }
+    /// Whether CBPE estimates this metric (see `estimate::CbpeMetric::of`). Weighted F1 has
+    /// no CBPE estimate (NannyML's F1 is the positive class's, or a macro average);
+    /// regression metrics need DLE, which the daemon does not run.
+    pub fn estimable(self) -> bool {
+        matches!(
+            self,
+            Metric::Accuracy | Metric::Precision | Metric::Recall | Metric::RocAuc
+        )
     }
 }
 
