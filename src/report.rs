@@ -324,7 +324,7 @@ fn estimate_html(html: &mut String, e: &EstimateReport) {
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>[{}, {}]</td><td>{}</td><td>[{}, {}]</td><td>{}</td></tr>",
-                escape(m.name()),
+                escape(m),
                 number(v.value),
                 number(v.lower),
                 number(v.upper),

@@ -1,6 +1,7 @@
-//! `retraind estimate`: a classifier's performance on data without labels, estimated from
-//! its probabilities (CBPE, equal to NannyML's), for two files — a labelled reference and
-//! the data to estimate — without a daemon or a config. Exit status: 0 every estimate
+//! `retraind estimate`: a model's performance on data without labels, for two files — a
+//! labelled reference and the data to estimate — without a daemon or a config: a
+//! classifier's from its probabilities (CBPE, equal to NannyML's), a regressor's MAE and RMSE
+//! from a nanny model of its errors (DLE, `--method dle`). Exit status: 0 every estimate
 //! inside its thresholds, 3 an estimate outside them, 1 error.
 
 use std::collections::BTreeMap;
@@ -10,10 +11,28 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use crate::data::{self, Roles, Table};
+use crate::estimate::dle::{self, Dle, RegressionRows};
 use crate::estimate::{Cbpe, CbpeMetric, EstimateReport, Predictions};
+
+/// How the performance is estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// A classifier's metrics from its probabilities (confidence-based).
+    Cbpe,
+    /// A regressor's MAE and RMSE from a nanny model of its errors (direct loss estimation).
+    Dle,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct EstimateArgs {
+    /// `cbpe` for a classifier (needs --proba), `dle` for a regressor (numeric --prediction
+    /// and --target; the nanny model learns from --features).
+    #[arg(long, value_enum, default_value = "cbpe")]
+    pub method: Method,
+    /// DLE: the feature columns the nanny model learns the errors from (default: every
+    /// column but the prediction and the target; text columns are encoded as NannyML does).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
     /// Labelled reference data with the model's predictions (CSV, Parquet or NDJSON): a
     /// path, a glob, an http(s):// URL or s3://bucket/key.
     #[arg(long)]
@@ -84,8 +103,130 @@ fn parse_proba(items: &[String]) -> anyhow::Result<Proba> {
     }
 }
 
-/// Run the estimate: read both files, fit CBPE on the reference, estimate the current data.
+/// Read `text` (a path, glob, URL or s3 key) with `roles`.
+fn read(text: &str, roles: &Roles, labelled: bool) -> anyhow::Result<Table> {
+    Ok(data::load(&input(text)?, roles, labelled)?)
+}
+
+fn input(text: &str) -> anyhow::Result<data::Input> {
+    let cache = std::env::temp_dir().join("retraind-inputs");
+    let location = crate::source::Location::parse(text, &std::env::current_dir()?)?;
+    Ok(crate::source::resolve(
+        &location,
+        &cache,
+        &crate::source::S3Config::default(),
+    )?)
+}
+
+/// Run the estimate: read both files, fit the method on the reference, estimate the
+/// current data.
 pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<EstimateReport> {
+    match args.method {
+        Method::Cbpe => run_cbpe(args),
+        Method::Dle => run_dle(args),
+    }
+}
+
+/// DLE: the reference's columns decide the features (and which are categorical).
+fn run_dle(args: &EstimateArgs) -> anyhow::Result<EstimateReport> {
+    let spec = data::RoleSpec {
+        numerical: None,
+        categorical: None,
+        target: &args.target,
+        prediction: Some(&args.prediction),
+        timestamp: None,
+        ignore: &[],
+    };
+    let (mut roles, mut reference) = data::load_inferred(&input(&args.reference)?, &spec, true)?;
+    if !args.features.is_empty() {
+        for f in &args.features {
+            if !roles.numerical.contains(f) && !roles.categorical.contains(f) {
+                bail!(
+                    "{}: --features names `{f}`, which is not a column",
+                    args.reference
+                );
+            }
+        }
+        roles.numerical.retain(|c| args.features.contains(c));
+        roles.categorical.retain(|c| args.features.contains(c));
+    }
+    reference
+        .numerical
+        .retain(|(n, _)| roles.numerical.contains(n));
+    reference
+        .categorical
+        .retain(|(n, _)| roles.categorical.contains(n));
+    let current = read(&args.current, &roles, false)?;
+    let rows = |t: &Table, source: &str, labelled: bool| -> anyhow::Result<RegressionRows> {
+        regression_rows(
+            t,
+            &reference,
+            &args.prediction,
+            &args.target,
+            source,
+            labelled,
+        )
+    };
+    let reference_rows = rows(&reference, &args.reference, true)?;
+    let current_rows = rows(&current, &args.current, false)?;
+    let chunk_size = args.chunk_size.unwrap_or(current.rows).max(1);
+    let dle = Dle::fit(&reference_rows, chunk_size)?;
+    let chunks = dle.estimate(&current_rows)?;
+    Ok(EstimateReport::dle(&dle, reference.rows, &chunks))
+}
+
+/// A regressor's rows for DLE: numeric features as they are, categorical ones encoded
+/// against the reference's categories, the prediction and the label as numbers.
+fn regression_rows(
+    t: &Table,
+    reference: &Table,
+    prediction: &str,
+    target: &str,
+    source: &str,
+    labelled: bool,
+) -> anyhow::Result<RegressionRows> {
+    let number = |v: &str, column: &str, row: usize| -> anyhow::Result<f64> {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .with_context(|| format!("{source}: row {row}: `{column}` is `{v}`, not a number; DLE estimates a regressor's errors (use --method cbpe for a classifier)"))
+    };
+    let mut features: Vec<Vec<f64>> = t.numerical.iter().map(|(_, v)| v.clone()).collect();
+    for (name, values) in &t.categorical {
+        let known = reference.categorical(name).unwrap_or_default();
+        features.push(dle::ordinal(known, values));
+    }
+    let texts = t.prediction.as_deref().unwrap_or_default();
+    let mut predicted = Vec::with_capacity(t.rows);
+    for (row, v) in texts.iter().enumerate() {
+        predicted.push(number(v, prediction, row)?);
+    }
+    let mut actual = Vec::with_capacity(t.rows);
+    match &t.target {
+        Some(labels) => {
+            for (row, v) in labels.iter().enumerate() {
+                if v.is_empty() {
+                    if labelled {
+                        bail!("{source}: row {row} has no label; the reference must be labelled");
+                    }
+                    actual.push(None);
+                } else {
+                    actual.push(Some(number(v, target, row)?));
+                }
+            }
+        }
+        None => actual.resize(t.rows, None),
+    }
+    Ok(RegressionRows {
+        features,
+        predicted,
+        actual,
+    })
+}
+
+/// CBPE: the probability columns decide the classes.
+fn run_cbpe(args: &EstimateArgs) -> anyhow::Result<EstimateReport> {
     let proba = parse_proba(&args.proba)?;
     let mut metrics = Vec::new();
     for m in &args.metrics {
@@ -101,15 +242,8 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<EstimateReport> {
         prediction: Some(args.prediction.clone()),
         timestamp: None,
     };
-    let cache = std::env::temp_dir().join("retraind-inputs");
-    let cwd = std::env::current_dir()?;
-    let read = |text: &str, labelled: bool| -> anyhow::Result<Table> {
-        let location = crate::source::Location::parse(text, &cwd)?;
-        let input = crate::source::resolve(&location, &cache, &crate::source::S3Config::default())?;
-        Ok(data::load(&input, &roles, labelled)?)
-    };
-    let reference = read(&args.reference, true)?;
-    let current = read(&args.current, false)?;
+    let reference = read(&args.reference, &roles, true)?;
+    let current = read(&args.current, &roles, false)?;
     let classes = match &proba {
         Proba::Classes(m) => m.keys().cloned().collect(),
         Proba::Binary(_) => binary_classes(&reference, args.positive.as_deref())?,
@@ -125,7 +259,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<EstimateReport> {
     let chunk_size = args.chunk_size.unwrap_or(current.rows).max(1);
     let cbpe = Cbpe::fit(&reference_p, &metrics, chunk_size)?;
     let chunks = cbpe.estimate(&current_p)?;
-    Ok(EstimateReport::cbpe(&cbpe, reference.rows, chunks))
+    Ok(EstimateReport::cbpe(&cbpe, reference.rows, &chunks))
 }
 
 /// The two classes of a binary model from the reference's labels, the positive one last.
@@ -255,7 +389,7 @@ fn render_text(r: &EstimateReport) -> String {
             let _ = writeln!(
                 out,
                 "{:<15} {:>9} {:>21} {:>9} {:>21}  {}",
-                m.name(),
+                m,
                 fmt(e.value),
                 format!("[{}, {}]", fmt(e.lower), fmt(e.upper)),
                 fmt(e.realized),

@@ -215,7 +215,7 @@ pub fn estimate_window(
     if let Some(e) = a.estimated.as_mut() {
         e.version_id = Some(champion.id);
     }
-    let report = EstimateReport::cbpe(&cbpe, holdout.labels.len(), chunks);
+    let report = EstimateReport::cbpe(&cbpe, holdout.labels.len(), &chunks);
     Ok((a, Some(report)))
 }
 

@@ -419,8 +419,28 @@ impl Cbpe {
         probs: &[Vec<f64>],
     ) -> Estimate {
         let value = estimate(m, chunk, probs).filter(|v| v.is_finite());
-        let sampling_error = comp.error(chunk.rows());
-        let (lo_limit, hi_limit) = m.limits();
+        let thresholds = self.thresholds.get(&m).copied().unwrap_or_default();
+        Estimate::new(
+            value,
+            comp.error(chunk.rows()),
+            realized(m, chunk),
+            m.limits(),
+            thresholds,
+        )
+    }
+}
+
+impl Estimate {
+    /// An estimate with its band (± [`BAND_WIDTH`] standard errors, inside the metric's
+    /// `limits`) and its alert against `thresholds`.
+    pub(super) fn new(
+        value: Option<f64>,
+        sampling_error: f64,
+        realized: Option<f64>,
+        limits: (Option<f64>, Option<f64>),
+        thresholds: Thresholds,
+    ) -> Estimate {
+        let (lo_limit, hi_limit) = limits;
         let lower = value.map(|v| {
             let b = v - BAND_WIDTH * sampling_error;
             lo_limit.map_or(b, |l| b.max(l))
@@ -429,16 +449,14 @@ impl Cbpe {
             let b = v + BAND_WIDTH * sampling_error;
             hi_limit.map_or(b, |h| b.min(h))
         });
-        let thresholds = self.thresholds.get(&m).copied().unwrap_or_default();
-        let alert = thresholds.outside(value);
         Estimate {
             value,
             sampling_error,
-            realized: realized(m, chunk),
+            realized,
             lower,
             upper,
             thresholds,
-            alert,
+            alert: thresholds.outside(value),
         }
     }
 }
@@ -757,29 +775,40 @@ fn realized(m: CbpeMetric, chunk: &Predictions) -> Option<f64> {
 /// fewer than two chunks with a value (NannyML would set both to the one value, so that any
 /// difference alerts; the spread of one chunk says nothing).
 fn thresholds(m: CbpeMetric, realized: &[Option<f64>]) -> Thresholds {
-    let values: Vec<f64> = realized
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
-    if values.len() < 2 {
-        return Thresholds::default();
-    }
-    let (sd, _) = std_var(values.iter().copied());
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let (lo_limit, hi_limit) = m.limits();
-    let mut lower = mean - 3.0 * sd;
-    let mut upper = mean + 3.0 * sd;
-    if let Some(l) = lo_limit.filter(|l| lower <= *l) {
-        lower = l;
-    }
-    if let Some(h) = hi_limit.filter(|h| upper >= *h) {
-        upper = h;
-    }
-    Thresholds {
-        lower: Some(lower),
-        upper: Some(upper),
+    Thresholds::from_reference(realized, m.limits())
+}
+
+impl Thresholds {
+    /// Mean ± 3σ of the realised values of the reference's chunks, inside `limits` (none
+    /// from fewer than two chunks).
+    pub(super) fn from_reference(
+        realized: &[Option<f64>],
+        limits: (Option<f64>, Option<f64>),
+    ) -> Thresholds {
+        let values: Vec<f64> = realized
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        if values.len() < 2 {
+            return Thresholds::default();
+        }
+        let (sd, _) = std_var(values.iter().copied());
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let (lo_limit, hi_limit) = limits;
+        let mut lower = mean - 3.0 * sd;
+        let mut upper = mean + 3.0 * sd;
+        if let Some(l) = lo_limit.filter(|l| lower <= *l) {
+            lower = l;
+        }
+        if let Some(h) = hi_limit.filter(|h| upper >= *h) {
+            upper = h;
+        }
+        Thresholds {
+            lower: Some(lower),
+            upper: Some(upper),
+        }
     }
 }
 

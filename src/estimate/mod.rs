@@ -1,9 +1,10 @@
 //! Performance estimated without labels. Labels often arrive days or weeks after the
 //! predictions; until then a degradation check that needs them is blind. This module
 //! estimates what the labels will say: CBPE ([`cbpe`]) for classifiers, from their
-//! calibrated probabilities ([`calibration`]), in chunks cut as NannyML cuts them
-//! ([`chunks`]), with numbers equal to NannyML 0.13.1's ([`numpy`] holds the ports that make
-//! the order-sensitive parts equal).
+//! calibrated probabilities ([`calibration`]); DLE ([`dle`]) for regressors, from a nanny
+//! model ([`gbm`]) that learned the monitored model's errors; in chunks cut as NannyML cuts them
+//! ([`chunks`]). CBPE's numbers equal NannyML 0.13.1's ([`numpy`] holds the ports that make
+//! the order-sensitive parts equal); DLE's nanny is not LightGBM, so its are close.
 //!
 //! Pure policy: must not do I/O, read configuration, or know about pipelines, stores or
 //! files; the engine hands it typed predictions and gets typed estimates back.
@@ -11,6 +12,8 @@
 pub mod calibration;
 pub mod cbpe;
 pub mod chunks;
+pub mod dle;
+pub mod gbm;
 pub mod numpy;
 
 pub use cbpe::{Cbpe, CbpeError, CbpeMetric, ChunkEstimate, Estimate, Predictions, Thresholds};
@@ -51,7 +54,9 @@ impl ClassCalibration {
     }
 }
 
-/// A label-free estimate, as reported (`retraind estimate --format json`, the HTML report).
+/// A label-free estimate, as reported (`retraind estimate --format json`, the HTML report):
+/// CBPE's for a classifier (`method = "cbpe"`), DLE's for a regressor (`"dle"`, no classes
+/// and no calibration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EstimateReport {
     /// `cbpe`.
@@ -61,14 +66,51 @@ pub struct EstimateReport {
     pub classes: Vec<String>,
     pub calibration: Vec<ClassCalibration>,
     /// The reference's own chunks (in-sample), which set the thresholds.
-    pub reference: Vec<ChunkEstimate>,
+    pub reference: Vec<ReportChunk>,
     /// The estimated data's chunks.
-    pub chunks: Vec<ChunkEstimate>,
+    pub chunks: Vec<ReportChunk>,
+}
+
+/// One chunk's estimates in a report, by metric name (CBPE's and DLE's alike).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportChunk {
+    /// NannyML's key, `[first:last]`.
+    pub key: String,
+    pub rows: std::ops::Range<usize>,
+    pub metrics: std::collections::BTreeMap<String, Estimate>,
+}
+
+impl From<&ChunkEstimate> for ReportChunk {
+    fn from(c: &ChunkEstimate) -> ReportChunk {
+        ReportChunk {
+            key: c.key.clone(),
+            rows: c.rows.clone(),
+            metrics: c
+                .metrics
+                .iter()
+                .map(|(m, e)| (m.name().to_string(), *e))
+                .collect(),
+        }
+    }
+}
+
+impl From<&dle::DleChunk> for ReportChunk {
+    fn from(c: &dle::DleChunk) -> ReportChunk {
+        ReportChunk {
+            key: c.key.clone(),
+            rows: c.rows.clone(),
+            metrics: c
+                .metrics
+                .iter()
+                .map(|(m, e)| (m.name().to_string(), *e))
+                .collect(),
+        }
+    }
 }
 
 impl EstimateReport {
     /// The report of `cbpe` fitted on `reference_rows` rows, for `chunks`.
-    pub fn cbpe(cbpe: &Cbpe, reference_rows: usize, chunks: Vec<ChunkEstimate>) -> EstimateReport {
+    pub fn cbpe(cbpe: &Cbpe, reference_rows: usize, chunks: &[ChunkEstimate]) -> EstimateReport {
         let classes = cbpe.classes().to_vec();
         let calibrated_class = |i: usize| {
             if classes.len() == 2 {
@@ -94,8 +136,21 @@ impl EstimateReport {
                 })
                 .collect(),
             classes,
-            reference: cbpe.reference.clone(),
-            chunks,
+            reference: cbpe.reference.iter().map(ReportChunk::from).collect(),
+            chunks: chunks.iter().map(ReportChunk::from).collect(),
+        }
+    }
+
+    /// The report of `dle` fitted on `reference_rows` rows, for `chunks`.
+    pub fn dle(dle: &dle::Dle, reference_rows: usize, chunks: &[dle::DleChunk]) -> EstimateReport {
+        EstimateReport {
+            method: "dle".into(),
+            reference_rows,
+            chunk_size: dle.chunk_size(),
+            classes: Vec::new(),
+            calibration: Vec::new(),
+            reference: dle.reference.iter().map(ReportChunk::from).collect(),
+            chunks: chunks.iter().map(ReportChunk::from).collect(),
         }
     }
 

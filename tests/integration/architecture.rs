@@ -313,7 +313,7 @@ fn policy_modules_do_no_io_and_know_nothing_of_the_daemon() {
             }
         }
     }
-    assert_eq!(checked, 27, "policy files found");
+    assert_eq!(checked, 29, "policy files found");
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 

@@ -1,6 +1,7 @@
 //! Label-free estimation against NannyML 0.13.1 itself: every chunk and metric of NannyML's
 //! CBPE on its own synthetic binary and multiclass datasets, within 1e-6, with the same
-//! calibrate-or-not decision per class. The inputs (`tests/fixtures/nannyml/inputs/`) and
+//! calibrate-or-not decision per class; DLE on its car-price dataset at least as close to
+//! the realised MAE as NannyML's own. The inputs (`tests/fixtures/nannyml/inputs/`) and
 //! NannyML's results (`out/portable/`, numpy's portable sort: see the fixtures' SPEC.md §0)
 //! come from `tests/fixtures/nannyml/generate.sh`.
 
@@ -382,5 +383,203 @@ fn reconstruction_error_equals_nannyml_on_every_chunk() {
         analysis.iter().map(|c| c.alert).collect::<Vec<_>>(),
         [false, true, true],
         "{values:?}"
+    );
+}
+
+const CAR_FEATURES: [&str; 5] = [
+    "car_age",
+    "km_driven",
+    "price_new",
+    "accident_count",
+    "door_count",
+];
+const CAR_CATEGORIES: [&str; 2] = ["fuel", "transmission"];
+
+/// The car-price dataset as DLE reads it: numeric features, then the categorical ones
+/// encoded as NannyML encodes them (1-based rank among the reference's categories).
+fn car_price(name: &str, reference: &DataFrame) -> retraind::estimate::dle::RegressionRows {
+    let df = frame(name);
+    let mut features: Vec<Vec<f64>> = CAR_FEATURES.iter().map(|c| floats(&df, c)).collect();
+    for c in CAR_CATEGORIES {
+        features.push(retraind::estimate::dle::ordinal(
+            &strings(reference, c),
+            &strings(&df, c),
+        ));
+    }
+    retraind::estimate::dle::RegressionRows {
+        features,
+        predicted: floats(&df, "y_pred"),
+        actual: floats(&df, "y_true").into_iter().map(Some).collect(),
+    }
+}
+
+/// The issue's acceptance for DLE: on NannyML's car-price dataset (chunks of 6,000 rows, 10
+/// analysis chunks) retraind's estimated MAE is at least as close to the realised MAE as
+/// NannyML's own DLE (LightGBM nanny): NannyML's worst chunk is +4.0 %, the others within
+/// ±1.8 %, the realised value inside the band in 9 of 10. The sampling errors and the
+/// thresholds' ingredients are NannyML's formulas, so they are compared too.
+#[test]
+fn dle_is_at_least_as_close_to_the_realised_mae_as_nannyml() {
+    use retraind::estimate::dle::{Dle, DleMetric};
+    let reference_frame = frame("car_price_reference.parquet");
+    let reference = car_price("car_price_reference.parquet", &reference_frame);
+    let analysis = car_price("car_price_analysis.parquet", &reference_frame);
+    let dle = Dle::fit(&reference, 6000).unwrap();
+    let chunks = dle.estimate(&analysis).unwrap();
+    assert_eq!(chunks.len(), 10);
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("out/dle_car_price.json")).unwrap(),
+    )
+    .unwrap();
+    let theirs = chunks_of(&fixture, "analysis");
+    for m in DleMetric::ALL {
+        let name = m.name();
+        let mut errors = Vec::new();
+        let mut inside = 0;
+        for (ours, theirs) in chunks.iter().zip(&theirs) {
+            let e = &ours.metrics[&m];
+            let (value, realised) = (e.value.unwrap(), e.realized.unwrap());
+            // Realised values and sampling errors are the same formulas as NannyML's.
+            assert!((realised - theirs[name]["realized"].as_f64().unwrap()).abs() < 1e-9);
+            let se = theirs[name]["sampling_error"].as_f64().unwrap();
+            assert!((e.sampling_error - se).abs() < 1e-9 * se, "{name}: {e:?}");
+            errors.push((value - realised) / realised);
+            inside += usize::from(e.lower.unwrap() <= realised && realised <= e.upper.unwrap());
+        }
+        let worst = errors.iter().copied().fold(0.0f64, |a, b| a.max(b.abs()));
+        let others = {
+            let mut sorted: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+            sorted.sort_by(f64::total_cmp);
+            sorted[8]
+        };
+        let pretty: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{:+.2}%", e * 100.0))
+            .collect();
+        eprintln!(
+            "{name}: {} | worst {:.2}%, others within {:.2}%, inside {inside}/10",
+            pretty.join(" "),
+            worst * 100.0,
+            others * 100.0
+        );
+        let nannyml = &fixture["summary"][name];
+        let their_worst = nannyml["worst_relative_error"].as_f64().unwrap().abs();
+        let their_others = nannyml["max_abs_relative_error_of_the_others"]
+            .as_f64()
+            .unwrap();
+        let their_inside = nannyml["realized_inside_confidence_band"].as_u64().unwrap() as usize;
+        if m == DleMetric::Mae {
+            assert!(
+                worst <= their_worst,
+                "{name}: worst {worst} vs NannyML's {their_worst}"
+            );
+            assert!(
+                others <= their_others,
+                "{name}: {others} vs NannyML's {their_others}"
+            );
+            assert!(
+                inside >= their_inside,
+                "{name}: {inside} vs NannyML's {their_inside}"
+            );
+        }
+        // Observed: MAE worst +3.60 %, others within 1.49 %, 9 of 10 inside (NannyML: 3.96 %,
+        // 1.81 %, 9); RMSE worst +4.34 %, others 2.21 %, 9 inside (NannyML: 4.25 %, 1.98 %,
+        // 9) — RMSE a little further than NannyML's, which the issue does not ask about.
+        let observed = match m {
+            DleMetric::Mae => (0.0360, 0.0149),
+            DleMetric::Rmse => (0.0434, 0.0221),
+        };
+        assert!((worst - observed.0).abs() < 5e-4, "{name}: worst {worst}");
+        assert!(
+            (others - observed.1).abs() < 5e-4,
+            "{name}: others {others}"
+        );
+        assert_eq!(inside, 9, "{name}");
+    }
+    // The reference's thresholds: the mean ± 3σ of its chunks' realised values, NannyML's.
+    let state = &fixture["fitted_metric_state"];
+    for (m, name) in [(DleMetric::Mae, "mae"), (DleMetric::Rmse, "rmse")] {
+        let t = dle.thresholds[&m];
+        let lower = state[name]["lower_threshold_value"].as_f64().unwrap();
+        let upper = state[name]["upper_threshold_value"].as_f64().unwrap();
+        assert!(
+            (t.lower.unwrap() - lower).abs() < 1e-9 * lower,
+            "{name}: {t:?}"
+        );
+        assert!(
+            (t.upper.unwrap() - upper).abs() < 1e-9 * upper,
+            "{name}: {t:?}"
+        );
+    }
+}
+
+/// `retraind estimate --method dle` on the car-price files: the same estimates as the
+/// library (every column but the prediction and the label is a feature; `fuel` and
+/// `transmission` are text, encoded as NannyML does), in JSON and text; a label that is not
+/// a number is refused with its row.
+#[test]
+fn retraind_estimate_dle_for_two_files() {
+    use retraind::estimate::dle::{Dle, DleMetric};
+    let inputs = fixtures().join("inputs");
+    let reference = inputs.join("car_price_reference.parquet");
+    let current = inputs.join("car_price_analysis.parquet");
+    let args = |format: &'static str| {
+        vec![
+            "estimate".to_string(),
+            "--method".into(),
+            "dle".into(),
+            "--reference".into(),
+            reference.display().to_string(),
+            "--current".into(),
+            current.display().to_string(),
+            "--prediction".into(),
+            "y_pred".into(),
+            "--target".into(),
+            "y_true".into(),
+            "--chunk-size".into(),
+            "6000".into(),
+            "--format".into(),
+            format.into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        crate::helpers::retraind(&a)
+    };
+    let (code, out, err) = run(args("json"));
+    // The later chunks' estimates leave the reference's thresholds: an alert, exit 3.
+    assert_eq!(code, 3, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["method"], "dle");
+    let chunks = report["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 10);
+    let frame_ref = frame("car_price_reference.parquet");
+    let dle = Dle::fit(&car_price("car_price_reference.parquet", &frame_ref), 6000).unwrap();
+    let ours = dle
+        .estimate(&car_price("car_price_analysis.parquet", &frame_ref))
+        .unwrap();
+    for (json, lib) in chunks.iter().zip(&ours) {
+        for m in DleMetric::ALL {
+            let a = json["metrics"][m.name()]["value"].as_f64().unwrap();
+            let b = lib.metrics[&m].value.unwrap();
+            assert!(
+                (a - b).abs() < 1e-9 * b,
+                "{} {}: {a} vs {b}",
+                m.name(),
+                json["key"]
+            );
+        }
+    }
+    let (code, out, _) = run(args("text"));
+    assert_eq!(code, 3);
+    assert!(out.contains("chunk [6000:11999] (6000 rows)"), "{out}");
+    assert!(out.contains("\nmae "), "{out}");
+    let mut bad = args("json");
+    bad[10] = "fuel".into();
+    let (code, _, err) = run(bad);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("row 0: `fuel` is `") && err.contains("not a number"),
+        "{err}"
     );
 }
