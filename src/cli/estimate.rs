@@ -197,10 +197,26 @@ fn regression_rows(
         let known = reference.categorical(name).unwrap_or_default();
         features.push(dle::ordinal(known, values));
     }
-    let texts = t.prediction.as_deref().unwrap_or_default();
+    let (predicted, actual) = answers(t, source, labelled, (prediction, target), number)?;
+    Ok(RegressionRows {
+        features,
+        predicted,
+        actual,
+    })
+}
+
+/// Each row's prediction and label (of the `(prediction, target)` columns) as `read` reads
+/// them; a missing label is `None`, refused in a reference (`labelled`).
+fn answers<T>(
+    t: &Table,
+    source: &str,
+    labelled: bool,
+    (prediction, target): (&str, &str),
+    read: impl Fn(&str, &str, usize) -> anyhow::Result<T>,
+) -> anyhow::Result<(Vec<T>, Vec<Option<T>>)> {
     let mut predicted = Vec::with_capacity(t.rows);
-    for (row, v) in texts.iter().enumerate() {
-        predicted.push(number(v, prediction, row)?);
+    for (row, v) in t.prediction.iter().flatten().enumerate() {
+        predicted.push(read(v, prediction, row)?);
     }
     let mut actual = Vec::with_capacity(t.rows);
     match &t.target {
@@ -212,17 +228,13 @@ fn regression_rows(
                     }
                     actual.push(None);
                 } else {
-                    actual.push(Some(number(v, target, row)?));
+                    actual.push(Some(read(v, target, row)?));
                 }
             }
         }
-        None => actual.resize(t.rows, None),
+        None => actual.resize_with(t.rows, || None),
     }
-    Ok(RegressionRows {
-        features,
-        predicted,
-        actual,
-    })
+    Ok((predicted, actual))
 }
 
 /// CBPE: the probability columns decide the classes.
@@ -318,27 +330,8 @@ fn predictions(
             )
         })
     };
-    let predicted_text = table.prediction.as_deref().unwrap_or_default();
-    let mut predicted = Vec::with_capacity(table.rows);
-    for (row, v) in predicted_text.iter().enumerate() {
-        predicted.push(index(v, columns.prediction, row)?);
-    }
-    let mut actual = Vec::with_capacity(table.rows);
-    match &table.target {
-        Some(t) => {
-            for (row, v) in t.iter().enumerate() {
-                if v.is_empty() {
-                    if labelled {
-                        bail!("{source}: row {row} has no label; the reference must be labelled");
-                    }
-                    actual.push(None);
-                } else {
-                    actual.push(Some(index(v, columns.target, row)?));
-                }
-            }
-        }
-        None => actual.resize(table.rows, None),
-    }
+    let names = (columns.prediction, columns.target);
+    let (predicted, actual) = answers(table, source, labelled, names, index)?;
     let column = |name: &str| -> anyhow::Result<Vec<f64>> {
         table
             .numerical(name)

@@ -127,6 +127,34 @@ impl Kit {
         text
     }
 
+    /// A covariate shift CBPE is made for: `rows` rows of `regime` that all lie near its
+    /// true decision boundary (the demo's score within ±0.4 of 0), where a model of that
+    /// regime is unsure, with P(y | x) the regime's own. The window without its labels (none
+    /// has arrived), then with them.
+    pub fn unsure_window(&self, regime: Regime, rows: usize) -> (String, String) {
+        let text = self.draw(regime, rows * 40);
+        let mut lines = text.lines();
+        let mut out = format!("{}\n", lines.next().unwrap());
+        let mut labelled = out.clone();
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            let x = |i: usize| f[i].parse::<f64>().unwrap();
+            let offset = match f[4] {
+                "wholesale" => 0.5,
+                "online" => -0.5,
+                _ => 0.0,
+            };
+            let score = 2.0 * x(0) - 1.5 * x(1) + regime.c_weight * x(2) + 0.5 * x(3).ln_1p() - 1.5
+                + offset;
+            if score.abs() < 0.4 && out.lines().count() <= rows {
+                out.push_str(&format!("{},{},{},{},{},\n", f[0], f[1], f[2], f[3], f[4]));
+                labelled.push_str(&format!("{line}\n"));
+            }
+        }
+        assert_eq!(out.lines().count(), rows + 1, "draw more rows");
+        (out, labelled)
+    }
+
     /// A new cycle of `p`, scheduled.
     pub async fn new_cycle(&self) -> CycleRow {
         let now = chrono::Utc::now();

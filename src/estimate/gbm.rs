@@ -152,29 +152,22 @@ impl Gbm {
 }
 
 fn walk(tree: &[Node], row: &[f64]) -> f64 {
-    let mut at = 0;
-    loop {
-        match &tree[at] {
-            Node::Leaf(v) => return *v,
-            Node::Split {
-                feature,
-                threshold,
-                left,
-                right,
-            } => {
-                let v = row[*feature];
-                at = if v.is_nan() || v <= *threshold {
-                    *left
-                } else {
-                    *right
-                };
-            }
-        }
-    }
+    walk_by(tree, |feature, threshold| {
+        let v = row[feature];
+        v.is_nan() || v <= threshold
+    })
 }
 
 /// The tree's output for training row `i`, by its bins (the same path as [`walk`]).
 fn walk_binned(tree: &[Node], binned: &[Binned], i: usize) -> f64 {
+    walk_by(tree, |feature, threshold| {
+        let b = &binned[feature];
+        b.edges[b.codes[i] as usize] <= threshold
+    })
+}
+
+/// From the root to a leaf, going left where `left(feature, threshold)` says so.
+fn walk_by(tree: &[Node], left: impl Fn(usize, f64) -> bool) -> f64 {
     let mut at = 0;
     loop {
         match &tree[at] {
@@ -182,16 +175,9 @@ fn walk_binned(tree: &[Node], binned: &[Binned], i: usize) -> f64 {
             Node::Split {
                 feature,
                 threshold,
-                left,
-                right,
-            } => {
-                let b = &binned[*feature];
-                at = if b.edges[b.codes[i] as usize] <= *threshold {
-                    *left
-                } else {
-                    *right
-                };
-            }
+                left: l,
+                right: r,
+            } => at = if left(*feature, *threshold) { *l } else { *r },
         }
     }
 }

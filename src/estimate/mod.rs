@@ -80,31 +80,33 @@ pub struct ReportChunk {
     pub metrics: std::collections::BTreeMap<String, Estimate>,
 }
 
-impl From<&ChunkEstimate> for ReportChunk {
-    fn from(c: &ChunkEstimate) -> ReportChunk {
+impl ReportChunk {
+    fn of<M: Copy>(
+        key: &str,
+        rows: &std::ops::Range<usize>,
+        metrics: &std::collections::BTreeMap<M, Estimate>,
+        name: fn(M) -> &'static str,
+    ) -> ReportChunk {
         ReportChunk {
-            key: c.key.clone(),
-            rows: c.rows.clone(),
-            metrics: c
-                .metrics
+            key: key.to_string(),
+            rows: rows.clone(),
+            metrics: metrics
                 .iter()
-                .map(|(m, e)| (m.name().to_string(), *e))
+                .map(|(m, e)| (name(*m).to_string(), *e))
                 .collect(),
         }
     }
 }
 
+impl From<&ChunkEstimate> for ReportChunk {
+    fn from(c: &ChunkEstimate) -> ReportChunk {
+        ReportChunk::of(&c.key, &c.rows, &c.metrics, CbpeMetric::name)
+    }
+}
+
 impl From<&dle::DleChunk> for ReportChunk {
     fn from(c: &dle::DleChunk) -> ReportChunk {
-        ReportChunk {
-            key: c.key.clone(),
-            rows: c.rows.clone(),
-            metrics: c
-                .metrics
-                .iter()
-                .map(|(m, e)| (m.name().to_string(), *e))
-                .collect(),
-        }
+        ReportChunk::of(&c.key, &c.rows, &c.metrics, dle::DleMetric::name)
     }
 }
 

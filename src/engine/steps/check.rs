@@ -289,33 +289,6 @@ mod tests {
     use crate::performance::{Status, Test};
     use crate::records::CheckReport;
 
-    /// A covariate shift CBPE is made for: the day's rows all lie near the true decision
-    /// boundary (the demo's score within ±0.4 of 0), where the champion is unsure, while
-    /// P(y | x) is the demo's own; and no row has its label yet.
-    /// The window without its labels, then with them.
-    fn unsure_window(kit: &Kit, rows: usize) -> (String, String) {
-        let text = kit.draw(Kit::NORMAL, rows * 30);
-        let mut lines = text.lines();
-        let mut out = format!("{}\n", lines.next().unwrap());
-        let mut labelled = out.clone();
-        for line in lines {
-            let f: Vec<&str> = line.split(',').collect();
-            let x = |i: usize| f[i].parse::<f64>().unwrap();
-            let offset = match f[4] {
-                "wholesale" => 0.5,
-                "online" => -0.5,
-                _ => 0.0,
-            };
-            let score = 2.0 * x(0) - 1.5 * x(1) + x(2) + 0.5 * x(3).ln_1p() - 1.5 + offset;
-            if score.abs() < 0.4 && out.lines().count() <= rows {
-                out.push_str(&format!("{},{},{},{},{},\n", f[0], f[1], f[2], f[3], f[4]));
-                labelled.push_str(&format!("{line}\n"));
-            }
-        }
-        assert_eq!(out.lines().count(), rows + 1, "draw more rows");
-        (out, labelled)
-    }
-
     /// A new cycle run until decided, and its stored report, typed.
     async fn decided(kit: &Kit) -> (crate::engine::StepContext, CheckReport) {
         let ctx = kit.run_until(CycleState::Decided).await;
@@ -335,8 +308,7 @@ mod tests {
     /// `insufficient_labels` and nothing happens.
     #[tokio::test]
     async fn an_unlabelled_shift_into_unsure_rows_retrains_on_the_estimate() {
-        let estimated =
-            "[pipeline.performance]\nsource = \"estimated\"\n[pipeline.drift]\nconsecutive = 5\n";
+        let estimated = "[pipeline.performance]\nsource = \"estimated\"\n[pipeline.drift]\nconsecutive = 5\nmultivariate = true\n";
         for (tables, retrains) in [
             (estimated, true),
             ("[pipeline.drift]\nconsecutive = 5\n", false),
@@ -344,7 +316,7 @@ mod tests {
             let kit = Kit::with(tables).await;
             kit.write_today(Kit::NORMAL, 1000);
             kit.deploy_first_model().await;
-            let (unlabelled, labelled) = unsure_window(&kit, 400);
+            let (unlabelled, labelled) = kit.unsure_window(Kit::NORMAL, 400);
             kit.write_today_text(&unlabelled);
             let (ctx, report) = decided(&kit).await;
             let perf = report.performance.unwrap_or_else(|| {
@@ -381,6 +353,21 @@ mod tests {
             assert_eq!(kit.metric(series), value);
             let html = kit.report_html(report.cycle);
             assert!(html.contains("Chunk [0:399]"), "the estimate's section");
+            // The multivariate test ran in the dataset rule (chunks of 160 rows: a fifth of
+            // the champion's 800 training rows) and is exported.
+            let Some(crate::drift::Multivariate::Measured(m)) = &report.drift.multivariate else {
+                panic!("{:?}", report.drift.multivariate);
+            };
+            assert_eq!((m.reference.len(), m.chunks.len()), (5, 3));
+            let gauge = |kind: &str| {
+                kit.metric(&format!(
+                    "retraind_multivariate_drift{{kind=\"{kind}\",pipeline=\"p\"}}"
+                ))
+            };
+            let close = |a: f64, b: f64| (a - b).abs() < 1e-12 * b.abs();
+            assert!(close(gauge("upper_threshold"), m.upper_threshold.unwrap()));
+            let worst = m.chunks.iter().map(|c| c.value).fold(f64::NAN, f64::max);
+            assert!(close(gauge("value"), worst));
             // The labels arrive: the next check compares the estimate with them.
             kit.finish(&ctx, CycleState::Failed).await;
             kit.write_today_text(&labelled);
@@ -400,6 +387,17 @@ mod tests {
             assert!((realised - 0.6225).abs() < 0.01, "{realised}");
             let series = "retraind_estimate_error{metric=\"accuracy\",pipeline=\"p\"}";
             assert_eq!(kit.metric(series), error);
+            let summary = crate::status::EstimateSummary::of(&stored(&kit, report.cycle).await);
+            let summary = summary.expect("history shows the estimate");
+            assert_eq!(
+                (summary.estimated, summary.realised),
+                (value, Some(realised))
+            );
+            assert!(
+                summary.describe().starts_with("estimated accuracy 0.69"),
+                "{}",
+                summary.describe()
+            );
             let events = kit.events(next.cycle.id, "estimate_settled").await;
             assert_eq!(events.len(), 1, "{events:?}");
             assert!(

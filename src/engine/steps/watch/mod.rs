@@ -486,6 +486,35 @@ mod tests {
         assert_eq!(kit.events(ctx.cycle.id, "watch_failed").await.len(), 2);
     }
 
+    /// A pipeline that estimates watches on the estimate when the day's window has no
+    /// labels: v2 (trained on the drifted world) is estimated on drifted rows near its own
+    /// decision boundary, unsure there, its band wholly below the watch's threshold; two
+    /// such checks roll it back.
+    #[tokio::test]
+    async fn an_unlabelled_watch_judges_the_estimate() {
+        let kit = Kit::with(
+            "[pipeline.deploy]\nwatch_for = \"6s\"\nwatch_interval = \"1s\"\nfailure_limit = 2\n[pipeline.guards]\ncooldown = \"0s\"\nmax_deploys = [\"5/1h\"]\nmax_retrains = [\"5/1h\"]\n[pipeline.performance]\nsource = \"estimated\"\n",
+        )
+        .await;
+        kit.write_today(Kit::NORMAL, 1000);
+        kit.deploy_first_model().await;
+        kit.write_today(Kit::DRIFTED, 1000);
+        let ctx = kit.run_until(CycleState::Watching).await;
+        let (unlabelled, _) = kit.unsure_window(Kit::DRIFTED, 400);
+        kit.write_today_text(&unlabelled);
+        let (to, reason, _) = kit.advanced(super::run(&ctx).await.unwrap());
+        let checks = kit.events(ctx.cycle.id, "watch_check").await;
+        assert_eq!(to, CycleState::RolledBack, "{reason}: {checks:?}");
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert!(
+            checks
+                .iter()
+                .all(|c| c.starts_with("v2: estimated accuracy")
+                    && c.ends_with("degraded: the whole band is past the threshold")),
+            "{checks:?}"
+        );
+    }
+
     /// The window a model was trained and evaluated on is no evidence about it: a watch that
     /// sees nothing else cannot judge, is stretched, and after three windows freezes the
     /// pipeline and asks a human instead of calling the model good.
