@@ -67,6 +67,19 @@ impl Regime {
 
 const SEGMENTS: [&str; 3] = ["retail", "wholesale", "online"];
 
+impl Regime {
+    /// The true decision function of a row (before the label noise): a row is of class 1
+    /// when it is above 0.
+    pub fn score(&self, a: f64, b: f64, c: f64, value: f64, segment: &str) -> f64 {
+        let offset = match segment {
+            "wholesale" => 0.5,
+            "online" => -0.5,
+            _ => 0.0,
+        };
+        2.0 * a - 1.5 * b + self.c_weight * c + 0.5 * value.ln_1p() - 1.5 + offset
+    }
+}
+
 /// Write `rows` rows of synthetic data as CSV (a 0/1 target).
 pub fn generate(path: &Path, rows: usize, regime: Regime, seed: u64) -> std::io::Result<()> {
     generate_for(
@@ -107,8 +120,7 @@ pub fn generate_for(
         } else {
             2
         };
-        let offset = [0.0, 0.5, -0.5][seg];
-        let score = 2.0 * a - 1.5 * b + regime.c_weight * c + 0.5 * v.ln_1p() - 1.5 + offset;
+        let score = regime.score(a, b, c, v, SEGMENTS[seg]);
         let noisy = score + noise.sample(&mut rng);
         let _ = write!(out, "{a:.5},{b:.5},{c:.5},{v:.3},{},", SEGMENTS[seg]);
         let _ = match task {

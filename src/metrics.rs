@@ -358,9 +358,8 @@ impl Metrics {
             .with_label_values(&[pipeline])
             .set(i64::from(report.dataset.drifted));
         if let Some(crate::drift::Multivariate::Measured(m)) = &report.multivariate {
-            let worst = m.chunks.iter().map(|c| c.value).fold(f64::NAN, f64::max);
             for (kind, v) in [
-                ("value", Some(worst)),
+                ("value", m.worst().map(|c| c.value)),
                 ("upper_threshold", m.upper_threshold),
                 ("lower_threshold", m.lower_threshold),
             ] {

@@ -74,12 +74,16 @@ pub struct MultivariateDrift {
 }
 
 impl MultivariateDrift {
+    /// The chunk with the largest reconstruction error.
+    pub fn worst(&self) -> Option<&ChunkError> {
+        self.chunks
+            .iter()
+            .max_by(|a, b| a.value.total_cmp(&b.value))
+    }
+
     /// The worst chunk against the thresholds, in words.
     pub fn describe(&self) -> String {
-        let worst = self
-            .chunks
-            .iter()
-            .max_by(|a, b| a.value.total_cmp(&b.value));
+        let worst = self.worst();
         let limit = |t: Option<f64>| t.map_or("none".to_string(), |v| format!("{v:.4}"));
         match worst {
             Some(c) => format!(

@@ -257,7 +257,7 @@ pub async fn settle(ctx: &StepContext) -> Result<(), StepError> {
             cache: artifacts::inputs_dir(ctx.state_dir()),
         };
         let (date, models) = (cycle.cycle_date.clone(), ctx.parts.models.clone());
-        let rule = perf.metric;
+        let metric = perf.metric;
         let (min, positive) = (
             ctx.pipeline.performance.rule.min_labels,
             ctx.pipeline.performance.positive_class.clone(),
@@ -271,7 +271,7 @@ pub async fn settle(ctx: &StepContext) -> Result<(), StepError> {
             }
             let model = models.load(Path::new(&version.path))?;
             let scored = crate::train::score(&*model, &rows, positive.as_deref())?;
-            Ok(performance::compute(rule, &scored, None)
+            Ok(performance::compute(metric, &scored, None)
                 .ok()
                 .map(|v| v.value)
                 .filter(|v| v.is_finite()))
@@ -285,12 +285,12 @@ pub async fn settle(ctx: &StepContext) -> Result<(), StepError> {
         let line = format!(
             "cycle {}'s estimated {} {estimate:.4} met its labels: realised {realised:.4} (error {:+.4})",
             cycle.id,
-            rule.name(),
+            metric.name(),
             estimate - realised
         );
         ctx.metrics()
             .estimate_error
-            .with_label_values(&[pipeline, rule.name()])
+            .with_label_values(&[pipeline, metric.name()])
             .set(estimate - realised);
         super::steps::check::write_report(ctx, &report).await?;
         ctx.event(EventKind::EstimateSettled, &line).await?;

@@ -139,13 +139,7 @@ impl Kit {
         for line in lines {
             let f: Vec<&str> = line.split(',').collect();
             let x = |i: usize| f[i].parse::<f64>().unwrap();
-            let offset = match f[4] {
-                "wholesale" => 0.5,
-                "online" => -0.5,
-                _ => 0.0,
-            };
-            let score = 2.0 * x(0) - 1.5 * x(1) + regime.c_weight * x(2) + 0.5 * x(3).ln_1p() - 1.5
-                + offset;
+            let score = regime.score(x(0), x(1), x(2), x(3), f[4]);
             if score.abs() < 0.4 && out.lines().count() <= rows {
                 out.push_str(&format!("{},{},{},{},{},\n", f[0], f[1], f[2], f[3], f[4]));
                 labelled.push_str(&format!("{line}\n"));
