@@ -100,18 +100,10 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         timestamp: None,
         ignore: &args.ignore,
     };
-    // Remote inputs are downloaded into a cache under the temporary directory.
-    let cache = std::env::temp_dir().join("retraind-inputs");
-    let cwd = std::env::current_dir()?;
-    let resolve = |text: &str| -> anyhow::Result<data::Input> {
-        let location = crate::source::Location::parse(text, &cwd)?;
-        Ok(crate::source::resolve(
-            &location,
-            &cache,
-            &crate::source::S3Config::default(),
-        )?)
-    };
-    let (reference_input, current_input) = (resolve(&args.reference)?, resolve(&args.current)?);
+    let (reference_input, current_input) = (
+        super::standalone_input(&args.reference)?,
+        super::standalone_input(&args.current)?,
+    );
     let (roles, reference, current) = data::load_pair(&reference_input, &current_input, &spec)?;
     progress(&format!("read {}", args.current));
     progress(&format!(

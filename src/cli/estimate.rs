@@ -105,16 +105,10 @@ fn parse_proba(items: &[String]) -> anyhow::Result<Proba> {
 
 /// Read `text` (a path, glob, URL or s3 key) with `roles`.
 fn read(text: &str, roles: &Roles, labelled: bool) -> anyhow::Result<Table> {
-    Ok(data::load(&input(text)?, roles, labelled)?)
-}
-
-fn input(text: &str) -> anyhow::Result<data::Input> {
-    let cache = std::env::temp_dir().join("retraind-inputs");
-    let location = crate::source::Location::parse(text, &std::env::current_dir()?)?;
-    Ok(crate::source::resolve(
-        &location,
-        &cache,
-        &crate::source::S3Config::default(),
+    Ok(data::load(
+        &super::standalone_input(text)?,
+        roles,
+        labelled,
     )?)
 }
 
@@ -137,7 +131,8 @@ fn run_dle(args: &EstimateArgs) -> anyhow::Result<EstimateReport> {
         timestamp: None,
         ignore: &[],
     };
-    let (mut roles, mut reference) = data::load_inferred(&input(&args.reference)?, &spec, true)?;
+    let (mut roles, mut reference) =
+        data::load_inferred(&super::standalone_input(&args.reference)?, &spec, true)?;
     if !args.features.is_empty() {
         for f in &args.features {
             if !roles.numerical.contains(f) && !roles.categorical.contains(f) {

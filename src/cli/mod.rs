@@ -309,6 +309,19 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// An input named on the command line of a command without a config (a path, a glob, an
+/// http(s):// URL or s3://bucket/key); remote ones are downloaded into a cache under the
+/// temporary directory.
+fn standalone_input(text: &str) -> anyhow::Result<crate::data::Input> {
+    let cache = std::env::temp_dir().join("retraind-inputs");
+    let location = crate::source::Location::parse(text, &std::env::current_dir()?)?;
+    Ok(crate::source::resolve(
+        &location,
+        &cache,
+        &crate::source::S3Config::default(),
+    )?)
+}
+
 fn config_check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {

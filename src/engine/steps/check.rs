@@ -103,8 +103,9 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
 }
 
 /// The columns left out of the checks: the configured ones, the served prediction and the
-/// timestamp, the target while the window has no label at all — and, when the reference is the champion's training rows (which keep only the
-/// role columns), every other column of the current window, which is not "added".
+/// timestamp, the target while the window has no label at all — and, when the reference is
+/// the champion's training rows (which keep only the role columns), every other column of
+/// the current window, which is not "added".
 fn ignored_columns(
     ctx: &StepContext,
     reference: &Table,
