@@ -53,6 +53,7 @@ pub mod nan;
 pub mod notify;
 pub mod par;
 pub mod performance;
+pub mod profile;
 pub mod promql;
 pub mod quality;
 pub mod records;

@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Fingerprint, Table};
+use crate::profile::{CategoricalProfile, NumericalProfile, Profile, Summary};
 use crate::validate::Checker;
 
 /// Thresholds of the gate (`[pipeline.quality]`).
@@ -173,14 +174,36 @@ pub fn check(
     ignore: &[String],
     config: &QualityConfig,
 ) -> QualityReport {
-    let (ref_fp, ref_t) = reference;
-    let (cur_fp, cur_t) = current;
+    let facts = table_facts(reference.1, current.1);
+    let rows = (reference.1.rows, current.1.rows);
+    gate((reference.0, current.0), rows, &facts, ignore, config)
+}
+
+/// Run every check on two windows' profiles (a check that read summaries, not rows).
+pub fn check_profiles(
+    reference: (&Fingerprint, &Profile),
+    current: (&Fingerprint, &Profile),
+    ignore: &[String],
+    config: &QualityConfig,
+) -> QualityReport {
+    let facts = profile_facts(reference.1, current.1);
+    let rows = (reference.1.rows as usize, current.1.rows as usize);
+    gate((reference.0, current.0), rows, &facts, ignore, config)
+}
+
+fn gate(
+    (ref_fp, cur_fp): (&Fingerprint, &Fingerprint),
+    (ref_rows, cur_rows): (usize, usize),
+    facts: &[Facts],
+    ignore: &[String],
+    config: &QualityConfig,
+) -> QualityReport {
     let mut f = Findings(Vec::new());
     let skip = |c: &str| ignore.iter().any(|i| i == c);
     schema(&mut f, ref_fp, cur_fp, &skip, config);
-    numerical_values(&mut f, ref_t, cur_t, config);
-    null_rates(&mut f, ref_t, cur_t, config);
-    let ratio = share(cur_t.rows, ref_t.rows);
+    numerical_values(&mut f, facts, config);
+    null_rates(&mut f, facts, config);
+    let ratio = share(cur_rows, ref_rows);
     if config.min_row_ratio > 0.0 && ratio < config.min_row_ratio {
         f.add(
             Check::RowCount,
@@ -188,10 +211,8 @@ pub fn check(
             Severity::Warn,
             (ratio, config.min_row_ratio),
             format!(
-                "the current window has {} rows, {:.0}% of the reference's {}",
-                cur_t.rows,
+                "the current window has {cur_rows} rows, {:.0}% of the reference's {ref_rows}",
                 ratio * 100.0,
-                ref_t.rows
             ),
         );
     }
@@ -199,6 +220,113 @@ pub fn check(
     QualityReport {
         passed: findings.iter().all(|f| f.severity != Severity::Fail),
         findings,
+    }
+}
+
+/// What the gate needs to know of one feature in both windows, from rows or profiles.
+struct Facts {
+    name: String,
+    /// Null shares (NaN for numerical values, the empty string for categories), reference
+    /// and current.
+    nulls: (f64, f64),
+    numerical: Option<Values>,
+}
+
+/// A numerical feature's current infinities, the reference's finite range, and the share
+/// of the current finite values outside it.
+struct Values {
+    infinite: usize,
+    range: Option<(f64, f64)>,
+    outside: f64,
+}
+
+fn table_facts(ref_t: &Table, cur_t: &Table) -> Vec<Facts> {
+    let mut facts = Vec::new();
+    for (name, r) in &ref_t.numerical {
+        let Some(c) = cur_t.numerical(name) else {
+            continue;
+        };
+        let nulls = |v: &[f64]| share(v.iter().filter(|x| x.is_nan()).count(), v.len());
+        let finite = || r.iter().copied().filter(|v| v.is_finite());
+        let (lo, hi) = (
+            finite().fold(f64::INFINITY, f64::min),
+            finite().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let present: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
+        facts.push(Facts {
+            name: name.clone(),
+            nulls: (nulls(r), nulls(c)),
+            numerical: Some(Values {
+                infinite: c.iter().filter(|v| v.is_infinite()).count(),
+                range: (lo <= hi).then_some((lo, hi)),
+                outside: share(
+                    present.iter().filter(|v| **v < lo || **v > hi).count(),
+                    present.len(),
+                ),
+            }),
+        });
+    }
+    for (name, r) in &ref_t.categorical {
+        let Some(c) = cur_t.categorical(name) else {
+            continue;
+        };
+        let nulls = |v: &[String]| share(v.iter().filter(|x| x.is_empty()).count(), v.len());
+        facts.push(Facts {
+            name: name.clone(),
+            nulls: (nulls(r), nulls(c)),
+            numerical: None,
+        });
+    }
+    facts
+}
+
+fn profile_facts(reference: &Profile, current: &Profile) -> Vec<Facts> {
+    let mut numerical = Vec::new();
+    let mut categorical = Vec::new();
+    for feature in &reference.features {
+        match (&feature.summary, current.feature(&feature.name)) {
+            (Summary::Numerical(r), Some(Summary::Numerical(c))) => {
+                let all = |p: &NumericalProfile| (p.count + p.missing + p.infinite) as usize;
+                numerical.push(Facts {
+                    name: feature.name.clone(),
+                    nulls: (
+                        share(r.missing as usize, all(r)),
+                        share(c.missing as usize, all(c)),
+                    ),
+                    numerical: Some(Values {
+                        infinite: c.infinite as usize,
+                        range: r.range,
+                        outside: r.range.map_or(0.0, |range| outside(c, range)),
+                    }),
+                });
+            }
+            (Summary::Categorical(r), Some(Summary::Categorical(c))) => {
+                let all = |p: &CategoricalProfile| (p.present() + p.missing) as usize;
+                categorical.push(Facts {
+                    name: feature.name.clone(),
+                    nulls: (
+                        share(r.missing as usize, all(r)),
+                        share(c.missing as usize, all(c)),
+                    ),
+                    numerical: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    numerical.extend(categorical);
+    numerical
+}
+
+/// The share of a profile's finite values outside `(lo, hi)`: counted while it was read
+/// when the reader knew the range, else from its values (approximately, from a sketch).
+fn outside(p: &NumericalProfile, (lo, hi): (f64, f64)) -> f64 {
+    match &p.binned {
+        Some(b) if b.range == (lo, hi) => share(b.outside as usize, p.count as usize),
+        _ => {
+            let cdf = p.cdf();
+            (cdf.rank(lo.next_down()) + 1.0 - cdf.rank(hi)).clamp(0.0, 1.0)
+        }
     }
 }
 
@@ -288,43 +416,35 @@ fn schema(
 }
 
 /// Infinite values, and values outside the reference's range, per numerical feature.
-fn numerical_values(f: &mut Findings, ref_t: &Table, cur_t: &Table, config: &QualityConfig) {
-    for (name, r) in &ref_t.numerical {
-        let Some(c) = cur_t.numerical(name) else {
-            continue;
-        };
-        let infinite = c.iter().filter(|v| v.is_infinite()).count();
-        if infinite > 0 {
+fn numerical_values(f: &mut Findings, facts: &[Facts], config: &QualityConfig) {
+    for (name, v) in facts
+        .iter()
+        .filter_map(|x| Some((&x.name, x.numerical.as_ref()?)))
+    {
+        if v.infinite > 0 {
             f.add(
                 Check::NonFinite,
                 Some(name),
                 Severity::Fail,
-                (infinite as f64, 0.0),
-                format!("`{name}` has {infinite} infinite value(s) in the current window"),
+                (v.infinite as f64, 0.0),
+                format!(
+                    "`{name}` has {} infinite value(s) in the current window",
+                    v.infinite
+                ),
             );
         }
-        let finite = || r.iter().copied().filter(|v| v.is_finite());
-        let (lo, hi) = (
-            finite().fold(f64::INFINITY, f64::min),
-            finite().fold(f64::NEG_INFINITY, f64::max),
-        );
-        if lo > hi {
+        let Some((lo, hi)) = v.range else {
             continue;
-        }
-        let present: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
-        let out = share(
-            present.iter().filter(|v| **v < lo || **v > hi).count(),
-            present.len(),
-        );
-        if out > config.max_out_of_range_share {
+        };
+        if v.outside > config.max_out_of_range_share {
             f.add(
                 Check::OutOfRange,
                 Some(name),
                 Severity::Warn,
-                (out, config.max_out_of_range_share),
+                (v.outside, config.max_out_of_range_share),
                 format!(
                     "{:.1}% of `{name}` lies outside the reference range [{lo}, {hi}]",
-                    out * 100.0
+                    v.outside * 100.0
                 ),
             );
         }
@@ -333,18 +453,13 @@ fn numerical_values(f: &mut Findings, ref_t: &Table, cur_t: &Table, config: &Qua
 
 /// The null rate per feature (NaN for numerical values, the empty string for categories)
 /// grown past `max_null_rate_increase`.
-fn null_rates(f: &mut Findings, ref_t: &Table, cur_t: &Table, config: &QualityConfig) {
-    let numerical_nulls = ref_t.numerical.iter().filter_map(|(name, r)| {
-        let c = cur_t.numerical(name)?;
-        let nulls = |v: &[f64]| share(v.iter().filter(|x| x.is_nan()).count(), v.len());
-        Some((name, nulls(r), nulls(c)))
-    });
-    let categorical_nulls = ref_t.categorical.iter().filter_map(|(name, r)| {
-        let c = cur_t.categorical(name)?;
-        let nulls = |v: &[String]| share(v.iter().filter(|x| x.is_empty()).count(), v.len());
-        Some((name, nulls(r), nulls(c)))
-    });
-    for (name, r_null, c_null) in numerical_nulls.chain(categorical_nulls) {
+fn null_rates(f: &mut Findings, facts: &[Facts], config: &QualityConfig) {
+    for Facts {
+        name,
+        nulls: (r_null, c_null),
+        ..
+    } in facts
+    {
         if c_null - r_null > config.max_null_rate_increase {
             f.add(
                 Check::NullRate,

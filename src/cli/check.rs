@@ -10,7 +10,8 @@ use clap::ValueEnum;
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Reference data (CSV, Parquet or NDJSON): a path, a glob, an http(s):// URL or
-    /// s3://bucket/key (credentials from the AWS_* variables).
+    /// s3://bucket/key (credentials from the AWS_* variables); or a profile written by
+    /// `retraind profile` (a `.profile` file), which is read instead of the rows.
     #[arg(long)]
     pub reference: String,
     /// Current window, in the same forms.
@@ -22,15 +23,10 @@ pub struct CheckArgs {
     /// Correction across features: bh, bonferroni, none.
     #[arg(long, default_value = "bh")]
     pub correction: String,
-    /// Categorical columns (default: text and boolean columns).
-    #[arg(long, value_delimiter = ',')]
-    pub categorical: Vec<String>,
-    /// Columns to leave out.
-    #[arg(long, value_delimiter = ',')]
-    pub ignore: Vec<String>,
-    /// Label column (left out of the drift tests).
-    #[arg(long, default_value = "target")]
-    pub target: String,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Significance level after correction.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
@@ -53,6 +49,73 @@ pub struct CheckArgs {
     /// Write the report here instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+/// Which columns are features, for the commands that read data without a config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ColumnArgs {
+    /// Categorical columns (default: text and boolean columns).
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Columns to leave out.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Label column (left out of the drift tests).
+    #[arg(long, default_value = "target")]
+    pub target: String,
+}
+
+impl ColumnArgs {
+    /// Columns the quality gate leaves alone: the ignored ones and the label.
+    fn quality_ignore(&self) -> Vec<String> {
+        let mut ignore = self.ignore.clone();
+        ignore.push(self.target.clone());
+        ignore
+    }
+
+    pub fn spec(&self) -> crate::data::RoleSpec<'_> {
+        crate::data::RoleSpec {
+            numerical: None,
+            categorical: (!self.categorical.is_empty()).then_some(self.categorical.as_slice()),
+            target: &self.target,
+            prediction: None,
+            timestamp: None,
+            ignore: &self.ignore,
+        }
+    }
+}
+
+/// How much memory reading the data may take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryArgs {
+    /// Memory for the data at most (e.g. 1GiB, 512MiB): files are read by row group or
+    /// block; a feature's values are kept exactly while both sides fit in half of it,
+    /// beyond that summarised by quantile sketches (KS widened by their rank error).
+    #[arg(long, default_value = "2GiB", value_parser = crate::validate::parse_bytes)]
+    pub memory_budget: u64,
+    /// Rank error of the quantile sketches used beyond the budget.
+    #[arg(long, default_value_t = crate::profile::sketch::DEFAULT_EPSILON)]
+    pub epsilon: f64,
+}
+
+impl MemoryArgs {
+    pub fn plan(&self) -> anyhow::Result<crate::data::stream::Plan> {
+        let (lo, hi) = crate::profile::sketch::EPSILON_RANGE;
+        anyhow::ensure!(
+            (lo..=hi).contains(&self.epsilon),
+            "--epsilon {} is out of range; use {lo} to {hi}",
+            self.epsilon
+        );
+        anyhow::ensure!(
+            self.memory_budget >= 16 << 20,
+            "--memory-budget {} bytes is too small; give at least 16MiB",
+            self.memory_budget
+        );
+        Ok(crate::data::stream::Plan::for_budget(
+            self.memory_budget,
+            self.epsilon,
+        ))
+    }
 }
 
 /// Output of `retraind check`.
@@ -80,7 +143,6 @@ pub struct CheckReport {
 
 /// Run the standalone check: load both files, the quality gate, the drift tests.
 pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<CheckReport> {
-    use crate::data;
     use crate::drift::DriftConfig;
     use crate::stats::Correction;
     let method: crate::drift::Method = args.method.parse()?;
@@ -90,55 +152,57 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         "--alpha {} is out of range; use 0 < alpha < 1",
         args.alpha
     );
-    progress(&format!("reading {}", args.reference));
-    let categorical = (!args.categorical.is_empty()).then_some(args.categorical.as_slice());
-    let spec = data::RoleSpec {
-        numerical: None,
-        categorical,
-        target: &args.target,
-        prediction: None,
-        timestamp: None,
-        ignore: &args.ignore,
-    };
-    let (reference_input, current_input) = (
-        super::standalone_input(&args.reference)?,
-        super::standalone_input(&args.current)?,
-    );
-    let (roles, reference, current) = data::load_pair(&reference_input, &current_input, &spec)?;
-    progress(&format!("read {}", args.current));
-    progress(&format!(
-        "testing {} features ({} x {} rows)",
-        roles.numerical.len() + roles.categorical.len(),
-        reference.rows,
-        current.rows
-    ));
-    let mut ignore = args.ignore.clone();
-    ignore.push(args.target.clone());
-    let quality = crate::quality::check(
-        (&reference.fingerprint, &reference),
-        (&current.fingerprint, &current),
-        &ignore,
-        &crate::quality::QualityConfig::default(),
-    );
     let config = DriftConfig {
         alpha: args.alpha,
         correction,
         method,
         ..DriftConfig::default()
     };
-    let drift = crate::drift::detect(&reference, &current, &config, args.min_rows);
-    let multivariate = if args.multivariate {
-        let size = args.chunk_size.unwrap_or(current.rows).max(1);
-        progress(&format!("multivariate: chunks of {size} rows"));
-        Some(crate::drift::reconstruction::Reconstruction::detect(
-            &reference,
-            &current,
-            args.variance,
-            size,
-        )?)
-    } else {
-        None
-    };
+    if args.multivariate {
+        return check_rows(args, &config, progress);
+    }
+    check_summaries(args, &config, progress)
+}
+
+/// The check on both files' rows in memory (the multivariate test needs them).
+fn check_rows(
+    args: &CheckArgs,
+    config: &crate::drift::DriftConfig,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<CheckReport> {
+    anyhow::ensure!(
+        !crate::data::stream::StoredProfile::is_profile(&args.reference),
+        "--multivariate needs the reference's rows; give the data file, not a profile"
+    );
+    progress(&format!("reading {}", args.reference));
+    let spec = args.columns.spec();
+    let (reference_input, current_input) = (
+        super::standalone_input(&args.reference)?,
+        super::standalone_input(&args.current)?,
+    );
+    let (roles, reference, current) =
+        crate::data::load_pair(&reference_input, &current_input, &spec)?;
+    progress(&format!(
+        "testing {} features ({} x {} rows)",
+        roles.numerical.len() + roles.categorical.len(),
+        reference.rows,
+        current.rows
+    ));
+    let quality = crate::quality::check(
+        (&reference.fingerprint, &reference),
+        (&current.fingerprint, &current),
+        &args.columns.quality_ignore(),
+        &crate::quality::QualityConfig::default(),
+    );
+    let drift = crate::drift::detect(&reference, &current, config, args.min_rows);
+    let size = args.chunk_size.unwrap_or(current.rows).max(1);
+    progress(&format!("multivariate: chunks of {size} rows"));
+    let multivariate = Some(crate::drift::reconstruction::Reconstruction::detect(
+        &reference,
+        &current,
+        args.variance,
+        size,
+    )?);
     Ok(CheckReport {
         reference: reference.fingerprint.clone(),
         current: current.fingerprint.clone(),
@@ -147,6 +211,58 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         insufficient_data: drift.insufficient_data,
         quality,
         multivariate,
+    })
+}
+
+/// The check on both sides' profiles, read within the memory budget (exact while the
+/// values fit, sketched beyond); the reference may be a stored profile.
+fn check_summaries(
+    args: &CheckArgs,
+    config: &crate::drift::DriftConfig,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<CheckReport> {
+    use crate::data::stream::{self, RolesFrom, StoredProfile, Streamed};
+    let plan = args.memory.plan()?;
+    progress(&format!("reading {}", args.reference));
+    let reference = if StoredProfile::is_profile(&args.reference) {
+        let stored = StoredProfile::read(std::path::Path::new(&args.reference))?;
+        Streamed {
+            roles: stored.roles,
+            profile: stored.profile,
+            fingerprint: stored.source,
+        }
+    } else {
+        let spec = args.columns.spec();
+        let input = super::standalone_input(&args.reference)?;
+        stream::profile_input(&input, RolesFrom::Infer(&spec), &plan, &Default::default())?
+    };
+    progress(&format!("reading {}", args.current));
+    let expect = reference.profile.expectation(config.bins);
+    let input = super::standalone_input(&args.current)?;
+    let current =
+        stream::profile_input(&input, RolesFrom::Given(&reference.roles), &plan, &expect)?;
+    progress(&format!(
+        "testing {} features ({} x {} rows)",
+        reference.profile.features.len(),
+        reference.profile.rows,
+        current.profile.rows
+    ));
+    let quality = crate::quality::check_profiles(
+        (&reference.fingerprint, &reference.profile),
+        (&current.fingerprint, &current.profile),
+        &args.columns.quality_ignore(),
+        &crate::quality::QualityConfig::default(),
+    );
+    let drift =
+        crate::drift::detect_profiles(&reference.profile, &current.profile, config, args.min_rows);
+    Ok(CheckReport {
+        reference: reference.fingerprint,
+        current: current.fingerprint,
+        features: drift.features,
+        dataset: drift.dataset,
+        insufficient_data: drift.insufficient_data,
+        quality,
+        multivariate: None,
     })
 }
 
@@ -178,9 +294,13 @@ fn render_check_text(r: &CheckReport) -> String {
             .as_ref()
             .map(|e| format!(" ({} {:.3}, min {})", e.method, e.value, e.minimum))
             .unwrap_or_default();
+        let sketched = f
+            .rank_error
+            .map(|e| format!(" [sketched: KS threshold widened by {e:.1e}]"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<24} {:<12} {:<15} {:>11.4} {:>10} {:>10}  {verdict}{effect}",
+            "{:<24} {:<12} {:<15} {:>11.4} {:>10} {:>10}  {verdict}{effect}{sketched}",
             f.name,
             kind,
             f.method.as_str(),

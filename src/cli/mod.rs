@@ -11,13 +11,15 @@ mod check;
 mod estimate;
 mod models;
 mod predict;
+mod profile;
 mod simulate;
 mod status;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use check::{CheckArgs, CheckFormat, CheckReport, run_check};
+pub use check::{CheckArgs, CheckFormat, CheckReport, ColumnArgs, MemoryArgs, run_check};
+pub use profile::ProfileArgs;
 
 use crate::config::{Config, ConfigError};
 use crate::store::Store;
@@ -161,6 +163,10 @@ pub enum Command {
     /// Compare two data files and report drift and data quality (no daemon, no config).
     /// Exit status: 0 no drift, 3 dataset drift, 4 quality failure, 1 error.
     Check(CheckArgs),
+    /// Summarise data into a reference profile (exact values up to a limit, else quantile
+    /// sketches; category counts; rows; schema) that `check --reference` reads instead of
+    /// the rows; or merge the profiles of parts into one.
+    Profile(ProfileArgs),
     /// Estimate a classifier's performance on data without labels from its probabilities
     /// (CBPE, as NannyML computes it), against a labelled reference (no daemon, no config).
     /// Exit status: 0 every estimate inside its thresholds, 3 one outside, 1 error.
@@ -211,6 +217,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Check(args) => check::run(args).await,
+        Command::Profile(args) => profile::run(args).await,
         Command::Estimate(args) => estimate::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Version => {

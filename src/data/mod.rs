@@ -15,6 +15,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 mod config;
+pub mod stream;
 pub use config::{DataConfig, RawData, ReferenceSource};
 
 pub use crate::source::Input;
@@ -272,19 +273,7 @@ fn read_frame(input: &Input) -> Result<(DataFrame, Fingerprint), DataError> {
             message: format!("cannot append to the files before it: {e}"),
         })?;
     }
-    let (blake3, bytes) = match files.as_slice() {
-        [one] => (one.blake3.clone(), one.bytes),
-        many => {
-            let mut h = blake3::Hasher::new();
-            for f in many {
-                h.update(f.blake3.as_bytes());
-            }
-            (
-                h.finalize().to_hex().to_string(),
-                many.iter().map(|f| f.bytes).sum(),
-            )
-        }
-    };
+    let (blake3, bytes) = combined_hash(&files);
     let schema = df
         .columns()
         .iter()
@@ -299,6 +288,23 @@ fn read_frame(input: &Input) -> Result<(DataFrame, Fingerprint), DataError> {
         files,
     };
     Ok((df, fingerprint))
+}
+
+/// An input's hash and size: its file's, or for several the hash of their hashes in order.
+fn combined_hash(files: &[FileDigest]) -> (String, u64) {
+    match files {
+        [one] => (one.blake3.clone(), one.bytes),
+        many => {
+            let mut h = blake3::Hasher::new();
+            for f in many {
+                h.update(f.blake3.as_bytes());
+            }
+            (
+                h.finalize().to_hex().to_string(),
+                many.iter().map(|f| f.bytes).sum(),
+            )
+        }
+    }
 }
 
 fn read_file(path: &Path) -> Result<(DataFrame, FileDigest), DataError> {
@@ -600,28 +606,7 @@ fn extract(
         owned.push((name, df.drop_in_place(name).map_err(|_| missing(name))?));
     }
     let numeric = |(name, c): (&String, Column)| -> Result<(String, Vec<f64>), DataError> {
-        if c.null_count() == c.len() {
-            // Entirely empty: a column of missing values (the quality gate reports it),
-            // whatever type the reader guessed for it.
-            return Ok((name.clone(), vec![f64::NAN; c.len()]));
-        }
-        if !c.dtype().is_primitive_numeric() {
-            return Err(DataError::NotNumeric {
-                path: path.to_path_buf(),
-                column: name.clone(),
-                dtype: c.dtype().to_string(),
-            });
-        }
-        let f = c.cast(&DataType::Float64).map_err(parse_err)?;
-        drop(c);
-        let f = f.f64().map_err(parse_err)?;
-        let values = if f.null_count() == 0 {
-            // The common case: a straight copy of the chunks.
-            f.into_no_null_iter().collect()
-        } else {
-            f.iter().map(|v| v.unwrap_or(f64::NAN)).collect()
-        };
-        Ok((name.clone(), values))
+        Ok((name.clone(), to_f64(path, name, c)?))
     };
     let parallel = crate::par::worth(df.height() * owned.len());
     let numerical = crate::par::try_map(owned, parallel, numeric)?;
@@ -676,6 +661,37 @@ fn extract(
         timestamp,
         fingerprint,
     })
+}
+
+/// A numerical feature column as doubles (missing: NaN); a non-numeric column is refused
+/// naming the file and the column.
+fn to_f64(path: &Path, name: &str, c: Column) -> Result<Vec<f64>, DataError> {
+    let parse_err = |e: PolarsError| DataError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if c.null_count() == c.len() {
+        // Entirely empty: a column of missing values (the quality gate reports it),
+        // whatever type the reader guessed for it.
+        return Ok(vec![f64::NAN; c.len()]);
+    }
+    if !c.dtype().is_primitive_numeric() {
+        return Err(DataError::NotNumeric {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            dtype: c.dtype().to_string(),
+        });
+    }
+    let f = c.cast(&DataType::Float64).map_err(parse_err)?;
+    drop(c);
+    let f = f.f64().map_err(parse_err)?;
+    let values = if f.null_count() == 0 {
+        // The common case: a straight copy of the chunks.
+        f.into_no_null_iter().collect()
+    } else {
+        f.iter().map(|v| v.unwrap_or(f64::NAN)).collect()
+    };
+    Ok(values)
 }
 
 /// A timestamp column as milliseconds since the epoch: a polars date/datetime, an integer

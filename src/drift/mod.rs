@@ -22,8 +22,10 @@ use crate::data::Table;
 use crate::stats::{self, Correction, PMethod};
 
 mod config;
+mod profiles;
 pub mod reconstruction;
 pub use config::{DriftConfig, MultivariateConfig, RawDrift};
+pub use profiles::detect_profiles;
 
 /// A drift method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +162,11 @@ pub struct FeatureDrift {
     /// Both distributions as shares per bin (numerical) or per category, for the report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Histogram>,
+    /// Set when a side was summarised by a quantile sketch: the bound on the KS statistic's
+    /// error (both sides' rank errors), by which the test's threshold was widened. None:
+    /// exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_error: Option<f64>,
 }
 
 /// Shares of the reference and the current window per bin or category.
@@ -183,8 +190,17 @@ fn shares(counts: &[f64]) -> Vec<f64> {
 
 /// Equal-width bins over the range both sorted samples cover.
 fn numerical_histogram(a: &[f64], b: &[f64]) -> Option<Histogram> {
-    let lo = a.first()?.min(*b.first()?);
-    let hi = a.last()?.max(*b.last()?);
+    let range = (a.first()?.min(*b.first()?), a.last()?.max(*b.last()?));
+    histogram_over(range, &|edges| {
+        (stats::bin_counts(a, edges), stats::bin_counts(b, edges))
+    })
+}
+
+/// Both sides' counts on a set of bins (reference, current).
+type BinCounts = (Vec<f64>, Vec<f64>);
+
+/// Equal-width bins over `(lo, hi)`, with both sides' counts on the inner edges.
+fn histogram_over((lo, hi): (f64, f64), counts: &dyn Fn(&[f64]) -> BinCounts) -> Option<Histogram> {
     let width = (hi - lo) / HISTOGRAM_BINS as f64;
     if width.is_nan() || width <= 0.0 {
         return None;
@@ -193,10 +209,11 @@ fn numerical_histogram(a: &[f64], b: &[f64]) -> Option<Histogram> {
     let labels = (0..HISTOGRAM_BINS)
         .map(|i| format!("{:.3}", lo + width * (i as f64 + 0.5)))
         .collect();
+    let (reference, current) = counts(&edges);
     Some(Histogram {
         labels,
-        reference: shares(&stats::bin_counts(a, &edges)),
-        current: shares(&stats::bin_counts(b, &edges)),
+        reference: shares(&reference),
+        current: shares(&current),
     })
 }
 
@@ -328,23 +345,53 @@ fn numerical_feature(
 ) -> FeatureDrift {
     let a = stats::sorted_finite(reference);
     let b = stats::sorted_finite(current);
+    numerical_sorted(name, &a, &b, current.len() - b.len(), config)
+}
+
+/// A numerical feature's test on both sides' sorted finite values.
+fn numerical_sorted(
+    name: &str,
+    a: &[f64],
+    b: &[f64],
+    missing_current: usize,
+    config: &DriftConfig,
+) -> FeatureDrift {
+    let (d, w) = stats::ks_and_wasserstein(a, b);
+    let measured = Measured {
+        d,
+        p_value: |d| stats::ks_p_value(d, a.len(), b.len()),
+        normalised_wasserstein: normalised(w, stats::std_dev(a)),
+        binned: &|| {
+            let edges = stats::quantile_edges(a, config.bins);
+            (stats::bin_counts(a, &edges), stats::bin_counts(b, &edges))
+        },
+    };
+    let mut f = numerical_skeleton(name, config, (a.len(), b.len(), missing_current));
+    f.histogram = numerical_histogram(a, b);
+    measured.apply(&mut f, config);
+    f
+}
+
+/// A distance in units of the reference's standard deviation (infinite for a constant
+/// reference that moved).
+fn normalised(w: f64, sd: f64) -> f64 {
+    if sd > 0.0 {
+        w / sd
+    } else if w > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    }
+}
+
+/// A numerical feature's result before it is measured: the method, rows and threshold.
+fn numerical_skeleton(
+    name: &str,
+    config: &DriftConfig,
+    (reference_rows, current_rows, missing_current): (usize, usize, usize),
+) -> FeatureDrift {
     let method = method_for(name, FeatureKind::Numerical, config, 0);
-    let sd = stats::std_dev(&a);
-    let (d, w) = stats::ks_and_wasserstein(&a, &b);
-    let normalised_wasserstein = || {
-        if sd > 0.0 {
-            w / sd
-        } else if w > 0.0 {
-            f64::INFINITY
-        } else {
-            0.0
-        }
-    };
-    let binned = || {
-        let edges = stats::quantile_edges(&a, config.bins);
-        (stats::bin_counts(&a, &edges), stats::bin_counts(&b, &edges))
-    };
-    let mut f = FeatureDrift {
+    FeatureDrift {
         name: name.to_string(),
         kind: FeatureKind::Numerical,
         method,
@@ -355,36 +402,52 @@ fn numerical_feature(
         threshold: distance_threshold(method, config),
         effect: None,
         drifted: false,
-        reference_rows: a.len(),
-        current_rows: b.len(),
-        missing_current: current.len() - b.len(),
+        reference_rows,
+        current_rows,
+        missing_current,
         unseen_categories: Vec::new(),
-        histogram: numerical_histogram(&a, &b),
-    };
-    match method {
-        Method::Psi => {
-            let (r, c) = binned();
-            f.statistic = stats::psi(&r, &c);
-        }
-        Method::JensenShannon => {
-            let (r, c) = binned();
-            f.statistic = stats::jensen_shannon(&r, &c);
-        }
-        Method::Wasserstein => f.statistic = normalised_wasserstein(),
-        _ => {
-            let (p, pm) = stats::ks_p_value(d, a.len(), b.len());
-            f.statistic = d;
-            f.p_value = Some(p);
-            f.p_method = Some(pm);
-            f.threshold = config.alpha;
-            f.effect = Some(Effect {
-                method: Method::Wasserstein,
-                value: normalised_wasserstein(),
-                minimum: config.min_effect_numerical,
-            });
+        histogram: None,
+        rank_error: None,
+    }
+}
+
+/// What a numerical comparison measured, exactly or from sketches: the KS statistic (as
+/// tested: a sketched one is already lowered by its rank error), its p-value, the
+/// normalised Wasserstein distance, and the counts on the reference's bins.
+struct Measured<'a, P: Fn(f64) -> (f64, PMethod)> {
+    d: f64,
+    p_value: P,
+    normalised_wasserstein: f64,
+    binned: &'a dyn Fn() -> BinCounts,
+}
+
+impl<P: Fn(f64) -> (f64, PMethod)> Measured<'_, P> {
+    /// Fill in the feature's statistic, p-value and effect by its method.
+    fn apply(&self, f: &mut FeatureDrift, config: &DriftConfig) {
+        match f.method {
+            Method::Psi => {
+                let (r, c) = (self.binned)();
+                f.statistic = stats::psi(&r, &c);
+            }
+            Method::JensenShannon => {
+                let (r, c) = (self.binned)();
+                f.statistic = stats::jensen_shannon(&r, &c);
+            }
+            Method::Wasserstein => f.statistic = self.normalised_wasserstein,
+            _ => {
+                let (p, pm) = (self.p_value)(self.d);
+                f.statistic = self.d;
+                f.p_value = Some(p);
+                f.p_method = Some(pm);
+                f.threshold = config.alpha;
+                f.effect = Some(Effect {
+                    method: Method::Wasserstein,
+                    value: self.normalised_wasserstein,
+                    minimum: config.min_effect_numerical,
+                });
+            }
         }
     }
-    f
 }
 
 /// Category counts of both windows, with categories rare in both pooled into one bin.
@@ -409,6 +472,11 @@ fn categories(reference: &[String], current: &[String]) -> Categories {
     for v in current.iter().filter(|v| !v.is_empty()) {
         counts.entry(v).or_default().1 += 1.0;
     }
+    pooled(counts)
+}
+
+/// Both windows' counts per category, the rare ones pooled.
+fn pooled(counts: BTreeMap<&str, (f64, f64)>) -> Categories {
     let unseen = counts
         .iter()
         .filter(|(_, (r, _))| *r == 0.0)
@@ -447,6 +515,16 @@ fn categorical_feature(
     config: &DriftConfig,
 ) -> FeatureDrift {
     let cats = categories(reference, current);
+    categorical_counted(name, cats, current.len(), config)
+}
+
+/// A categorical feature's test on both sides' counts; `current_len` counts the missing too.
+fn categorical_counted(
+    name: &str,
+    cats: Categories,
+    current_len: usize,
+    config: &DriftConfig,
+) -> FeatureDrift {
     let method = method_for(name, FeatureKind::Categorical, config, cats.reference.len());
     let mut f = FeatureDrift {
         name: name.to_string(),
@@ -461,13 +539,14 @@ fn categorical_feature(
         drifted: false,
         reference_rows: cats.reference.iter().sum::<f64>() as usize,
         current_rows: cats.present,
-        missing_current: current.len() - cats.present,
+        missing_current: current_len - cats.present,
         unseen_categories: cats.unseen,
         histogram: Some(Histogram {
             labels: cats.labels.clone(),
             reference: shares(&cats.reference),
             current: shares(&cats.current),
         }),
+        rank_error: None,
     };
     let js = stats::jensen_shannon(&cats.reference, &cats.current);
     match method {
@@ -524,6 +603,20 @@ pub fn detect(
         },
     ));
     let insufficient_data = reference.rows < min_rows || current.rows < min_rows;
+    let multivariate = config
+        .multivariate
+        .map(|m| multivariate(reference, current, &m));
+    conclude(features, insufficient_data, multivariate, config)
+}
+
+/// The rule over the features' results: the correction across the tested ones, each
+/// feature's verdict, the dataset's.
+fn conclude(
+    mut features: Vec<FeatureDrift>,
+    insufficient_data: bool,
+    multivariate: Option<Multivariate>,
+    config: &DriftConfig,
+) -> DriftReport {
     let tested: Vec<usize> = (0..features.len())
         .filter(|&i| features[i].p_value.is_some())
         .collect();
@@ -550,9 +643,6 @@ pub fn detect(
         .filter(|f| f.drifted && config.critical_features.contains(&f.name))
         .map(|f| f.name.clone())
         .collect();
-    let multivariate = config
-        .multivariate
-        .map(|m| multivariate(reference, current, &m));
     let multivariate_drifted =
         !insufficient_data && multivariate.as_ref().is_some_and(|m| m.drifted().is_some());
     let dataset = DatasetDrift {

@@ -5,6 +5,7 @@ mod helpers;
 mod kfp;
 
 mod architecture;
+mod bounded;
 mod cli;
 mod compat;
 mod faults;
