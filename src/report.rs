@@ -406,6 +406,12 @@ fn features_html(html: &mut String, features: &[FeatureDrift]) {
                 e.method, e.value, e.minimum
             );
         }
+        if let Some(eps) = f.rank_error {
+            let _ = write!(
+                html,
+                "<tr><th>summary</th><td colspan=\"3\">quantile sketches: KS threshold widened by their rank error {eps:.1e}</td></tr>"
+            );
+        }
         html.push_str("</table>");
         if !f.unseen_categories.is_empty() {
             let names: Vec<String> = f.unseen_categories.iter().map(|c| escape(c)).collect();

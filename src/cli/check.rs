@@ -30,6 +30,10 @@ pub struct CheckArgs {
     /// Significance level after correction.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
+    /// Smallest effect a test's drift needs (normalised Wasserstein for numerical features,
+    /// Jensen–Shannon for categorical ones); 0 lets the p-value alone decide.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_effect: f64,
     /// Below this many rows in either file the result is insufficient data.
     #[arg(long, default_value_t = 50)]
     pub min_rows: usize,
@@ -152,10 +156,17 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         "--alpha {} is out of range; use 0 < alpha < 1",
         args.alpha
     );
+    anyhow::ensure!(
+        args.min_effect >= 0.0,
+        "--min-effect {} is negative; use 0 or more",
+        args.min_effect
+    );
     let config = DriftConfig {
         alpha: args.alpha,
         correction,
         method,
+        min_effect_numerical: args.min_effect,
+        min_effect_categorical: args.min_effect,
         ..DriftConfig::default()
     };
     if args.multivariate {

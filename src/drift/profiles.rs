@@ -189,16 +189,7 @@ mod tests {
     use super::*;
     use crate::profile::{Expectation, Options, ProfileBuilder};
 
-    fn normal(n: usize, shift: f64, seed: u64) -> Vec<f64> {
-        use rand::SeedableRng;
-        use rand_distr::Distribution;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        rand_distr::StandardNormal
-            .sample_iter(&mut rng)
-            .take(n)
-            .map(|v: f64| v + shift)
-            .collect()
-    }
+    use crate::profile::normal_draws as normal;
 
     type Columns = (Vec<(String, Vec<f64>)>, Vec<(String, Vec<String>)>);
 

@@ -73,13 +73,15 @@ impl NumericalAccumulator {
         }
     }
 
+    /// Exact values held.
+    fn held(&self) -> usize {
+        self.exact.as_ref().map_or(0, Vec::len)
+    }
+
     /// The feature's summary.
     pub fn finish(self) -> NumericalProfile {
         let values = match (self.exact, self.sketch) {
-            (Some(mut v), _) => {
-                v.sort_unstable_by(f64::total_cmp);
-                Values::Exact(v)
-            }
+            (Some(v), _) => Values::Exact(crate::stats::sorted_finite(&v)),
             (None, Some(s)) => Values::Sketch(s),
             (None, None) => Values::Exact(Vec::new()),
         };
@@ -206,10 +208,19 @@ impl ProfileBuilder {
     }
 
     pub fn finish(self) -> Profile {
-        let numerical = self.numerical.into_iter().map(|(name, a)| FeatureProfile {
-            name,
-            summary: Summary::Numerical(a.finish()),
-        });
+        // Sorting the exact values is most of the work: one feature per core.
+        let held = self.numerical.iter().map(|(_, a)| a.held()).sum();
+        let numerical =
+            crate::par::try_map(self.numerical, crate::par::worth(held), |(name, a)| {
+                Ok::<_, std::convert::Infallible>(FeatureProfile {
+                    name,
+                    summary: Summary::Numerical(a.finish()),
+                })
+            });
+        let numerical = match numerical {
+            Ok(n) => n.into_iter(),
+            Err(never) => match never {},
+        };
         let categorical = self
             .categorical
             .into_iter()

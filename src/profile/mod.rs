@@ -396,5 +396,18 @@ impl Moments {
 mod build;
 pub use build::{CategoricalAccumulator, NumericalAccumulator, ProfileBuilder};
 
+/// `n` draws of N(shift, 1) from `seed`, for the tests of profiles and of what reads them.
+#[cfg(test)]
+pub(crate) fn normal_draws(n: usize, shift: f64, seed: u64) -> Vec<f64> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    rand_distr::StandardNormal
+        .sample_iter(&mut rng)
+        .take(n)
+        .map(|v: f64| v + shift)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

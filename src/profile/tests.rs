@@ -1,15 +1,6 @@
 use super::*;
 
-fn normal(n: usize, shift: f64, seed: u64) -> Vec<f64> {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    rand_distr::StandardNormal
-        .sample_iter(&mut rng)
-        .take(n)
-        .map(|v: f64| v + shift)
-        .collect()
-}
+use super::normal_draws as normal;
 
 fn profile_of(values: &[f64], cats: &[&str], options: Options, batch: usize) -> Profile {
     let mut b = ProfileBuilder::new(
