@@ -42,6 +42,9 @@ pub fn inputs_dir(state_dir: &Path) -> PathBuf {
 
 /// File in a model directory holding the rows the model was trained on.
 pub const TRAINING_DATA: &str = "training-data.parquet";
+/// The training rows' profile beside them (`data::stream::StoredProfile`): what the checks
+/// read instead of the rows while this version is the champion.
+pub const REFERENCE_PROFILE: &str = "reference.profile";
 
 /// File in a model directory holding the model's answers on its gate holdout, which a
 /// label-free estimate is calibrated on.

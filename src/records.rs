@@ -58,6 +58,10 @@ pub struct CycleInputs {
     pub labelled: bool,
     #[serde(default)]
     pub labelled_rows: usize,
+    /// The champion's stored profile of its training rows, read instead of the rows
+    /// (`reference` is then the rows' fingerprint as the profile recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_profile: Option<String>,
 }
 
 /// The gate's verdict with every check, and the champion-vs-challenger table of every metric
@@ -241,6 +245,9 @@ pub struct TrainingData {
     /// `current` (the labelled rows of the current window) or `reference`.
     pub source: String,
     pub holdout_share: f64,
+    /// BLAKE3 of the rows' profile file beside them (versions from before profiles: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_blake3: Option<String>,
 }
 
 /// The DVC md5 of each input, where a `.dvc` file sits beside it.

@@ -515,6 +515,15 @@ fn schema_of(df: &DataFrame) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The column names and types of a data file, from its metadata (Parquet) or first block.
+pub fn file_schema(path: &Path) -> Result<Vec<(String, String)>, DataError> {
+    open(
+        path,
+        &Plan::for_budget(64 << 20, crate::profile::sketch::DEFAULT_EPSILON),
+    )?
+    .schema()
+}
+
 /// A profile as a file: what it summarises (the input's fingerprint and column roles) and
 /// the profile. JSON; the bulk (exact values, sketches) is base64 inside it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -567,6 +576,22 @@ impl StoredProfile {
         let bytes = serde_json::to_vec(self).map_err(|e| err(e.to_string()))?;
         crate::artifacts::write_atomic(path, &bytes).map_err(|e| err(e.to_string()))?;
         Ok(blake3::hash(&bytes).to_hex().to_string())
+    }
+
+    /// The profile of a table in memory whose rows are the file `source` describes.
+    pub fn of_table(table: &super::Table, roles: &Roles, source: Fingerprint) -> StoredProfile {
+        let profile = ProfileBuilder::of_columns(
+            source.schema.clone(),
+            &table.numerical,
+            &table.categorical,
+            Options::default(),
+            &Expectation::default(),
+        );
+        StoredProfile {
+            source,
+            roles: roles.clone(),
+            profile,
+        }
     }
 
     /// Fold the profile of more rows of the same columns into this one.

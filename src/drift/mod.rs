@@ -296,6 +296,17 @@ pub trait Detector: Send + Sync {
         config: &DriftConfig,
         min_rows: usize,
     ) -> DriftReport;
+
+    /// The same from the two sides' profiles (a stored reference profile).
+    fn detect_profiles(
+        &self,
+        reference: &crate::profile::Profile,
+        current: &crate::profile::Profile,
+        config: &DriftConfig,
+        min_rows: usize,
+    ) -> DriftReport {
+        detect_profiles(reference, current, config, min_rows)
+    }
 }
 
 /// The statistical detector of this module.

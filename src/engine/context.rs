@@ -17,6 +17,7 @@ use super::steps::{StepResult, Transition};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Pipeline};
 use crate::cycle::CycleState;
+use crate::data::stream::StoredProfile;
 use crate::data::{self, Roles, Table};
 use crate::metrics::Metrics;
 use crate::records::{CycleInputs, EventKind};
@@ -211,25 +212,41 @@ impl StepContext {
     pub async fn tables(&self) -> Result<(Roles, Table, Table), StepError> {
         let inputs = self.inputs()?.clone();
         Shared::blocking(move || {
-            let reload = |fp: &data::Fingerprint, reference: bool| -> Result<Table, StepError> {
-                let t = data::load(&fp.input(), &inputs.roles, reference)?;
-                if t.fingerprint.blake3 != fp.blake3 {
-                    return Err(StepError::InputChanged {
-                        path: fp.path.clone(),
-                        was: fp.blake3.clone(),
-                        now: t.fingerprint.blake3,
-                    });
-                }
-                Ok(t)
-            };
             // One after the other (each read is parallel inside): see `data::load_pair`.
-            let reference = reload(&inputs.reference, true)?;
+            let reference = reload(&inputs.reference, &inputs.roles, true)?;
             let reference = match inputs.reference_window {
                 Some((from, to)) => reference.window(from, to),
                 None => reference,
             };
-            let current = reload(&inputs.current, false)?;
+            let current = reload(&inputs.current, &inputs.roles, false)?;
             Ok((inputs.roles, reference, current))
+        })
+        .await
+    }
+
+    /// The current window alone, verified as [`StepContext::tables`] does.
+    pub async fn current_table(&self) -> Result<Table, StepError> {
+        let inputs = self.inputs()?.clone();
+        Shared::blocking(move || reload(&inputs.current, &inputs.roles, false)).await
+    }
+
+    /// The champion's stored profile of its training rows, when the load step chose it as
+    /// the reference; it must still describe the rows the load step fingerprinted.
+    pub async fn reference_profile(&self) -> Result<Option<StoredProfile>, StepError> {
+        let inputs = self.inputs()?.clone();
+        let Some(path) = inputs.reference_profile.clone() else {
+            return Ok(None);
+        };
+        Shared::blocking(move || {
+            let stored = StoredProfile::read(Path::new(&path))?;
+            if stored.source.blake3 != inputs.reference.blake3 {
+                return Err(StepError::InputChanged {
+                    path,
+                    was: inputs.reference.blake3.clone(),
+                    now: stored.source.blake3,
+                });
+            }
+            Ok(Some(stored))
         })
         .await
     }
@@ -242,4 +259,17 @@ impl StepContext {
             update,
         }))
     }
+}
+
+/// Read an input again and verify it is the bytes fingerprinted before.
+fn reload(fp: &data::Fingerprint, roles: &Roles, reference: bool) -> Result<Table, StepError> {
+    let t = data::load(&fp.input(), roles, reference)?;
+    if t.fingerprint.blake3 != fp.blake3 {
+        return Err(StepError::InputChanged {
+            path: fp.path.clone(),
+            was: fp.blake3.clone(),
+            now: t.fingerprint.blake3,
+        });
+    }
+    Ok(t)
 }

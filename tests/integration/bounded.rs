@@ -80,19 +80,9 @@ fn write_all(dir: &Path, stem: &str, t: &Table) -> [PathBuf; 3] {
 
 /// `retraind check --format json --correction none` with `extra` arguments: (status, report).
 fn check(reference: &Path, current: &Path, extra: &[&str]) -> (i32, Value, String) {
-    let mut args = vec![
-        "check",
-        "--reference",
-        reference.to_str().unwrap(),
-        "--current",
-        current.to_str().unwrap(),
-        "--format",
-        "json",
-        "--correction",
-        "none",
-    ];
+    let mut args = vec!["--correction", "none"];
     args.extend_from_slice(extra);
-    let (code, out, err) = retraind(&args);
+    let (code, out, err) = crate::helpers::check_json(reference, current, &args);
     let report = serde_json::from_str(&out).unwrap_or(Value::Null);
     (code, report, err)
 }

@@ -601,6 +601,22 @@ pub async fn champion_version(store: &Store) -> i64 {
         .unwrap_or(0)
 }
 
+/// `retraind check --reference R --current C --format json` and `extra` arguments: (exit
+/// status, stdout, stderr).
+pub fn check_json(reference: &Path, current: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "check",
+        "--reference",
+        reference.to_str().unwrap(),
+        "--current",
+        current.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    retraind(&args)
+}
+
 /// Run the binary with `args`: (exit status, stdout, stderr).
 pub fn retraind(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_retraind"))

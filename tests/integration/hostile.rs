@@ -146,15 +146,7 @@ fn bad_data(dir: &Path) -> Vec<BadData> {
 
 /// `retraind check --format json` of `current` against `reference`: exit status, output.
 fn check_file(reference: &Path, current: &Path) -> (i32, String) {
-    let (code, out, err) = retraind(&[
-        "check",
-        "--reference",
-        reference.to_str().unwrap(),
-        "--current",
-        current.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (code, out, err) = crate::helpers::check_json(reference, current, &[]);
     (code, format!("{out}{err}").to_lowercase())
 }
 

@@ -3,7 +3,7 @@
 //! them yet; the current window is the day's data. Remote inputs land in the content
 //! addressed input cache, so every later step re-reads the bytes fingerprinted here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::StepResult;
 use crate::artifacts;
@@ -22,12 +22,23 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let wanted = match data_cfg.reference_source {
         ReferenceSource::Champion => champion
             .as_ref()
-            .map(|v| (v.version, Path::new(&v.path).join(artifacts::TRAINING_DATA))),
+            .map(|v| (v.version, PathBuf::from(&v.path))),
         ReferenceSource::Fixed => None,
     };
-    let champion_rows: Option<(i64, PathBuf)> = match wanted {
-        Some((v, path)) => {
-            Shared::blocking(move || Ok(path.is_file().then_some((v, path)))).await?
+    // The multivariate test needs the rows themselves; the per-feature tests and the
+    // quality gate read the rows' stored profile when the champion has one.
+    let profile_will_do = ctx.pipeline.drift.multivariate.is_none();
+    let champion_rows: Option<(i64, PathBuf, Option<PathBuf>)> = match wanted {
+        Some((v, dir)) => {
+            Shared::blocking(move || {
+                let (rows, profile) = (
+                    dir.join(artifacts::TRAINING_DATA),
+                    dir.join(artifacts::REFERENCE_PROFILE),
+                );
+                let profile = (profile_will_do && profile.is_file()).then_some(profile);
+                Ok(rows.is_file().then_some((v, rows, profile)))
+            })
+            .await?
         }
         None => None,
     };
@@ -37,7 +48,8 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         None => data_cfg.reference_window,
     };
     let reference_from = match &champion_rows {
-        Some((v, _)) => format!("champion v{v}'s training rows"),
+        Some((v, _, Some(_))) => format!("champion v{v}'s training rows (stored profile)"),
+        Some((v, _, None)) => format!("champion v{v}'s training rows"),
         None => data_cfg.reference.describe(),
     };
     let reference_source = match champion_rows {
@@ -45,14 +57,26 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         None => ReferenceSource::Fixed,
     };
     let inputs = Shared::blocking(move || {
-        let ref_input = match &champion_rows {
-            Some((_, path)) => data::Input::file(path),
-            None => source::resolve(&data_cfg.reference, &cache, &data_cfg.s3)?,
-        };
-        let (roles, reference) = data::load_inferred(&ref_input, &data_cfg.role_spec(), true)?;
-        let reference = match window {
-            Some((from, to)) => reference.window(from, to),
-            None => reference,
+        let (roles, reference, ref_rows, profile) = match &champion_rows {
+            Some((_, _, Some(profile))) => {
+                let stored = data::stream::StoredProfile::read(profile)?;
+                let (path, rows) = (profile.display().to_string(), stored.source.rows);
+                (stored.roles, stored.source, rows, Some(path))
+            }
+            Some((_, path, None)) => {
+                let (roles, t) =
+                    data::load_inferred(&data::Input::file(path), &data_cfg.role_spec(), true)?;
+                (roles, t.fingerprint, t.rows, None)
+            }
+            None => {
+                let input = source::resolve(&data_cfg.reference, &cache, &data_cfg.s3)?;
+                let (roles, t) = data::load_inferred(&input, &data_cfg.role_spec(), true)?;
+                let t = match window {
+                    Some((from, to)) => t.window(from, to),
+                    None => t,
+                };
+                (roles, t.fingerprint, t.rows, None)
+            }
         };
         let cur_input = source::resolve(&current_loc, &cache, &data_cfg.s3)?;
         let current = data::load(&cur_input, &roles, false)?;
@@ -60,15 +84,16 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         Ok((
             CycleInputs {
                 roles,
-                reference: reference.fingerprint,
+                reference,
                 reference_from,
                 reference_source,
                 reference_window: window,
                 current: current.fingerprint,
                 labelled: labelled > 0,
                 labelled_rows: labelled,
+                reference_profile: profile,
             },
-            reference.rows,
+            ref_rows,
             current.rows,
         ))
     })

@@ -226,16 +226,35 @@ async fn register(
     let p = &ctx.pipeline;
     let rows = request.data.rows;
     let data_path = staging.join(artifacts::TRAINING_DATA);
-    let (hash, size_bytes, dvc) = Shared::blocking({
+    let final_data = final_dir.join(artifacts::TRAINING_DATA);
+    let (hash, profile_hash, size_bytes, dvc) = Shared::blocking({
         let (staging, inputs) = (staging.clone(), request.inputs.clone());
         move || {
-            // The rows this model learned from: the next checks' reference.
+            // The rows this model learned from: the next checks' reference, and their
+            // profile, which the checks read instead while this version is the champion.
             data::write_parquet(&request.data, &request.roles, &data_path)?;
-            let hash = std::fs::read(&data_path)
-                .map(|b| blake3::hash(&b).to_hex().to_string())
+            let (hash, bytes) = std::fs::read(&data_path)
+                .map(|b| (blake3::hash(&b).to_hex().to_string(), b.len() as u64))
                 .unwrap_or_default();
+            let path = final_data.display().to_string();
+            let source = data::Fingerprint {
+                path: path.clone(),
+                blake3: hash.clone(),
+                bytes,
+                rows,
+                schema: data::stream::file_schema(&data_path)?,
+                files: vec![data::FileDigest {
+                    path,
+                    blake3: hash.clone(),
+                    bytes,
+                }],
+            };
+            let profile =
+                data::stream::StoredProfile::of_table(&request.data, &request.roles, source)
+                    .write(&staging.join(artifacts::REFERENCE_PROFILE))?;
             Ok((
                 hash,
+                profile,
                 artifacts::dir_size(&staging),
                 dvc_digests(inputs.as_ref()),
             ))
@@ -259,6 +278,7 @@ async fn register(
             blake3: hash,
             source: source_name.to_string(),
             holdout_share: p.gate.holdout_share,
+            profile_blake3: Some(profile_hash),
         },
         inputs: ctx.cycle.inputs.clone(),
         dvc,
@@ -360,8 +380,8 @@ mod tests {
     use crate::engine::testkit::Kit;
 
     /// The first model trains on the window minus the gate's holdout; its directory holds
-    /// the model, the card and the training rows, and the version to register carries the
-    /// lineage (no parent) and the training metrics.
+    /// the model, the card, the training rows and their profile, and the version to
+    /// register carries the lineage (no parent) and the training metrics.
     #[tokio::test]
     async fn a_candidate_is_trained_written_and_described() {
         let kit = Kit::new().await;
@@ -375,6 +395,7 @@ mod tests {
         for f in [
             "card.json",
             "training-data.parquet",
+            "reference.profile",
             "model.bpk",
             "preprocess.json",
         ] {
