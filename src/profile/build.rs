@@ -51,22 +51,23 @@ impl NumericalAccumulator {
         self.missing += batch.iter().filter(|v| v.is_nan()).count() as u64;
         self.infinite += batch.iter().filter(|v| v.is_infinite()).count() as u64;
         let finite = || batch.iter().copied().filter(|v| v.is_finite());
-        if let Some(b) = &mut self.binned {
-            let (lo, hi) = b.range;
-            for v in finite() {
-                b.counts[b.edges.partition_point(|e| *e < v)] += 1;
-                b.outside += u64::from(v < lo || v > hi);
-            }
-        }
         let fits = self.exact.as_ref().is_some_and(|e| {
             e.len() as u64 + batch_moments.count <= self.options.exact_limit as u64
         });
         match (&mut self.exact, &mut self.sketch) {
             (Some(values), _) if fits => values.extend(finite()),
             (exact, sketch) => {
+                // Values kept exactly are counted on the bins once, sorted, at the end;
+                // values that go into the sketch are counted as they pass.
                 let s = sketch.get_or_insert_with(|| Sketch::with_epsilon(self.options.epsilon));
                 if let Some(values) = exact.take() {
+                    if let Some(b) = &mut self.binned {
+                        b.count(values.iter().copied());
+                    }
                     s.extend(values);
+                }
+                if let Some(b) = &mut self.binned {
+                    b.count(finite());
                 }
                 s.extend(finite());
             }
@@ -80,8 +81,15 @@ impl NumericalAccumulator {
 
     /// The feature's summary.
     pub fn finish(self) -> NumericalProfile {
+        let mut binned = self.binned;
         let values = match (self.exact, self.sketch) {
-            (Some(v), _) => Values::Exact(crate::stats::sorted_finite(&v)),
+            (Some(v), _) => {
+                let sorted = crate::stats::sorted_finite(&v);
+                if let Some(b) = &mut binned {
+                    b.count_sorted(&sorted);
+                }
+                Values::Exact(sorted)
+            }
             (None, Some(s)) => Values::Sketch(s),
             (None, None) => Values::Exact(Vec::new()),
         };
@@ -93,8 +101,31 @@ impl NumericalAccumulator {
             m2: self.moments.m2,
             range: self.moments.range(),
             values,
-            binned: self.binned,
+            binned,
         }
+    }
+}
+
+impl Binned {
+    /// Count values one by one.
+    fn count(&mut self, values: impl Iterator<Item = f64>) {
+        let (lo, hi) = self.range;
+        for v in values {
+            self.counts[self.edges.partition_point(|e| *e < v)] += 1;
+            self.outside += u64::from(v < lo || v > hi);
+        }
+    }
+
+    /// Count sorted values by searching the edges, not the values one by one.
+    fn count_sorted(&mut self, sorted: &[f64]) {
+        let counts = crate::stats::bin_counts(sorted, &self.edges);
+        for (c, n) in self.counts.iter_mut().zip(counts) {
+            *c += n as u64;
+        }
+        let (lo, hi) = self.range;
+        let below = sorted.partition_point(|v| *v < lo);
+        let above = sorted.len() - sorted.partition_point(|v| *v <= hi);
+        self.outside += (below + above) as u64;
     }
 }
 

@@ -125,23 +125,27 @@ fn counts_on_the_other_sides_bins_are_exact() {
     let r = profile_of(&reference, &vec!["a"; 30_000], Options::default(), 4096);
     let expect = r.expectation(10);
     let binning = &expect.0["x"];
-    let mut acc = NumericalAccumulator::new(options, Some(binning));
-    for c in current.chunks(999) {
-        acc.push(c);
-    }
-    let got = acc.finish();
-    let b = got.binned.as_ref().unwrap();
     let sorted = crate::stats::sorted_finite(&current);
     let want: Vec<u64> = crate::stats::bin_counts(&sorted, &binning.edges)
         .iter()
         .map(|c| *c as u64)
         .collect();
-    assert_eq!(b.counts, want);
     let outside = current
         .iter()
         .filter(|v| **v < binning.range.0 || **v > binning.range.1)
         .count();
-    assert_eq!(b.outside, outside as u64);
+    // Sketched past 1,000 values (counted as they pass), and kept exactly (counted at the end).
+    for (options, exact) in [(options, false), (Options::default(), true)] {
+        let mut acc = NumericalAccumulator::new(options, Some(binning));
+        for c in current.chunks(999) {
+            acc.push(c);
+        }
+        let got = acc.finish();
+        assert_eq!(got.is_exact(), exact);
+        let b = got.binned.as_ref().unwrap();
+        assert_eq!(b.counts, want);
+        assert_eq!(b.outside, outside as u64);
+    }
     let exact_edges = crate::stats::quantile_edges(&crate::stats::sorted_finite(&reference), 10);
     assert_eq!(binning.edges, exact_edges);
 }
