@@ -67,6 +67,7 @@ pub mod signal;
 pub mod signing;
 pub mod sim;
 pub mod source;
+pub mod spark;
 pub mod splits;
 pub mod stats;
 pub mod status;

@@ -62,6 +62,10 @@ pub struct CycleInputs {
     /// (`reference` is then the rows' fingerprint as the profile recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_profile: Option<String>,
+    /// The current window's profile when Spark computed it (`[pipeline.data.spark]`): the
+    /// rows never arrived, `current` describes the summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_profile: Option<String>,
 }
 
 /// The gate's verdict with every check, and the champion-vs-challenger table of every metric

@@ -14,9 +14,11 @@ pub struct CheckArgs {
     /// `retraind profile` (a `.profile` file), which is read instead of the rows.
     #[arg(long)]
     pub reference: String,
-    /// Current window, in the same forms.
-    #[arg(long)]
-    pub current: String,
+    /// Current window, in the same forms (or in Spark: see --spark).
+    #[arg(long, required_unless_present = "spark", conflicts_with = "spark")]
+    pub current: Option<String>,
+    #[command(flatten)]
+    pub spark: SparkArgs,
     /// Drift method for every feature: auto, ks, chi2, z_test, psi, wasserstein, js.
     #[arg(long, default_value = "auto")]
     pub method: String,
@@ -53,6 +55,59 @@ pub struct CheckArgs {
     /// Write the report here instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+/// The current window in Spark: Spark computes its summaries and only those travel.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SparkArgs {
+    /// Spark Connect address of the current window: sc://host:port[/;use_ssl=true].
+    #[arg(long, requires = "spark_relation")]
+    pub spark: Option<String>,
+    /// Table (or view) Spark reads as the current window.
+    #[arg(long, group = "spark_relation")]
+    pub spark_table: Option<String>,
+    /// SQL query whose rows are the current window.
+    #[arg(long, group = "spark_relation")]
+    pub spark_query: Option<String>,
+    /// File holding the Spark token (default: $SPARK_CONNECT_AUTHENTICATE_TOKEN when set).
+    #[arg(long)]
+    pub spark_token_file: Option<PathBuf>,
+    /// Longest wait for Spark's answer.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub spark_timeout: std::time::Duration,
+}
+
+impl SparkArgs {
+    /// The source and its token, when --spark is given.
+    fn source(
+        &self,
+    ) -> anyhow::Result<Option<(crate::spark::SparkSource, Option<crate::secret::Secret>)>> {
+        use crate::secret::{Secret, SecretSource};
+        use crate::spark::{Endpoint, Relation, SparkSource};
+        let Some(address) = &self.spark else {
+            return Ok(None);
+        };
+        let endpoint = Endpoint::parse(address).map_err(|e| anyhow::anyhow!("--spark: {e}"))?;
+        let relation = match (&self.spark_table, &self.spark_query) {
+            (Some(t), _) => Relation::Table(t.clone()),
+            (None, Some(q)) => Relation::Query(q.clone()),
+            (None, None) => anyhow::bail!("--spark needs --spark-table or --spark-query"),
+        };
+        const VAR: &str = "SPARK_CONNECT_AUTHENTICATE_TOKEN";
+        let token = match &self.spark_token_file {
+            Some(path) => Some(Secret::load(&SecretSource::File(path.clone()))?),
+            None if std::env::var_os(VAR).is_some() => {
+                Some(Secret::load(&SecretSource::Env(VAR.to_string()))?)
+            }
+            None => None,
+        };
+        let source = SparkSource {
+            endpoint,
+            relation,
+            timeout: self.spark_timeout,
+        };
+        Ok(Some((source, token)))
+    }
 }
 
 /// Which columns are features, for the commands that read data without a config.
@@ -185,11 +240,15 @@ fn check_rows(
         !crate::data::stream::StoredProfile::is_profile(&args.reference),
         "--multivariate needs the reference's rows; give the data file, not a profile"
     );
+    let current = args
+        .current
+        .as_deref()
+        .context("--multivariate needs the current window's rows; give --current, not --spark")?;
     progress(&format!("reading {}", args.reference));
     let spec = args.columns.spec();
     let (reference_input, current_input) = (
         super::standalone_input(&args.reference)?,
-        super::standalone_input(&args.current)?,
+        super::standalone_input(current)?,
     );
     let (roles, reference, current) =
         crate::data::load_pair(&reference_input, &current_input, &spec)?;
@@ -247,11 +306,43 @@ fn check_summaries(
         let input = super::standalone_input(&args.reference)?;
         stream::profile_input(&input, RolesFrom::Infer(&spec), &plan, &Default::default())?
     };
-    progress(&format!("reading {}", args.current));
     let expect = reference.profile.expectation(config.bins);
-    let input = super::standalone_input(&args.current)?;
-    let current =
-        stream::profile_input(&input, RolesFrom::Given(&reference.roles), &plan, &expect)?;
+    let current = match (args.spark.source()?, &args.current) {
+        (Some((source, token)), _) => {
+            progress(&format!(
+                "asking Spark for the summaries of {}",
+                source.relation.describe()
+            ));
+            let summarise = crate::spark::summarise(
+                &source,
+                token,
+                reference.roles.columns(),
+                &expect,
+                plan.epsilon,
+            );
+            let s = match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle.block_on(summarise),
+                Err(_) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(summarise),
+            }?;
+            let stored = StoredProfile::of_spark(s, &reference.roles);
+            Streamed {
+                roles: stored.roles,
+                profile: stored.profile,
+                fingerprint: stored.source,
+            }
+        }
+        (None, Some(current)) => {
+            progress(&format!("reading {current}"));
+            let input = super::standalone_input(current)?;
+            stream::profile_input(&input, RolesFrom::Given(&reference.roles), &plan, &expect)?
+        }
+        (None, None) => {
+            anyhow::bail!("give --current (a file) or --spark (a Spark Connect address)")
+        }
+    };
     progress(&format!(
         "testing {} features ({} x {} rows)",
         reference.profile.features.len(),

@@ -18,7 +18,9 @@ mod status;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use check::{CheckArgs, CheckFormat, CheckReport, ColumnArgs, MemoryArgs, run_check};
+pub use check::{
+    CheckArgs, CheckFormat, CheckReport, ColumnArgs, MemoryArgs, SparkArgs, run_check,
+};
 pub use profile::ProfileArgs;
 
 use crate::config::{Config, ConfigError};

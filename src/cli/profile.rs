@@ -101,6 +101,14 @@ fn summary(stored: &StoredProfile, hash: &str, output: &std::path::Path) -> Stri
                     s.n(),
                     s.epsilon()
                 ),
+                Values::Quantiles(t) => writeln!(
+                    out,
+                    "  {:<24} numerical   {:>12} values, {} quantiles (rank error {:.2e})",
+                    f.name,
+                    t.n,
+                    t.quantiles.len(),
+                    t.epsilon()
+                ),
             },
             Summary::Categorical(c) => writeln!(
                 out,

@@ -25,6 +25,7 @@ pub struct RawData {
     pub categorical: Option<Vec<String>>,
     pub ignore: Option<Vec<String>>,
     pub min_rows: Option<i64>,
+    pub spark: Option<crate::spark::config::RawSpark>,
 }
 
 /// Which data the current window is compared with.
@@ -58,6 +59,8 @@ pub struct DataConfig {
     /// Below this many rows in either window the check answers "insufficient data".
     pub min_rows: usize,
     pub s3: S3Config,
+    /// The current window in Spark instead of `current` (`[pipeline.data.spark]`).
+    pub spark: Option<crate::spark::SparkConfig>,
 }
 
 /// The defaults of the settings that have one.
@@ -99,7 +102,20 @@ impl DataConfig {
             reference: reference(c, &raw.reference, files.base),
             reference_source,
             reference_window: reference_window(c, &raw.reference_window, raw.timestamp.is_some()),
-            current: current(c, raw.current, files.base),
+            current: match (&raw.spark, raw.current) {
+                (Some(_), None) => String::new(),
+                (Some(_), Some(_)) => {
+                    c.problem(
+                        "current",
+                        "set either data.current or [pipeline.data.spark], not both",
+                    );
+                    String::new()
+                }
+                (None, raw) => current(c, raw, files.base),
+            },
+            spark: raw.spark.and_then(|s| {
+                crate::spark::SparkConfig::from_raw(s, files, &mut c.section("spark"))
+            }),
             target: raw.target.unwrap_or_else(|| TARGET.to_string()),
             prediction: raw.prediction,
             timestamp: raw.timestamp,

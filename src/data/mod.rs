@@ -121,6 +121,16 @@ pub struct Roles {
     pub timestamp: Option<String>,
 }
 
+impl Roles {
+    /// The feature columns by kind, as Spark is asked for them.
+    pub fn columns(&self) -> crate::spark::Columns<'_> {
+        crate::spark::Columns {
+            numerical: &self.numerical,
+            categorical: &self.categorical,
+        }
+    }
+}
+
 /// A loaded table: feature columns by role, and the target when the file has labels.
 #[derive(Debug, Clone, Default)]
 pub struct Table {

@@ -578,6 +578,23 @@ impl StoredProfile {
         Ok(blake3::hash(&bytes).to_hex().to_string())
     }
 
+    /// The profile Spark computed of a window whose rows stayed in Spark: its fingerprint
+    /// names the endpoint and relation, hashes the summary and counts the bytes received.
+    pub fn of_spark(s: crate::spark::Summarised, roles: &Roles) -> StoredProfile {
+        StoredProfile {
+            source: Fingerprint {
+                path: s.source,
+                blake3: s.blake3,
+                bytes: s.bytes_received,
+                rows: s.profile.rows as usize,
+                schema: s.profile.schema.clone(),
+                files: Vec::new(),
+            },
+            roles: roles.clone(),
+            profile: s.profile,
+        }
+    }
+
     /// The profile of a table in memory whose rows are the file `source` describes.
     pub fn of_table(table: &super::Table, roles: &Roles, source: Fingerprint) -> StoredProfile {
         let profile = ProfileBuilder::of_columns(

@@ -153,7 +153,7 @@ fn binned(
     let edges = &binning.edges;
     let count = |p: &NumericalProfile, cdf: &Cdf<'_>| match &p.values {
         Values::Exact(v) => stats::bin_counts(v, edges),
-        Values::Sketch(_) => counts_on(cdf, edges, p.count as usize),
+        Values::Sketch(_) | Values::Quantiles(_) => counts_on(cdf, edges, p.count as usize),
     };
     let current = match &c.binned {
         Some(known) if &known.edges == edges => known.counts.iter().map(|&k| k as f64).collect(),

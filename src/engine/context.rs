@@ -211,6 +211,7 @@ impl StepContext {
     /// Re-read the cycle's inputs and verify they are the bytes the load step fingerprinted.
     pub async fn tables(&self) -> Result<(Roles, Table, Table), StepError> {
         let inputs = self.inputs()?.clone();
+        rows_here(&inputs)?;
         Shared::blocking(move || {
             // One after the other (each read is parallel inside): see `data::load_pair`.
             let reference = reload(&inputs.reference, &inputs.roles, true)?;
@@ -227,7 +228,42 @@ impl StepContext {
     /// The current window alone, verified as [`StepContext::tables`] does.
     pub async fn current_table(&self) -> Result<Table, StepError> {
         let inputs = self.inputs()?.clone();
+        rows_here(&inputs)?;
         Shared::blocking(move || reload(&inputs.current, &inputs.roles, false)).await
+    }
+
+    /// The reference alone (cut to its window), verified as [`StepContext::tables`] does.
+    pub async fn reference_table(&self) -> Result<Table, StepError> {
+        let inputs = self.inputs()?.clone();
+        Shared::blocking(move || {
+            let reference = reload(&inputs.reference, &inputs.roles, true)?;
+            Ok(match inputs.reference_window {
+                Some((from, to)) => reference.window(from, to),
+                None => reference,
+            })
+        })
+        .await
+    }
+
+    /// The current window's profile when Spark computed it; it must be the summary the load
+    /// step fingerprinted.
+    pub async fn current_profile(&self) -> Result<Option<StoredProfile>, StepError> {
+        let inputs = self.inputs()?.clone();
+        let Some(path) = inputs.current_profile.clone() else {
+            return Ok(None);
+        };
+        Shared::blocking(move || {
+            let stored = StoredProfile::read(Path::new(&path))?;
+            if stored.source.blake3 != inputs.current.blake3 {
+                return Err(StepError::InputChanged {
+                    path,
+                    was: inputs.current.blake3.clone(),
+                    now: stored.source.blake3,
+                });
+            }
+            Ok(Some(stored))
+        })
+        .await
     }
 
     /// The champion's stored profile of its training rows, when the load step chose it as
@@ -258,6 +294,17 @@ impl StepContext {
             reason: reason.into(),
             update,
         }))
+    }
+}
+
+/// Steps that need the current window's rows cannot run on a window Spark summarised.
+fn rows_here(inputs: &CycleInputs) -> Result<(), StepError> {
+    match inputs.current_profile {
+        Some(_) => Err(StepError::Invalid(format!(
+            "this step needs the current window's rows, but it is in Spark ({}) and only its summaries were fetched; train and evaluate on data retraind can read (data.current), or with a trainer that reads Spark itself",
+            inputs.current.path
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -16,6 +16,10 @@ pub enum StepError {
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
     #[error(transparent)]
+    Spark(#[from] crate::spark::SparkError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error(transparent)]
     Train(#[from] TrainError),
     #[error(transparent)]
     Store(#[from] StoreError),

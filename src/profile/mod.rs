@@ -104,6 +104,28 @@ pub enum Values {
     Exact(#[serde(with = "codec::doubles")] Vec<f64>),
     /// DataSketches' KLL bytes, base64.
     Sketch(#[serde(with = "codec::sketch")] Sketch),
+    /// Quantiles at evenly spaced ranks, computed elsewhere (Spark's `percentile_approx`).
+    Quantiles(QuantileTable),
+}
+
+/// The quantiles of `n` finite values at ranks 0, 1/(m-1), …, 1 (the first is the minimum,
+/// the last the maximum), each within `rank_error` of its rank. Answers read from it are off
+/// by at most [`QuantileTable::epsilon`]: the quantiles' own error plus half a step of the
+/// table. Does not merge: the values it summarises are gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantileTable {
+    pub n: u64,
+    pub rank_error: f64,
+    #[serde(with = "codec::doubles")]
+    pub quantiles: Vec<f64>,
+}
+
+impl QuantileTable {
+    /// Bound on the rank error of answers from this table.
+    pub fn epsilon(&self) -> f64 {
+        let steps = self.quantiles.len().saturating_sub(1).max(1) as f64;
+        self.rank_error + 0.5 / steps
+    }
 }
 
 /// Bins and a range of the other side, with this side's exact counts on them.
@@ -225,6 +247,7 @@ impl NumericalProfile {
         match &self.values {
             Values::Exact(v) => Cdf::exact(v),
             Values::Sketch(s) => Cdf::of_sketch(s),
+            Values::Quantiles(t) => Cdf::Table(t),
         }
     }
 
@@ -238,7 +261,7 @@ impl NumericalProfile {
         let range = self.range?;
         let edges = match &self.values {
             Values::Exact(v) => crate::stats::quantile_edges(v, bins),
-            Values::Sketch(_) => {
+            Values::Sketch(_) | Values::Quantiles(_) => {
                 let cdf = self.cdf();
                 let mut e: Vec<f64> = (1..bins)
                     .filter_map(|k| cdf.quantile(k as f64 / bins as f64))
@@ -277,8 +300,8 @@ impl NumericalProfile {
                 Values::Exact(all)
             }
             (x, y) => {
-                let mut s = into_sketch(x, options.epsilon);
-                s.merge(&into_sketch(y, options.epsilon))?;
+                let mut s = into_sketch(x, options.epsilon)?;
+                s.merge(&into_sketch(y, options.epsilon)?)?;
                 Values::Sketch(s)
             }
         };
@@ -297,14 +320,17 @@ impl NumericalProfile {
     }
 }
 
-fn into_sketch(values: Values, epsilon: f64) -> Sketch {
+fn into_sketch(values: Values, epsilon: f64) -> Result<Sketch, sketch::BadSketch> {
     match values {
-        Values::Sketch(s) => s,
+        Values::Sketch(s) => Ok(s),
         Values::Exact(v) => {
             let mut s = Sketch::with_epsilon(epsilon);
             s.extend(v);
-            s
+            Ok(s)
         }
+        Values::Quantiles(_) => Err(sketch::BadSketch::new(
+            "a quantile table (computed by Spark) does not merge; summarise the union of the parts in Spark instead",
+        )),
     }
 }
 

@@ -26,6 +26,12 @@ pub struct Sketch(KllSketch<KllFloat<f64>>);
 #[error("not a DataSketches KLL sketch of doubles: {0}")]
 pub struct BadSketch(String);
 
+impl BadSketch {
+    pub fn new(why: &str) -> BadSketch {
+        BadSketch(why.to_string())
+    }
+}
+
 impl Sketch {
     /// An empty sketch whose rank error is at most `epsilon` (with 99% confidence, as
     /// DataSketches states it): k from DataSketches' fitted curve ε = 2.296 / k^0.9723.
@@ -93,6 +99,8 @@ pub enum Cdf<'a> {
         epsilon: f64,
         n: u64,
     },
+    /// Quantiles at evenly spaced ranks.
+    Table(&'a super::QuantileTable),
 }
 
 impl<'a> Cdf<'a> {
@@ -113,6 +121,7 @@ impl<'a> Cdf<'a> {
         match self {
             Cdf::Exact(v) => v.len() as u64,
             Cdf::Sketch { n, .. } => *n,
+            Cdf::Table(t) => t.n,
         }
     }
 
@@ -121,6 +130,7 @@ impl<'a> Cdf<'a> {
         match self {
             Cdf::Exact(_) => 0.0,
             Cdf::Sketch { epsilon, .. } => *epsilon,
+            Cdf::Table(t) => t.epsilon(),
         }
     }
 
@@ -133,6 +143,7 @@ impl<'a> Cdf<'a> {
                 Ok(item) => view.rank(&item, SearchCriteria::Inclusive).unwrap_or(0.0),
                 Err(_) => 0.0,
             },
+            Cdf::Table(t) => table_rank(&t.quantiles, x),
         }
     }
 
@@ -150,7 +161,25 @@ impl<'a> Cdf<'a> {
                 .ok()
                 .flatten()
                 .map(KllFloat::into_inner),
+            Cdf::Table(t) => {
+                let steps = t.quantiles.len().checked_sub(1)?;
+                t.quantiles
+                    .get((q * steps as f64).round() as usize)
+                    .copied()
+            }
         }
+    }
+}
+
+/// Rank of `x` from quantiles at ranks i/(m-1): below the first 0, at or above the last 1,
+/// else the middle of the step it falls in (the true rank lies within the step).
+fn table_rank(quantiles: &[f64], x: f64) -> f64 {
+    let m = quantiles.len();
+    let k = quantiles.partition_point(|q| *q <= x);
+    match k {
+        0 => 0.0,
+        _ if k >= m => 1.0,
+        _ => (k as f64 - 0.5) / (m - 1) as f64,
     }
 }
 

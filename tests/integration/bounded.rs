@@ -13,7 +13,7 @@ use crate::helpers::retraind;
 
 /// `rows` rows: x0..x2 normal with `shift` added, `seg` (a/b/c, tilted towards a when
 /// x0 is shifted), a label.
-fn frame(rows: usize, shift: [f64; 3], seed: u64) -> Table {
+pub(crate) fn frame(rows: usize, shift: [f64; 3], seed: u64) -> Table {
     use rand::{Rng, SeedableRng};
     use rand_distr::Distribution;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -45,7 +45,7 @@ fn frame(rows: usize, shift: [f64; 3], seed: u64) -> Table {
     t
 }
 
-fn roles() -> Roles {
+pub(crate) fn roles() -> Roles {
     Roles {
         numerical: vec!["x0".into(), "x1".into(), "x2".into()],
         categorical: vec!["seg".into()],

@@ -101,7 +101,8 @@ pub struct Opts {
     pub grace: &'static str,
     pub token: bool,
     pub catch_up: bool,
-    /// `data.reference` and `data.current` (relative to the test folder, or URLs).
+    /// `data.reference` and `data.current` (relative to the test folder, or URLs; an empty
+    /// `current` is left out).
     pub reference: String,
     pub current: String,
     /// TOML appended to the pipeline (e.g. a `[pipeline.performance]` table).
@@ -199,7 +200,7 @@ catch_up = {catch_up}
 
 [pipeline.data]
 reference = "{reference}"
-current = "{current}"
+{current}
 categorical = ["segment"]
 {data_extra}
 
@@ -216,7 +217,11 @@ mode = "{approval}"
 {extra}
 "#,
             reference = opts.reference,
-            current = opts.current,
+            // An empty `current` leaves the key out (a window in Spark instead).
+            current = match opts.current.as_str() {
+                "" => String::new(),
+                c => format!("current = \"{c}\""),
+            },
             extra = opts.extra,
             data_extra = opts.data_extra,
             gate_extra = opts.gate_extra,

@@ -22,5 +22,6 @@ mod properties;
 mod security;
 mod server;
 mod sources;
+mod spark;
 mod store;
 mod training;

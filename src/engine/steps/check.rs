@@ -16,22 +16,20 @@ use crate::drift::{Detector, DriftConfig, DriftReport};
 use crate::engine::{ModelLoader, Shared, StepContext, StepError, estimation};
 use crate::estimate::EstimateReport;
 use crate::performance::{self, Assessment, Baseline, PerformanceConfig, PerformanceSource};
-use crate::profile::{Options, ProfileBuilder};
+use crate::profile::{Expectation, Options, Profile, ProfileBuilder};
 use crate::quality::{self, QualityConfig, QualityReport};
 use crate::records::CheckReport;
 use crate::store::{CycleUpdate, ModelVersion};
 
 pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let p = &ctx.pipeline;
-    let (reference, current) = match ctx.reference_profile().await? {
-        Some(stored) => (
-            Reference::Profile(Box::new(stored)),
-            ctx.current_table().await?,
-        ),
-        None => {
-            let (_, reference, current) = ctx.tables().await?;
-            (Reference::Rows(Box::new(reference)), current)
-        }
+    let current = match ctx.current_profile().await? {
+        Some(stored) => Side::Profile(Box::new(stored)),
+        None => Side::Rows(Box::new(ctx.current_table().await?)),
+    };
+    let reference = match ctx.reference_profile().await? {
+        Some(stored) => Side::Profile(Box::new(stored)),
+        None => Side::Rows(Box::new(ctx.reference_table().await?)),
     };
     let champion = ctx.champion().await?;
     let baseline = p
@@ -53,16 +51,18 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let champ = champion.clone();
     let seed = ctx.cycle.id as u64;
     let (quality, report, (performance, estimate)) = Shared::blocking(move || {
-        let (quality, report) = reference.compare(
+        let (quality, report) = compare(
+            &reference,
             &current,
             &ignore,
             (&quality_cfg, &drift_cfg, min_rows),
             &*detector,
         );
-        let judged = if quality.passed {
-            judge(&perf, &*models, champ.as_ref(), &current, baseline, seed)?
-        } else {
-            (None, None)
+        let judged = match &current {
+            Side::Rows(rows) if quality.passed => {
+                judge(&perf, &*models, champ.as_ref(), rows, baseline, seed)?
+            }
+            _ => (None, None),
         };
         Ok((quality, report, judged))
     })
@@ -119,13 +119,13 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
 fn ignored_columns(
     ctx: &StepContext,
     reference: &Fingerprint,
-    current: &Table,
+    current: &Side,
 ) -> Result<Vec<String>, StepError> {
     let data = &ctx.pipeline.data;
     let mut ignore = data.ignore.clone();
     ignore.extend(data.prediction.iter().chain(&data.timestamp).cloned());
     let inputs = ctx.inputs()?;
-    if current.labelled_rows().is_empty() {
+    if inputs.labelled_rows == 0 {
         // No label has arrived yet: the empty column's inferred type means nothing.
         ignore.push(inputs.roles.target.clone());
     }
@@ -133,7 +133,7 @@ fn ignored_columns(
         let kept = &reference.schema;
         ignore.extend(
             current
-                .fingerprint
+                .fingerprint()
                 .schema
                 .iter()
                 .map(|(n, _)| n)
@@ -144,63 +144,76 @@ fn ignored_columns(
     Ok(ignore)
 }
 
-/// What today's window is compared with: the reference's rows, or the champion's stored
-/// profile of its training rows (then the window is profiled too, exactly, on the
-/// reference's bins).
-enum Reference {
+/// One side of the comparison: its rows, or a stored profile of them — the champion's
+/// profile of its training rows, or the summary Spark computed of today's window.
+enum Side {
     Rows(Box<Table>),
     Profile(Box<StoredProfile>),
 }
 
-impl Reference {
+impl Side {
     fn fingerprint(&self) -> &Fingerprint {
         match self {
-            Reference::Rows(t) => &t.fingerprint,
-            Reference::Profile(p) => &p.source,
+            Side::Rows(t) => &t.fingerprint,
+            Side::Profile(p) => &p.source,
         }
     }
 
-    /// The quality gate and the drift tests.
-    fn compare(
-        &self,
-        current: &Table,
-        ignore: &[String],
-        (quality_cfg, drift_cfg, min_rows): (&QualityConfig, &DriftConfig, usize),
-        detector: &dyn Detector,
-    ) -> (QualityReport, DriftReport) {
+    /// The side as a profile; rows are profiled exactly, counted on `expect`'s bins.
+    fn profile(&self, expect: &Expectation) -> std::borrow::Cow<'_, Profile> {
         match self {
-            Reference::Rows(r) => (
-                quality::check(
-                    (&r.fingerprint, r),
-                    (&current.fingerprint, current),
-                    ignore,
-                    quality_cfg,
-                ),
-                detector.detect(r, current, drift_cfg, min_rows),
-            ),
-            Reference::Profile(p) => {
-                let today = ProfileBuilder::of_columns(
-                    current.fingerprint.schema.clone(),
-                    &current.numerical,
-                    &current.categorical,
-                    Options {
-                        exact_limit: usize::MAX,
-                        ..Options::default()
-                    },
-                    &p.profile.expectation(drift_cfg.bins),
-                );
-                (
-                    quality::check_profiles(
-                        (&p.source, &p.profile),
-                        (&current.fingerprint, &today),
-                        ignore,
-                        quality_cfg,
-                    ),
-                    detector.detect_profiles(&p.profile, &today, drift_cfg, min_rows),
-                )
-            }
+            Side::Rows(t) => std::borrow::Cow::Owned(exact_profile(t, expect)),
+            Side::Profile(p) => std::borrow::Cow::Borrowed(&p.profile),
         }
     }
+}
+
+/// The profile of rows in memory with every value kept: the one the check of a profile
+/// compares with, and the load step's reference for a window summarised in Spark.
+pub(crate) fn exact_profile(t: &Table, expect: &Expectation) -> Profile {
+    ProfileBuilder::of_columns(
+        t.fingerprint.schema.clone(),
+        &t.numerical,
+        &t.categorical,
+        Options {
+            exact_limit: usize::MAX,
+            ..Options::default()
+        },
+        expect,
+    )
+}
+
+/// The quality gate and the drift tests: on rows when both sides have them, else on both
+/// sides' profiles (today's counted on the reference's bins).
+fn compare(
+    reference: &Side,
+    current: &Side,
+    ignore: &[String],
+    (quality_cfg, drift_cfg, min_rows): (&QualityConfig, &DriftConfig, usize),
+    detector: &dyn Detector,
+) -> (QualityReport, DriftReport) {
+    if let (Side::Rows(r), Side::Rows(c)) = (reference, current) {
+        return (
+            quality::check(
+                (&r.fingerprint, r),
+                (&c.fingerprint, c),
+                ignore,
+                quality_cfg,
+            ),
+            detector.detect(r, c, drift_cfg, min_rows),
+        );
+    }
+    let before = reference.profile(&Expectation::default());
+    let today = current.profile(&before.expectation(drift_cfg.bins));
+    (
+        quality::check_profiles(
+            (reference.fingerprint(), &before),
+            (current.fingerprint(), &today),
+            ignore,
+            quality_cfg,
+        ),
+        detector.detect_profiles(&before, &today, drift_cfg, min_rows),
+    )
 }
 
 /// The check's gauges and counters.

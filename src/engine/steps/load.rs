@@ -1,47 +1,49 @@
 //! `loading`: find and fingerprint the two windows. The reference is the rows the champion
 //! was trained on (kept beside its weights), unless the pipeline fixes it or no champion has
 //! them yet; the current window is the day's data. Remote inputs land in the content
-//! addressed input cache, so every later step re-reads the bytes fingerprinted here.
+//! addressed input cache, so every later step re-reads the bytes fingerprinted here. A
+//! window in Spark (`[pipeline.data.spark]`) is summarised there on the reference's bins,
+//! and its profile is what lands in the cache.
 
 use std::path::PathBuf;
 
 use super::StepResult;
 use crate::artifacts;
 use crate::cycle::CycleState;
-use crate::data::{self, ReferenceSource};
+use crate::data::stream::StoredProfile;
+use crate::data::{self, DataConfig, Fingerprint, ReferenceSource, Roles};
 use crate::engine::{Shared, StepContext, StepError};
+use crate::profile::Profile;
 use crate::records::CycleInputs;
+use crate::secret::Secret;
 use crate::source;
+use crate::spark::SparkConfig;
 use crate::store::CycleUpdate;
+
+/// The champion whose training rows are the reference: version, rows, stored profile.
+type ChampionRows = (i64, PathBuf, Option<PathBuf>);
+
+/// The reference as loaded.
+struct ReferenceSide {
+    roles: Roles,
+    fingerprint: Fingerprint,
+    rows: usize,
+    /// The champion's stored profile read instead of its rows.
+    profile_path: Option<String>,
+    /// Its profile, when the current window is summarised elsewhere on its bins.
+    summary: Option<Profile>,
+}
+
+/// The current window as loaded.
+struct CurrentSide {
+    fingerprint: Fingerprint,
+    labelled_rows: usize,
+    profile_path: Option<String>,
+}
 
 pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let data_cfg = ctx.pipeline.data.clone();
-    let cache = artifacts::inputs_dir(ctx.state_dir());
-    let current_loc = data_cfg.current_location(&ctx.cycle.cycle_date)?;
-    let champion = ctx.champion().await?;
-    let wanted = match data_cfg.reference_source {
-        ReferenceSource::Champion => champion
-            .as_ref()
-            .map(|v| (v.version, PathBuf::from(&v.path))),
-        ReferenceSource::Fixed => None,
-    };
-    // The multivariate test needs the rows themselves; the per-feature tests and the
-    // quality gate read the rows' stored profile when the champion has one.
-    let profile_will_do = ctx.pipeline.drift.multivariate.is_none();
-    let champion_rows: Option<(i64, PathBuf, Option<PathBuf>)> = match wanted {
-        Some((v, dir)) => {
-            Shared::blocking(move || {
-                let (rows, profile) = (
-                    dir.join(artifacts::TRAINING_DATA),
-                    dir.join(artifacts::REFERENCE_PROFILE),
-                );
-                let profile = (profile_will_do && profile.is_file()).then_some(profile);
-                Ok(rows.is_file().then_some((v, rows, profile)))
-            })
-            .await?
-        }
-        None => None,
-    };
+    let champion_rows = champion_rows(ctx).await?;
     // The configured window cuts only the configured reference, not the champion's rows.
     let window = match champion_rows {
         Some(_) => None,
@@ -56,51 +58,53 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         Some(_) => ReferenceSource::Champion,
         None => ReferenceSource::Fixed,
     };
-    let inputs = Shared::blocking(move || {
-        let (roles, reference, ref_rows, profile) = match &champion_rows {
-            Some((_, _, Some(profile))) => {
-                let stored = data::stream::StoredProfile::read(profile)?;
-                let (path, rows) = (profile.display().to_string(), stored.source.rows);
-                (stored.roles, stored.source, rows, Some(path))
-            }
-            Some((_, path, None)) => {
-                let (roles, t) =
-                    data::load_inferred(&data::Input::file(path), &data_cfg.role_spec(), true)?;
-                (roles, t.fingerprint, t.rows, None)
-            }
-            None => {
-                let input = source::resolve(&data_cfg.reference, &cache, &data_cfg.s3)?;
-                let (roles, t) = data::load_inferred(&input, &data_cfg.role_spec(), true)?;
-                let t = match window {
-                    Some((from, to)) => t.window(from, to),
-                    None => t,
-                };
-                (roles, t.fingerprint, t.rows, None)
-            }
-        };
-        let cur_input = source::resolve(&current_loc, &cache, &data_cfg.s3)?;
-        let current = data::load(&cur_input, &roles, false)?;
-        let labelled = current.labelled_rows().len();
-        Ok((
-            CycleInputs {
-                roles,
-                reference,
-                reference_from,
-                reference_source,
-                reference_window: window,
-                current: current.fingerprint,
-                labelled: labelled > 0,
-                labelled_rows: labelled,
-                reference_profile: profile,
-            },
-            ref_rows,
-            current.rows,
-        ))
-    })
-    .await?;
-    let (inputs, ref_rows, cur_rows) = inputs;
+    let cache = artifacts::inputs_dir(ctx.state_dir());
+    let (cfg, dir) = (data_cfg.clone(), cache.clone());
+    let summarise = data_cfg.spark.is_some();
+    let reference =
+        Shared::blocking(move || load_reference(&cfg, champion_rows, window, &dir, summarise))
+            .await?;
+    let current = match &data_cfg.spark {
+        Some(spark) => spark_window(ctx, spark, &reference, cache).await?,
+        None => {
+            let (roles, location) = (
+                reference.roles.clone(),
+                data_cfg.current_location(&ctx.cycle.cycle_date)?,
+            );
+            Shared::blocking(move || {
+                let input = source::resolve(&location, &cache, &data_cfg.s3)?;
+                let current = data::load(&input, &roles, false)?;
+                Ok(CurrentSide {
+                    labelled_rows: current.labelled_rows().len(),
+                    fingerprint: current.fingerprint,
+                    profile_path: None,
+                })
+            })
+            .await?
+        }
+    };
+    let (ref_rows, cur_rows) = (reference.rows, current.fingerprint.rows);
+    let inputs = CycleInputs {
+        roles: reference.roles,
+        reference: reference.fingerprint,
+        reference_from,
+        reference_source,
+        reference_window: window,
+        current: current.fingerprint,
+        labelled: current.labelled_rows > 0,
+        labelled_rows: current.labelled_rows,
+        reference_profile: reference.profile_path,
+        current_profile: current.profile_path,
+    };
+    let summarised = match inputs.current_profile {
+        Some(_) => format!(
+            ", summarised by Spark: {} bytes received",
+            inputs.current.bytes
+        ),
+        None => String::new(),
+    };
     let reason = format!(
-        "loaded reference ({}, {ref_rows} rows) and current window {} ({cur_rows} rows, {} labelled)",
+        "loaded reference ({}, {ref_rows} rows) and current window {} ({cur_rows} rows, {} labelled{summarised})",
         inputs.reference_from, ctx.cycle.cycle_date, inputs.labelled_rows,
     );
     let update = CycleUpdate {
@@ -108,6 +112,122 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         ..CycleUpdate::default()
     };
     Ok(ctx.to(CycleState::Checking, reason, update))
+}
+
+/// The champion's training rows (and stored profile) when they are the reference.
+async fn champion_rows(ctx: &StepContext) -> Result<Option<ChampionRows>, StepError> {
+    let champion = ctx.champion().await?;
+    let wanted = match ctx.pipeline.data.reference_source {
+        ReferenceSource::Champion => champion.map(|v| (v.version, PathBuf::from(&v.path))),
+        ReferenceSource::Fixed => None,
+    };
+    // The multivariate test needs the rows themselves; the per-feature tests and the
+    // quality gate read the rows' stored profile when the champion has one.
+    let profile_will_do = ctx.pipeline.drift.multivariate.is_none();
+    let Some((v, dir)) = wanted else {
+        return Ok(None);
+    };
+    Shared::blocking(move || {
+        let (rows, profile) = (
+            dir.join(artifacts::TRAINING_DATA),
+            dir.join(artifacts::REFERENCE_PROFILE),
+        );
+        let profile = (profile_will_do && profile.is_file()).then_some(profile);
+        Ok(rows.is_file().then_some((v, rows, profile)))
+    })
+    .await
+}
+
+/// Read (or, for a stored profile, only describe) the reference; with `summarise`, also
+/// its profile as the check step builds it, whose bins the current window is counted on.
+fn load_reference(
+    cfg: &DataConfig,
+    champion_rows: Option<ChampionRows>,
+    window: Option<(i64, i64)>,
+    cache: &std::path::Path,
+    summarise: bool,
+) -> Result<ReferenceSide, StepError> {
+    let side = |roles: Roles, t: data::Table| {
+        let summary = summarise.then(|| super::check::exact_profile(&t, &Default::default()));
+        ReferenceSide {
+            roles,
+            rows: t.rows,
+            fingerprint: t.fingerprint,
+            profile_path: None,
+            summary,
+        }
+    };
+    Ok(match champion_rows {
+        Some((_, _, Some(profile))) => {
+            let stored = StoredProfile::read(&profile)?;
+            ReferenceSide {
+                roles: stored.roles,
+                rows: stored.source.rows,
+                fingerprint: stored.source,
+                profile_path: Some(profile.display().to_string()),
+                summary: summarise.then_some(stored.profile),
+            }
+        }
+        Some((_, path, None)) => {
+            let (roles, t) =
+                data::load_inferred(&data::Input::file(&path), &cfg.role_spec(), true)?;
+            side(roles, t)
+        }
+        None => {
+            let input = source::resolve(&cfg.reference, cache, &cfg.s3)?;
+            let (roles, t) = data::load_inferred(&input, &cfg.role_spec(), true)?;
+            let t = match window {
+                Some((from, to)) => t.window(from, to),
+                None => t,
+            };
+            side(roles, t)
+        }
+    })
+}
+
+/// Have Spark summarise the day's window on the reference's bins; keep the summary in the
+/// input cache under its BLAKE3.
+async fn spark_window(
+    ctx: &StepContext,
+    spark: &SparkConfig,
+    reference: &ReferenceSide,
+    cache: PathBuf,
+) -> Result<CurrentSide, StepError> {
+    let token = spark.token.as_ref().map(Secret::load).transpose()?;
+    let expect = reference
+        .summary
+        .as_ref()
+        .map(|p| p.expectation(ctx.pipeline.drift.bins))
+        .unwrap_or_default();
+    let source = spark.current_source(&ctx.cycle.cycle_date);
+    let summarised = tokio::select! {
+        s = crate::spark::summarise(&source, token, reference.roles.columns(), &expect, spark.epsilon) => s?,
+        _ = ctx.shared.shutdown.cancelled() => return Err(StepError::Interrupted),
+    };
+    let stored = StoredProfile::of_spark(summarised, &reference.roles);
+    let fingerprint = stored.source.clone();
+    let path = cache.join(format!(
+        "{}.{}",
+        fingerprint.blake3,
+        data::stream::PROFILE_EXTENSION
+    ));
+    let written = path.clone();
+    Shared::blocking(move || {
+        std::fs::create_dir_all(&cache).map_err(|e| {
+            StepError::Invalid(format!(
+                "cannot create the input cache {}: {e}",
+                cache.display()
+            ))
+        })?;
+        stored.write(&written)?;
+        Ok(())
+    })
+    .await?;
+    Ok(CurrentSide {
+        fingerprint,
+        labelled_rows: 0,
+        profile_path: Some(path.display().to_string()),
+    })
 }
 
 #[cfg(test)]
