@@ -320,3 +320,42 @@ fn estimates_and_the_multivariate_rule_are_checked_with_their_paths() {
     let m = pipe.drift.multivariate.unwrap();
     assert_eq!((m.variance, m.chunk_size(10_000, 2_000)), (0.65, 500));
 }
+
+#[test]
+fn a_window_in_spark_is_checked_with_its_paths() {
+    std::fs::write(std::env::temp_dir().join("spark-ref.csv"), "a,b\n1,2\n").unwrap();
+    let base = "[[pipeline]]\nname='p'\n[pipeline.data]\nreference='spark-ref.csv'\n";
+    let p = problems(&format!(
+        "{base}current='{{date}}.csv'\n[pipeline.data.spark]\nendpoint='sc://lake:15002/;token=hunter2'\ncurrent_table='a b'\ntoken_env='T'\ntoken_file='/nonexistent'\ntimeout='soon'\nepsilon=0.5\n"
+    ));
+    let found: Vec<(&str, &str)> = p
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    let paths: Vec<&str> = found.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        paths,
+        [
+            "pipeline[0].data.current",
+            "pipeline[0].data.spark.endpoint",
+            "pipeline[0].data.spark.token_file",
+            "pipeline[0].data.spark.current_table",
+            "pipeline[0].data.spark.timeout",
+            "pipeline[0].data.spark.epsilon",
+        ],
+        "{found:?}"
+    );
+    assert!(!format!("{found:?}").contains("hunter2"), "{found:?}");
+    let ok = parse(&format!(
+        "{base}[pipeline.data.spark]\nendpoint='sc://lake:443/;use_ssl=true'\ntoken_env='SPARK_TOKEN'\ncurrent_query=\"SELECT * FROM lake.churn WHERE day = '{{date}}'\"\n"
+    ))
+    .unwrap();
+    let spark = ok.pipelines[0].data.spark.clone().unwrap();
+    let source = spark.current_source("2026-12-01");
+    assert_eq!(
+        source.relation,
+        crate::spark::Relation::Query("SELECT * FROM lake.churn WHERE day = '2026-12-01'".into())
+    );
+    assert_eq!(source.endpoint.to_string(), "sc://lake:443/;use_ssl=true");
+    assert_eq!((spark.timeout.as_secs(), spark.epsilon), (1800, 0.001));
+}
