@@ -35,6 +35,8 @@ pub(super) struct RawPipeline {
     #[serde(default)]
     drift: RawDrift,
     #[serde(default)]
+    check: crate::data::stream::RawCheck,
+    #[serde(default)]
     performance: RawPerformance,
     #[serde(default)]
     train: RawTrain,
@@ -61,6 +63,8 @@ pub struct Pipeline {
     pub data: DataConfig,
     pub quality: QualityConfig,
     pub drift: DriftConfig,
+    /// `[pipeline.check]`: the memory a day's check may take.
+    pub check: crate::data::stream::Plan,
     pub performance: PerformanceConfig,
     pub train: TrainConfig,
     pub gate: GateConfig,
@@ -151,6 +155,7 @@ fn assemble(p: RawPipeline, has_slack: bool, files: Files, c: &mut Checker) -> P
         data: DataConfig::from_raw(p.data, files, &mut c.section("data")),
         quality: QualityConfig::from_raw(p.quality, &mut c.section("quality")),
         drift: DriftConfig::from_raw(p.drift, &mut c.section("drift")),
+        check: crate::data::stream::Plan::from_raw(p.check, &mut c.section("check")),
         performance: PerformanceConfig::from_raw(
             p.performance,
             task,

@@ -359,3 +359,37 @@ fn a_window_in_spark_is_checked_with_its_paths() {
     assert_eq!(source.endpoint.to_string(), "sc://lake:443/;use_ssl=true");
     assert_eq!((spark.timeout.as_secs(), spark.epsilon), (1800, 0.001));
 }
+
+#[test]
+fn the_checks_memory_budget_is_checked_with_its_path() {
+    std::fs::write(std::env::temp_dir().join("budget-ref.csv"), "a,b\n1,2\n").unwrap();
+    let base = "[[pipeline]]\nname='p'\n[pipeline.data]\nreference='budget-ref.csv'\ncurrent='{date}.csv'\n";
+    let p = problems(&format!(
+        "{base}[pipeline.check]\nmemory_budget='1KiB'\nepsilon=2.0\n"
+    ));
+    let found: Vec<(&str, &str)> = p
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "pipeline[0].check.memory_budget",
+                "1024 bytes is too small; give at least 16MiB"
+            ),
+            (
+                "pipeline[0].check.epsilon",
+                "2 is out of range; use 0.00005 to 0.25"
+            )
+        ]
+    );
+    let p = problems(&format!("{base}[pipeline.check]\nmemory_budget='lots'\n"));
+    assert_eq!(p[0].path, "pipeline[0].check.memory_budget", "{p:?}");
+    let ok = parse(&format!("{base}[pipeline.check]\nmemory_budget='1GiB'\n")).unwrap();
+    let plan = ok.pipelines[0].check;
+    assert_eq!((plan.budget, plan.epsilon), (1 << 30, 0.001));
+    assert!(plan.streams((512 << 20) + 1) && !plan.streams(512 << 20));
+    let default = parse(base).unwrap().pipelines[0].check;
+    assert_eq!(default.budget, 2 << 30);
+}

@@ -33,6 +33,60 @@ pub struct Plan {
     pub exact_cap: usize,
 }
 
+/// `[pipeline.check]` as written.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RawCheck {
+    pub memory_budget: Option<String>,
+    pub epsilon: Option<f64>,
+}
+
+/// The default memory budget of a check.
+pub const DEFAULT_BUDGET: u64 = 2 << 30;
+/// The smallest budget accepted.
+pub const MIN_BUDGET: u64 = 16 << 20;
+
+impl Plan {
+    /// Validate `[pipeline.check]` (the checker is at `pipeline[i].check`).
+    pub fn from_raw(raw: RawCheck, c: &mut crate::validate::Checker) -> Plan {
+        let budget = match raw
+            .memory_budget
+            .as_deref()
+            .map(crate::validate::parse_bytes)
+        {
+            None => DEFAULT_BUDGET,
+            Some(Ok(b)) if b >= MIN_BUDGET => b,
+            Some(Ok(b)) => {
+                c.problem(
+                    "memory_budget",
+                    format!("{b} bytes is too small; give at least 16MiB"),
+                );
+                DEFAULT_BUDGET
+            }
+            Some(Err(e)) => {
+                c.problem("memory_budget", e);
+                DEFAULT_BUDGET
+            }
+        };
+        let (lo, hi) = crate::profile::sketch::EPSILON_RANGE;
+        let epsilon = raw
+            .epsilon
+            .unwrap_or(crate::profile::sketch::DEFAULT_EPSILON);
+        if !(lo..=hi).contains(&epsilon) {
+            c.problem(
+                "epsilon",
+                format!("{epsilon} is out of range; use {lo} to {hi}"),
+            );
+        }
+        Plan::for_budget(budget, epsilon)
+    }
+
+    /// Whether a window of files totalling `bytes` is read batch by batch into a profile
+    /// rather than whole: when its files take more than half the budget.
+    pub fn streams(&self, bytes: u64) -> bool {
+        bytes > self.budget / 2
+    }
+}
+
 /// The budget's share for the exact values of both sides together; a quarter goes to the
 /// batch being decoded, the rest is headroom for the reader's buffers and the sketches.
 const EXACT_SHARE: f64 = 0.5;

@@ -301,7 +301,7 @@ impl StepContext {
 fn rows_here(inputs: &CycleInputs) -> Result<(), StepError> {
     match inputs.current_profile {
         Some(_) => Err(StepError::Invalid(format!(
-            "this step needs the current window's rows, but it is in Spark ({}) and only its summaries were fetched; train and evaluate on data retraind can read (data.current), or with a trainer that reads Spark itself",
+            "this step needs the current window's rows, but only its profile was kept ({}: a window in Spark, or one whose files take over half of check.memory_budget); raise [pipeline.check] memory_budget, or train with a trainer that reads the data itself",
             inputs.current.path
         ))),
         None => Ok(()),

@@ -59,20 +59,52 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         None => ReferenceSource::Fixed,
     };
     let cache = artifacts::inputs_dir(ctx.state_dir());
+    let plan = ctx.pipeline.check;
+    // The day's files, found (and fetched) first: their size says how they are read.
+    let local = match &data_cfg.spark {
+        Some(_) => None,
+        None => {
+            let (location, dir, s3) = (
+                data_cfg.current_location(&ctx.cycle.cycle_date)?,
+                cache.clone(),
+                data_cfg.s3.clone(),
+            );
+            Some(Shared::blocking(move || Ok(source::resolve(&location, &dir, &s3)?)).await?)
+        }
+    };
+    let streamed = local.as_ref().is_some_and(|i| plan.streams(input_bytes(i)));
     let (cfg, dir) = (data_cfg.clone(), cache.clone());
-    let summarise = data_cfg.spark.is_some();
+    let summarise = data_cfg.spark.is_some() || streamed;
     let reference =
         Shared::blocking(move || load_reference(&cfg, champion_rows, window, &dir, summarise))
             .await?;
-    let current = match &data_cfg.spark {
-        Some(spark) => spark_window(ctx, spark, &reference, cache).await?,
-        None => {
-            let (roles, location) = (
-                reference.roles.clone(),
-                data_cfg.current_location(&ctx.cycle.cycle_date)?,
-            );
+    let current = match (&data_cfg.spark, local) {
+        (Some(spark), _) => spark_window(ctx, spark, &reference, cache).await?,
+        (None, Some(input)) if streamed => {
+            let (roles, bins) = (reference.roles.clone(), ctx.pipeline.drift.bins);
+            let expect = reference.summary.as_ref().map(|p| p.expectation(bins));
             Shared::blocking(move || {
-                let input = source::resolve(&location, &cache, &data_cfg.s3)?;
+                let streamed = data::stream::profile_input(
+                    &input,
+                    data::stream::RolesFrom::Given(&roles),
+                    &plan,
+                    &expect.unwrap_or_default(),
+                )?;
+                keep_profile(
+                    &cache,
+                    StoredProfile {
+                        source: streamed.fingerprint,
+                        roles,
+                        profile: streamed.profile,
+                    },
+                )
+            })
+            .await?
+        }
+        (None, input) => {
+            let roles = reference.roles.clone();
+            Shared::blocking(move || {
+                let input = input.ok_or_else(|| StepError::Invalid("no current window".into()))?;
                 let current = data::load(&input, &roles, false)?;
                 Ok(CurrentSide {
                     labelled_rows: current.labelled_rows().len(),
@@ -96,12 +128,16 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         reference_profile: reference.profile_path,
         current_profile: current.profile_path,
     };
-    let summarised = match inputs.current_profile {
-        Some(_) => format!(
+    let summarised = match (&inputs.current_profile, &data_cfg.spark) {
+        (Some(_), Some(_)) => format!(
             ", summarised by Spark: {} bytes received",
             inputs.current.bytes
         ),
-        None => String::new(),
+        (Some(_), None) => format!(
+            ", {} bytes of files read in bounded memory into a profile (over half of check.memory_budget)",
+            inputs.current.bytes
+        ),
+        (None, _) => String::new(),
     };
     let reason = format!(
         "loaded reference ({}, {ref_rows} rows) and current window {} ({cur_rows} rows, {} labelled{summarised})",
@@ -205,29 +241,39 @@ async fn spark_window(
         _ = ctx.shared.shutdown.cancelled() => return Err(StepError::Interrupted),
     };
     let stored = StoredProfile::of_spark(summarised, &reference.roles);
-    let fingerprint = stored.source.clone();
+    Shared::blocking(move || keep_profile(&cache, stored)).await
+}
+
+/// Keep a window's profile in the input cache under its source's BLAKE3; the check step
+/// reads it from there.
+fn keep_profile(cache: &std::path::Path, stored: StoredProfile) -> Result<CurrentSide, StepError> {
+    std::fs::create_dir_all(cache).map_err(|e| {
+        StepError::Invalid(format!(
+            "cannot create the input cache {}: {e}",
+            cache.display()
+        ))
+    })?;
     let path = cache.join(format!(
         "{}.{}",
-        fingerprint.blake3,
+        stored.source.blake3,
         data::stream::PROFILE_EXTENSION
     ));
-    let written = path.clone();
-    Shared::blocking(move || {
-        std::fs::create_dir_all(&cache).map_err(|e| {
-            StepError::Invalid(format!(
-                "cannot create the input cache {}: {e}",
-                cache.display()
-            ))
-        })?;
-        stored.write(&written)?;
-        Ok(())
-    })
-    .await?;
+    stored.write(&path)?;
     Ok(CurrentSide {
-        fingerprint,
+        fingerprint: stored.source,
         labelled_rows: 0,
         profile_path: Some(path.display().to_string()),
     })
+}
+
+/// Bytes of an input's files (0 for one that cannot be read now: the read names it).
+fn input_bytes(input: &data::Input) -> u64 {
+    input
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[cfg(test)]
@@ -251,5 +297,94 @@ mod tests {
         assert_eq!(inputs.reference.blake3.len(), 64);
         assert_eq!(inputs.roles.target, "target");
         assert!(reason.contains("(400 rows, 400 labelled)"), "{reason}");
+    }
+
+    /// Load and check one cycle of today's window with `plan`: its inputs and stored report.
+    async fn check_with(
+        kit: &Kit,
+        plan: crate::data::stream::Plan,
+    ) -> (crate::records::CycleInputs, serde_json::Value, String) {
+        use crate::cycle::CycleState;
+        let mut ctx = kit.context_in(CycleState::Loading).await;
+        ctx.pipeline.check = plan;
+        let (to, reason, update) = kit.advanced(super::run(&ctx).await.unwrap());
+        let id = ctx.cycle.id;
+        kit.store()
+            .transition(
+                id,
+                CycleState::Loading,
+                to,
+                &reason,
+                update,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        let mut ctx = kit.context_of(id).await;
+        ctx.pipeline.check = plan;
+        let (to, _, _) = kit.advanced(super::super::check::run(&ctx).await.unwrap());
+        assert_eq!(to, CycleState::Decided);
+        let report = kit.store().report(id).await.unwrap().unwrap();
+        kit.finish(&ctx, CycleState::Failed).await;
+        (ctx.inputs().unwrap().clone(), report, reason)
+    }
+
+    /// A window whose files take over half of `check.memory_budget` is read batch by batch
+    /// into a profile kept in the input cache (sketched beyond the budget's exact share);
+    /// the check reads that profile and reaches the whole read's verdicts. Its rows are not
+    /// kept, so a step that needs them says why.
+    #[tokio::test]
+    async fn a_window_over_half_the_budget_is_profiled_in_bounded_memory() {
+        use crate::data::stream::Plan;
+        let kit = Kit::new().await;
+        kit.write_today(Kit::DRIFTED, 8000);
+        let (whole, want, _) = check_with(&kit, Plan::for_budget(2 << 30, 0.001)).await;
+        assert_eq!((whole.current_profile, whole.labelled_rows), (None, 8000));
+        let (inputs, got, reason) = check_with(&kit, Plan::for_budget(100_000, 0.001)).await;
+        let cached = inputs.current_profile.clone().unwrap();
+        assert!(
+            cached.ends_with(&format!("{}.profile", inputs.current.blake3)),
+            "{cached}"
+        );
+        assert_eq!((inputs.current.rows, inputs.labelled_rows), (8000, 0));
+        assert_eq!(inputs.current.blake3, whole.current.blake3);
+        assert!(
+            reason.contains("read in bounded memory into a profile"),
+            "{reason}"
+        );
+        let verdicts = |r: &serde_json::Value| -> Vec<(String, bool)> {
+            r["drift"]["features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f["name"].as_str().unwrap().to_string(),
+                        f["drifted"].as_bool().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(verdicts(&got), verdicts(&want));
+        assert_eq!(got["drift"]["dataset"]["drifted"], true);
+        assert_eq!(
+            got["drift"]["features"][0]["rank_error"]
+                .as_f64()
+                .map(|e| e > 0.0),
+            Some(true)
+        );
+        assert_eq!(
+            want["drift"]["features"][0]["rank_error"],
+            serde_json::Value::Null
+        );
+        let mut ctx = kit.context_in(crate::cycle::CycleState::Loading).await;
+        ctx.pipeline.check = Plan::for_budget(100_000, 0.001);
+        let (_, _, update) = kit.advanced(super::run(&ctx).await.unwrap());
+        ctx.cycle.inputs = update.inputs;
+        let e = ctx.tables().await.unwrap_err().to_string();
+        assert!(
+            e.contains("only its profile was kept") && e.contains("memory_budget"),
+            "{e}"
+        );
     }
 }
