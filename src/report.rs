@@ -395,7 +395,7 @@ fn features_html(html: &mut String, features: &[FeatureDrift]) {
             if f.drifted { "drift" } else { "no drift" },
             f.statistic,
             f.p_adjusted
-                .map(|p| format!("{p:.3e}"))
+                .map(crate::stats::p_value)
                 .unwrap_or_else(|| "–".into()),
             f.threshold
         );
@@ -429,6 +429,16 @@ mod tests {
     use super::*;
     use crate::data::Table;
     use crate::drift::DriftConfig;
+
+    /// Tiny p-values print as a bound, not as `0.000e0`.
+    #[test]
+    fn p_values_below_the_float_range_print_as_a_bound() {
+        use crate::stats::p_value;
+        assert_eq!(p_value(0.0), "< 1e-300");
+        assert_eq!(p_value(5e-310), "< 1e-300");
+        assert_eq!(p_value(1.5e-300), "1.500e-300");
+        assert_eq!(p_value(0.0421), "4.210e-2");
+    }
 
     fn table(x: Vec<f64>, seg: Vec<&str>) -> Table {
         Table::from_columns(

@@ -385,6 +385,16 @@ pub fn adjust(p: &[f64], correction: Correction) -> Vec<f64> {
     }
 }
 
+/// A p-value as people read it: three significant digits, and `< 1e-300` below that (an
+/// exact 0 is a value too small for a double, not an impossibility).
+pub fn p_value(p: f64) -> String {
+    if p < 1e-300 {
+        "< 1e-300".to_string()
+    } else {
+        format!("{p:.3e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

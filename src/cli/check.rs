@@ -201,7 +201,10 @@ pub struct CheckReport {
 }
 
 /// Run the standalone check: load both files, the quality gate, the drift tests.
-pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<CheckReport> {
+pub fn run_check(
+    args: &CheckArgs,
+    report: &dyn super::progress::Report,
+) -> anyhow::Result<CheckReport> {
     use crate::drift::DriftConfig;
     use crate::stats::Correction;
     let method: crate::drift::Method = args.method.parse()?;
@@ -225,16 +228,16 @@ pub fn run_check(args: &CheckArgs, progress: &dyn Fn(&str)) -> anyhow::Result<Ch
         ..DriftConfig::default()
     };
     if args.multivariate {
-        return check_rows(args, &config, progress);
+        return check_rows(args, &config, report);
     }
-    check_summaries(args, &config, progress)
+    check_summaries(args, &config, report)
 }
 
 /// The check on both files' rows in memory (the multivariate test needs them).
 fn check_rows(
     args: &CheckArgs,
     config: &crate::drift::DriftConfig,
-    progress: &dyn Fn(&str),
+    report: &dyn super::progress::Report,
 ) -> anyhow::Result<CheckReport> {
     anyhow::ensure!(
         !crate::data::stream::StoredProfile::is_profile(&args.reference),
@@ -244,7 +247,7 @@ fn check_rows(
         .current
         .as_deref()
         .context("--multivariate needs the current window's rows; give --current, not --spark")?;
-    progress(&format!("reading {}", args.reference));
+    report.stage(&format!("reading {}", args.reference));
     let spec = args.columns.spec();
     let (reference_input, current_input) = (
         super::standalone_input(&args.reference)?,
@@ -252,7 +255,7 @@ fn check_rows(
     );
     let (roles, reference, current) =
         crate::data::load_pair(&reference_input, &current_input, &spec)?;
-    progress(&format!(
+    report.stage(&format!(
         "testing {} features ({} x {} rows)",
         roles.numerical.len() + roles.categorical.len(),
         reference.rows,
@@ -266,7 +269,7 @@ fn check_rows(
     );
     let drift = crate::drift::detect(&reference, &current, config, args.min_rows);
     let size = args.chunk_size.unwrap_or(current.rows).max(1);
-    progress(&format!("multivariate: chunks of {size} rows"));
+    report.stage(&format!("multivariate: chunks of {size} rows"));
     let multivariate = Some(crate::drift::reconstruction::Reconstruction::detect(
         &reference,
         &current,
@@ -289,11 +292,11 @@ fn check_rows(
 fn check_summaries(
     args: &CheckArgs,
     config: &crate::drift::DriftConfig,
-    progress: &dyn Fn(&str),
+    report: &dyn super::progress::Report,
 ) -> anyhow::Result<CheckReport> {
     use crate::data::stream::{self, RolesFrom, StoredProfile, Streamed};
     let plan = args.memory.plan()?;
-    progress(&format!("reading {}", args.reference));
+    report.stage(&format!("reading {}", args.reference));
     let reference = if StoredProfile::is_profile(&args.reference) {
         let stored = StoredProfile::read(std::path::Path::new(&args.reference))?;
         Streamed {
@@ -304,12 +307,18 @@ fn check_summaries(
     } else {
         let spec = args.columns.spec();
         let input = super::standalone_input(&args.reference)?;
-        stream::profile_input(&input, RolesFrom::Infer(&spec), &plan, &Default::default())?
+        stream::profile_input_with(
+            &input,
+            RolesFrom::Infer(&spec),
+            &plan,
+            &Default::default(),
+            &|p| report.read(p),
+        )?
     };
     let expect = reference.profile.expectation(config.bins);
     let current = match (args.spark.source()?, &args.current) {
         (Some((source, token)), _) => {
-            progress(&format!(
+            report.stage(&format!(
                 "asking Spark for the summaries of {}",
                 source.relation.describe()
             ));
@@ -335,15 +344,21 @@ fn check_summaries(
             }
         }
         (None, Some(current)) => {
-            progress(&format!("reading {current}"));
+            report.stage(&format!("reading {current}"));
             let input = super::standalone_input(current)?;
-            stream::profile_input(&input, RolesFrom::Given(&reference.roles), &plan, &expect)?
+            stream::profile_input_with(
+                &input,
+                RolesFrom::Given(&reference.roles),
+                &plan,
+                &expect,
+                &|p| report.read(p),
+            )?
         }
         (None, None) => {
             anyhow::bail!("give --current (a file) or --spark (a Spark Connect address)")
         }
     };
-    progress(&format!(
+    report.stage(&format!(
         "testing {} features ({} x {} rows)",
         reference.profile.features.len(),
         reference.profile.rows,
@@ -370,25 +385,42 @@ fn check_summaries(
 
 fn render_check_text(r: &CheckReport) -> String {
     use std::fmt::Write as _;
+    let mut out = drift_text(&r.features, &r.dataset, r.insufficient_data);
+    if let Some(m) = &r.multivariate {
+        multivariate_text(&mut out, m);
+    }
+    for f in &r.quality.findings {
+        let _ = writeln!(out, "quality {:?}: {}", f.severity, f.message);
+    }
+    out
+}
+
+/// The drift table, drifted features first, and the dataset's verdict.
+pub(super) fn drift_text(
+    features: &[crate::drift::FeatureDrift],
+    dataset: &crate::drift::DatasetDrift,
+    insufficient_data: bool,
+) -> String {
+    use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<24} {:<12} {:<15} {:>11} {:>10} {:>10}  verdict",
         "feature", "kind", "method", "statistic", "p_adj", "threshold"
     );
-    let mut features: Vec<&crate::drift::FeatureDrift> = r.features.iter().collect();
-    features.sort_by(|a, b| {
+    let mut sorted: Vec<&crate::drift::FeatureDrift> = features.iter().collect();
+    sorted.sort_by(|a, b| {
         b.drifted.cmp(&a.drifted).then(
             a.p_adjusted
                 .unwrap_or(1.0)
                 .total_cmp(&b.p_adjusted.unwrap_or(1.0)),
         )
     });
-    for f in features {
+    for f in sorted {
         let kind = f.kind.as_str();
         let p = f
             .p_adjusted
-            .map(|p| format!("{p:.3e}"))
+            .map(crate::stats::p_value)
             .unwrap_or_else(|| "-".into());
         let verdict = if f.drifted { "DRIFT" } else { "ok" };
         let effect = f
@@ -414,27 +446,17 @@ fn render_check_text(r: &CheckReport) -> String {
     let _ = writeln!(
         out,
         "\ndataset: {} ({} of {} features drifted, {:.0}%, correction {:?}){}",
-        if r.dataset.drifted {
-            "DRIFT"
-        } else {
-            "no drift"
-        },
-        r.dataset.drifted_features,
-        r.features.len(),
-        r.dataset.drifted_share * 100.0,
-        r.dataset.correction,
-        if r.insufficient_data {
+        if dataset.drifted { "DRIFT" } else { "no drift" },
+        dataset.drifted_features,
+        features.len(),
+        dataset.drifted_share * 100.0,
+        dataset.correction,
+        if insufficient_data {
             "; insufficient data"
         } else {
             ""
         }
     );
-    if let Some(m) = &r.multivariate {
-        multivariate_text(&mut out, m);
-    }
-    for f in &r.quality.findings {
-        let _ = writeln!(out, "quality {:?}: {}", f.severity, f.message);
-    }
     out
 }
 
@@ -470,16 +492,10 @@ fn multivariate_text(out: &mut String, m: &crate::drift::reconstruction::Multiva
 }
 
 pub(super) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    use std::io::IsTerminal;
-    let interactive = std::io::stderr().is_terminal();
     let (format, output) = (args.format, args.output.clone());
     let report = tokio::task::spawn_blocking(move || {
-        let progress = |msg: &str| {
-            if interactive {
-                eprintln!("… {msg}");
-            }
-        };
-        run_check(&args, &progress)
+        let bar = super::progress::Bar::on_terminal();
+        run_check(&args, &bar)
     })
     .await??;
     let text = match format {

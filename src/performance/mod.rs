@@ -658,7 +658,7 @@ pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u6
     };
     let status = verdict(rule, beyond, Some(p));
     let detail = format!(
-        "{} {:.4} on {labels} labels vs baseline {:.4} (threshold {:.4}, {} p = {:.3e}): {}",
+        "{} {:.4} on {labels} labels vs baseline {:.4} (threshold {:.4}, {} p = {}): {}",
         metric.name(),
         current.value,
         base.value,
@@ -671,7 +671,7 @@ pub fn assess(rule: &Rule, scored: &Scored, baseline: Option<Baseline>, seed: u6
             Test::None => "no test",
             Test::Estimated => "estimate's band",
         },
-        p,
+        crate::stats::p_value(p),
         match status {
             Status::Degraded => "degraded",
             _ if beyond => "below the threshold but not significant",

@@ -92,10 +92,11 @@ pub fn judge(rule: &Rule, a: Assessment, pooled: &Paired, windows: usize) -> Ass
         Status::Healthy
     };
     let detail = format!(
-        "accuracy {current:.4} on {} labels ({windows} window(s) of this watch) vs the previous model's {base:.4} on the same rows (threshold {limit:.4}; {} rows only the previous model got right, {} only this one; McNemar exact p = {p:.3e}): {}",
+        "accuracy {current:.4} on {} labels ({windows} window(s) of this watch) vs the previous model's {base:.4} on the same rows (threshold {limit:.4}; {} rows only the previous model got right, {} only this one; McNemar exact p = {}): {}",
         pooled.rows,
         pooled.only_old,
         pooled.only_new,
+        crate::stats::p_value(p),
         match status {
             Status::Degraded => "degraded",
             _ if beyond => "below the threshold but not significant",
