@@ -27,7 +27,7 @@ fn main() {
     let args = std::env::args().filter(|a| a != "--bench");
     let bench = Bench::parse_from(args);
     let start = Instant::now();
-    let report = run_check(&bench.check, &|_| {}).unwrap_or_else(|e| {
+    let report = run_check(&bench.check, &retraind::cli::Quiet).unwrap_or_else(|e| {
         eprintln!("{e:#}");
         std::process::exit(1);
     });

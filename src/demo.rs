@@ -361,11 +361,12 @@ pub async fn run(dir: &Path, keep_running: bool) -> anyhow::Result<()> {
     }
     let holds = store.holds("churn").await?;
     if let Some(h) = holds.frozen {
+        let config = config_path.display();
+        out!("  frozen by {}: {}", h.by, h.reason);
         out!(
-            "  frozen by {}: automation stops until `retraind --config {} resume churn`",
-            h.by,
-            config_path.display()
+            "  automation stops until it is lifted; with the daemon running (`retraind --config {config} run`):"
         );
+        out!("    `retraind --config {config} resume churn --actor \"$(whoami)\"`");
     }
     let state_dir = &config.daemon.state_dir;
     out!("\nwhere to look:");

@@ -26,6 +26,86 @@ pub struct PipelineStatus {
     pub active_cycle: Option<CycleSummary>,
     /// The newest finished cycle, if any.
     pub last_cycle: Option<CycleSummary>,
+    /// What stops or holds its automation now: freezes (its own and the kill switch), the
+    /// circuit breaker's pause, a candidate awaiting approval. Empty when nothing does.
+    pub holds: Vec<HoldSummary>,
+}
+
+/// One hold on a pipeline, with who, since when and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HoldSummary {
+    pub kind: HoldKind,
+    /// The actor who froze it, the guard that paused it, or the approvers awaited.
+    pub by: String,
+    pub since: DateTime<Utc>,
+    pub reason: String,
+    /// The cycle awaiting approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<i64>,
+}
+
+/// Why a pipeline's automation is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// `retraind freeze <pipeline>`, or the freeze after an automatic rollback.
+    Frozen,
+    /// `retraind freeze` without a pipeline: the kill switch, on every pipeline.
+    FrozenAll,
+    /// The circuit breaker (too many failures or rollbacks in a row).
+    Paused,
+    /// A blessed candidate waits for a person's decision.
+    AwaitingApproval,
+}
+
+impl HoldKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldKind::Frozen => "frozen",
+            HoldKind::FrozenAll => "frozen (all pipelines)",
+            HoldKind::Paused => "paused by the circuit breaker",
+            HoldKind::AwaitingApproval => "awaiting approval",
+        }
+    }
+}
+
+/// The holds of pipeline `p` on record, and its cycle awaiting approval.
+async fn holds_of(
+    store: &Store,
+    p: &crate::config::Pipeline,
+    active: Option<&CycleRow>,
+) -> Result<Vec<HoldSummary>, StoreError> {
+    let on_record = store.holds(&p.name).await?;
+    let mut out: Vec<HoldSummary> = [
+        (HoldKind::FrozenAll, on_record.global),
+        (HoldKind::Frozen, on_record.frozen),
+        (HoldKind::Paused, on_record.paused),
+    ]
+    .into_iter()
+    .filter_map(|(kind, hold)| {
+        hold.map(|h| HoldSummary {
+            kind,
+            by: h.by,
+            since: h.at,
+            reason: h.reason,
+            cycle: None,
+        })
+    })
+    .collect();
+    if let Some(c) = active.filter(|c| c.state == CycleState::AwaitingApproval) {
+        let approvers = &p.approval.approvers;
+        out.push(HoldSummary {
+            kind: HoldKind::AwaitingApproval,
+            by: match approvers.is_empty() {
+                true => "any approver".to_string(),
+                false => approvers.join(", "),
+            },
+            since: c.updated_at,
+            reason: c.reason.clone().unwrap_or_default(),
+            cycle: Some(c.id),
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,7 +232,9 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
         let champion = store.alias(&p.name, "champion").await?;
         let previous = store.alias(&p.name, "previous").await?;
         let recent = store.cycles(Some(&p.name), 20).await?;
+        let active = recent.iter().find(|c| !c.state.is_terminal());
         out.push(PipelineStatus {
+            holds: holds_of(store, p, active).await?,
             name: p.name.clone(),
             schedule: p.schedule.expression().to_string(),
             timezone: p.schedule.timezone().to_string(),
@@ -163,10 +245,7 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
             previous: previous
                 .as_ref()
                 .map(|v| VersionSummary::new(v, p.gate.metric)),
-            active_cycle: recent
-                .iter()
-                .find(|c| !c.state.is_terminal())
-                .map(CycleSummary::from),
+            active_cycle: active.map(CycleSummary::from),
             last_cycle: recent
                 .iter()
                 .find(|c| c.state.is_terminal())

@@ -130,7 +130,7 @@ pub struct LogChannel;
 impl LogChannel {
     pub fn message(r: &ApprovalRequest) -> String {
         format!(
-            "v{} of `{}` awaits approval until {} ({}; trigger: {}): run `retraind approve {} --approver NAME` or `retraind reject {} --approver NAME`, or POST /api/v1/cycles/{}/approve",
+            "v{} of `{}` awaits approval until {} ({}; trigger: {}): run `retraind approve {} --approver \"$(whoami)\"` or `retraind reject {} --approver \"$(whoami)\"`, or POST /api/v1/cycles/{}/approve",
             r.version,
             r.pipeline,
             r.expires_at
@@ -253,7 +253,10 @@ mod tests {
         assert!("maybe".parse::<ApprovalDecision>().is_err());
         let r = sample_request();
         let m = LogChannel::message(&r);
-        assert!(m.contains("retraind approve 7 --approver NAME"), "{m}");
+        assert!(
+            m.contains("retraind approve 7 --approver \"$(whoami)\""),
+            "{m}"
+        );
         assert!(m.contains("/api/v1/cycles/7/approve"), "{m}");
         assert!(m.contains("1970-01-01T00:00:00Z"), "{m}");
     }

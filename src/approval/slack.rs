@@ -388,7 +388,10 @@ mod tests {
         assert_eq!(actions["elements"][1]["value"], "7");
         // Incoming-webhook mode: no buttons, the commands instead.
         let b = request_blocks(&r, false).to_string();
-        assert!(!b.contains("\"actions\"") && b.contains("retraind approve 7 --approver NAME"));
+        assert!(
+            !b.contains("\"actions\"")
+                && b.contains("retraind approve 7 --approver \\\"$(whoami)\\\"")
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ mod estimate;
 mod models;
 mod predict;
 mod profile;
+mod progress;
+mod show;
 mod simulate;
 mod status;
 
@@ -22,6 +24,7 @@ pub use check::{
     CheckArgs, CheckFormat, CheckReport, ColumnArgs, MemoryArgs, SparkArgs, run_check,
 };
 pub use profile::ProfileArgs;
+pub use progress::{Quiet, Report};
 
 use crate::config::{Config, ConfigError};
 use crate::store::Store;
@@ -84,6 +87,15 @@ pub enum Command {
         pipeline: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Tell one cycle's story: why it started, its data, drift, decision, gate, approvals,
+    /// events and transitions (`--pipeline P` for P's newest cycle).
+    Show {
+        cycle: Option<i64>,
+        #[arg(long, conflicts_with = "cycle")]
+        pipeline: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -203,12 +215,17 @@ pub enum Format {
 /// Run the parsed command line.
 pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        // The demo tells its own story on stdout; only errors join it, as readable lines.
+        Command::Demo { .. } => "error",
         Command::Simulate(_) => "off",
         _ => "info",
     };
+    let log_format = match (&cli.command, cli.log_format) {
+        (Command::Demo { .. }, telemetry::LogFormat::Auto) => telemetry::LogFormat::Text,
+        (_, format) => format,
+    };
     telemetry::init(
-        cli.log_format,
+        log_format,
         cli.log_level.as_deref().unwrap_or(default_level),
     );
     match cli.command {
@@ -235,6 +252,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             format,
         } => status::history(&cli.config, pipeline.as_deref(), limit, format).await,
+        Command::Show {
+            cycle,
+            pipeline,
+            format,
+        } => show::show(&cli.config, cycle, pipeline.as_deref(), format).await,
         Command::Models { pipeline, format } => {
             models::models(&cli.config, pipeline.as_deref(), format).await
         }

@@ -28,6 +28,9 @@ pub(super) async fn run(
     let (dir, input) = (PathBuf::from(&version.path), input.to_string());
     let cache = config.daemon.state_dir.join("inputs");
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use super::progress::Report as _;
+        let bar = super::progress::Bar::on_terminal();
+        bar.stage(&format!("reading {input}"));
         let location = crate::source::Location::parse(&input, &std::env::current_dir()?)?;
         let input = crate::source::resolve(&location, &cache, &data_cfg.s3)?;
         use crate::train::card::ModelCard;
@@ -56,7 +59,9 @@ pub(super) async fn run(
             let task = pre.task;
             (Box::new(model), table, task)
         };
+        bar.stage(&format!("scoring {} rows", table.rows));
         let out = model.predict_scored(&table)?;
+        bar.finish();
         // row, prediction, then a classifier's probability per class.
         let mut header = vec!["row".to_string(), "prediction".to_string()];
         header.extend(out.classes.iter().map(|c| format!("p_{c}")));

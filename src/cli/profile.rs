@@ -4,6 +4,7 @@
 //! category counts; the row count, the schema and the input's fingerprint. Many part files
 //! (a glob) are read into one profile; `--merge` folds profiles of parts into one.
 
+use super::progress::Report as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,8 +43,15 @@ pub fn build(args: &ProfileArgs) -> anyhow::Result<(StoredProfile, String)> {
         Some(input) => {
             let spec = args.columns.spec();
             let input = super::standalone_input(input)?;
-            let streamed =
-                stream::profile_input(&input, RolesFrom::Infer(&spec), &plan, &Default::default())?;
+            let bar = super::progress::Bar::on_terminal();
+            bar.stage(&format!("reading {}", input.source));
+            let streamed = stream::profile_input_with(
+                &input,
+                RolesFrom::Infer(&spec),
+                &plan,
+                &Default::default(),
+                &|p| bar.read(p),
+            )?;
             StoredProfile {
                 source: streamed.fingerprint,
                 roles: streamed.roles,

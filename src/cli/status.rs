@@ -46,6 +46,17 @@ pub(super) async fn status(config_path: &Path, format: Format) -> anyhow::Result
                         c.reason.as_deref().unwrap_or("")
                     );
                 }
+                for h in &p.holds {
+                    let cycle = h.cycle.map(|c| format!(" (cycle {c})")).unwrap_or_default();
+                    out!(
+                        "  HOLD {}{cycle} by {} since {}: {}",
+                        h.kind.as_str(),
+                        h.by,
+                        h.since.to_rfc3339(),
+                        h.reason
+                    );
+                    out!("       lift: {}", lift_hint(config_path, &p.name, h));
+                }
                 if let Some(t) = p.next_scheduled_at {
                     out!("  next check: {}", t.to_rfc3339());
                 }
@@ -53,6 +64,20 @@ pub(super) async fn status(config_path: &Path, format: Format) -> anyhow::Result
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command that lifts a hold (with the daemon running: it goes through its API).
+fn lift_hint(config_path: &Path, pipeline: &str, h: &status::HoldSummary) -> String {
+    let config = config_path.display();
+    match (h.kind, h.cycle) {
+        (status::HoldKind::AwaitingApproval, Some(c)) => {
+            format!("retraind --config {config} approve {c} --approver \"$(whoami)\"")
+        }
+        (status::HoldKind::FrozenAll, _) => {
+            format!("retraind --config {config} resume --actor \"$(whoami)\"")
+        }
+        _ => format!("retraind --config {config} resume {pipeline} --actor \"$(whoami)\""),
+    }
 }
 
 pub(super) async fn history(

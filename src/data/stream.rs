@@ -141,6 +141,25 @@ pub fn profile_input(
     plan: &Plan,
     expect: &Expectation,
 ) -> Result<Streamed, DataError> {
+    profile_input_with(input, roles, plan, expect, &|_| {})
+}
+
+/// How far a read has come: bytes of the input's files behind the batches read so far (for
+/// Parquet, estimated from the rows), of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// [`profile_input`], telling `progress` after every batch.
+pub fn profile_input_with(
+    input: &Input,
+    roles: RolesFrom<'_>,
+    plan: &Plan,
+    expect: &Expectation,
+    progress: &dyn Fn(Progress),
+) -> Result<Streamed, DataError> {
     let first = input.files.first().ok_or_else(|| DataError::Empty {
         path: PathBuf::from(&input.source),
     })?;
@@ -162,10 +181,23 @@ pub fn profile_input(
         expect,
     );
     let mut files = Vec::with_capacity(input.files.len());
-    for path in &input.files {
+    let sizes: Vec<u64> = input
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    let total = sizes.iter().sum();
+    for (i, path) in input.files.iter().enumerate() {
+        let before: u64 = sizes[..i].iter().sum();
+        let tell = |position: u64| {
+            progress(Progress {
+                done: before + position,
+                total,
+            })
+        };
         let (digest, rows) = std::thread::scope(|s| {
             let hashing = s.spawn(|| hash_file(path));
-            let read = read_file(path, &schema, &roles, plan, &mut builder);
+            let read = read_file(path, &schema, &roles, plan, &mut builder, &tell);
             let digest = hashing.join().unwrap_or_else(|_| {
                 Err(DataError::Parse {
                     path: path.clone(),
@@ -198,6 +230,7 @@ fn read_file(
     roles: &Roles,
     plan: &Plan,
     builder: &mut ProfileBuilder,
+    progress: &dyn Fn(u64),
 ) -> Result<usize, DataError> {
     let mut source = open(path, plan)?;
     let own = source.schema()?;
@@ -230,6 +263,7 @@ fn read_file(
     while let Some(df) = source.next_batch(&wanted, roles)? {
         rows += df.height();
         push(path, df, roles, builder)?;
+        progress(source.position());
     }
     Ok(rows)
 }
@@ -304,6 +338,8 @@ trait Batches {
         columns: &[String],
         roles: &Roles,
     ) -> Result<Option<DataFrame>, DataError>;
+    /// Bytes of the file behind the batches returned so far.
+    fn position(&self) -> u64;
 }
 
 fn open(path: &Path, plan: &Plan) -> Result<Box<dyn Batches>, DataError> {
@@ -330,6 +366,9 @@ struct ParquetBatches {
     /// (first row, rows) of each batch still to read, once the columns are known.
     slices: Option<std::vec::IntoIter<(usize, usize)>>,
     batch_bytes: u64,
+    /// Rows returned so far, and the file's size (for [`Batches::position`]).
+    rows_done: usize,
+    file_bytes: u64,
 }
 
 impl ParquetBatches {
@@ -341,6 +380,8 @@ impl ParquetBatches {
             metadata,
             slices: None,
             batch_bytes: plan.batch_bytes(),
+            rows_done: 0,
+            file_bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
         })
     }
 
@@ -404,7 +445,13 @@ impl Batches for ParquetBatches {
             .with_slice(Some((offset, len)))
             .finish()
             .map_err(|e| parse(&self.path, e))?;
+        self.rows_done += len;
         Ok(Some(df))
+    }
+
+    fn position(&self) -> u64 {
+        let rows = self.metadata.num_rows.max(1) as f64;
+        (self.file_bytes as f64 * (self.rows_done as f64 / rows).min(1.0)) as u64
     }
 }
 
@@ -559,6 +606,11 @@ impl Batches for LineBatches {
             overwrite.insert(n.as_str().into(), DataType::String);
         }
         self.parse(&block, Some(overwrite), Some(columns)).map(Some)
+    }
+
+    fn position(&self) -> u64 {
+        use std::io::Seek as _;
+        (&self.file).stream_position().unwrap_or(0)
     }
 }
 

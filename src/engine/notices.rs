@@ -95,7 +95,7 @@ pub async fn trip_breaker(
     }
     error!(
         pipeline,
-        cycle, reason, "circuit breaker: pipeline paused until `retraind resume`"
+        cycle, reason, "circuit breaker: pipeline paused until `retraind resume` lifts it"
     );
     shared
         .event(pipeline, Some(cycle), EventKind::Paused, &reason)
@@ -105,7 +105,7 @@ pub async fn trip_breaker(
         cycle: Some(cycle),
         kind: "paused",
         text: format!(
-            "retraind: `{pipeline}` paused by the circuit breaker: {reason}. Fix the cause, then run `retraind resume {pipeline}`."
+            "retraind: `{pipeline}` paused by the circuit breaker: {reason}. Fix the cause, then run `retraind resume {pipeline} --actor \"$(whoami)\"`."
         ),
         at: shared.now(),
         slack_channel: p.approval.slack_channel.clone(),

@@ -310,3 +310,57 @@ fn bad_input_names_its_file_and_column() {
         "{err}"
     );
 }
+
+/// Long reads show a progress bar on a terminal (a pty from util-linux's `script`), and
+/// write nothing extra to a stderr that is not one.
+#[test]
+fn progress_shows_on_a_terminal_and_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, current) = (dir.path().join("r.parquet"), dir.path().join("c.parquet"));
+    write_table(
+        &frame(400_000, [0.0; 3], 1),
+        &roles(),
+        &reference,
+        TableFormat::Parquet,
+    )
+    .unwrap();
+    write_table(
+        &frame(400_000, [0.1; 3], 2),
+        &roles(),
+        &current,
+        TableFormat::Parquet,
+    )
+    .unwrap();
+    let (code, _, err) = crate::helpers::check_json(&reference, &current, &[]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        err, "",
+        "nothing but the report when stderr is not a terminal"
+    );
+    let report = dir.path().join("report.json");
+    let command = format!(
+        "{} check --reference {} --current {} --format json --output {}",
+        env!("CARGO_BIN_EXE_retraind"),
+        reference.display(),
+        current.display(),
+        report.display()
+    );
+    let run = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() || run.status.code() == Some(3),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("reading {}", current.display())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(" B/8.") && shown.contains(" MiB ("),
+        "a bar of bytes read: {shown}"
+    );
+    assert!(report.is_file());
+}

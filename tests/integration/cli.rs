@@ -69,6 +69,7 @@ async fn status_and_history_as_json() {
     assert!(v[0]["champion"]["holdout_accuracy"].as_f64().unwrap() > 0.8);
     assert_eq!(v[0]["last_cycle"]["outcome"], "deployed");
     assert!(v[0]["active_cycle"].is_null());
+    assert_eq!(v[0]["holds"], serde_json::json!([]));
     assert!(v[0]["next_scheduled_at"].is_string());
 
     let (code, out, err) = retraind(&[
@@ -80,6 +81,63 @@ async fn status_and_history_as_json() {
     assert_eq!(v[0]["state"], "completed");
     assert_eq!(v[0]["trigger"], "manual");
     assert_eq!(v[0]["date"], env.date);
+
+    // `show`: the cycle's story in order, the API's document as JSON, the newest by pipeline.
+    let (code, text, err) = retraind(&["--config", config, "show", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let first = format!(
+        "cycle {id} · p1 · {} · manual trigger · completed (deployed)",
+        env.date
+    );
+    let parts = [
+        first.as_str(),
+        "\ndata\n  reference is ",
+        "\ncheck (full report: ",
+        "  data quality: passed",
+        "\ndecision: retrain\n  - ",
+        "\ncandidate: v1\ngate: blessed",
+        "\ntransitions\n",
+        "scheduled → loading: ",
+        "→ completed: ",
+    ];
+    let mut at = 0;
+    for part in parts {
+        let found = text[at..]
+            .find(part)
+            .unwrap_or_else(|| panic!("`{part}` not after byte {at} in\n{text}"));
+        at += found;
+    }
+    let (code, out, err) = retraind(&[
+        "--config",
+        config,
+        "show",
+        &id.to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["id"], id);
+    assert_eq!(doc["state"], "completed");
+    assert!(doc["report"]["drift"]["features"].is_array(), "{doc}");
+    assert!(doc["transitions"].as_array().unwrap().len() >= 8, "{doc}");
+    let (_, out, _) = retraind(&[
+        "--config",
+        config,
+        "show",
+        "--pipeline",
+        "p1",
+        "--format",
+        "json",
+    ]);
+    let newest: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(newest["id"], id);
+    let (code, _, err) = retraind(&["--config", config, "show", "999"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no cycle 999 (see `retraind history`)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -168,6 +226,9 @@ fn the_demo_retrains_on_the_drifted_day_only_and_rolls_back_a_bad_model() {
     let demo = dir.path().join("demo");
     let (code, out, err) = retraind(&["demo", "--dir", demo.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+    // The story is not interleaved with JSON log lines.
+    assert!(!err.lines().any(|l| l.starts_with('{')), "{err}");
+    let story = out.clone();
     let line = |day: &str| {
         out.lines()
             .find(|l| l.trim_start().starts_with(day))
@@ -267,6 +328,73 @@ fn the_demo_retrains_on_the_drifted_day_only_and_rolls_back_a_bad_model() {
     assert_eq!(lines.next(), Some("row,prediction,p_0,p_1"));
     assert_eq!(lines.count(), 3000);
     assert!(err.contains("accuracy 0.9"), "{err}");
+    the_demos_hint_lifts_its_freeze(&demo, &story);
+}
+
+/// The demo's closing hint runs as printed: with the daemon running, the printed `resume`
+/// lifts the freeze, and `status` says so (before: the hold, who and why).
+fn the_demos_hint_lifts_its_freeze(demo: &std::path::Path, story: &str) {
+    use crate::helpers::{Server, free_port};
+    let config = demo.join("retraind.toml");
+    // A fixed port (the demo falls back to an ephemeral one when 9464 is taken).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let port = free_port();
+    let text = text
+        .lines()
+        .map(|l| match l.starts_with("listen = ") {
+            true => format!("listen = \"127.0.0.1:{port}\""),
+            false => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let (code, out, err) = retraind(&["--config", c, "status", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hold = &status[0]["holds"][0];
+    assert_eq!(hold["kind"], "frozen", "{status}");
+    assert_eq!(hold["by"], "watch", "{status}");
+    assert!(
+        hold["reason"].as_str().unwrap().contains("watch"),
+        "{status}"
+    );
+    let (_, text, _) = retraind(&["--config", c, "status"]);
+    assert!(text.contains("HOLD frozen by watch since "), "{text}");
+    let lift = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lift: "))
+        .unwrap_or_else(|| panic!("no lift hint in\n{text}"));
+    let hint = story
+        .lines()
+        .find_map(|l| l.trim().strip_prefix('`')?.strip_suffix('`'))
+        .filter(|h| h.contains(" resume "))
+        .unwrap_or_else(|| panic!("no resume hint in\n{story}"));
+    assert_eq!(hint, lift, "the demo and status give the same command");
+    let _daemon = Server(
+        std::process::Command::new(env!("CARGO_BIN_EXE_retraind"))
+            .args(["--config", c, "--log-format", "json", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 60, "the daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let bin = env!("CARGO_BIN_EXE_retraind");
+    let run = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(hint.replacen("retraind", bin, 1))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "`{hint}` failed: {said}");
+    let (_, out, _) = retraind(&["--config", c, "status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status[0]["holds"], serde_json::json!([]), "{status}");
 }
 
 /// `check --multivariate`: a correlation that flips while every column keeps its
@@ -336,4 +464,96 @@ fn check_multivariate_sees_a_flipped_correlation_the_feature_tests_miss() {
         out.contains("multivariate: DRIFT (2 components explain"),
         "{out}"
     );
+}
+
+/// A candidate awaiting approval is a hold in `status` (JSON and text) naming the approvers,
+/// and the command `status` prints to lift it runs as printed: the candidate is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awaiting_approval_is_a_hold_and_its_hint_approves() {
+    use crate::helpers::{Db, Env, Opts, free_port, start_cycle, start_daemon, wait_state};
+    use retraind::cycle::CycleState;
+    use std::time::Duration;
+    let me = std::process::Command::new("sh")
+        .args(["-c", "whoami"])
+        .output()
+        .unwrap();
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    let opts = Opts {
+        approval: "manual",
+        listen: format!("127.0.0.1:{}", free_port()),
+        extra: format!("approvers = [\"{me}\"]\n"),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    wait_state(
+        &store,
+        id,
+        CycleState::AwaitingApproval,
+        Duration::from_secs(120),
+    )
+    .await;
+    let config = env.config_path.to_str().unwrap().to_string();
+    let c = config.clone();
+    let (out, text) = tokio::task::spawn_blocking(move || {
+        let (code, out, err) = retraind(&["--config", &c, "status", "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        (out, retraind(&["--config", &c, "status"]).1)
+    })
+    .await
+    .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hold = &status[0]["holds"][0];
+    assert_eq!(hold["kind"], "awaiting_approval", "{status}");
+    assert_eq!(
+        (hold["by"].as_str(), hold["cycle"].as_i64()),
+        (Some(me.as_str()), Some(id))
+    );
+    assert!(
+        hold["since"].is_string() && hold["reason"].is_string(),
+        "{status}"
+    );
+    assert!(
+        text.contains(&format!(
+            "HOLD awaiting approval (cycle {id}) by {me} since "
+        )),
+        "{text}"
+    );
+    let lift = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lift: "))
+        .unwrap_or_else(|| panic!("no lift hint in\n{text}"))
+        .to_string();
+    assert_eq!(
+        lift,
+        format!("retraind --config {config} approve {id} --approver \"$(whoami)\"")
+    );
+    let bin = env!("CARGO_BIN_EXE_retraind");
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(lift.replacen("retraind", bin, 1))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let done = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+    assert_eq!(
+        done.outcome,
+        Some(retraind::cycle::Outcome::Deployed),
+        "{:?}",
+        done.reason
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
 }

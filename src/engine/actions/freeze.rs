@@ -57,7 +57,7 @@ impl Engine {
                 cycle: None,
                 kind: "frozen",
                 text: format!(
-                    "retraind: `{target}` frozen by {actor}: {reason}. Run `retraind resume{}` to lift.",
+                    "retraind: `{target}` frozen by {actor}: {reason}. Run `retraind resume{} --actor \"$(whoami)\"` to lift.",
                     pipeline.map(|p| format!(" {p}")).unwrap_or_default()
                 ),
                 at: shared.now(),

@@ -406,7 +406,7 @@ async fn failed(
                 return Ok(Some(ctx.to(
                     CycleState::RolledBack,
                     format!(
-                        "{why}; rolled back to v{} and froze the pipeline (run `retraind resume {pipeline}` after a look)",
+                        "{why}; rolled back to v{} and froze the pipeline (run `retraind resume {pipeline} --actor \"$(whoami)\"` after a look)",
                         v.version
                     ),
                     CycleUpdate::outcome(Outcome::RolledBack),
@@ -434,7 +434,9 @@ async fn escalate(ctx: &StepContext, why: &str, can_roll_back: bool) -> Result<(
         return Ok(());
     }
     let action = if can_roll_back {
-        format!("run `retraind rollback {pipeline}` to restore the previous version")
+        format!(
+            "run `retraind rollback {pipeline} --actor \"$(whoami)\"` to restore the previous version"
+        )
     } else {
         "there is no previous version: investigate and deploy a fixed one".to_string()
     };
