@@ -70,12 +70,11 @@ impl HoldKind {
 }
 
 /// The holds of pipeline `p` on record, and its cycle awaiting approval.
-async fn holds_of(
-    store: &Store,
+fn holds_of(
     p: &crate::config::Pipeline,
+    on_record: crate::store::Holds,
     active: Option<&CycleRow>,
-) -> Result<Vec<HoldSummary>, StoreError> {
-    let on_record = store.holds(&p.name).await?;
+) -> Vec<HoldSummary> {
     let mut out: Vec<HoldSummary> = [
         (HoldKind::FrozenAll, on_record.global),
         (HoldKind::Frozen, on_record.frozen),
@@ -105,7 +104,7 @@ async fn holds_of(
             cycle: Some(c.id),
         });
     }
-    Ok(out)
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,31 +224,27 @@ pub struct CycleDetail {
     pub report: Option<serde_json::Value>,
 }
 
-/// Status of every configured pipeline.
+/// Status of every configured pipeline, one store round trip each ([`Store::snapshot`]).
 pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
     let mut out = Vec::new();
     for p in &config.pipelines {
-        let champion = store.alias(&p.name, "champion").await?;
-        let previous = store.alias(&p.name, "previous").await?;
-        let recent = store.cycles(Some(&p.name), 20).await?;
-        let active = recent.iter().find(|c| !c.state.is_terminal());
+        let s = store.snapshot(&p.name).await?;
         out.push(PipelineStatus {
-            holds: holds_of(store, p, active).await?,
+            holds: holds_of(p, s.holds, s.active.as_ref()),
             name: p.name.clone(),
             schedule: p.schedule.expression().to_string(),
             timezone: p.schedule.timezone().to_string(),
             next_scheduled_at: p.schedule.next_after(Utc::now()),
-            champion: champion
+            champion: s
+                .champion
                 .as_ref()
                 .map(|v| VersionSummary::new(v, p.gate.metric)),
-            previous: previous
+            previous: s
+                .previous
                 .as_ref()
                 .map(|v| VersionSummary::new(v, p.gate.metric)),
-            active_cycle: active.map(CycleSummary::from),
-            last_cycle: recent
-                .iter()
-                .find(|c| c.state.is_terminal())
-                .map(CycleSummary::from),
+            active_cycle: s.active.as_ref().map(CycleSummary::from),
+            last_cycle: s.last.as_ref().map(CycleSummary::from),
         });
     }
     Ok(out)

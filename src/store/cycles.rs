@@ -128,6 +128,25 @@ impl Store {
         rows.iter().map(cycle_from_row).collect()
     }
 
+    /// A page of a pipeline's cycles, newest first, older than cycle `before` when given.
+    pub async fn cycle_page(
+        &self,
+        pipeline: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<CycleRow>, StoreError> {
+        let sql = format!(
+            "SELECT {CYCLE_COLUMNS} FROM cycles WHERE pipeline = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pipeline)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(cycle_from_row).collect()
+    }
+
     pub async fn transitions(&self, cycle: i64) -> Result<Vec<TransitionRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT from_state, to_state, reason, at FROM transitions WHERE cycle_id = $1 ORDER BY id",

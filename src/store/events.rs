@@ -79,7 +79,7 @@ impl Store {
         &self,
         cycle: i64,
         pipeline: &str,
-        dataset_drift: bool,
+        summary: &ReportSummary,
         body: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -88,14 +88,22 @@ impl Store {
             .bind(cycle)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO reports (cycle_id, pipeline, created_at, dataset_drift, body) VALUES ($1, $2, $3, $4, $5)")
-            .bind(cycle)
-            .bind(pipeline)
-            .bind(millis(now))
-            .bind(i64::from(dataset_drift))
-            .bind(body.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO reports (cycle_id, pipeline, created_at, dataset_drift, body, \
+             drift_share, metric_value, metric_estimated, metric_realised) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(cycle)
+        .bind(pipeline)
+        .bind(millis(now))
+        .bind(i64::from(summary.dataset_drift))
+        .bind(body.to_string())
+        .bind(summary.drift_share)
+        .bind(summary.metric)
+        .bind(i64::from(summary.estimated))
+        .bind(summary.realised)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -118,6 +126,38 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| Ok(r.try_get::<i64, _>("dataset_drift")? == 1))
+            .collect()
+    }
+
+    /// The newest `limit` checks of a pipeline with their plotted figures, newest first.
+    pub async fn report_points(
+        &self,
+        pipeline: &str,
+        limit: i64,
+    ) -> Result<Vec<ReportPoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.cycle_id, c.cycle_date, r.created_at, r.dataset_drift, r.drift_share, \
+             r.metric_value, r.metric_estimated, r.metric_realised \
+             FROM reports r JOIN cycles c ON c.id = r.cycle_id \
+             WHERE r.pipeline = $1 ORDER BY r.cycle_id DESC LIMIT $2",
+        )
+        .bind(pipeline)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReportPoint {
+                    cycle: r.try_get("cycle_id")?,
+                    date: r.try_get("cycle_date")?,
+                    at: from_millis(r.try_get("created_at")?),
+                    dataset_drift: r.try_get::<i64, _>("dataset_drift")? == 1,
+                    drift_share: r.try_get("drift_share")?,
+                    metric: r.try_get("metric_value")?,
+                    estimated: r.try_get::<i64, _>("metric_estimated")? == 1,
+                    realised: r.try_get("metric_realised")?,
+                })
+            })
             .collect()
     }
 

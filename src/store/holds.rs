@@ -49,16 +49,24 @@ impl Store {
         .await?;
         let mut holds = Holds::default();
         for r in &rows {
-            let who: String = r.try_get("pipeline")?;
-            let key: String = r.try_get("key")?;
-            let value: String = r.try_get("value")?;
-            let hold: Option<Hold> = serde_json::from_str(&value).ok();
-            match (who == GLOBAL, key.as_str()) {
-                (true, _) => holds.global = hold,
-                (false, "frozen") => holds.frozen = hold,
-                (false, _) => holds.paused = hold,
-            }
+            holds.note(
+                &r.try_get::<String, _>("pipeline")?,
+                &r.try_get::<String, _>("key")?,
+                &r.try_get::<String, _>("value")?,
+            );
         }
         Ok(holds)
+    }
+}
+
+impl Holds {
+    /// Take in one `guard_state` row (`who` is the pipeline or `GLOBAL`).
+    pub(super) fn note(&mut self, who: &str, key: &str, value: &str) {
+        let hold: Option<Hold> = serde_json::from_str(value).ok();
+        match (who == GLOBAL, key) {
+            (true, _) => self.global = hold,
+            (false, "frozen") => self.frozen = hold,
+            (false, _) => self.paused = hold,
+        }
     }
 }

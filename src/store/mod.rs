@@ -25,11 +25,13 @@ mod cycles;
 mod events;
 mod holds;
 mod lease;
+mod overview;
 mod rows;
 mod versions;
 
 pub use crate::approval::{ApprovalRow, Recorded};
 pub use config::{RawStore, StoreConfig, redact_url};
+pub use overview::Snapshot;
 pub use rows::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -276,3 +276,44 @@ pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
 }
+
+/// The figures of a check report the console plots, stored beside its body.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReportSummary {
+    pub dataset_drift: bool,
+    /// Share of features that drifted.
+    pub drift_share: Option<f64>,
+    /// The champion's metric on the window (estimated when `estimated`).
+    pub metric: Option<f64>,
+    /// `metric` was estimated without labels.
+    pub estimated: bool,
+    /// The realised value of an estimated metric, once labels came.
+    pub realised: Option<f64>,
+}
+
+impl From<&crate::records::CheckReport> for ReportSummary {
+    fn from(r: &crate::records::CheckReport) -> Self {
+        let perf = r.performance.as_ref();
+        let estimate = perf.and_then(|p| p.estimated.as_ref());
+        ReportSummary {
+            dataset_drift: r.drift.dataset.drifted,
+            drift_share: Some(r.drift.dataset.drifted_share).filter(|s| s.is_finite()),
+            metric: perf.and_then(|p| p.current).filter(|v| v.is_finite()),
+            estimated: estimate.is_some(),
+            realised: estimate.and_then(|e| e.realised).filter(|v| v.is_finite()),
+        }
+    }
+}
+
+/// One check of a pipeline, as the console plots it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportPoint {
+    pub cycle: i64,
+    pub date: String,
+    pub at: DateTime<Utc>,
+    pub dataset_drift: bool,
+    pub drift_share: Option<f64>,
+    pub metric: Option<f64>,
+    pub estimated: bool,
+    pub realised: Option<f64>,
+}

@@ -282,6 +282,43 @@ both_stores!(
         );
         let h = store.holds("p").await.unwrap();
         assert!(h.frozen.is_some() && h.global.is_some() && h.paused.is_none());
+        // The one-query snapshot reads the same holds, aliases and newest cycles.
+        store
+            .create_cycle("p", TriggerKind::Manual, "d2", None, Utc::now())
+            .await
+            .unwrap();
+        let s = store.snapshot("p").await.unwrap();
+        assert_eq!(
+            (
+                s.holds.frozen.map(|h| h.by),
+                s.holds.global.map(|h| h.reason),
+                s.holds.paused.is_none()
+            ),
+            (
+                Some("alice".to_string()),
+                Some("incident".to_string()),
+                true
+            )
+        );
+        let version = |v: Option<retraind::store::ModelVersion>| {
+            v.map(|v| (v.id, v.version, v.path, v.created_at))
+        };
+        assert_eq!(
+            (version(s.champion), version(s.previous)),
+            (
+                version(store.alias("p", "champion").await.unwrap()),
+                version(store.alias("p", "previous").await.unwrap())
+            )
+        );
+        let recent = store.cycles(Some("p"), 100).await.unwrap();
+        let newest = |terminal: bool| {
+            recent
+                .iter()
+                .find(|c| c.state.is_terminal() == terminal)
+                .map(|c| (c.id, c.state, c.reason.clone()))
+        };
+        assert_eq!(s.active.map(|c| (c.id, c.state, c.reason)), newest(false));
+        assert_eq!(s.last.map(|c| (c.id, c.state, c.reason)), newest(true));
         assert_eq!(store.clear_holds("p").await.unwrap(), 1);
         assert_eq!(store.clear_holds(GLOBAL).await.unwrap(), 1);
         assert!(store.holds("p").await.unwrap().global.is_none());
@@ -419,7 +456,16 @@ both_stores!(
                 panic!()
             };
             store
-                .save_report(id, "p", drifted, &json!({}), Utc::now())
+                .save_report(
+                    id,
+                    "p",
+                    &retraind::store::ReportSummary {
+                        dataset_drift: drifted,
+                        ..Default::default()
+                    },
+                    &json!({}),
+                    Utc::now(),
+                )
                 .await
                 .unwrap();
             store

@@ -264,7 +264,7 @@ pub(crate) async fn write_report(ctx: &StepContext, doc: &CheckReport) -> Result
         .save_report(
             doc.cycle,
             &doc.pipeline,
-            doc.drift.dataset.drifted,
+            &crate::store::ReportSummary::from(doc),
             &body,
             ctx.now(),
         )
