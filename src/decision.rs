@@ -19,6 +19,18 @@ pub enum Verdict {
     QualityFailed,
 }
 
+impl Verdict {
+    /// The verdict as reports spell it (`no_retrain`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Retrain => "retrain",
+            Verdict::NoRetrain => "no_retrain",
+            Verdict::InsufficientData => "insufficient_data",
+            Verdict::QualityFailed => "quality_failed",
+        }
+    }
+}
+
 /// The decision with its reasons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {

@@ -1,6 +1,7 @@
-//! Progress for long CLI work (`check`, `profile`, `predict`): a bar of the bytes read, or
-//! a spinner with the stage, drawn on stderr only when stderr is a terminal; otherwise
-//! nothing extra is written (logs and pipes stay clean).
+//! Progress for long work on a terminal (`check`, `profile`, `predict`, the demo's
+//! training): a bar of the bytes read or the epochs trained, or a spinner with the stage,
+//! drawn on stderr only when stderr is a terminal; otherwise nothing extra is written (logs
+//! and pipes stay clean).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -40,6 +41,21 @@ impl Bar {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         }))
+    }
+
+    /// `done` of `total` units of the stage `what` (the demo's epochs).
+    pub fn count(&self, what: &str, done: u64, total: u64) {
+        if let Some(bar) = &self.0 {
+            if bar.length() != Some(total) {
+                let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_length(total);
+            }
+            bar.set_message(what.to_string());
+            bar.set_position(done.min(total));
+        }
     }
 
     /// Done: the bar is cleared.

@@ -12,7 +12,6 @@ mod estimate;
 mod models;
 mod predict;
 mod profile;
-mod progress;
 mod show;
 mod simulate;
 mod status;
@@ -20,11 +19,12 @@ mod status;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::progress;
+pub use crate::progress::{Quiet, Report};
 pub use check::{
     CheckArgs, CheckFormat, CheckReport, ColumnArgs, MemoryArgs, SparkArgs, run_check,
 };
 pub use profile::ProfileArgs;
-pub use progress::{Quiet, Report};
 
 use crate::config::{Config, ConfigError};
 use crate::store::Store;

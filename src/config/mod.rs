@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 pub use daemon::{DaemonConfig, RawDaemon};
 pub use pipeline::Pipeline;
-pub use server::{DEFAULT_LISTEN, RawServer, ServerConfig};
+pub use server::{ConsoleAccess, DEFAULT_LISTEN, RawServer, ServerConfig};
 
 use crate::approval::slack::{RawSlack, SlackConfig};
 use crate::approval::webhook::{RawWebhook, WebhookConfig};

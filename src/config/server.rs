@@ -21,6 +21,33 @@ pub struct RawServer {
     pub api_token_file: Option<String>,
     pub api_token_env: Option<String>,
     pub public_url: Option<String>,
+    pub console: Option<String>,
+}
+
+/// Who may read the web console at `/` (`[server] console`). Acting (approve, reject,
+/// rollback, freeze, resume) always needs a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleAccess {
+    /// `"login"` (default): every page needs a session.
+    #[default]
+    Login,
+    /// `"public"`: pages can be read without a session.
+    Public,
+    /// `"off"`: no console; `/` answers 404.
+    Off,
+}
+
+impl ConsoleAccess {
+    const CHOICES: &'static str = "\"login\", \"public\" or \"off\"";
+
+    fn parse(text: &str) -> Option<ConsoleAccess> {
+        match text {
+            "login" => Some(ConsoleAccess::Login),
+            "public" => Some(ConsoleAccess::Public),
+            "off" => Some(ConsoleAccess::Off),
+            _ => None,
+        }
+    }
 }
 
 /// The HTTP server's settings.
@@ -32,6 +59,8 @@ pub struct ServerConfig {
     /// How people reach this daemon (report links in Slack messages), e.g.
     /// `https://retraind.example.com`.
     pub public_url: Option<String>,
+    /// Who may read the web console.
+    pub console: ConsoleAccess,
 }
 
 impl ServerConfig {
@@ -55,6 +84,19 @@ impl ServerConfig {
                 Some("api-token"),
             ),
             public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            console: match raw.console.as_deref() {
+                None => ConsoleAccess::default(),
+                Some(text) => ConsoleAccess::parse(text).unwrap_or_else(|| {
+                    c.problem(
+                        "console",
+                        format!(
+                            "`{text}` is not a console setting; write {}",
+                            ConsoleAccess::CHOICES
+                        ),
+                    );
+                    ConsoleAccess::default()
+                }),
+            },
         }
     }
 }

@@ -81,3 +81,22 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl EngineError {
+    /// The HTTP status an API or console request that met this error answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            EngineError::UnknownPipeline(_)
+            | EngineError::UnknownCycle(_)
+            | EngineError::UnknownVersion { .. } => 404,
+            EngineError::NotAwaitingApproval { .. }
+            | EngineError::Expired(_)
+            | EngineError::NoChampion(_)
+            | EngineError::NoPrevious(_)
+            | EngineError::AlreadyChampion { .. } => 409,
+            EngineError::Deploy(_) => 502,
+            EngineError::NotAnApprover { .. } => 403,
+            EngineError::NotLeader(_) | EngineError::ShuttingDown | EngineError::Store(_) => 503,
+        }
+    }
+}

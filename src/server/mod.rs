@@ -1,5 +1,5 @@
-//! The HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, and the JSON API under
-//! `/api/v1`. Mutating endpoints need `Authorization: Bearer <token>` (compared in constant
+//! The HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, the JSON API under
+//! `/api/v1`, and the web console's pages (mounted from [`crate::console`]). Mutating endpoints need `Authorization: Bearer <token>` (compared in constant
 //! time); with no token configured they answer 403 — disabled, never open. Every request body
 //! is limited to 64 KiB.
 //!
@@ -47,19 +47,7 @@ impl IntoResponse for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let code = match &e {
-            EngineError::UnknownPipeline(_) | EngineError::UnknownCycle(_) => StatusCode::NOT_FOUND,
-            EngineError::NotAwaitingApproval { .. }
-            | EngineError::Expired(_)
-            | EngineError::NoChampion(_)
-            | EngineError::NoPrevious(_)
-            | EngineError::AlreadyChampion { .. } => StatusCode::CONFLICT,
-            EngineError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
-            EngineError::Deploy(_) => StatusCode::BAD_GATEWAY,
-            EngineError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::NotAnApprover { .. } => StatusCode::FORBIDDEN,
-            EngineError::ShuttingDown | EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         ApiError(code, e.to_string())
     }
 }
@@ -96,8 +84,9 @@ pub fn router(state: AppState) -> Router {
         .route("/slack/interactions", post(slack_interaction))
         .route("/hooks/approval", post(hook_approval))
         .route("/reports/{id}", get(report_html))
+        .with_state(state.clone())
+        .merge(crate::console::router(state.engine))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
 }
 
 /// Serve until `shutdown` completes.
@@ -106,7 +95,9 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // The peer's address feeds the console's login limit.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

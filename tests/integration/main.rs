@@ -6,8 +6,10 @@ mod kfp;
 
 mod architecture;
 mod bounded;
+mod browser;
 mod cli;
 mod compat;
+mod console;
 mod faults;
 mod fuzz;
 mod guardrails;
