@@ -393,3 +393,26 @@ fn the_checks_memory_budget_is_checked_with_its_path() {
     let default = parse(base).unwrap().pipelines[0].check;
     assert_eq!(default.budget, 2 << 30);
 }
+
+#[test]
+fn the_console_setting_names_its_choices() {
+    let p = problems("[server]\nconsole = \"sometimes\"\n[[pipeline]]\nname='x'\n");
+    let console: Vec<&Problem> = p.iter().filter(|p| p.path == "server.console").collect();
+    assert_eq!(console.len(), 1, "{p:?}");
+    assert_eq!(
+        console[0].message,
+        "`sometimes` is not a console setting; write \"login\", \"public\" or \"off\""
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ref.csv"), "a\n1\n").unwrap();
+    let text = "[server]\nconsole = \"public\"\n[[pipeline]]\nname='p'\n[pipeline.data]\nreference='ref.csv'\ncurrent='{date}.csv'\n";
+    let c = Config::parse(text, &dir.path().join("c.toml"), &[]).unwrap();
+    assert_eq!(c.server.console, ConsoleAccess::Public);
+    let c = Config::parse(
+        &text.replace("console = \"public\"\n", ""),
+        &dir.path().join("c.toml"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.server.console, ConsoleAccess::Login);
+}

@@ -226,8 +226,9 @@ fn the_demo_retrains_on_the_drifted_day_only_and_rolls_back_a_bad_model() {
     let demo = dir.path().join("demo");
     let (code, out, err) = retraind(&["demo", "--dir", demo.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    // The story is not interleaved with JSON log lines.
+    // The story is not interleaved with JSON log lines, nor with a bar off a terminal.
     assert!(!err.lines().any(|l| l.starts_with('{')), "{err}");
+    assert!(!err.contains("training ["), "{err}");
     let story = out.clone();
     let line = |day: &str| {
         out.lines()
@@ -329,10 +330,36 @@ fn the_demo_retrains_on_the_drifted_day_only_and_rolls_back_a_bad_model() {
     assert_eq!(lines.count(), 3000);
     assert!(err.contains("accuracy 0.9"), "{err}");
     the_demos_hint_lifts_its_freeze(&demo, &story);
+    the_demos_training_shows_a_bar_on_a_terminal();
 }
 
 /// The demo's closing hint runs as printed: with the daemon running, the printed `resume`
 /// lifts the freeze, and `status` says so (before: the hold, who and why).
+/// On a terminal the demo's training shows a bar of the epochs. (Called by the demo test:
+/// two demos at once would race for the port.)
+fn the_demos_training_shows_a_bar_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} demo --dir {}",
+        env!("CARGO_BIN_EXE_retraind"),
+        dir.path().join("demo").display()
+    );
+    let run = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{shown}");
+    let bars: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("training [") && l.contains("/40"))
+        .collect();
+    assert!(
+        bars.iter().any(|b| !b.contains(" 0/40")),
+        "a bar of the epochs: {shown}"
+    );
+}
+
 fn the_demos_hint_lifts_its_freeze(demo: &std::path::Path, story: &str) {
     use crate::helpers::{Server, free_port};
     let config = demo.join("retraind.toml");

@@ -271,3 +271,82 @@ async fn the_console_refuses_forged_actions_escapes_names_and_limits_logins() {
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
 }
+
+/// `env`'s config with `line` added to `[server]`.
+fn with_server_line(env: &Env, line: &str) {
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replacen("[server]\n", &format!("[server]\n{line}\n"), 1),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_can_be_public_or_the_console_off_and_the_cookie_is_secure_behind_tls() {
+    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+        return;
+    };
+    with_server_line(&env, "console = \"public\"");
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let base = format!("http://{}", running.addr);
+    let http = client();
+    let (code, page) = get(&http, &base, "/pipelines/p1", "").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<h1>Pipeline p1</h1>"), "{page}");
+    assert!(
+        !page.contains("name=\"csrf\""),
+        "a reader without a session gets no forms"
+    );
+    assert_eq!(
+        post(&http, &base, "/pipelines/p1/freeze", "", &[("csrf", "")]).await,
+        401
+    );
+    assert!(
+        running
+            .engine
+            .store()
+            .holds("p1")
+            .await
+            .unwrap()
+            .frozen
+            .is_none()
+    );
+    // Behind a TLS-terminating proxy the session cookie is Secure.
+    let r = http
+        .post(format!("{base}/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("user", "ada"), ("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replace("console = \"public\"", "console = \"off\""),
+    )
+    .unwrap();
+    let (running, shutdown) = start_daemon(&env, false).await;
+    let base = format!("http://{}", running.addr);
+    for path in ["/", "/pipelines/p1", "/login"] {
+        assert_eq!(get(&http, &base, path, "").await.0, 404, "{path}");
+    }
+    let api = format!("{base}/api/v1/pipelines");
+    assert_eq!(
+        http.get(&api).send().await.unwrap().status(),
+        200,
+        "the API stays"
+    );
+    shutdown.cancel();
+    running.drain(Duration::from_secs(10)).await;
+}
