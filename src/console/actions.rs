@@ -50,6 +50,11 @@ impl Console {
     }
 }
 
+/// The redirect back to a pipeline's page.
+fn back_to(pipeline: &str) -> Response {
+    Redirect::to(&format!("/pipelines/{}", super::urlencoding(pipeline))).into_response()
+}
+
 /// The reason as typed, bounded.
 fn reason(form: &ActionForm) -> Result<&str, PageError> {
     let r = form.reason.trim();
@@ -117,7 +122,7 @@ pub(crate) async fn rollback(
     c.engine
         .rollback(&pipeline, to, &user, reason(&form)?, RollbackCause::Manual)
         .await?;
-    Ok(Redirect::to(&format!("/pipelines/{}", super::urlencoding(&pipeline))).into_response())
+    Ok(back_to(&pipeline))
 }
 
 /// `POST /pipelines/{p}/freeze`.
@@ -131,7 +136,7 @@ pub(crate) async fn freeze(
     c.engine
         .freeze(Some(&pipeline), &user, reason(&form)?)
         .await?;
-    Ok(Redirect::to(&format!("/pipelines/{}", super::urlencoding(&pipeline))).into_response())
+    Ok(back_to(&pipeline))
 }
 
 /// `POST /pipelines/{p}/resume`.
@@ -143,5 +148,5 @@ pub(crate) async fn resume(
 ) -> Result<Response, PageError> {
     let user = c.actor(&headers, &form).await?;
     c.engine.resume(Some(&pipeline), &user).await?;
-    Ok(Redirect::to(&format!("/pipelines/{}", super::urlencoding(&pipeline))).into_response())
+    Ok(back_to(&pipeline))
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use retraind::cycle::CycleState;
 
 use crate::helpers::{
-    Db, Env, Opts, Server, TOKEN, free_port, program, start_cycle, start_daemon, unavailable,
+    Db, Env, Opts, Server, TOKEN, free_port, program, start_awaiting_approval, unavailable,
     wait_state,
 };
 
@@ -214,17 +214,9 @@ async fn a_person_approves_a_candidate_in_the_browser() {
         return;
     };
     crate::console::hostile_headers(&env);
-    let (running, shutdown) = start_daemon(&env, false).await;
+    let (running, shutdown, id) = start_awaiting_approval(&env).await;
     let site = format!("http://{}", running.addr);
     let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    wait_state(
-        &store,
-        id,
-        CycleState::AwaitingApproval,
-        Duration::from_secs(120),
-    )
-    .await;
     assert!(store.alias("p1", "champion").await.unwrap().is_none());
 
     let port = free_port();

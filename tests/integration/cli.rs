@@ -497,7 +497,7 @@ fn check_multivariate_sees_a_flipped_correlation_the_feature_tests_miss() {
 /// and the command `status` prints to lift it runs as printed: the candidate is deployed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awaiting_approval_is_a_hold_and_its_hint_approves() {
-    use crate::helpers::{Db, Env, Opts, free_port, start_cycle, start_daemon, wait_state};
+    use crate::helpers::{Db, Env, Opts, free_port, wait_state};
     use retraind::cycle::CycleState;
     use std::time::Duration;
     let me = std::process::Command::new("sh")
@@ -514,16 +514,8 @@ async fn awaiting_approval_is_a_hold_and_its_hint_approves() {
     let Some(env) = Env::new(Db::Sqlite, opts).await else {
         return;
     };
-    let (running, shutdown) = start_daemon(&env, false).await;
+    let (running, shutdown, id) = crate::helpers::start_awaiting_approval(&env).await;
     let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    wait_state(
-        &store,
-        id,
-        CycleState::AwaitingApproval,
-        Duration::from_secs(120),
-    )
-    .await;
     let config = env.config_path.to_str().unwrap().to_string();
     let c = config.clone();
     let (out, text) = tokio::task::spawn_blocking(move || {

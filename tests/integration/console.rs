@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use retraind::cycle::CycleState;
 
-use crate::helpers::{Db, Env, Opts, TOKEN, start_cycle, start_daemon, wait_state};
+use crate::helpers::{Db, Env, Opts, TOKEN, start_awaiting_approval, start_daemon};
 
 /// Feature names no page may print raw.
 pub const HOSTILE_FEATURES: [&str; 2] = [
@@ -102,17 +102,9 @@ async fn the_console_refuses_forged_actions_escapes_names_and_limits_logins() {
         return;
     };
     hostile_headers(&env);
-    let (running, shutdown) = start_daemon(&env, false).await;
+    let (running, shutdown, id) = start_awaiting_approval(&env).await;
     let base = format!("http://{}", running.addr);
     let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    wait_state(
-        &store,
-        id,
-        CycleState::AwaitingApproval,
-        Duration::from_secs(120),
-    )
-    .await;
     let http = client();
 
     // Reading needs a login by default.

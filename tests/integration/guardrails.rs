@@ -12,7 +12,8 @@ use retraind::signing;
 use serde_json::json;
 
 use crate::helpers::{
-    Db, Env, Opts, Recorder, TOKEN, champion_version, json, start_cycle, start_daemon, wait_state,
+    Db, Env, Opts, Recorder, TOKEN, champion_version, json, start_awaiting_approval, start_cycle,
+    start_daemon, wait_state,
 };
 
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -89,17 +90,9 @@ signing_secret_file = "slack-signing-secret"
     };
     write_secret(&env, "slack-bot-token", "xoxb-test-token");
     write_secret(&env, "slack-signing-secret", SLACK_SECRET);
-    let (running, shutdown) = start_daemon(&env, false).await;
+    let (running, shutdown, id) = start_awaiting_approval(&env).await;
     let base = format!("http://{}", running.addr);
     let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    wait_state(
-        &store,
-        id,
-        CycleState::AwaitingApproval,
-        Duration::from_secs(120),
-    )
-    .await;
 
     // The request reached Slack once, as Block Kit with the buttons, in the pipeline's channel.
     let posted = crate::helpers::eventually(Duration::from_secs(10), "chat.postMessage", || {
@@ -344,17 +337,9 @@ secret_file = "webhook-secret"
     write_secret(&env, "webhook-secret", WEBHOOK_SECRET);
     // The receiver is down at first: the request is retried, never taken as approval.
     receiver.set_status(503);
-    let (running, shutdown) = start_daemon(&env, false).await;
+    let (running, shutdown, id) = start_awaiting_approval(&env).await;
     let base = format!("http://{}", running.addr);
     let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    wait_state(
-        &store,
-        id,
-        CycleState::AwaitingApproval,
-        Duration::from_secs(120),
-    )
-    .await;
     crate::helpers::eventually(Duration::from_secs(10), "a failed delivery", || {
         let n = receiver.to("/retraind-events").len();
         async move { (n >= 1).then_some(()) }

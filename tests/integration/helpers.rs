@@ -440,6 +440,21 @@ pub async fn start_cycle(engine: &Engine, pipeline: &str) -> i64 {
     }
 }
 
+/// Start the daemon on `env` and a manual cycle of `p1`, and wait for it to await approval:
+/// the daemon, its shutdown token and the cycle's id.
+pub async fn start_awaiting_approval(env: &Env) -> (Running, CancellationToken, i64) {
+    let (running, shutdown) = start_daemon(env, false).await;
+    let id = start_cycle(&running.engine, "p1").await;
+    wait_state(
+        running.engine.store(),
+        id,
+        CycleState::AwaitingApproval,
+        Duration::from_secs(120),
+    )
+    .await;
+    (running, shutdown, id)
+}
+
 /// GET a URL and parse the JSON body.
 pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
