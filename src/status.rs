@@ -29,6 +29,9 @@ pub struct PipelineStatus {
     /// What stops or holds its automation now: freezes (its own and the kill switch), the
     /// circuit breaker's pause, a candidate awaiting approval. Empty when nothing does.
     pub holds: Vec<HoldSummary>,
+    /// The newest check: its cycle, when, whether the dataset drifted and how much.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<crate::store::CheckGlance>,
 }
 
 /// One hold on a pipeline, with who, since when and why.
@@ -245,6 +248,7 @@ pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineSta
                 .map(|v| VersionSummary::new(v, p.gate.metric)),
             active_cycle: s.active.as_ref().map(CycleSummary::from),
             last_cycle: s.last.as_ref().map(CycleSummary::from),
+            last_check: s.last_check,
         });
     }
     Ok(out)

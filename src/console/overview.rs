@@ -34,6 +34,7 @@ pub(crate) async fn page(
                 th scope="col" { "Pipeline" }
                 th scope="col" { "Champion" }
                 th scope="col" { "Previous" }
+                th scope="col" { "Last check" }
                 th scope="col" { "Last cycle" }
                 th scope="col" { "Next run" }
                 th scope="col" { "Holds" }
@@ -52,6 +53,16 @@ fn row(p: &PipelineStatus) -> Markup {
             th scope="row" { a href={ "/pipelines/" (urlencoding(&p.name)) } { (p.name) } }
             td { (version(&p.name, p.champion.as_ref())) }
             td { (version(&p.name, p.previous.as_ref())) }
+            td {
+                @match &p.last_check {
+                    Some(c) => {
+                        a href={ "/cycles/" (c.cycle) } { (time(c.at)) } " "
+                        @if c.dataset_drift { (badge(Tone::Bad, "drift")) } @else { (badge(Tone::Good, "no drift")) }
+                        @if let Some(share) = c.drift_share { " " span.muted { (format!("{:.0}", share * 100.0)) "% of features" } }
+                    }
+                    None => { span.muted { "none yet" } }
+                }
+            }
             td {
                 @if let Some(a) = &p.active_cycle { (cycle(a)) br; }
                 @if let Some(l) = &p.last_cycle { (cycle(l)) }

@@ -78,10 +78,18 @@ fn metrics(v: &ModelVersion) -> Markup {
                 tr { td { "training time (s)" } td.num { (format!("{:.1}", m.duration_seconds)) } }
                 tr { td { "model size (MB)" } td.num { (format!("{:.2}", m.model_size_mb)) } }
                 @for (key, value) in &m.scores {
-                    tr { td { (key.to_string()) } td.num { (number(*value)) } }
+                    tr { td { (key.to_string()) } td.num { (score(*value)) } }
                 }
             }
         }
+    }
+}
+
+/// A score: counts (`holdout_accuracy_n`) as whole numbers, the rest to four places.
+fn score(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() && v.fract() == 0.0 && v.abs() >= 1.0 => format!("{v:.0}"),
+        other => number(other),
     }
 }
 

@@ -31,7 +31,7 @@ mod versions;
 
 pub use crate::approval::{ApprovalRow, Recorded};
 pub use config::{RawStore, StoreConfig, redact_url};
-pub use overview::Snapshot;
+pub use overview::{CheckGlance, Snapshot};
 pub use rows::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -363,4 +363,30 @@ fn progress_shows_on_a_terminal_and_nowhere_else() {
         "a bar of bytes read: {shown}"
     );
     assert!(report.is_file());
+    // `profile` the same way: a bar on a terminal, nothing on stderr off one.
+    let bin = env!("CARGO_BIN_EXE_retraind");
+    let quiet = std::process::Command::new(bin)
+        .args(["profile", "--input"])
+        .arg(&current)
+        .arg("--output")
+        .arg(dir.path().join("quiet.profile"))
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    let command = format!(
+        "{bin} profile --input {} --output {}",
+        current.display(),
+        dir.path().join("c.profile").display()
+    );
+    let run = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("reading {}", current.display())) && shown.contains(" MiB ("),
+        "a bar of bytes read: {shown}"
+    );
 }

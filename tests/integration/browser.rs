@@ -303,6 +303,12 @@ async fn a_person_approves_a_candidate_in_the_browser() {
         b.go(&format!("{site}{path}")).await;
         let text = b.text().await;
         assert!(text.contains(&expect), "{name} lacks `{expect}`:\n{text}");
+        if name == "overview" {
+            assert!(
+                text.contains("no drift"),
+                "the last check's verdict: {text}"
+            );
+        }
         assert_eq!(
             b.accessibility_problems().await,
             Vec::<String>::new(),

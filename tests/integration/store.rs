@@ -461,6 +461,8 @@ both_stores!(
                     "p",
                     &retraind::store::ReportSummary {
                         dataset_drift: drifted,
+                        drift_share: Some(ids.len() as f64 / 4.0),
+                        metric: Some(0.9),
                         ..Default::default()
                     },
                     &json!({}),
@@ -502,6 +504,25 @@ both_stores!(
                 .await
                 .unwrap()
                 .is_empty()
+        );
+        // The snapshot's newest check, and the figures each report keeps for the charts.
+        let glance = store.snapshot("p").await.unwrap().last_check.unwrap();
+        assert_eq!(
+            (glance.cycle, glance.dataset_drift, glance.drift_share),
+            (ids[3], true, Some(0.75))
+        );
+        let points = store.report_points("p", 10).await.unwrap();
+        assert_eq!(
+            points
+                .iter()
+                .map(|p| (p.cycle, p.dataset_drift, p.drift_share, p.metric))
+                .collect::<Vec<_>>(),
+            vec![
+                (ids[3], true, Some(0.75), Some(0.9)),
+                (ids[2], true, Some(0.5), Some(0.9)),
+                (ids[1], false, Some(0.25), Some(0.9)),
+                (ids[0], true, Some(0.0), Some(0.9)),
+            ]
         );
     }
 );
