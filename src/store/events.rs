@@ -91,17 +91,20 @@ impl Store {
         sqlx::query(
             "INSERT INTO reports (cycle_id, pipeline, created_at, dataset_drift, body, \
              drift_share, metric_value, metric_estimated, metric_realised) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, CAST($6 AS DOUBLE PRECISION), \
+             CAST($7 AS DOUBLE PRECISION), $8, CAST($9 AS DOUBLE PRECISION))",
         )
         .bind(cycle)
         .bind(pipeline)
         .bind(millis(now))
         .bind(i64::from(summary.dataset_drift))
         .bind(body.to_string())
-        .bind(summary.drift_share)
-        .bind(summary.metric)
+        // Optional floats travel as text: through sqlx's Any driver a NULL and a number in
+        // the same parameter of a statement PostgreSQL has prepared do not agree on type.
+        .bind(summary.drift_share.map(|v| v.to_string()))
+        .bind(summary.metric.map(|v| v.to_string()))
         .bind(i64::from(summary.estimated))
-        .bind(summary.realised)
+        .bind(summary.realised.map(|v| v.to_string()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

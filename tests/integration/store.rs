@@ -462,7 +462,8 @@ both_stores!(
                     &retraind::store::ReportSummary {
                         dataset_drift: drifted,
                         drift_share: Some(ids.len() as f64 / 4.0),
-                        metric: Some(0.9),
+                        // A NULL first and numbers after, in the same prepared statement.
+                        metric: (!ids.is_empty()).then_some(0.9),
                         ..Default::default()
                     },
                     &json!({}),
@@ -521,7 +522,7 @@ both_stores!(
                 (ids[3], true, Some(0.75), Some(0.9)),
                 (ids[2], true, Some(0.5), Some(0.9)),
                 (ids[1], false, Some(0.25), Some(0.9)),
-                (ids[0], true, Some(0.0), Some(0.9)),
+                (ids[0], true, Some(0.0), None),
             ]
         );
     }
