@@ -231,27 +231,35 @@ pub struct CycleDetail {
 pub async fn pipelines(store: &Store, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
     let mut out = Vec::new();
     for p in &config.pipelines {
-        let s = store.snapshot(&p.name).await?;
-        out.push(PipelineStatus {
-            holds: holds_of(p, s.holds, s.active.as_ref()),
-            name: p.name.clone(),
-            schedule: p.schedule.expression().to_string(),
-            timezone: p.schedule.timezone().to_string(),
-            next_scheduled_at: p.schedule.next_after(Utc::now()),
-            champion: s
-                .champion
-                .as_ref()
-                .map(|v| VersionSummary::new(v, p.gate.metric)),
-            previous: s
-                .previous
-                .as_ref()
-                .map(|v| VersionSummary::new(v, p.gate.metric)),
-            active_cycle: s.active.as_ref().map(CycleSummary::from),
-            last_cycle: s.last.as_ref().map(CycleSummary::from),
-            last_check: s.last_check,
-        });
+        out.push(pipeline(store, p).await?);
     }
     Ok(out)
+}
+
+/// Status of one configured pipeline, in one store round trip.
+pub async fn pipeline(
+    store: &Store,
+    p: &crate::config::Pipeline,
+) -> Result<PipelineStatus, StoreError> {
+    let s = store.snapshot(&p.name).await?;
+    Ok(PipelineStatus {
+        holds: holds_of(p, s.holds, s.active.as_ref()),
+        name: p.name.clone(),
+        schedule: p.schedule.expression().to_string(),
+        timezone: p.schedule.timezone().to_string(),
+        next_scheduled_at: p.schedule.next_after(Utc::now()),
+        champion: s
+            .champion
+            .as_ref()
+            .map(|v| VersionSummary::new(v, p.gate.metric)),
+        previous: s
+            .previous
+            .as_ref()
+            .map(|v| VersionSummary::new(v, p.gate.metric)),
+        active_cycle: s.active.as_ref().map(CycleSummary::from),
+        last_cycle: s.last.as_ref().map(CycleSummary::from),
+        last_check: s.last_check,
+    })
 }
 
 /// `retraind models <pipeline> --format json` / `GET /api/v1/pipelines/{p}/models`: one

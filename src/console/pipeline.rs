@@ -44,8 +44,8 @@ pub(crate) async fn page(
         )));
     };
     let store = c.engine.store();
-    let status = crate::status::pipelines(store, &config).await?;
-    let status = status.iter().find(|s| s.name == name);
+    let status = crate::status::pipeline(store, p).await?;
+    let status = Some(&status);
     let cycles = store.cycle_page(&name, paging.before, PAGE).await?;
     let mut points = store.report_points(&name, HISTORY).await?;
     points.reverse();
