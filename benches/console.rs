@@ -284,9 +284,12 @@ async fn finish_retrain(
         at,
     };
     store
-        .record_approval(id, &approval, |_| Recorded::New)
+        .record_approval(id, &approval, None, |_| Recorded::New)
         .await?;
     step(AwaitingApproval, Deploying, CycleUpdate::default()).await?;
+    let mv = store
+        .begin_move("churn", DeployKind::Deploy, version_id, Some(id), at)
+        .await?;
     store
         .promote(
             &ChampionMove {
@@ -296,6 +299,7 @@ async fn finish_retrain(
                 cycle: Some(id),
                 actor: "retraind",
                 reason: "approved",
+                move_id: mv.id,
             },
             at,
         )

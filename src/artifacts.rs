@@ -1,6 +1,11 @@
 //! Where files live under the state directory — model versions, reports, the staging area,
 //! the `current` link — and how they are written: atomically (temp file or directory in the
-//! same folder, fsync, rename), so a crash never leaves a half-written file in place.
+//! same folder, fsync, rename), so a crash never leaves a half-written file in place. They
+//! are also durable before anyone names them: every file of a model directory and the
+//! directory itself are fsynced before it is renamed into place, and the folder that holds a
+//! renamed file, directory or link is fsynced after the rename, so after a power loss the
+//! store (written last) never names a version whose files are empty or a `current` link that
+//! reverted. Temporary names are unique per process and call: two writers never share one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,16 +89,55 @@ pub fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Write a file atomically.
+/// A temporary name beside `path`, unique to this process and call.
+fn temp_name(dir: &Path, name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Flush a file or a directory (its entries) to the disk.
+fn sync_path(path: &Path) -> Result<(), ArtifactError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(err(path))?;
+    #[cfg(test)]
+    durability::record(durability::Op::Sync(path.to_path_buf()));
+    Ok(())
+}
+
+/// Rename, then flush the folder that now holds `to` (a rename is durable only then).
+fn rename_durably(from: &Path, to: &Path) -> Result<(), ArtifactError> {
+    std::fs::rename(from, to).map_err(err(to))?;
+    #[cfg(test)]
+    durability::record(durability::Op::Rename(to.to_path_buf()));
+    sync_path(to.parent().unwrap_or(Path::new(".")))
+}
+
+/// Flush every file under `dir` and every folder, `dir` last.
+fn sync_tree(dir: &Path) -> Result<(), ArtifactError> {
+    for entry in std::fs::read_dir(dir).map_err(err(dir))? {
+        let entry = entry.map_err(err(dir))?;
+        let kind = entry.file_type().map_err(err(dir))?;
+        if kind.is_dir() {
+            sync_tree(&entry.path())?;
+        } else if kind.is_file() {
+            sync_path(&entry.path())?;
+        }
+    }
+    sync_path(dir)
+}
+
+/// Write a file atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = temp_name(dir, name);
     let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
     f.write_all(bytes).map_err(err(&tmp))?;
     f.sync_all().map_err(err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(err(path))
+    rename_durably(&tmp, path)
 }
 
 /// Remove a directory if it exists (a leftover of an interrupted attempt).
@@ -104,24 +148,58 @@ pub fn remove_dir_if_exists(dir: &Path) -> Result<(), ArtifactError> {
     }
 }
 
-/// Move a finished directory into its final place (same filesystem: atomic).
+/// Remove a file if it exists.
+pub fn remove_file_if_exists(path: &Path) -> Result<(), ArtifactError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Move a finished directory into its final place (same filesystem: atomic), every file in
+/// it flushed first and the folder that receives it after.
 pub fn move_into_place(from: &Path, to: &Path) -> Result<(), ArtifactError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(err(parent))?;
     }
-    std::fs::rename(from, to).map_err(err(to))
+    sync_tree(from)?;
+    rename_durably(from, to)
 }
 
-/// Point `link` at `target` atomically (a new link beside it, renamed over it).
+/// Point `link` at `target` atomically (a new link beside it, renamed over it) and durably.
 pub fn swap_symlink(link: &Path, target: &Path) -> Result<(), ArtifactError> {
     let dir = link.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err(dir))?;
-    let tmp = dir.join(".current.tmp");
-    if tmp.symlink_metadata().is_ok() {
-        std::fs::remove_file(&tmp).map_err(err(&tmp))?;
-    }
+    let name = link.file_name().and_then(|n| n.to_str()).unwrap_or("link");
+    let tmp = temp_name(dir, name);
     std::os::unix::fs::symlink(target, &tmp).map_err(err(&tmp))?;
-    std::fs::rename(&tmp, link).map_err(err(link))
+    rename_durably(&tmp, link)
+}
+
+/// What the tests see of the writes: the syncs and renames of this thread, in order.
+#[cfg(test)]
+pub(crate) mod durability {
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Op {
+        Sync(PathBuf),
+        Rename(PathBuf),
+    }
+
+    thread_local! {
+        static LOG: RefCell<Vec<Op>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn record(op: Op) {
+        LOG.with(|l| l.borrow_mut().push(op));
+    }
+
+    /// The operations recorded since the last call.
+    pub fn take() -> Vec<Op> {
+        LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +226,57 @@ mod tests {
             assert_eq!(std::fs::read_link(&link).unwrap(), target);
         }
         remove_dir_if_exists(&dir.path().join("nope")).unwrap();
+    }
+
+    /// A model directory is flushed file by file, then itself, before the rename; the
+    /// folder that receives it after; a link swap and an atomic write flush their folder.
+    #[test]
+    fn files_are_durable_before_they_are_named() {
+        use durability::Op::{Rename, Sync};
+        let dir = tempfile::tempdir().unwrap();
+        let staging = staging_dir(dir.path(), "p", 1);
+        std::fs::create_dir_all(staging.join("weights")).unwrap();
+        std::fs::write(staging.join("model.json"), "{}").unwrap();
+        std::fs::write(staging.join("weights/w.bin"), [0u8; 8]).unwrap();
+        let target = model_dir(dir.path(), "p", 1);
+        durability::take();
+        move_into_place(&staging, &target).unwrap();
+        let ops = durability::take();
+        let synced = |p: PathBuf| ops.iter().position(|o| *o == Sync(p.clone()));
+        let renamed = ops
+            .iter()
+            .position(|o| *o == Rename(target.clone()))
+            .unwrap();
+        for p in [
+            staging.join("model.json"),
+            staging.join("weights/w.bin"),
+            staging.join("weights"),
+            staging.clone(),
+        ] {
+            assert!(
+                synced(p.clone()).is_some_and(|i| i < renamed),
+                "{p:?}: {ops:?}"
+            );
+        }
+        assert_eq!(
+            ops.last(),
+            Some(&Sync(target.parent().unwrap().to_path_buf()))
+        );
+
+        let link = current_link(dir.path(), "p");
+        swap_symlink(&link, &target).unwrap();
+        assert_eq!(
+            durability::take(),
+            [
+                Rename(link.clone()),
+                Sync(link.parent().unwrap().to_path_buf())
+            ]
+        );
+        let f = dir.path().join("r/report.json");
+        write_atomic(&f, b"{}").unwrap();
+        assert_eq!(
+            durability::take(),
+            [Rename(f.clone()), Sync(dir.path().join("r"))]
+        );
     }
 }

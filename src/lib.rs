@@ -60,6 +60,7 @@ pub mod promql;
 pub mod quality;
 pub mod records;
 pub mod report;
+pub mod retention;
 
 pub mod schedule;
 pub mod scheduler;

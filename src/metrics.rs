@@ -42,10 +42,11 @@ pub struct Metrics {
     pub training_failures: IntCounterVec,
     pub leader: IntGaugeVec,
     pub training_duration: GaugeVec,
+    pub disk_bytes: IntGaugeVec,
 }
 
 /// Approval channels, the `channel` label of `retraind_approval_decisions_total`.
-pub const CHANNELS: [&str; 5] = ["api", "cli", "slack", "webhook", "config"];
+pub const CHANNELS: [&str; 6] = ["api", "cli", "slack", "webhook", "console", "config"];
 /// Why a rollback happened, the `reason` label of `retraind_rollbacks_total`.
 pub const ROLLBACK_REASONS: [&str; 2] = ["manual", "watch"];
 
@@ -204,6 +205,11 @@ const LEADER: Def = Def {
     help: "1 while this daemon holds the leader lease and runs cycles; 0 on a standby.",
     labels: &["instance"],
 };
+const DISK_BYTES: Def = Def {
+    name: "retraind_disk_bytes",
+    help: "Bytes under the state directory by kind (models, inputs, reports, staging), as the last retention run measured them.",
+    labels: &["kind"],
+};
 const TRAINING_FAILURES: Def = Def {
     name: "retraind_training_failures_total",
     help: "Trainings that failed (error, timeout, failed-to-learn guard).",
@@ -284,6 +290,7 @@ impl Metrics {
             guard_blocks: counter(&registry, &GUARD_BLOCKS),
             training_duration: float_gauge(&registry, &TRAINING_DURATION),
             leader: gauge(&registry, &LEADER),
+            disk_bytes: gauge(&registry, &DISK_BYTES),
             training_failures: counter(&registry, &TRAINING_FAILURES),
             registry,
         }
@@ -330,8 +337,43 @@ impl Metrics {
             .set(flag);
     }
 
-    /// Export a check's drift report.
+    /// Remove the per-feature drift series of `pipeline` whose feature is not in `keep`.
+    fn forget_features(&self, pipeline: &str, keep: &[&str]) {
+        use prometheus::core::Collector;
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_string())
+        };
+        for family in self
+            .feature_drift_score
+            .collect()
+            .iter()
+            .chain(self.feature_drift_p_value.collect().iter())
+        {
+            for m in family.get_metric() {
+                let (Some(p), Some(f)) = (label(m, "pipeline"), label(m, "feature")) else {
+                    continue;
+                };
+                if p != pipeline || keep.contains(&f.as_str()) {
+                    continue;
+                }
+                let _ = self.feature_drift_p_value.remove_label_values(&[&p, &f]);
+                for old in crate::drift::Method::ALL {
+                    let _ = self
+                        .feature_drift_score
+                        .remove_label_values(&[&p, &f, old.as_str()]);
+                }
+            }
+        }
+    }
+
+    /// Export a check's drift report. Series of features the report no longer has (they
+    /// left the config or the data) are removed, so a dashboard never shows a stale value.
     pub fn record_drift(&self, pipeline: &str, report: &crate::drift::DriftReport) {
+        let current: Vec<&str> = report.features.iter().map(|f| f.name.as_str()).collect();
+        self.forget_features(pipeline, &current);
         for f in &report.features {
             let (method, score) = f.score();
             // A feature's method can change with the config: drop its old series.
@@ -487,6 +529,34 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A feature that left the config leaves `/metrics` at the next check; other features
+    /// and other pipelines keep their series.
+    #[test]
+    fn series_of_features_that_left_are_removed() {
+        let m = Metrics::new();
+        for (p, f) in [("p", "a"), ("p", "gone"), ("q", "gone")] {
+            m.feature_drift_score
+                .with_label_values(&[p, f, "ks"])
+                .set(0.5);
+            m.feature_drift_p_value.with_label_values(&[p, f]).set(0.01);
+        }
+        m.forget_features("p", &["a"]);
+        let text = m.render();
+        for kept in [
+            "retraind_feature_drift_score{feature=\"a\",method=\"ks\",pipeline=\"p\"} 0.5",
+            "retraind_feature_drift_p_value{feature=\"a\",pipeline=\"p\"} 0.01",
+            "retraind_feature_drift_score{feature=\"gone\",method=\"ks\",pipeline=\"q\"} 0.5",
+            "retraind_feature_drift_p_value{feature=\"gone\",pipeline=\"q\"} 0.01",
+        ] {
+            assert!(text.contains(kept), "missing {kept} in\n{text}");
+        }
+        assert!(
+            !text.contains("feature=\"gone\",method=\"ks\",pipeline=\"p\""),
+            "{text}"
+        );
+        assert!(!text.contains("feature=\"gone\",pipeline=\"p\""), "{text}");
+    }
 
     #[test]
     fn exposes_the_first_set() {

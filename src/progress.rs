@@ -97,3 +97,27 @@ impl Drop for Bar {
         self.finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The epochs reach the bar as they are trained (what is drawn of them, and when, is
+    /// the terminal's and indicatif's rate limit's business, not a test's).
+    #[test]
+    fn the_epoch_bar_follows_the_count_and_clears() {
+        let bar = Bar(Some(ProgressBar::hidden()));
+        bar.count("training", 0, 40);
+        assert_eq!(
+            bar.0.as_ref().map(|b| (b.position(), b.length())),
+            Some((0, Some(40)))
+        );
+        bar.count("training", 17, 40);
+        bar.count("training", 41, 40);
+        assert_eq!(bar.0.as_ref().map(|b| b.position()), Some(40));
+        bar.finish();
+        assert!(bar.0.as_ref().is_some_and(|b| b.is_finished()));
+        // Off a terminal there is no bar at all.
+        assert!(Bar::drawn(false).0.is_none());
+    }
+}

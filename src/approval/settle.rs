@@ -28,6 +28,9 @@ pub enum Recorded {
     /// The cycle already has its decision (a rejection or enough approvals), or no longer
     /// awaits one; nothing was recorded.
     Settled,
+    /// The signed request that carries the decision was recorded before (a replay); nothing
+    /// was recorded.
+    Replayed,
 }
 
 /// Whether a decision by `approver` may join those already `recorded` for a cycle that

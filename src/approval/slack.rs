@@ -188,10 +188,13 @@ impl ApprovalChannel for Slack {
 
     fn notify<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), ApprovalError>> {
         Box::pin(async move {
-            let blocks =
-                json!([{ "type": "section", "text": { "type": "mrkdwn", "text": notice.text } }]);
-            self.post(notice.slack_channel.as_deref(), notice.text.clone(), blocks)
-                .await
+            let blocks = json!([{ "type": "section", "text": { "type": "mrkdwn", "text": mrkdwn(&notice.text) } }]);
+            self.post(
+                notice.slack_channel.as_deref(),
+                mrkdwn(&notice.text),
+                blocks,
+            )
+            .await
         })
     }
 }
@@ -202,6 +205,15 @@ pub fn summary(r: &ApprovalRequest) -> String {
         "retraind: v{} of {} awaits approval (cycle {})",
         r.version, r.pipeline, r.cycle
     )
+}
+
+/// Text from the data or the config as Slack shows it, not as Slack acts on it: `&`, `<` and
+/// `>` escaped as Slack's mrkdwn requires, so a feature named `<!channel>` pings nobody and a
+/// reason cannot forge a link.
+pub fn mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn num(v: Option<f64>) -> String {
@@ -215,7 +227,7 @@ pub fn request_blocks(r: &ApprovalRequest, buttons: bool) -> Value {
     for m in &r.metrics {
         table.push_str(&format!(
             "{:<15} {:>9}   {:>10}\n",
-            m.metric,
+            mrkdwn(&m.metric.to_string()),
             num(m.champion),
             num(Some(m.challenger))
         ));
@@ -228,8 +240,8 @@ pub fn request_blocks(r: &ApprovalRequest, buttons: bool) -> Value {
             format!(
                 "{} {}: {}",
                 if c.passed { "✅" } else { "❌" },
-                c.name,
-                c.detail
+                mrkdwn(&c.name),
+                mrkdwn(&c.detail)
             )
         })
         .collect();
@@ -239,9 +251,9 @@ pub fn request_blocks(r: &ApprovalRequest, buttons: bool) -> Value {
         .unwrap_or_else(|| "none".into());
     let mut blocks = vec![
         json!({ "type": "header", "text": { "type": "plain_text", "text": format!("{}: approve v{}?", r.pipeline, r.version) } }),
-        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*Trigger:* {}\n*Champion:* {champion} → *challenger:* v{}\n*Expires:* {}", r.trigger, r.version, r.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) } }),
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*Trigger:* {}\n*Champion:* {champion} → *challenger:* v{}\n*Expires:* {}", mrkdwn(&r.trigger), r.version, r.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) } }),
         json!({ "type": "section", "text": { "type": "mrkdwn", "text": table } }),
-        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*Gate:* {}\n{}", r.gate, checks.join("\n")) } }),
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*Gate:* {}\n{}", mrkdwn(&r.gate), checks.join("\n")) } }),
     ];
     if let Some(url) = &r.report_url {
         blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": format!("<{url}|Drift report of cycle {}>", r.cycle) }] }));
@@ -257,7 +269,7 @@ pub fn request_blocks(r: &ApprovalRequest, buttons: bool) -> Value {
             ]
         }));
     } else {
-        blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": LogChannel::message(r) }] }));
+        blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": mrkdwn(&LogChannel::message(r)) }] }));
     }
     Value::Array(blocks)
 }
@@ -369,6 +381,31 @@ mod tests {
             .append_pair("payload", &payload.to_string())
             .finish()
             .into_bytes()
+    }
+
+    /// Names and reasons come from the data: Slack must show them, not act on them.
+    #[test]
+    fn text_from_the_data_cannot_ping_or_link() {
+        let mut r = crate::approval::sample_request();
+        r.trigger = "drift in <!channel> & <https://evil.example|click>".into();
+        r.gate = "passed <@U123>".into();
+        let text = request_blocks(&r, false).to_string();
+        assert!(
+            text.contains("drift in &lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"),
+            "{text}"
+        );
+        assert!(text.contains("passed &lt;@U123&gt;"), "{text}");
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<@U123>"),
+            "{text}"
+        );
+        // Our own link stays a link.
+        let r = crate::approval::sample_request();
+        assert!(
+            request_blocks(&r, true)
+                .to_string()
+                .contains("<https://retraind.example.com/reports/7|")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod api;
 mod check;
 mod estimate;
+mod gc;
 mod models;
 mod predict;
 mod profile;
@@ -103,6 +104,15 @@ pub enum Command {
     Models {
         /// Pipeline (default: the only one configured).
         pipeline: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Collect what [daemon.retention] no longer keeps (old versions' files, old inputs
+    /// and report files, staging leftovers); the daemon does it daily.
+    Gc {
+        /// List what would be collected; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -260,6 +270,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models { pipeline, format } => {
             models::models(&cli.config, pipeline.as_deref(), format).await
         }
+        Command::Gc { dry_run, format } => gc::run(&cli.config, dry_run, format).await,
         Command::Lineage {
             version,
             pipeline,

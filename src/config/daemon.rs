@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::retention::{RawRetention, RetentionConfig};
 use crate::validate::Checker;
 use crate::validate::files::Files;
 
@@ -16,6 +17,9 @@ pub struct RawDaemon {
     pub shutdown_grace: Option<String>,
     pub instance: Option<String>,
     pub lease_ttl: Option<String>,
+    pub store_retry_for: Option<String>,
+    #[serde(default)]
+    pub retention: RawRetention,
 }
 
 /// The daemon's own settings.
@@ -27,10 +31,16 @@ pub struct DaemonConfig {
     pub instance: String,
     /// How long a leader's lease lasts without renewal (renewed every third of it).
     pub lease_ttl: Duration,
+    /// How long a step keeps retrying a store that is unreachable or busy before its cycle
+    /// fails "store unavailable".
+    pub store_retry_for: Duration,
+    /// What the state directory keeps (`[daemon.retention]`).
+    pub retention: RetentionConfig,
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const LEASE_TTL: Duration = Duration::from_secs(15);
+const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
 
 impl DaemonConfig {
     /// Validate `raw` (the checker is at `daemon`). The state directory defaults to
@@ -48,8 +58,18 @@ impl DaemonConfig {
                 "must be at least 1s (default 15s: a standby takes over within about 20s)",
             );
         }
+        let store_retry_for = c.duration("store_retry_for", &raw.store_retry_for, STORE_RETRY_FOR);
+        if store_retry_for < Duration::from_secs(1) {
+            c.problem(
+                "store_retry_for",
+                "must be at least 1s (default 5m: a database restart or failover fits in it)",
+            );
+        }
+        let retention = RetentionConfig::from_raw(raw.retention, &mut c.section("retention"));
         DaemonConfig {
             state_dir,
+            store_retry_for,
+            retention,
             shutdown_grace: c.duration("shutdown_grace", &raw.shutdown_grace, SHUTDOWN_GRACE),
             instance: raw.instance.unwrap_or_else(host_name),
             lease_ttl,

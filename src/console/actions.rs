@@ -77,7 +77,14 @@ async fn decide(
     let user = c.actor(&headers, &form).await?;
     let reason = reason(&form)?;
     c.engine
-        .decide(id, &Approver::named(&user), "console", verdict, reason)
+        .decide(
+            id,
+            &Approver::named(&user),
+            "console",
+            verdict,
+            reason,
+            None,
+        )
         .await?;
     Ok(Redirect::to(&format!("/cycles/{id}")).into_response())
 }

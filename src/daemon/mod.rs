@@ -27,6 +27,7 @@ pub struct Running {
     pub addr: std::net::SocketAddr,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     scheduler: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
     lease: tokio::task::JoinHandle<()>,
 }
 
@@ -51,7 +52,15 @@ async fn try_lead(
                     instance = me,
                     token, "holding the leader lease: running cycles"
                 );
-                let resumed = engine.resume_all().await?;
+                // Not leading until the cycles in flight are resumed: a store that fails
+                // here (it just came back) is tried again at the next renewal.
+                let resumed = match engine.resume_all().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        engine.set_leader(false);
+                        return Err(e);
+                    }
+                };
                 if resumed > 0 {
                     info!(resumed, "resumed in-flight cycles");
                 }
@@ -164,10 +173,13 @@ pub async fn start(
     let server = tokio::spawn(server::run(listener, state, async move {
         token.cancelled().await
     }));
-    let scheduler = if schedule {
-        tokio::spawn(scheduler::run(engine.clone(), shutdown.clone()))
+    let (scheduler, retention) = if schedule {
+        (
+            tokio::spawn(scheduler::run(engine.clone(), shutdown.clone())),
+            tokio::spawn(retention_loop(engine.clone(), shutdown.clone())),
+        )
     } else {
-        tokio::spawn(async {})
+        (tokio::spawn(async {}), tokio::spawn(async {}))
     };
     info!(%addr, pipelines = config.pipelines.len(), "retraind serving (metrics at http://{addr}/metrics)");
     Ok(Running {
@@ -175,8 +187,45 @@ pub async fn start(
         addr,
         server,
         scheduler,
+        retention,
         lease,
     })
+}
+
+/// Retention once a day (the first run a minute after the start), on the leader: what
+/// `retraind gc` does, and `retraind_disk_bytes{kind}` measured after each run.
+async fn retention_loop(engine: Engine, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = Duration::from_secs(86_400);
+        if !engine.is_leader() {
+            continue;
+        }
+        let config = engine.config().await;
+        let now = engine.shared().now();
+        match crate::engine::gc::run(engine.store(), &config, now, false).await {
+            Ok(report) => {
+                for (kind, bytes) in &report.disk_bytes {
+                    engine
+                        .metrics()
+                        .disk_bytes
+                        .with_label_values(&[kind])
+                        .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+                }
+                info!(
+                    versions = report.versions.len(),
+                    files = report.files.len(),
+                    freed_bytes = report.freed_bytes,
+                    "retention: collected what [daemon.retention] no longer keeps"
+                );
+            }
+            Err(e) => warn!(error = %e, "retention run failed; the next runs in a day"),
+        }
+    }
 }
 
 impl Running {
@@ -186,6 +235,7 @@ impl Running {
         let drained = tokio::time::timeout(grace, async move {
             engine.wait_stopped().await;
             let _ = self.scheduler.await;
+            let _ = self.retention.await;
             let _ = self.server.await;
             let _ = self.lease.await;
         })

@@ -38,26 +38,33 @@ pub enum DeployError {
     },
 }
 
+/// One placement of a version: what goes in, what it replaces, and the delivery id that
+/// names this move (the same on every retry of it, a restart in between included, and
+/// distinct for every other move), so a serving system can de-duplicate.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub delivery: &'a str,
+    pub version: &'a ModelVersion,
+    /// The version in place now; none for the first.
+    pub replacing: Option<&'a ModelVersion>,
+}
+
 /// One place a deployed version must reach. Blocking; run off the async runtime.
 pub trait DeployTarget: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Put `version` in place of `replacing` (the version in place now; none for the first).
-    /// Called again with the same arguments when a restart retries the same move.
-    fn deploy(
-        &self,
-        state_dir: &Path,
-        version: &ModelVersion,
-        replacing: Option<&ModelVersion>,
-    ) -> Result<(), DeployError>;
+    /// Put `placement.version` in place of `placement.replacing`. Called again with the same
+    /// placement when a retry or a restart repeats the same move.
+    fn deploy(&self, state_dir: &Path, placement: &Placement<'_>) -> Result<(), DeployError>;
 }
 
-/// The delivery id of one move, the same on every retry of it (a restart in between
-/// included), so a serving system can de-duplicate: `deploy-<pipeline>-v<N>-from-v<M>`
-/// (`-from-none` for the first version).
-pub fn delivery_id(version: &ModelVersion, replacing: Option<&ModelVersion>) -> String {
-    let from = replacing.map_or_else(|| "none".to_string(), |r| format!("v{}", r.version));
+/// The delivery id of move `move_id` putting `version` in place:
+/// `deploy-<pipeline>-v<N>-move-<id>`. The move is a row of the store's `moves` table, opened
+/// before any target runs: its retries (and a restart mid-move) carry the same id, and
+/// v1→v2, a rollback to v1 and v1→v2 again are three moves with three ids. Putting the
+/// champion back after a failed target is the move's undo: `…-undo`.
+pub fn delivery_id(version: &ModelVersion, move_id: i64) -> String {
     format!(
-        "deploy-{}-v{}-from-{from}",
+        "deploy-{}-v{}-move-{move_id}",
         version.pipeline, version.version
     )
 }
@@ -71,12 +78,8 @@ impl DeployTarget for CurrentSymlink {
         "current_symlink"
     }
 
-    fn deploy(
-        &self,
-        state_dir: &Path,
-        version: &ModelVersion,
-        _replacing: Option<&ModelVersion>,
-    ) -> Result<(), DeployError> {
+    fn deploy(&self, state_dir: &Path, placement: &Placement<'_>) -> Result<(), DeployError> {
+        let version = placement.version;
         let target = PathBuf::from(&version.path);
         if !target.is_dir() {
             return Err(DeployError::MissingModel {
@@ -123,15 +126,10 @@ impl DeployTarget for HttpHook {
         "http_hook"
     }
 
-    fn deploy(
-        &self,
-        _state_dir: &Path,
-        version: &ModelVersion,
-        replacing: Option<&ModelVersion>,
-    ) -> Result<(), DeployError> {
+    fn deploy(&self, _state_dir: &Path, placement: &Placement<'_>) -> Result<(), DeployError> {
         let now = chrono::Utc::now();
-        let id = delivery_id(version, replacing);
-        let body = Self::body(version, now);
+        let id = placement.delivery.to_string();
+        let body = Self::body(placement.version, now);
         let secret = self
             .secret
             .as_ref()

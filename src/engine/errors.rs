@@ -70,6 +70,14 @@ pub enum EngineError {
     NoPrevious(String),
     #[error("pipeline `{pipeline}` has no version {version} (see `retraind models {pipeline}`)")]
     UnknownVersion { pipeline: String, version: i64 },
+    #[error(
+        "v{version} of `{pipeline}` was collected by retention on {at}: its files are gone ([daemon.retention] keeps the champion, `previous`, versions in flight and the newest keep_versions); pick a kept version from `retraind models {pipeline}`"
+    )]
+    Collected {
+        pipeline: String,
+        version: i64,
+        at: String,
+    },
     #[error("v{version} of `{pipeline}` is already the champion")]
     AlreadyChampion { pipeline: String, version: i64 },
     #[error("rollback failed, the champion is unchanged: {0}")]
@@ -78,6 +86,8 @@ pub enum EngineError {
     NotLeader(String),
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error("replayed {0} request: this signed decision was already recorded")]
+    Replayed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,9 +103,12 @@ impl EngineError {
             | EngineError::Expired(_)
             | EngineError::NoChampion(_)
             | EngineError::NoPrevious(_)
-            | EngineError::AlreadyChampion { .. } => 409,
+            | EngineError::AlreadyChampion { .. }
+            | EngineError::Collected { .. } => 409,
             EngineError::Deploy(_) => 502,
             EngineError::NotAnApprover { .. } => 403,
+            EngineError::Replayed(_) => 401,
+            EngineError::Store(StoreError::MoveInProgress { .. }) => 409,
             EngineError::NotLeader(_) | EngineError::ShuttingDown | EngineError::Store(_) => 503,
         }
     }

@@ -24,6 +24,7 @@ mod context;
 mod driver;
 mod errors;
 pub mod estimation;
+pub mod gc;
 pub mod history;
 mod mirror;
 mod notices;
@@ -217,6 +218,11 @@ impl Engine {
     /// Resume every cycle the store says is in flight (on start).
     pub async fn resume_all(&self) -> Result<usize, StoreError> {
         let shared = &self.inner.shared;
+        // A champion move a crash interrupted is settled before anything else moves.
+        let runtime = self.runtime().await;
+        if let Err(e) = targets::settle_open_moves(shared, &runtime).await {
+            tracing::error!(error = %e, "cannot settle the champion moves a crash left open; they refuse other moves until settled on a later start");
+        }
         let active = shared.store.active_cycles().await?;
         for c in &active {
             shared.store.mark_resumed(c.id).await?;

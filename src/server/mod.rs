@@ -4,7 +4,10 @@
 //! is limited to 64 KiB.
 //!
 //! `run(listener, state, shutdown)` takes a bound listener and a shutdown future, as in
-//! mini-redis, so tests bind port 0 and the daemon drains on SIGTERM.
+//! mini-redis, so tests bind port 0 and the daemon drains on SIGTERM; [`serve`] bounds what
+//! clients can take (header and request timeouts, connection and read limits).
+
+pub mod serve;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -95,11 +98,8 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer's address feeds the console's login limit.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer's address (ConnectInfo) feeds the console's login limit.
+    serve::serve(listener, router(state), shutdown).await
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -278,7 +278,7 @@ async fn decide(
     let who = Approver::named(body.approver.trim());
     let recorded = s
         .engine
-        .decide(id, &who, "api", verdict, &body.reason)
+        .decide(id, &who, "api", verdict, &body.reason, None)
         .await?;
     Ok(decision_response(id, recorded))
 }
@@ -288,6 +288,7 @@ fn decision_response(id: i64, recorded: Recorded) -> Response {
         Recorded::New => (StatusCode::OK, "recorded"),
         Recorded::Duplicate => (StatusCode::OK, "duplicate"),
         Recorded::Settled => (StatusCode::CONFLICT, "already_decided"),
+        Recorded::Replayed => (StatusCode::UNAUTHORIZED, "replayed"),
     };
     (code, Json(json!({ "cycle": id, "result": result }))).into_response()
 }
@@ -428,15 +429,6 @@ async fn slack_interaction(
     )
     .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
     let store = s.engine.store();
-    if !store
-        .remember_request("slack", signature.unwrap_or_default(), now)
-        .await?
-    {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "replayed request (this signature was already used)".into(),
-        ));
-    }
     let i = slack::parse_interaction(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let c = store.cycle(i.cycle).await?.ok_or(ApiError(
@@ -466,8 +458,20 @@ async fn slack_interaction(
     }
     let recorded = s
         .engine
-        .decide(i.cycle, &who, "slack", i.decision, "Slack button")
+        .decide(
+            i.cycle,
+            &who,
+            "slack",
+            i.decision,
+            "Slack button",
+            Some(signature.unwrap_or_default()),
+        )
         .await;
+    let recorded = match recorded {
+        // Nothing to tell the Slack message: the decision it carried stands.
+        Err(e @ EngineError::Replayed(_)) => return Err(e.into()),
+        r => r,
+    };
     let who = &who.name;
     let text = match &recorded {
         Ok(Recorded::New) => format!(
@@ -479,7 +483,9 @@ async fn slack_interaction(
             now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
         Ok(Recorded::Duplicate) => format!("{who} already decided cycle {}", i.cycle),
-        Ok(Recorded::Settled) => format!("cycle {} already has its decision", i.cycle),
+        Ok(Recorded::Settled | Recorded::Replayed) => {
+            format!("cycle {} already has its decision", i.cycle)
+        }
         Err(e) => e.to_string(),
     };
     if let Some(url) = i.response_url.clone() {
@@ -515,23 +521,12 @@ async fn hook_approval(
         now.timestamp(),
     )
     .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    if !s
-        .engine
-        .store()
-        .remember_request("webhook", &id, now)
-        .await?
-    {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            format!("replayed webhook-id `{id}`"),
-        ));
-    }
     let d = crate::approval::webhook::parse_decision(&body)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let who = Approver::named(d.approver.trim());
     let recorded = s
         .engine
-        .decide(d.cycle, &who, "webhook", d.decision, &d.reason)
+        .decide(d.cycle, &who, "webhook", d.decision, &d.reason, Some(&id))
         .await?;
     Ok(decision_response(d.cycle, recorded))
 }

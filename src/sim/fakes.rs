@@ -17,9 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::approval::{ApprovalChannel, ApprovalError, ApprovalRequest, BoxFuture, Notice};
 use crate::clock::{Clock, SimClock};
 use crate::data::Table;
-use crate::deploy::{DeployError, DeployTarget};
+use crate::deploy::{DeployError, DeployTarget, Placement};
 use crate::engine::ModelLoader;
-use crate::store::ModelVersion;
 use crate::train::{
     CancelFlag, EpochReport, Predictions, Predictor, TrainError, TrainOutput, TrainRequest, Trainer,
 };
@@ -419,12 +418,8 @@ impl DeployTarget for SimServing {
         "sim_serving"
     }
 
-    fn deploy(
-        &self,
-        _state_dir: &Path,
-        version: &ModelVersion,
-        _replacing: Option<&ModelVersion>,
-    ) -> Result<(), DeployError> {
+    fn deploy(&self, _state_dir: &Path, placement: &Placement<'_>) -> Result<(), DeployError> {
+        let version = placement.version;
         let out = &self.0;
         let now = out.clock.now();
         if down(&out.faults.serving, now) {

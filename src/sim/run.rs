@@ -517,7 +517,14 @@ impl Sim {
             } => {
                 let engine = self.engine()?;
                 let result = engine
-                    .decide(cycle, &Approver::named(who), "api", verdict, "simulated")
+                    .decide(
+                        cycle,
+                        &Approver::named(who),
+                        "api",
+                        verdict,
+                        "simulated",
+                        None,
+                    )
                     .await;
                 let what = match &result {
                     Ok(r) => format!("{r:?}"),

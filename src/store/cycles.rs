@@ -215,7 +215,7 @@ impl Store {
         )
         .bind(to.as_str())
         .bind(active_flag(to))
-        .bind(reason)
+        .bind(clean_text(reason).into_owned())
         .bind(millis(now))
         .bind(update.outcome.map(|o| o.as_str()))
         .bind(update.inputs.as_ref().map(json_text))
@@ -238,7 +238,7 @@ impl Store {
             .bind(cycle)
             .bind(from.as_str())
             .bind(to.as_str())
-            .bind(reason)
+            .bind(clean_text(reason).into_owned())
             .bind(millis(now))
             .execute(&mut **tx)
             .await?;

@@ -21,7 +21,7 @@ impl Store {
             .bind(pipeline)
             .bind(cycle)
             .bind(kind.as_str())
-            .bind(message)
+            .bind(clean_text(message).into_owned())
             .execute(&self.pool)
             .await?;
         Ok(())

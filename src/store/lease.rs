@@ -57,7 +57,7 @@ impl Store {
             )
             .bind(me)
             .bind(until)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await?
             .rows_affected()
                 == 1,
@@ -71,7 +71,7 @@ impl Store {
                 .bind(until)
                 .bind(l.token)
                 .bind(&l.holder)
-                .execute(&self.pool)
+                .execute(&self.lease_pool)
                 .await?
                 .rows_affected()
                     == 1
@@ -92,7 +92,7 @@ impl Store {
     pub async fn release_lease(&self, me: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE leader_lease SET expires_at = 0 WHERE name = 'leader' AND holder = $1")
             .bind(me)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await?;
         Ok(())
     }
@@ -101,7 +101,7 @@ impl Store {
     pub async fn lease(&self) -> Result<Option<Lease>, StoreError> {
         let row =
             sqlx::query("SELECT holder, token, expires_at FROM leader_lease WHERE name = 'leader'")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.lease_pool)
                 .await?;
         row.map(|r| {
             Ok(Lease {

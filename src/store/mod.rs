@@ -17,61 +17,33 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
-use crate::cycle::{CycleState, UnknownState};
+use crate::cycle::CycleState;
 
 mod approvals;
+mod collected;
 mod config;
 mod cycles;
+mod error;
 mod events;
 mod holds;
 mod lease;
+mod moves;
 mod overview;
+mod repair;
 mod rows;
+mod text;
 mod versions;
 
 pub use crate::approval::{ApprovalRow, Recorded};
 pub use config::{RawStore, StoreConfig, redact_url};
+pub use error::StoreError;
+pub use moves::{MoveOutcome, MoveRow};
 pub use overview::{CheckGlance, Snapshot};
 pub use rows::*;
+pub use text::clean_text;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// Errors from the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "cannot open the store at {url}: {source} (check store.url and that the database is reachable)"
-    )]
-    Connect { url: String, source: sqlx::Error },
-    #[error("cannot create the store directory {path}: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot apply store migrations: {0} (was the database written by a newer retraind?)")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("store query failed: {0}")]
-    Query(#[from] sqlx::Error),
-    #[error("cycle {cycle} is no longer in state {expected}: another worker moved it")]
-    Conflict { cycle: i64, expected: CycleState },
-    #[error("illegal transition {from} -> {to} for cycle {cycle}")]
-    IllegalTransition {
-        cycle: i64,
-        from: CycleState,
-        to: CycleState,
-    },
-    #[error(transparent)]
-    Corrupt(#[from] UnknownState),
-    #[error("{what} cannot be read by this release ({message}); it was left unchanged")]
-    Unreadable { what: String, message: String },
-    #[error("no {what} `{name}` in the store")]
-    NotFound { what: &'static str, name: String },
-    #[error(
-        "fenced: this instance ({holder}) no longer holds the leader lease (token {token}); another daemon leads now"
-    )]
-    Fenced { holder: String, token: i64 },
-}
 
 /// Which database the store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +56,8 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// One connection for the leader lease alone.
+    lease_pool: AnyPool,
     backend: Backend,
     /// Set while this process holds the leader lease: (holder, token). Every state
     /// transition and champion move checks it inside its transaction, so a leader that lost
@@ -120,28 +94,23 @@ impl Store {
                 connect_url.push_str("?mode=rwc");
             }
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
+        let connect = |max: u32| {
+            pool_options(backend, max)
+                .connect_lazy(&connect_url)
+                .map_err(|source| StoreError::Connect {
+                    url: redact_url(url),
+                    source,
                 })
-            })
-            .connect(&connect_url)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: redact_url(url),
-                source,
-            })?;
+        };
+        let pool = connect(max_connections)?;
+        // The lease is renewed on a connection of its own: readers, however many, can
+        // never make the leader miss its renewal.
+        let lease_pool = connect(1)?;
+        // Connect now, so a wrong URL or a database that is down fails the start.
+        drop(pool.acquire().await.map_err(|source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        })?);
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
@@ -149,10 +118,13 @@ impl Store {
         }
         let store = Store {
             pool,
+            lease_pool,
             backend,
             fence: Default::default(),
         };
+        let set_aside = repair::before_migrations(&store.pool, backend).await?;
         store.migrator().run(&store.pool).await?;
+        repair::after_migrations(&store, &set_aside).await?;
         Ok(store)
     }
 
@@ -183,8 +155,30 @@ impl Store {
         Ok(())
     }
 
-    /// Close the pool (on shutdown).
+    /// Close the pools (on shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.lease_pool.close().await;
     }
+}
+
+/// How the store's pools connect: SQLite waits up to 10 s for a lock and enforces foreign
+/// keys; a connection is waited for up to 10 s.
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
 }

@@ -113,6 +113,8 @@ pub struct ChampionMove<'a> {
     pub cycle: Option<i64>,
     pub actor: &'a str,
     pub reason: &'a str,
+    /// The open move ([`Store::begin_move`]) this closes.
+    pub move_id: i64,
 }
 
 /// A recorded champion move.

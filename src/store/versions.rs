@@ -115,8 +115,8 @@ impl Store {
         row.as_ref().map(version_from_row).transpose()
     }
 
-    /// Move `champion` to `version_id`, in one transaction with the `previous` alias and the
-    /// deployment record. A deploy makes the old champion `previous`; a rollback makes
+    /// Move `champion` to `version_id`, in one transaction with the `previous` alias, the
+    /// deployment record and the close of the move that put it in place. A deploy makes the old champion `previous`; a rollback makes
     /// `previous` whatever preceded the restored version (so a second rollback never brings
     /// back the model just removed). Idempotent: if `champion` already points there, nothing
     /// changes and `false` is returned.
@@ -135,6 +135,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if current == Some(m.version_id) {
+            // Promoted by an earlier try whose answer was lost: the move is over.
+            moves::close_move_in(&mut tx, m.move_id, MoveOutcome::Done, now).await?;
+            tx.commit().await?;
             return Ok(false);
         }
         let previous = match m.kind {
@@ -176,19 +179,21 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO deployments (pipeline, kind, version_id, from_version_id, cycle_id, actor, reason, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO deployments (pipeline, kind, version_id, from_version_id, cycle_id, actor, reason, at, move_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(pipeline)
         .bind(m.kind.as_str())
         .bind(m.version_id)
         .bind(current)
         .bind(m.cycle)
-        .bind(m.actor)
-        .bind(m.reason)
+        .bind(clean_text(m.actor).into_owned())
+        .bind(clean_text(m.reason).into_owned())
         .bind(millis(now))
+        .bind(m.move_id)
         .execute(&mut *tx)
         .await?;
+        moves::close_move_in(&mut tx, m.move_id, MoveOutcome::Done, now).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -211,7 +211,7 @@ fn run(
         .map(|(i, pipe)| {
             let (what, tail) = (what.to_string(), tail.clone());
             std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                for line in lossy_lines(pipe) {
                     info!(
                         stream = if i == 0 { "stdout" } else { "stderr" },
                         "{what}: {line}"
@@ -240,6 +240,24 @@ fn run(
         )));
     }
     Ok(())
+}
+
+/// The lines a trainer writes, read to the end of the pipe whatever bytes they hold: invalid
+/// UTF-8 becomes U+FFFD (a binary log or a crashed native library must neither stop the
+/// reading, which would leave the trainer blocked on a full pipe, nor the tail).
+fn lossy_lines(pipe: impl std::io::Read) -> impl Iterator<Item = String> {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    std::iter::from_fn(move || {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                Some(line.trim_end_matches(['\n', '\r']).to_string())
+            }
+        }
+    })
 }
 
 /// Wait for the child, checking the cancel flag and the deadline; on either, kill its whole
@@ -520,4 +538,23 @@ fn read_predictions(path: &Path, rows: usize) -> Result<Predictions, TrainError>
         labels,
         probabilities,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lossy_lines;
+
+    #[test]
+    fn output_is_read_to_the_end_past_invalid_utf8_and_nul() {
+        let bytes: &[u8] = b"epoch 1\n\xff\xfe binary \x00 log\r\nlast line without newline";
+        let lines: Vec<String> = lossy_lines(bytes).collect();
+        assert_eq!(
+            lines,
+            [
+                "epoch 1",
+                "\u{fffd}\u{fffd} binary \0 log",
+                "last line without newline"
+            ]
+        );
+    }
 }

@@ -354,10 +354,10 @@ fn the_demos_training_shows_a_bar_on_a_terminal() {
         .split(['\r', '\n'])
         .filter(|l| l.contains("training [") && l.contains("/40"))
         .collect();
-    assert!(
-        bars.iter().any(|b| !b.contains(" 0/40")),
-        "a bar of the epochs: {shown}"
-    );
+    // That a bar of the epochs is drawn; how far it got before the next redraw depends on
+    // the machine's speed (a 0.1 s training on a busy machine may show only `0/40`), so
+    // the count is tested on the bar itself (progress::tests).
+    assert!(!bars.is_empty(), "a bar of the epochs: {shown}");
 }
 
 fn the_demos_hint_lifts_its_freeze(demo: &std::path::Path, story: &str) {

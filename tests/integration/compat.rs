@@ -277,3 +277,67 @@ fn config_check_reports_the_same_problems_as_before() {
     }
     assert_eq!(checked, 12);
 }
+
+/// A PostgreSQL store of the release before migration 0004 with one report whose body
+/// PostgreSQL's `jsonb` refuses (a category value with `\u0000`) and one that is not JSON:
+/// the daemon still starts, the reports read as they were, the readable one's figures are
+/// filled by 0004 and the odd one's by retraind, and the log names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_odd_report_does_not_stop_the_migrations() {
+    use retraind::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = crate::helpers::store_url(crate::helpers::Db::Postgres, dir.path()).await
+    else {
+        return;
+    };
+    // Today's schema, then 0004 taken back: a store the previous release left.
+    let store = Store::connect(&url, 2).await.unwrap();
+    store.close().await;
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for sql in [
+        "DELETE FROM _sqlx_migrations WHERE version >= 4",
+        "DROP INDEX reports_by_pipeline",
+        "ALTER TABLE reports DROP COLUMN drift_share, DROP COLUMN metric_value, \
+         DROP COLUMN metric_estimated, DROP COLUMN metric_realised",
+        "DROP TABLE moves",
+        "ALTER TABLE deployments DROP COLUMN move_id",
+        "ALTER TABLE model_versions DROP COLUMN collected_at",
+        "INSERT INTO pipelines (name, created_at) VALUES ('p', 0)",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let good = r#"{"drift":{"dataset":{"drifted":true,"drifted_share":0.5}}}"#;
+    let odd =
+        r#"{"drift":{"dataset":{"drifted":false,"drifted_share":0.25}},"categories":["a\u0000b"]}"#;
+    let broken = r#"{"drift": {"dataset""#;
+    for (id, body) in [(1i64, good), (2, odd), (3, broken)] {
+        sqlx::query(
+            "INSERT INTO cycles (id, pipeline, trigger_kind, cycle_date, state, active, reason, created_at, updated_at) \
+             VALUES ($1, 'p', 'manual', 'd', 'completed', 0, 'r', 0, 0)",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO reports (cycle_id, pipeline, created_at, dataset_drift, body) VALUES ($1, 'p', 0, 0, $2)")
+            .bind(id)
+            .bind(body)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("the migrations stopped: {e}"));
+    store.ready().await.unwrap();
+    let points = store.report_points("p", 10).await.unwrap();
+    let shares: Vec<(i64, Option<f64>)> = points.iter().map(|p| (p.cycle, p.drift_share)).collect();
+    assert_eq!(shares, [(3, None), (2, Some(0.25)), (1, Some(0.5))]);
+    let read = store.report(2).await.unwrap().unwrap();
+    assert_eq!(read["categories"][0], "a\u{0}b");
+    assert!(store.report(3).await.unwrap().is_none());
+}

@@ -452,10 +452,7 @@ cooldown = "0s"
     let calls = hook.to("/reload");
     assert_eq!(calls.len(), 1);
     // The id names the move, so a retry after a restart carries the same one.
-    assert_eq!(
-        calls[0].header("webhook-id"),
-        Some("deploy-p1-v1-from-none")
-    );
+    assert_eq!(calls[0].header("webhook-id"), Some("deploy-p1-v1-move-1"));
     assert!(
         signing::verify_webhook(
             &Secret::new("hook-s3cret"),
@@ -541,6 +538,41 @@ cooldown = "0s"
         "{}",
         moves[0].reason
     );
+    // Forward to v3 and back to v1 by hand: every move is delivered under an id of its own —
+    // the second v1 → v3 is not mistaken for the first by a receiver that de-duplicates, nor
+    // the second v3 → v1 for the first.
+    for to in [3, 1] {
+        let (code, body) = api(
+            &base,
+            "/api/v1/pipelines/p1/rollback",
+            json!({"actor": "ops", "to": to}),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let delivered: Vec<String> = hook
+        .to("/reload")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.header("webhook-id").unwrap_or_default(),
+                r.json()["version"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            "deploy-p1-v1-move-1 1",
+            "deploy-p1-v2-move-2 2",
+            "deploy-p1-v3-move-3 3",
+            "deploy-p1-v1-move-4 1",
+            "deploy-p1-v3-move-5 3",
+            "deploy-p1-v1-move-6 1",
+        ]
+    );
+    assert!(store.open_move("p1").await.unwrap().is_none());
 
     // Freeze: the next drifted check wants a retrain and is blocked, visibly.
     let (code, body) = api(
@@ -562,7 +594,7 @@ cooldown = "0s"
     for want in [
         r#"retraind_guard_blocks_total{guard="frozen",pipeline="p1"} 1"#,
         r#"retraind_pipeline_frozen{pipeline="p1"} 1"#,
-        r#"retraind_rollbacks_total{pipeline="p1",reason="manual"} 1"#,
+        r#"retraind_rollbacks_total{pipeline="p1",reason="manual"} 3"#,
         r#"retraind_deploys_total{pipeline="p1"} 2"#,
         r#"retraind_champion_version{pipeline="p1"} 1"#,
         r#"retraind_training_failures_total{pipeline="p1"} 0"#,

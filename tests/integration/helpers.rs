@@ -41,13 +41,42 @@ fn require_all() -> bool {
     std::env::var("RETRAIND_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
-/// Skip (or fail, in CI) a test whose external dependency is missing.
+/// Skip (or fail, in CI) a test whose external dependency is missing. Every skip is counted
+/// and the count printed when the test binary exits, after libtest's own summary, so a run
+/// that passed without its services says so.
 pub fn unavailable(what: &str) -> bool {
     if require_all() {
         panic!("{what} is required (RETRAIND_TEST_REQUIRE_ALL=1) but not available");
     }
     eprintln!("skipping: {what} not available");
+    count_skip(what);
     true
+}
+
+static SKIPPED: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn count_skip(what: &str) {
+    static REPORT: std::sync::Once = std::sync::Once::new();
+    REPORT.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function with no captured state.
+        unsafe {
+            libc::atexit(report_skips);
+        }
+    });
+    if let Ok(mut s) = SKIPPED.lock() {
+        *s.entry(what.to_string()).or_default() += 1;
+    }
+}
+
+extern "C" fn report_skips() {
+    let Ok(s) = SKIPPED.lock() else { return };
+    let n: usize = s.values().sum();
+    let each: Vec<String> = s.iter().map(|(what, k)| format!("{k} × {what}")).collect();
+    eprintln!(
+        "\n{n} tests skipped for a missing service ({}); RETRAIND_TEST_REQUIRE_ALL=1 makes that a failure, .ci/run installs them all",
+        each.join(", ")
+    );
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -7,7 +7,7 @@
 //!
 //! The deploy hook is at-least-once: a daemon killed while the hook answers calls it again
 //! after the restart. Every call of one deploy carries the same `webhook-id`
-//! (`deploy-<pipeline>-v<N>-from-v<M>`), so the serving system can drop the repeats; the
+//! (`deploy-<pipeline>-v<N>-move-<id>`, the open move's row), so the serving system can drop the repeats; the
 //! harness asserts it, counts the calls per deploy, and requires every one of the eight
 //! working states to have been hit on each store (`decided` and `loading`, the two short
 //! ones, are stretched by triggers the harness puts on the store: see `slow_two_writes`).
@@ -263,7 +263,7 @@ breaker_failures = 0
                 })
                 .map(|r| r.header("webhook-id").unwrap_or_default().to_string())
                 .collect();
-            let prefix = format!("deploy-p1-v{}-from-", champion.version);
+            let prefix = format!("deploy-p1-v{}-move-", champion.version);
             assert!(
                 !ids.is_empty() && ids.iter().all(|i| i == &ids[0] && i.starts_with(&prefix)),
                 "{}",

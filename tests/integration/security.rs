@@ -130,7 +130,9 @@ secret_file = "webhook-secret"
         .append_pair("payload", &payload.to_string())
         .finish();
     let ts = chrono::Utc::now().timestamp().to_string();
-    for secret in ["wrong", SLACK_SIGNING] {
+    // The forged press is refused (401) and the genuine one recorded (200); the same genuine
+    // press again is a replay of a recorded decision (401).
+    for (secret, status) in [("wrong", 401), (SLACK_SIGNING, 200), (SLACK_SIGNING, 401)] {
         let sig = signing::slack_signature(&Secret::new(secret), &ts, body.as_bytes());
         let r = client
             .post(format!("{base}/slack/interactions"))
@@ -140,7 +142,10 @@ secret_file = "webhook-secret"
             .send()
             .await
             .unwrap();
-        answers.push(format!("{} {}", r.status(), r.text().await.unwrap()));
+        let code = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(code, status, "Slack press signed with `{secret}`: {text}");
+        answers.push(format!("{code} {text}"));
     }
     eventually(Duration::from_secs(60), "completed", || {
         let url = cycle_url.clone();

@@ -8,7 +8,7 @@ use retraind::performance::Metric;
 use retraind::records::{Lineage, ScoreKey, VersionMetrics};
 use retraind::store::{
     ApprovalRow, ChampionMove, CreateOutcome, CycleUpdate, DeployKind, GLOBAL, HoldKind,
-    NewVersion, Recorded, Store, StoreError,
+    MoveOutcome, NewVersion, Recorded, Store, StoreError,
 };
 use serde_json::json;
 
@@ -216,18 +216,34 @@ both_stores!(
             ids.iter().map(|v| v.version).collect::<Vec<_>>(),
             vec![1, 2]
         );
-        let deploy = |id: i64| ChampionMove {
-            pipeline: "p",
-            version_id: id,
-            kind: DeployKind::Deploy,
-            cycle: None,
-            actor: "test",
-            reason: "deploy",
-        };
-        assert!(store.promote(&deploy(ids[0].id), Utc::now()).await.unwrap());
-        assert!(store.promote(&deploy(ids[1].id), Utc::now()).await.unwrap());
+        // Every champion move opens a move first; the alias move closes it.
+        let moved =
+            |version_id: i64, kind: DeployKind, actor: &'static str, reason: &'static str| {
+                let store = store.clone();
+                async move {
+                    let mv = store
+                        .begin_move("p", kind, version_id, None, Utc::now())
+                        .await
+                        .unwrap();
+                    let m = ChampionMove {
+                        pipeline: "p",
+                        version_id,
+                        kind,
+                        cycle: None,
+                        actor,
+                        reason,
+                        move_id: mv.id,
+                    };
+                    let promoted = store.promote(&m, Utc::now()).await.unwrap();
+                    assert!(store.open_move("p").await.unwrap().is_none());
+                    promoted
+                }
+            };
+        let deploy = DeployKind::Deploy;
+        assert!(moved(ids[0].id, deploy, "test", "deploy").await);
+        assert!(moved(ids[1].id, deploy, "test", "deploy").await);
         assert!(
-            !store.promote(&deploy(ids[1].id), Utc::now()).await.unwrap(),
+            !moved(ids[1].id, deploy, "test", "deploy").await,
             "idempotent"
         );
         assert_eq!(
@@ -238,14 +254,36 @@ both_stores!(
             store.alias("p", "previous").await.unwrap().unwrap().version,
             1
         );
+        // One move at a time: the same move again (a retry, a restart) is the same row and
+        // so the same delivery id; any other waits (a transient refusal) until it closes.
+        let open = store
+            .begin_move("p", deploy, ids[0].id, Some(7), Utc::now())
+            .await
+            .unwrap();
+        let again = store
+            .begin_move("p", deploy, ids[0].id, Some(7), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.id, again.from_version_id),
+            (open.id, Some(ids[1].id))
+        );
+        let other = store
+            .begin_move("p", DeployKind::Rollback, ids[0].id, None, Utc::now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(other, StoreError::MoveInProgress { id, .. } if id == open.id),
+            "{other}"
+        );
+        assert!(other.is_transient());
+        store.undo_move(open.id, Utc::now()).await.unwrap();
+        assert_eq!(
+            store.moves("p", 1).await.unwrap()[0].outcome,
+            Some(MoveOutcome::Undone)
+        );
         // A rollback restores v1; `previous` becomes what preceded v1 (nothing), never v2.
-        let back = ChampionMove {
-            kind: DeployKind::Rollback,
-            actor: "alice",
-            reason: "bad model",
-            ..deploy(ids[0].id)
-        };
-        assert!(store.promote(&back, Utc::now()).await.unwrap());
+        assert!(moved(ids[0].id, DeployKind::Rollback, "alice", "bad model").await);
         assert_eq!(
             store.alias("p", "champion").await.unwrap().unwrap().version,
             1
@@ -265,8 +303,8 @@ both_stores!(
         );
         assert_eq!(moves[0].from_version_id, Some(ids[1].id));
         // Back to v2 for the rest of the test.
-        assert!(store.promote(&deploy(ids[1].id), Utc::now()).await.unwrap());
-        // Holds: per pipeline and global, lifted by clear_holds; replayed request ids refused.
+        assert!(moved(ids[1].id, deploy, "test", "deploy").await);
+        // Holds: per pipeline and global, lifted by clear_holds.
         let hold = Hold {
             by: "alice".into(),
             reason: "incident".into(),
@@ -322,24 +360,6 @@ both_stores!(
         assert_eq!(store.clear_holds("p").await.unwrap(), 1);
         assert_eq!(store.clear_holds(GLOBAL).await.unwrap(), 1);
         assert!(store.holds("p").await.unwrap().global.is_none());
-        assert!(
-            store
-                .remember_request("slack", "abc", Utc::now())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .remember_request("slack", "abc", Utc::now())
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .remember_request("webhook", "abc", Utc::now())
-                .await
-                .unwrap()
-        );
         store
             .set_version_score(ids[1].id, &ScoreKey::Holdout(Metric::Accuracy), 0.93)
             .await
@@ -401,7 +421,7 @@ both_stores!(
             let r = row(who, d);
             async move {
                 let admit = |rows: &[ApprovalRow]| approval::admit(rows, &r.approver, 2);
-                store.record_approval(id, &r, admit).await.unwrap()
+                store.record_approval(id, &r, None, admit).await.unwrap()
             }
         };
         assert_eq!(record("ann", "approve").await, Recorded::New);
@@ -425,7 +445,7 @@ both_stores!(
                 let r = row(who, "approve");
                 tokio::spawn(async move {
                     let admit = |rows: &[ApprovalRow]| approval::admit(rows, &r.approver, 1);
-                    store.record_approval(id, &r, admit).await.unwrap()
+                    store.record_approval(id, &r, None, admit).await.unwrap()
                 })
             })
             .collect();
@@ -439,6 +459,40 @@ both_stores!(
             "{results:?}"
         );
         assert_eq!(store.approvals(id).await.unwrap().len(), 1);
+        // A signed decision's request id is remembered in the decision's own transaction:
+        // a replay of a recorded decision is refused; a try that recorded nothing (settled,
+        // or failed) leaves the id free, so the sender's retry is taken.
+        store.ensure_pipeline("s", Utc::now()).await.unwrap();
+        store.ensure_pipeline("t", Utc::now()).await.unwrap();
+        let (s1, t1) = (
+            awaiting_cycle(&store, "s").await,
+            awaiting_cycle(&store, "t").await,
+        );
+        let signed = |cycle: i64, who: &'static str, channel: &'static str, sig: &'static str| {
+            let store = store.clone();
+            let mut r = row(who, "approve");
+            r.channel = channel.into();
+            async move {
+                let admit = |rows: &[ApprovalRow]| approval::admit(rows, &r.approver, 2);
+                store
+                    .record_approval(cycle, &r, Some(sig), admit)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(signed(s1, "hal", "slack", "sig-1").await, Recorded::New);
+        assert_eq!(
+            signed(s1, "hal", "slack", "sig-1").await,
+            Recorded::Replayed
+        );
+        // Ids are per channel.
+        assert_eq!(signed(s1, "ian", "webhook", "sig-1").await, Recorded::New);
+        // Settled: nothing recorded, and sig-2 is not taken by it.
+        assert_eq!(signed(s1, "jo", "slack", "sig-2").await, Recorded::Settled);
+        assert_eq!(signed(t1, "jo", "slack", "sig-2").await, Recorded::New);
+        assert_eq!(signed(t1, "jo", "slack", "sig-2").await, Recorded::Replayed);
+        assert_eq!(store.approvals(s1).await.unwrap().len(), 2);
+        assert_eq!(store.approvals(t1).await.unwrap().len(), 1);
         store.ready().await.unwrap();
     }
 );

@@ -13,7 +13,10 @@ use crate::records::EventKind;
 impl Engine {
     /// Record a decision on a cycle awaiting approval. Idempotent per approver. Only a
     /// Slack click (`channel` "slack") needs the pipeline's list to name its user; an empty
-    /// list admits anyone the API admits.
+    /// list admits anyone the API admits. `signed` is the id of the signed request (Slack's
+    /// signature, a webhook-id) that carries the decision: it is remembered in the decision's
+    /// own transaction, so a retry after a failure that recorded nothing is taken and a
+    /// replay of a decision that was recorded is refused.
     pub async fn decide(
         &self,
         id: i64,
@@ -21,8 +24,16 @@ impl Engine {
         channel: &str,
         verdict: ApprovalDecision,
         reason: &str,
+        signed: Option<&str>,
     ) -> Result<Recorded, EngineError> {
         let shared = self.shared();
+        // A replay is refused whatever became of the cycle since (checked again, race-free,
+        // in the decision's transaction).
+        if let Some(signed) = signed
+            && shared.store.seen_request(channel, signed).await?
+        {
+            return Err(EngineError::Replayed(channel.to_string()));
+        }
         let c = shared
             .store
             .cycle(id)
@@ -59,8 +70,13 @@ impl Engine {
         };
         let recorded = shared
             .store
-            .record_approval(id, &row, |r| approval::admit(r, &who.name, required))
+            .record_approval(id, &row, signed, |r| {
+                approval::admit(r, &who.name, required)
+            })
             .await?;
+        if recorded == Recorded::Replayed {
+            return Err(EngineError::Replayed(channel.to_string()));
+        }
         if recorded == Recorded::New {
             shared
                 .metrics

@@ -4,7 +4,7 @@
 use tracing::warn;
 
 use crate::approval::Notice;
-use crate::engine::{Engine, EngineError, Runtime, Shared, mirror, notices, targets};
+use crate::engine::{Engine, EngineError, Runtime, Shared, StepError, mirror, notices, targets};
 use crate::records::EventKind;
 use crate::store::{ChampionMove, DeployKind, ModelVersion};
 
@@ -13,15 +13,15 @@ use crate::store::{ChampionMove, DeployKind, ModelVersion};
 pub enum RollbackCause {
     /// `retraind rollback` / the API.
     Manual,
-    /// The post-deploy watch saw the live metric fail `failure_limit` times.
-    Watch,
+    /// The post-deploy watch of this cycle saw the live metric fail `failure_limit` times.
+    Watch(i64),
 }
 
 impl RollbackCause {
     pub fn as_str(self) -> &'static str {
         match self {
             RollbackCause::Manual => "manual",
-            RollbackCause::Watch => "watch",
+            RollbackCause::Watch(_) => "watch",
         }
     }
 }
@@ -89,20 +89,36 @@ pub async fn roll_back(
         .await?
         .ok_or_else(|| EngineError::NoChampion(pipeline.to_string()))?;
     let target = target(shared, pipeline, to).await?;
+    if let Some(at) = store.collected_at(target.id).await? {
+        return Err(EngineError::Collected {
+            pipeline: pipeline.to_string(),
+            version: target.version,
+            at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+    }
     if target.id == champion.id {
         return Err(EngineError::AlreadyChampion {
             pipeline: pipeline.to_string(),
             version: target.version,
         });
     }
-    targets::put_in_place(
+    let cycle = match cause {
+        RollbackCause::Manual => None,
+        RollbackCause::Watch(cycle) => Some(cycle),
+    };
+    let mv = targets::put_in_place(
+        shared,
         parts.targets.clone(),
         runtime.config.daemon.state_dir.clone(),
+        (DeployKind::Rollback, cycle),
         &target,
         Some(champion.clone()),
     )
     .await
-    .map_err(|e| EngineError::Deploy(e.to_string()))?;
+    .map_err(|e| match e {
+        StepError::Store(e) => EngineError::Store(e),
+        e => EngineError::Deploy(e.to_string()),
+    })?;
     let why = format!("v{} -> v{}: {reason}", champion.version, target.version);
     let moved = store
         .promote(
@@ -110,9 +126,10 @@ pub async fn roll_back(
                 pipeline,
                 version_id: target.id,
                 kind: DeployKind::Rollback,
-                cycle: None,
+                cycle,
                 actor,
                 reason: &why,
+                move_id: mv.id,
             },
             shared.now(),
         )

@@ -95,7 +95,7 @@ async fn auto_approve(ctx: &StepContext) -> Result<(), StepError> {
     };
     let recorded = ctx
         .store()
-        .record_approval(ctx.cycle.id, &row, |r| approval::admit(r, "auto", 1))
+        .record_approval(ctx.cycle.id, &row, None, |r| approval::admit(r, "auto", 1))
         .await?;
     if recorded == Recorded::New {
         ctx.metrics()
@@ -264,11 +264,25 @@ mod tests {
         let engine = kit.engine();
         let who = Approver::named("ann");
         let first = engine
-            .decide(ctx.cycle.id, &who, "api", ApprovalDecision::Approve, "ok")
+            .decide(
+                ctx.cycle.id,
+                &who,
+                "api",
+                ApprovalDecision::Approve,
+                "ok",
+                None,
+            )
             .await;
         assert_eq!(first.unwrap(), crate::approval::Recorded::New);
         let again = engine
-            .decide(ctx.cycle.id, &who, "api", ApprovalDecision::Approve, "ok")
+            .decide(
+                ctx.cycle.id,
+                &who,
+                "api",
+                ApprovalDecision::Approve,
+                "ok",
+                None,
+            )
             .await;
         assert_eq!(again.unwrap(), crate::approval::Recorded::Duplicate);
         let (to, reason, _) = kit.advanced(waiting.await.unwrap().unwrap());

@@ -14,15 +14,20 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     let version = ctx.candidate().await?;
     let champion = ctx.champion().await?;
     let already = champion.as_ref().is_some_and(|v| v.id == version.id);
-    if !already {
-        targets::put_in_place(
-            ctx.parts.targets.clone(),
-            ctx.state_dir().to_path_buf(),
-            &version,
-            champion.clone(),
-        )
-        .await?;
-    }
+    let mv = match already {
+        false => Some(
+            targets::put_in_place(
+                &ctx.shared,
+                ctx.parts.targets.clone(),
+                ctx.state_dir().to_path_buf(),
+                (DeployKind::Deploy, Some(ctx.cycle.id)),
+                &version,
+                champion.clone(),
+            )
+            .await?,
+        ),
+        true => None,
+    };
     let approvers: Vec<String> = ctx
         .store()
         .approvals(ctx.cycle.id)
@@ -31,20 +36,25 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         .filter(|a| a.decision == ApprovalDecision::Approve)
         .map(|a| a.approver)
         .collect();
-    let moved = ctx
-        .store()
-        .promote(
-            &ChampionMove {
-                pipeline: &ctx.cycle.pipeline,
-                version_id: version.id,
-                kind: DeployKind::Deploy,
-                cycle: Some(ctx.cycle.id),
-                actor: &approvers.join(", "),
-                reason: &format!("cycle {} approved", ctx.cycle.id),
-            },
-            ctx.now(),
-        )
-        .await?;
+    let moved = match &mv {
+        Some(mv) => {
+            ctx.store()
+                .promote(
+                    &ChampionMove {
+                        pipeline: &ctx.cycle.pipeline,
+                        version_id: version.id,
+                        kind: DeployKind::Deploy,
+                        cycle: Some(ctx.cycle.id),
+                        actor: &approvers.join(", "),
+                        reason: &format!("cycle {} approved", ctx.cycle.id),
+                        move_id: mv.id,
+                    },
+                    ctx.now(),
+                )
+                .await?
+        }
+        None => false,
+    };
     let pipeline = ctx.cycle.pipeline.as_str();
     if moved {
         ctx.metrics()

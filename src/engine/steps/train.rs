@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::StepResult;
 use crate::artifacts;
@@ -31,11 +31,18 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
     if ctx.store().version_for_cycle(ctx.cycle.id).await?.is_some() {
         return Ok(StepResult::Unchanged);
     }
+    let final_dir = artifacts::model_dir(ctx.state_dir(), &ctx.cycle.pipeline, ctx.cycle.id);
+    // A training that finished (its directory moved into place, durably, card and all)
+    // but whose registration was lost — the store went away, or the daemon with it — is
+    // registered now, never repeated.
+    if let Some((new, reason)) = finished_earlier(ctx, &final_dir).await? {
+        return Ok(StepResult::Register(Box::new(new), reason));
+    }
     let (roles, reference, current) = ctx.tables().await?;
     let (data, source_name) = training_rows(ctx, &roles, reference, current)?;
-    let final_dir = artifacts::model_dir(ctx.state_dir(), &ctx.cycle.pipeline, ctx.cycle.id);
     let staging = artifacts::staging_dir(ctx.state_dir(), &ctx.cycle.pipeline, ctx.cycle.id);
-    // A leftover from an interrupted attempt is never registered: start clean.
+    // A leftover of an attempt interrupted before it finished is never registered: start
+    // clean.
     let dirs = [staging.clone(), final_dir.clone()];
     Shared::blocking(move || {
         for d in &dirs {
@@ -64,6 +71,9 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
         record_remote_run: recorder(ctx),
         timeout: ctx.pipeline.train.timeout,
     };
+    // Every store read happens before the training: a store error after it would re-run
+    // the step, and with it the training.
+    let parent = ctx.champion().await?.map(|v| v.version);
     let output = match train(ctx, &request).await {
         Ok(output) => output,
         Err(e) => {
@@ -73,18 +83,62 @@ pub async fn run(ctx: &StepContext) -> Result<StepResult, StepError> {
             return Err(e);
         }
     };
-    let registered = register(ctx, request, &output, source_name, staging, final_dir).await?;
+    let dirs = (staging, final_dir);
+    let registered = register(ctx, request, &output, source_name, dirs, parent).await?;
     ctx.metrics()
         .training_duration
         .with_label_values(&[&ctx.cycle.pipeline])
         .set(output.duration_seconds);
-    let reason = format!(
+    Ok(StepResult::Register(Box::new(registered), trained(&output)))
+}
+
+/// The reason of a `training → trained` transition.
+fn trained(output: &TrainOutput) -> String {
+    format!(
         "trained in {:.1}s, {} epochs, {}",
         output.duration_seconds,
         output.epochs_run,
         output.headline()
+    )
+}
+
+/// The version a finished earlier attempt of this cycle left in `final_dir`, read from its
+/// model card: a directory there is complete (it is renamed into place only when finished
+/// and flushed), so its card says what to register.
+async fn finished_earlier(
+    ctx: &StepContext,
+    final_dir: &Path,
+) -> Result<Option<(NewVersion, String)>, StepError> {
+    let card_path = final_dir.join(CARD_FILE);
+    let card = Shared::blocking(move || {
+        Ok(std::fs::read(&card_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ModelCard>(&bytes).ok()))
+    })
+    .await?;
+    let Some(card) = card.filter(|c| c.cycle == ctx.cycle.id) else {
+        return Ok(None);
+    };
+    let (Some(lineage), Some(output)) = (card.lineage, card.training) else {
+        return Ok(None);
+    };
+    let reason = format!(
+        "{} (a finished training of an earlier attempt, registered without training again)",
+        trained(&output)
     );
-    Ok(StepResult::Register(Box::new(registered), reason))
+    warn!(
+        pipeline = ctx.cycle.pipeline,
+        cycle = ctx.cycle.id,
+        "registering the training an earlier attempt finished"
+    );
+    let new = NewVersion {
+        pipeline: ctx.cycle.pipeline.clone(),
+        cycle_id: ctx.cycle.id,
+        path: final_dir.display().to_string(),
+        metrics: card.metrics,
+        lineage,
+    };
+    Ok(Some((new, reason)))
 }
 
 /// The rows to train on and where they came from: the current window's labelled rows minus
@@ -220,8 +274,8 @@ async fn register(
     request: TrainRequest,
     output: &TrainOutput,
     source_name: &str,
-    staging: PathBuf,
-    final_dir: PathBuf,
+    (staging, final_dir): (PathBuf, PathBuf),
+    parent_version: Option<i64>,
 ) -> Result<NewVersion, StepError> {
     let p = &ctx.pipeline;
     let rows = request.data.rows;
@@ -261,7 +315,6 @@ async fn register(
         }
     })
     .await?;
-    let champion = ctx.champion().await?;
     let config_hash = Shared::blocking({
         let path = ctx.config().source.clone();
         move || Ok(config_hash(&path))
@@ -283,7 +336,7 @@ async fn register(
         inputs: ctx.cycle.inputs.clone(),
         dvc,
         remote_run_id: output.remote_run.clone(),
-        parent_version: champion.as_ref().map(|v| v.version),
+        parent_version,
         trigger_cycle: ctx.cycle.id,
         trigger_report: format!("cycle-{}", ctx.cycle.id),
         config_hash,

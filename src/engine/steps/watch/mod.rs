@@ -395,7 +395,7 @@ async fn failed(
                 None,
                 "watch",
                 why,
-                RollbackCause::Watch,
+                RollbackCause::Watch(ctx.cycle.id),
             )
             .await
         } else {
