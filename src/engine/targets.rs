@@ -12,7 +12,8 @@ use tracing::{error, warn};
 
 use super::{Shared, StepError};
 use crate::deploy::{self, DeployTarget, Placement};
-use crate::store::{DeployKind, ModelVersion, MoveRow};
+use crate::cycle::CycleState;
+use crate::store::{ChampionMove, DeployKind, ModelVersion, MoveRow};
 
 /// Open (or take up) the move of `version` into place and run every target, in order. When
 /// one fails, the targets that already ran are pointed back at `fallback` (the champion in
@@ -83,42 +84,47 @@ fn put_back(
     }
 }
 
-/// On start: every move a crash left open, except a deploy whose cycle is still deploying
-/// (its step takes the move up again under the same id), is undone — the store's champion
-/// is put back through every target and the move closed — so the serving system and the
-/// store agree before anything else moves.
-pub async fn settle_open_moves(shared: &Shared, runtime: &super::Runtime) -> Result<(), StepError> {
+/// On start, settle every move a crash left open, before anything else moves, so that the
+/// serving system and the store agree: a deploy whose cycle is still deploying, and the
+/// watch's rollback of a cycle still watching, are left to their step, which takes the move
+/// up under the same delivery id; a rollback by hand is completed under its delivery id (the
+/// person asked for it; the request died with the daemon); any other move is undone — the
+/// store's champion put back through every target.
+pub async fn settle_open_moves(
+    shared: &Shared,
+    runtime: &super::Runtime,
+) -> Result<(), StepError> {
     for mv in shared.store.open_moves().await? {
-        if let Some(cycle) = mv.cycle
-            && mv.kind == DeployKind::Deploy
-            && shared
-                .store
-                .cycle(cycle)
-                .await?
-                .is_some_and(|c| c.state == crate::cycle::CycleState::Deploying)
-        {
+        let owner = match mv.cycle {
+            Some(c) => shared.store.cycle(c).await?.map(|c| c.state),
+            None => None,
+        };
+        let taken_up = matches!(
+            (mv.kind, owner),
+            (DeployKind::Deploy, Some(CycleState::Deploying))
+                | (DeployKind::Rollback, Some(CycleState::Watching))
+        );
+        if taken_up {
             continue;
         }
         let Some(parts) = runtime.parts(&mv.pipeline) else {
-            warn!(
-                pipeline = mv.pipeline,
-                r#move = mv.id,
-                "an open move of a pipeline no longer configured is closed without touching its targets"
-            );
+            warn!(pipeline = mv.pipeline, r#move = mv.id, "an open move of a pipeline no longer configured is closed without touching its targets");
             shared.store.undo_move(mv.id, shared.now()).await?;
             continue;
         };
         let champion = shared.store.alias(&mv.pipeline, "champion").await?;
-        let moving = shared.store.version(mv.version_id).await?;
-        if let (Some(champion), Some(moving)) = (champion, moving) {
-            warn!(
-                pipeline = mv.pipeline,
-                r#move = mv.id,
-                champion = champion.version,
-                "a champion move was interrupted; putting the store's champion back in place"
-            );
+        let Some(moving) = shared.store.version(mv.version_id).await? else {
+            shared.store.undo_move(mv.id, shared.now()).await?;
+            continue;
+        };
+        let state_dir = runtime.config.daemon.state_dir.clone();
+        if mv.kind == DeployKind::Rollback && mv.cycle.is_none() {
+            complete_rollback(shared, &parts.targets, state_dir, &mv, &moving, champion).await?;
+            continue;
+        }
+        if let Some(champion) = champion {
+            warn!(pipeline = mv.pipeline, r#move = mv.id, champion = champion.version, "a champion move was interrupted; putting the store's champion back in place");
             let targets = parts.targets.clone();
-            let state_dir = runtime.config.daemon.state_dir.clone();
             let delivery = deploy::delivery_id(&moving, mv.id);
             Shared::blocking(move || {
                 put_back(&targets, &state_dir, &delivery, &champion, Some(&moving));
@@ -127,6 +133,51 @@ pub async fn settle_open_moves(shared: &Shared, runtime: &super::Runtime) -> Res
             .await?;
         }
         shared.store.undo_move(mv.id, shared.now()).await?;
+    }
+    Ok(())
+}
+
+/// Finish a rollback by hand that a crash interrupted: its targets again under the same
+/// delivery id, then the alias move that closes it (or, when a target fails, the undo).
+async fn complete_rollback(
+    shared: &Shared,
+    targets: &[Arc<dyn DeployTarget>],
+    state_dir: PathBuf,
+    mv: &MoveRow,
+    moving: &ModelVersion,
+    champion: Option<ModelVersion>,
+) -> Result<(), StepError> {
+    warn!(pipeline = mv.pipeline, r#move = mv.id, version = moving.version, "completing a rollback a restart interrupted, under its delivery id");
+    let placed = put_in_place(
+        shared,
+        targets.to_vec(),
+        state_dir,
+        (mv.kind, mv.cycle),
+        moving,
+        champion,
+    )
+    .await;
+    if let Err(e) = placed {
+        error!(pipeline = mv.pipeline, r#move = mv.id, error = %e, "the interrupted rollback cannot be completed; the champion stays");
+        return Ok(());
+    }
+    let done = ChampionMove {
+        pipeline: &mv.pipeline,
+        version_id: moving.id,
+        kind: mv.kind,
+        cycle: mv.cycle,
+        actor: "retraind",
+        reason: "a rollback by hand, completed after a restart interrupted it",
+        move_id: mv.id,
+    };
+    if shared.store.promote(&done, shared.now()).await? {
+        let why = format!(
+            "rolled back to v{} (a rollback by hand, completed after a restart)",
+            moving.version
+        );
+        shared
+            .event(&mv.pipeline, None, crate::records::EventKind::Rollback, &why)
+            .await?;
     }
     Ok(())
 }

@@ -20,7 +20,10 @@ use retraind::cycle::{CycleState, Outcome};
 use retraind::store::{CycleRow, Store};
 use sqlx::Connection;
 
-use crate::helpers::{Db, Env, Opts, start_cycle, start_daemon};
+use crate::helpers::{
+    Db, Env, Opts, Recorder, Server, TOKEN, eventually, free_port, kill9, start_cycle,
+    start_daemon, trigger_api, wait_http, wait_state,
+};
 
 /// How long the store stays away in the outage tests.
 const OUTAGE: Duration = Duration::from_secs(120);
@@ -289,7 +292,8 @@ impl Relay {
 
     fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
-        let _ = self.cut.send(down);
+        // `send` would leave the value unchanged while no connection listens.
+        self.cut.send_replace(down);
     }
 }
 
@@ -383,4 +387,95 @@ async fn a_store_down_for_two_minutes_after_training_trains_once_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_down_for_two_minutes_after_training_trains_once_on_postgresql() {
     outage_after_training(Db::Postgres).await;
+}
+
+async fn rollback_api(addr: &str, body: serde_json::Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/pipelines/p1/rollback"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// v1 → v2; a rollback to v1 by hand, the daemon killed (-9) while the deploy hook answers;
+/// v1 → v2 again. The restarted daemon completes the rollback under the same delivery id,
+/// and the three moves are delivered under three ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_killed_mid_move_keeps_its_delivery_id() {
+    let hook = Recorder::start().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let opts = Opts {
+        listen: addr.clone(),
+        extra: format!(
+            "[pipeline.deploy]\nhook_url = \"{}/reload\"\n\n[pipeline.guards]\nmax_retrains = [\"10/1h\"]\nmax_deploys = [\"10/1h\"]\ncooldown = \"0s\"\n",
+            hook.url
+        ),
+        ..Opts::default()
+    };
+    let Some(env) = Env::new(Db::Sqlite, opts).await else {
+        return;
+    };
+    let store = env.store().await;
+    let mut daemon = Server(env.spawn());
+    wait_http(&addr).await;
+    for drifted in [false, true] {
+        if drifted {
+            env.drift_today();
+        }
+        let id = eventually(Duration::from_secs(10), "a trigger", || trigger_api(&addr)).await;
+        let c = wait_state(&store, id, CycleState::Completed, Duration::from_secs(120)).await;
+        assert_eq!(c.outcome, Some(Outcome::Deployed), "{:?}", c.reason);
+    }
+    let champion = |store: Store| async move {
+        store.alias("p1", "champion").await.unwrap().map(|v| v.version)
+    };
+    assert_eq!(champion(store.clone()).await, Some(2));
+    // The hook answers slowly; the rollback is killed while it waits.
+    hook.delay_ms.store(5_000, Ordering::SeqCst);
+    let call = tokio::spawn({
+        let addr = addr.clone();
+        async move { rollback_api(&addr, serde_json::json!({"actor": "ops"})).await }
+    });
+    let open = eventually(Duration::from_secs(10), "the rollback's move", || {
+        let store = store.clone();
+        async move { store.open_move("p1").await.ok().flatten() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill9(&mut daemon.0);
+    let _ = call.await;
+    assert_eq!(champion(store.clone()).await, Some(2), "the kill came before the alias move");
+    assert_eq!(store.open_move("p1").await.unwrap().as_ref(), Some(&open));
+    hook.delay_ms.store(0, Ordering::SeqCst);
+    let _daemon = Server(env.spawn());
+    wait_http(&addr).await;
+    eventually(Duration::from_secs(30), "the rollback completed", || {
+        let store = store.clone();
+        async move {
+            let done = store.open_move("p1").await.ok()?.is_none();
+            (done && champion(store).await == Some(1)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(rollback_api(&addr, serde_json::json!({"actor": "ops", "to": 2})).await, 200);
+    let mut delivered: Vec<String> = hook
+        .to("/reload")
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap_or_default().to_string())
+        .collect();
+    // However often the interrupted rollback was delivered, it was under one id.
+    delivered.dedup();
+    let rollback = format!("deploy-p1-v1-move-{}", open.id);
+    assert_eq!(
+        delivered,
+        [
+            "deploy-p1-v1-move-1".to_string(),
+            "deploy-p1-v2-move-2".to_string(),
+            rollback,
+            format!("deploy-p1-v2-move-{}", open.id + 1),
+        ]
+    );
 }
