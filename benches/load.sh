@@ -12,17 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
-target="${CARGO_TARGET_DIR:-target}"
-bin="${RETRAIND_BIN:-$target/debug/retraind}"
-[ -x "$bin" ] || cargo build -q
-bin="$(realpath "$bin")"
-work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$((20000 + RANDOM % 20000))
+source benches/bench_env.sh
 
-# Data: the demo's generator (its four days), then a config whose training runs for minutes.
-"$bin" demo --dir "$work/demo" >/dev/null 2>&1
+# A config whose training runs for minutes.
 cat >"$work/retraind.toml" <<TOML
 [daemon]
 state_dir = "state"
@@ -41,12 +33,7 @@ patience = 100000
 hidden = [256, 256]
 batch_size = 32
 TOML
-echo -n "secret-token-for-the-load-bench" >"$work/token"
 cd "$work"
-ready() {
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.1; done
-  echo "the daemon did not become ready:" >&2; tail -5 "$1" >&2; exit 1
-}
 "$bin" --config retraind.toml --log-format json run 2>daemon.log &
 daemon=$!
 ready daemon.log

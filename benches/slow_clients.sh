@@ -17,16 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
-target="${CARGO_TARGET_DIR:-target}"
-bin="${RETRAIND_BIN:-$target/debug/retraind}"
-[ -x "$bin" ] || cargo build -q
-bin="$(realpath "$bin")"
-work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$((20000 + RANDOM % 20000))
+source benches/bench_env.sh
 
-"$bin" demo --dir "$work/demo" >/dev/null 2>&1
 cat >"$work/retraind.toml" <<TOML
 [daemon]
 state_dir = "state"
@@ -49,11 +41,10 @@ mode = "auto"
 [pipeline.deploy]
 watch_for = "0s"
 TOML
-echo -n "secret-token-for-the-load-bench" >"$work/token"
 cd "$work"
 "$bin" --config retraind.toml --log-format json run 2>daemon.log &
 daemon=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+ready daemon.log
 token_of() { sqlite3 state/retraind.db "SELECT holder || ' ' || token FROM leader_lease" 2>/dev/null || echo "?"; }
 lease_before="$(token_of)"
 cycle="$(curl -sf -X POST -H "Authorization: Bearer secret-token-for-the-load-bench" \

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 use super::{Shared, StepError};
-use crate::deploy::{self, DeployTarget, Placement};
 use crate::cycle::CycleState;
+use crate::deploy::{self, DeployTarget, Placement};
 use crate::store::{ChampionMove, DeployKind, ModelVersion, MoveRow};
 
 /// Open (or take up) the move of `version` into place and run every target, in order. When
@@ -90,10 +90,7 @@ fn put_back(
 /// up under the same delivery id; a rollback by hand is completed under its delivery id (the
 /// person asked for it; the request died with the daemon); any other move is undone — the
 /// store's champion put back through every target.
-pub async fn settle_open_moves(
-    shared: &Shared,
-    runtime: &super::Runtime,
-) -> Result<(), StepError> {
+pub async fn settle_open_moves(shared: &Shared, runtime: &super::Runtime) -> Result<(), StepError> {
     for mv in shared.store.open_moves().await? {
         let owner = match mv.cycle {
             Some(c) => shared.store.cycle(c).await?.map(|c| c.state),
@@ -108,7 +105,11 @@ pub async fn settle_open_moves(
             continue;
         }
         let Some(parts) = runtime.parts(&mv.pipeline) else {
-            warn!(pipeline = mv.pipeline, r#move = mv.id, "an open move of a pipeline no longer configured is closed without touching its targets");
+            warn!(
+                pipeline = mv.pipeline,
+                r#move = mv.id,
+                "an open move of a pipeline no longer configured is closed without touching its targets"
+            );
             shared.store.undo_move(mv.id, shared.now()).await?;
             continue;
         };
@@ -123,7 +124,12 @@ pub async fn settle_open_moves(
             continue;
         }
         if let Some(champion) = champion {
-            warn!(pipeline = mv.pipeline, r#move = mv.id, champion = champion.version, "a champion move was interrupted; putting the store's champion back in place");
+            warn!(
+                pipeline = mv.pipeline,
+                r#move = mv.id,
+                champion = champion.version,
+                "a champion move was interrupted; putting the store's champion back in place"
+            );
             let targets = parts.targets.clone();
             let delivery = deploy::delivery_id(&moving, mv.id);
             Shared::blocking(move || {
@@ -147,7 +153,12 @@ async fn complete_rollback(
     moving: &ModelVersion,
     champion: Option<ModelVersion>,
 ) -> Result<(), StepError> {
-    warn!(pipeline = mv.pipeline, r#move = mv.id, version = moving.version, "completing a rollback a restart interrupted, under its delivery id");
+    warn!(
+        pipeline = mv.pipeline,
+        r#move = mv.id,
+        version = moving.version,
+        "completing a rollback a restart interrupted, under its delivery id"
+    );
     let placed = put_in_place(
         shared,
         targets.to_vec(),
@@ -176,7 +187,12 @@ async fn complete_rollback(
             moving.version
         );
         shared
-            .event(&mv.pipeline, None, crate::records::EventKind::Rollback, &why)
+            .event(
+                &mv.pipeline,
+                None,
+                crate::records::EventKind::Rollback,
+                &why,
+            )
             .await?;
     }
     Ok(())

@@ -113,28 +113,36 @@ exit 3";
     let Some(env) = Env::new(db, opts).await else {
         return;
     };
-    let (running, shutdown) = start_daemon(&env, false).await;
-    let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    let end = wait_end(&store, id, Duration::from_secs(120)).await;
-    // Time for a loop to show itself, had there been one.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(end.state, CycleState::Failed, "{:?}", end.reason);
-    let reason = end.reason.unwrap_or_default();
+    let reason = fails_once(&env, &runs_file).await;
     assert!(
         reason.contains("exited with exit status: 3")
             && reason.contains("segfault in  native code \u{fffd}\u{fffd} at 0x0"),
         "{reason}"
     );
     assert!(!reason.contains('\0'), "{reason:?}");
-    assert_eq!(runs(&runs_file), 1, "the trainer ran once");
+}
+
+/// Run a cycle of `p1` that must fail: it fails once (one transition into `failed`, still
+/// failed seconds later), the trainer ran once, nothing was registered. Its stored reason.
+async fn fails_once(env: &Env, runs_file: &Path) -> String {
+    let (running, shutdown) = start_daemon(env, false).await;
+    let store = running.engine.store().clone();
+    let id = start_cycle(&running.engine, "p1").await;
+    let end = wait_end(&store, id, Duration::from_secs(120)).await;
+    // Time for a loop to show itself, had there been one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(end.state, CycleState::Failed, "{:?}", end.reason);
+    assert_eq!(runs(runs_file), 1, "the trainer ran once");
     assert_eq!(failures(&store, id).await, 1);
+    let now = store.cycle(id).await.unwrap().unwrap();
     assert_eq!(
-        store.cycle(id).await.unwrap().unwrap().state,
-        CycleState::Failed
+        (now.state, now.reason.clone()),
+        (CycleState::Failed, end.reason)
     );
+    assert!(store.versions("p1").await.unwrap().is_empty());
     shutdown.cancel();
     running.drain(Duration::from_secs(10)).await;
+    now.reason.unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,23 +224,12 @@ async fn refused_transition_fails_once(db: Db, refusal: Refusal, expect: &str) {
         return;
     };
     refuse_trained(&env, db, refusal).await;
-    let (running, shutdown) = start_daemon(&env, false).await;
-    let store = running.engine.store().clone();
-    let id = start_cycle(&running.engine, "p1").await;
-    let end = wait_end(&store, id, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(end.state, CycleState::Failed, "{:?}", end.reason);
-    let reason = end.reason.unwrap_or_default();
+    let reason = fails_once(&env, &runs_file).await;
     assert!(
         reason.starts_with("cannot record the result of the training step: store query failed:")
             && reason.contains(expect),
         "{refusal:?}: {reason}"
     );
-    assert_eq!(runs(&runs_file), 1, "{refusal:?}: the trainer ran once");
-    assert_eq!(failures(&store, id).await, 1);
-    assert!(store.versions("p1").await.unwrap().is_empty());
-    shutdown.cancel();
-    running.drain(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,7 +427,11 @@ async fn a_rollback_killed_mid_move_keeps_its_delivery_id() {
         assert_eq!(c.outcome, Some(Outcome::Deployed), "{:?}", c.reason);
     }
     let champion = |store: Store| async move {
-        store.alias("p1", "champion").await.unwrap().map(|v| v.version)
+        store
+            .alias("p1", "champion")
+            .await
+            .unwrap()
+            .map(|v| v.version)
     };
     assert_eq!(champion(store.clone()).await, Some(2));
     // The hook answers slowly; the rollback is killed while it waits.
@@ -447,7 +448,11 @@ async fn a_rollback_killed_mid_move_keeps_its_delivery_id() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     kill9(&mut daemon.0);
     let _ = call.await;
-    assert_eq!(champion(store.clone()).await, Some(2), "the kill came before the alias move");
+    assert_eq!(
+        champion(store.clone()).await,
+        Some(2),
+        "the kill came before the alias move"
+    );
     assert_eq!(store.open_move("p1").await.unwrap().as_ref(), Some(&open));
     hook.delay_ms.store(0, Ordering::SeqCst);
     let _daemon = Server(env.spawn());
@@ -460,7 +465,10 @@ async fn a_rollback_killed_mid_move_keeps_its_delivery_id() {
         }
     })
     .await;
-    assert_eq!(rollback_api(&addr, serde_json::json!({"actor": "ops", "to": 2})).await, 200);
+    assert_eq!(
+        rollback_api(&addr, serde_json::json!({"actor": "ops", "to": 2})).await,
+        200
+    );
     let mut delivered: Vec<String> = hook
         .to("/reload")
         .iter()
