@@ -32,8 +32,8 @@ reference = "demo/data/reference.csv"
 current = "demo/data/live.csv"
 categorical = ["segment"]
 [pipeline.train.burn]
-epochs = 400
-patience = 400
+epochs = 1500
+patience = 1500
 hidden = [128, 128]
 batch_size = 32
 [pipeline.approval]
@@ -75,6 +75,7 @@ while time.time() < end:
     time.sleep(2)
 print(closed)
 PY
+flood_start="$(date -u +%s)"
 python3 slow.py "$port" 500 "$secs" >slow.out &
 slow=$!
 sleep 1
@@ -90,6 +91,7 @@ done
 state=""
 for _ in $(seq 600); do
   state="$(curl -sf "http://127.0.0.1:$port/api/v1/cycles/$cycle" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["state"], c.get("outcome"))')"
+  ended="$(curl -sf "http://127.0.0.1:$port/api/v1/cycles/$cycle" | python3 -c 'import json,sys,datetime; f=json.load(sys.stdin).get("finished_at"); print(int(datetime.datetime.fromisoformat(f.replace("Z","+00:00")).timestamp()) if f else "")')"
   case "$state" in completed*|failed*|rejected*|rolled_back*) break ;; esac
   sleep 1
 done
@@ -100,7 +102,8 @@ echo "/metrics under the flood: p50 $(awk '$1 == "50%" {print $2}' metrics.out),
 echo "read flood /api/v1/cycles: $(awk '/Requests\/sec/ {print $2}' flood.out) requests/s"
 echo "slow clients: 500 held for ${secs}s, $(cat slow.out) closed by the server's header timeout"
 echo "lease: before '$lease_before', after '$lease_after'; 'stepping down' logged $downs times"
-echo "cycle $cycle: $state"
+echo "cycle $cycle: $state, ended $((ended - flood_start)) s after the load began (load: ${secs} s)"
+[ "$ended" -gt "$((flood_start + secs / 2))" ] || { echo "the cycle ended before the load's midpoint: lengthen the training" >&2; exit 1; }
 [ "$lease_before" = "$lease_after" ] && [ "$downs" = 0 ] || { echo "the leader changed" >&2; exit 1; }
 case "$state" in "completed deployed") ;; *) echo "the cycle did not complete: $state" >&2; tail -20 daemon.log >&2; exit 1 ;; esac
 kill "$daemon"; wait "$daemon" 2>/dev/null || true
