@@ -143,13 +143,8 @@ impl Store {
 
     /// The pipeline's open move, if one is.
     pub async fn open_move(&self, pipeline: &str) -> Result<Option<MoveRow>, StoreError> {
-        let sql =
-            format!("SELECT {MOVE_COLUMNS} FROM moves WHERE pipeline = $1 AND finished_at IS NULL");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(pipeline)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(move_from_row).transpose()
+        let mut conn = self.pool.acquire().await?;
+        open_move_in(&mut conn, pipeline).await
     }
 
     /// Every open move (what a crash left behind, read on start).
@@ -184,15 +179,16 @@ impl Store {
     }
 }
 
+/// The pipeline's open move, on `conn` (a transaction or not).
 async fn open_move_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     pipeline: &str,
 ) -> Result<Option<MoveRow>, StoreError> {
     let sql =
         format!("SELECT {MOVE_COLUMNS} FROM moves WHERE pipeline = $1 AND finished_at IS NULL");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(pipeline)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(move_from_row).transpose()
 }
