@@ -23,6 +23,10 @@ use crate::gate::{GateResult, MetricRow};
 use crate::performance::{Assessment, Metric};
 use crate::quality::QualityReport;
 
+/// The key of a stored report body that retention collected (`{"collected_at": "<time>"}`):
+/// its figures stay in the store, its body is gone.
+pub const REPORT_COLLECTED: &str = "collected_at";
+
 /// The stored report of a check (`GET /reports/{cycle}` renders it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {

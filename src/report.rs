@@ -219,7 +219,22 @@ h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
 
 /// Render a stored report body (`GET /reports/{cycle}`), read leniently.
 pub fn render_stored(body: &Value) -> String {
+    if let Some(at) = body
+        .get(crate::records::REPORT_COLLECTED)
+        .and_then(Value::as_str)
+    {
+        return collected_page(at);
+    }
     render(&Report::from_stored(body))
+}
+
+/// The page of a report whose body retention collected.
+fn collected_page(at: &str) -> String {
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>retraind · report collected</title><style>
+{STYLE}</style></head><body><h1>Report collected</h1><p>This check's report was collected by retention on <b>{}</b> ([daemon.retention] keep_for); its figures stay in the pipeline's charts and history.</p></body></html>"#,
+        escape(at)
+    )
 }
 
 /// Render a report as one self-contained HTML page.

@@ -33,10 +33,11 @@ fn print_text(r: &gc::GcReport) {
         "collected"
     };
     out!(
-        "{verb} {} model versions and {} files ({})",
+        "{verb} {} model versions and {} files ({}), and {} stored report bodies",
         r.versions.len(),
         r.files.len(),
-        bytes(r.freed_bytes)
+        bytes(r.freed_bytes),
+        r.report_bodies
     );
     for v in &r.versions {
         out!("  {v}");

@@ -2,7 +2,9 @@
 //! [`crate::retention`]. A version's files go only after the store marked it collected, in a
 //! statement that checks again that no alias, open move or cycle in flight holds it; inputs
 //! an in-flight cycle read, the staging folder of a cycle in flight and anything younger
-//! than `keep_for` stay. A dry run lists the same things and deletes nothing. It reads the
+//! than `keep_for` stay; stored report bodies older than `keep_for` give way to a note of
+//! when they were collected, their plotted figures kept. A dry run lists the same things and
+//! deletes nothing. It reads the
 //! store and the state directory and deletes files; it never moves a cycle.
 
 use std::collections::BTreeSet;
@@ -24,6 +26,8 @@ pub struct GcReport {
     pub versions: Vec<String>,
     /// Input, report and staging files and folders deleted.
     pub files: Vec<String>,
+    /// Stored report bodies collected (their figures stay).
+    pub report_bodies: u64,
     /// Bytes freed.
     pub freed_bytes: u64,
     /// What is left, by kind (`models`, `inputs`, `reports`, `staging`).
@@ -95,6 +99,11 @@ pub async fn run(
             &mut report,
         )?;
     }
+    let cutoff = now - chrono::Duration::from_std(keep.keep_for).unwrap_or(chrono::Duration::MAX);
+    report.report_bodies = match dry_run {
+        true => store.reports_before(cutoff).await?,
+        false => store.collect_reports(cutoff, now).await?,
+    };
     let read: BTreeSet<String> = active
         .iter()
         .filter_map(|c| c.inputs.as_ref())

@@ -8,7 +8,48 @@ use sqlx::Row;
 
 use super::*;
 
+/// Reports written before parameter `$n`, not collected yet, of cycles no longer in flight.
+fn old_reports(n: usize) -> String {
+    format!(
+        "created_at < ${n} AND body NOT LIKE '{{\"collected_at\"%' \
+         AND cycle_id NOT IN (SELECT id FROM cycles WHERE active <> 0)"
+    )
+}
+
 impl Store {
+    /// Replace the bodies of reports written before `before` by `{"collected_at": now}`,
+    /// keeping their plotted figures; reports of cycles in flight are kept. How many.
+    pub async fn collect_reports(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let stub = serde_json::json!({
+            crate::records::REPORT_COLLECTED: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE reports SET body = $1 WHERE {}",
+            old_reports(2)
+        )))
+        .bind(stub.to_string())
+        .bind(millis(before))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// How many reports' bodies were written before `before` and are not collected yet.
+    pub async fn reports_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM reports WHERE {}",
+            old_reports(1)
+        )))
+        .bind(millis(before))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// When each collected version of `pipeline` was collected, by version id.
     pub async fn collected(
         &self,

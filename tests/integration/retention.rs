@@ -11,7 +11,9 @@ use chrono::Utc;
 use retraind::cycle::{CycleState, TriggerKind};
 use retraind::engine::RollbackCause;
 use retraind::records::{Lineage, VersionMetrics};
-use retraind::store::{ChampionMove, CreateOutcome, CycleUpdate, DeployKind, NewVersion, Store};
+use retraind::store::{
+    ChampionMove, CreateOutcome, CycleUpdate, DeployKind, NewVersion, ReportSummary, Store,
+};
 
 use crate::helpers::{Db, Env, Opts, retraind, start_daemon};
 
@@ -103,8 +105,17 @@ fn count(dir: &Path) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_cycles_keep_the_disk_bounded() {
-    let Some(env) = Env::new(Db::Sqlite, Opts::default()).await else {
+async fn a_thousand_cycles_keep_the_disk_bounded_on_sqlite() {
+    a_thousand_cycles_keep_the_disk_bounded(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_cycles_keep_the_disk_bounded_on_postgresql() {
+    a_thousand_cycles_keep_the_disk_bounded(Db::Postgres).await;
+}
+
+async fn a_thousand_cycles_keep_the_disk_bounded(db: Db) {
+    let Some(env) = Env::new(db, Opts::default()).await else {
         return;
     };
     env.append_config("\n[daemon.retention]\nkeep_versions = 10\nkeep_for = \"30d\"\n");
@@ -132,6 +143,25 @@ async fn a_thousand_cycles_keep_the_disk_bounded() {
             file.set_modified(old).unwrap();
         }
     }
+    // Stored reports: three written 40 days ago, one today.
+    let summary = |share: f64| ReportSummary {
+        drift_share: Some(share),
+        ..ReportSummary::default()
+    };
+    let body = serde_json::json!({"drift": {"dataset": {"drifted_share": 0.5}}});
+    let forty_days_ago = Utc::now() - chrono::Duration::days(40);
+    for (i, at) in [
+        (0, forty_days_ago),
+        (1, forty_days_ago),
+        (2, forty_days_ago),
+        (999, Utc::now()),
+    ] {
+        let cycle = versions[i].1;
+        store
+            .save_report(cycle, "p1", &summary(0.5), &body, at)
+            .await
+            .unwrap();
+    }
     let config = env.config_path.to_str().unwrap();
     let models = state.join("models/p1");
 
@@ -140,13 +170,16 @@ async fn a_thousand_cycles_keep_the_disk_bounded() {
     let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(dry["versions"].as_array().unwrap().len(), 987, "{out:.400}");
     assert_eq!(dry["files"].as_array().unwrap().len(), 900);
+    assert_eq!(dry["report_bodies"], 3);
     assert_eq!(count(&models), 1000, "a dry run deletes nothing");
     assert_eq!(count(&reports), 1000);
 
     let (code, out, err) = retraind(&["--config", config, "gc"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.starts_with("collected 987 model versions and 900 files (3.9 MiB)"),
+        out.starts_with(
+            "collected 987 model versions and 900 files (3.9 MiB), and 3 stored report bodies"
+        ),
         "{out:.300}"
     );
     let mut kept: Vec<String> = std::fs::read_dir(&models)
@@ -159,6 +192,22 @@ async fn a_thousand_cycles_keep_the_disk_bounded() {
     want.extend((990..1000).map(cycle_of));
     assert_eq!(kept, want);
     assert_eq!(count(&reports), 100);
+    // Old report bodies gave way to a note; their figures and the recent body stay.
+    let first = versions[0].1;
+    let collected = store.report(first).await.unwrap().unwrap();
+    assert!(collected["collected_at"].is_string(), "{collected}");
+    assert_eq!(
+        store.report(versions[999].1).await.unwrap(),
+        Some(body.clone())
+    );
+    let shares: Vec<Option<f64>> = store
+        .report_points("p1", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.drift_share)
+        .collect();
+    assert_eq!(shares, [Some(0.5); 4]);
     // Disk bounded: 13 models of 4 KiB, whatever the number of cycles.
     let (code, out, _) = retraind(&["--config", config, "gc", "--format", "json"]);
     assert_eq!(code, 0);
@@ -187,6 +236,16 @@ async fn a_thousand_cycles_keep_the_disk_bounded() {
         .unwrap();
     let (running, shutdown) = start_daemon(&env, false).await;
     let engine = running.engine.clone();
+    let page = reqwest::get(format!("http://{}/reports/{first}", running.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<h1>Report collected</h1>") && page.contains("collected by retention on"),
+        "{page:.300}"
+    );
     let gone = engine
         .rollback("p1", Some(3), "ops", "test", RollbackCause::Manual)
         .await
