@@ -139,18 +139,9 @@ async fn after_step_error(
     match e {
         StoreError::Fenced { .. } => lost_lease(shared, cycle, &e),
         StoreError::Conflict { .. } => Next::Continue,
-        e if e.is_transient() => {
-            let retry_for = engine.config().await.daemon.store_retry_for;
-            if let Some(lasted) = outage.over(shared.now(), retry_for) {
-                let reason = unavailable(lasted, &e, "the step");
-                return fail(engine, cycle, reason).await;
-            }
-            warn!(pipeline = cycle.pipeline, cycle = cycle.id, state = %cycle.state, error = %e, "store unavailable; retrying the step");
-            if shared.pause(outage.next_backoff()).await || !shared.is_leader() {
-                return Next::Stop;
-            }
-            Next::Continue
-        }
+        e if e.is_transient() => wait_out(engine, cycle, &e, outage, "the step")
+            .await
+            .unwrap_or(Next::Continue),
         e => fail(engine, cycle, e.to_string()).await,
     }
 }
@@ -164,7 +155,6 @@ async fn record(
     outage: &mut Outage,
 ) -> Next {
     let shared = engine.shared();
-    let retry_for = engine.config().await.daemon.store_retry_for;
     loop {
         let e = match persist(engine, cycle, &result).await {
             Ok(()) => {
@@ -179,16 +169,12 @@ async fn record(
             // worker moved the cycle: read it again.
             StoreError::Conflict { .. } => return Next::Continue,
             e if e.is_transient() => {
-                if let Some(lasted) = outage.over(shared.now(), retry_for) {
-                    let reason = unavailable(lasted, &e, "recording the step's result");
-                    return fail(engine, cycle, reason).await;
-                }
-                warn!(pipeline = cycle.pipeline, cycle = cycle.id, state = %cycle.state, error = %e, "store unavailable; retrying the recording, not the step");
                 // A daemon that stepped down records nothing: the leader takes the cycle up
                 // (a finished training is registered from its directory, a deploy's open
                 // move is taken up under its delivery id).
-                if shared.pause(outage.next_backoff()).await || !shared.is_leader() {
-                    return Next::Stop;
+                let what = "recording the step's result";
+                if let Some(next) = wait_out(engine, cycle, &e, outage, what).await {
+                    return next;
                 }
             }
             e => {
@@ -197,6 +183,28 @@ async fn record(
             }
         }
     }
+}
+
+/// After a transient store error: fail the cycle once `daemon.store_retry_for` has passed
+/// since the outage began, else wait a backoff. `None`: try `what` again; `Some`: what the
+/// drive loop does now (stopped by shutdown or a lost lead, or the cycle failed).
+async fn wait_out(
+    engine: &Engine,
+    cycle: &CycleRow,
+    e: &StoreError,
+    outage: &mut Outage,
+    what: &str,
+) -> Option<Next> {
+    let shared = engine.shared();
+    let retry_for = engine.config().await.daemon.store_retry_for;
+    if let Some(lasted) = outage.over(shared.now(), retry_for) {
+        return Some(fail(engine, cycle, unavailable(lasted, e, what)).await);
+    }
+    warn!(pipeline = cycle.pipeline, cycle = cycle.id, state = %cycle.state, error = %e, "store unavailable; retrying {what}");
+    if shared.pause(outage.next_backoff()).await || !shared.is_leader() {
+        return Some(Next::Stop);
+    }
+    None
 }
 
 fn unavailable(lasted: Duration, e: &StoreError, what: &str) -> String {
